@@ -1,0 +1,244 @@
+//! Configuration: a strict TOML file (`policies/portcullis.toml` is the documented example),
+//! overridden by command-line flags. Unknown keys are errors, so a typo never silently turns
+//! a protection off; every error names the file and the key.
+
+mod address;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub use address::{Address, AddressError};
+
+/// The whole gateway configuration.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where clients connect.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// The Docker engine requests are forwarded to.
+    #[serde(default)]
+    pub engine: EngineConfig,
+    /// Resource bounds.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// `[server]`: the client-facing listeners.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Listen addresses (`unix:///path`, `tcp://127.0.0.1:2375`).
+    #[serde(default)]
+    pub listen: Vec<Address>,
+    /// Permission bits of created unix sockets, as an octal string such as `"0660"`.
+    #[serde(default = "default_socket_mode")]
+    pub socket_mode: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: Vec::new(),
+            socket_mode: default_socket_mode(),
+        }
+    }
+}
+
+fn default_socket_mode() -> String {
+    "0660".into()
+}
+
+/// `[engine]`: the upstream Docker engine.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineConfig {
+    /// Engine address; `DOCKER_HOST`, then `unix:///var/run/docker.sock` when not set.
+    #[serde(default = "default_engine")]
+    pub url: Address,
+    /// Idle connections kept open to the engine.
+    #[serde(default = "default_pool_idle")]
+    pub max_idle_connections: usize,
+    /// How long to wait for a connection to the engine.
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            url: default_engine(),
+            max_idle_connections: default_pool_idle(),
+            connect_timeout: default_connect_timeout(),
+        }
+    }
+}
+
+/// The engine address used when neither the config nor a flag names one: `DOCKER_HOST` when
+/// set (as every Docker client does), else the standard socket.
+pub fn default_engine() -> Address {
+    std::env::var("DOCKER_HOST")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| Address::Unix(PathBuf::from("/var/run/docker.sock")))
+}
+fn default_pool_idle() -> usize {
+    64
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+/// `[limits]`: every resource the gateway holds has a bound.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Client connections served at once; further connections wait in the accept backlog.
+    pub max_connections: usize,
+    /// Largest request head (request line and headers) in bytes.
+    pub max_header_bytes: usize,
+    /// Largest number of request headers.
+    pub max_headers: usize,
+    /// Largest buffered (JSON or small) request body in bytes; streamed uploads (build
+    /// contexts, image load, archives) are not buffered and not bounded by this.
+    pub max_body_bytes: usize,
+    /// Time allowed for a client to send a complete request head (slowloris defence).
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// Time in-flight requests get to finish on shutdown.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 1024,
+            max_header_bytes: 64 * 1024,
+            max_headers: 100,
+            max_body_bytes: 16 * 1024 * 1024,
+            header_read_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid config {path}: {key}: {message}")]
+    Invalid {
+        path: PathBuf,
+        key: &'static str,
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates config text; `path` only names the source in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        // toml's error already names the key and shows the offending line.
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    /// Checks the values that types alone cannot.
+    pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key, message: &str| ConfigError::Invalid {
+            path: path.to_owned(),
+            key,
+            message: message.to_owned(),
+        };
+        if self.socket_mode().is_none() {
+            return Err(invalid(
+                "server.socket_mode",
+                "must be an octal permission such as \"0660\"",
+            ));
+        }
+        let l = &self.limits;
+        if l.max_connections == 0 {
+            return Err(invalid("limits.max_connections", "must be at least 1"));
+        }
+        if l.max_header_bytes < 8192 {
+            return Err(invalid("limits.max_header_bytes", "must be at least 8192"));
+        }
+        if l.max_headers == 0 {
+            return Err(invalid("limits.max_headers", "must be at least 1"));
+        }
+        if self.engine.max_idle_connections == 0 {
+            return Err(invalid("engine.max_idle_connections", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    /// The unix socket permission bits, parsed from `server.socket_mode`.
+    pub fn socket_mode(&self) -> Option<u32> {
+        u32::from_str_radix(self.server.socket_mode.trim_start_matches("0o"), 8)
+            .ok()
+            .filter(|m| *m <= 0o777)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_rejected_with_their_name() {
+        let err = Config::parse("[limits]\nmax_conections = 3\n", Path::new("x.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("x.toml"), "{err}");
+        assert!(err.contains("max_conections"), "{err}");
+    }
+
+    #[test]
+    fn addresses_and_durations_parse() {
+        let c = Config::parse(
+            "[server]\nlisten = [\"unix:///tmp/p.sock\", \"tcp://127.0.0.1:2375\"]\n\
+             [engine]\nurl = \"tcp://127.0.0.1:2376\"\n\
+             [limits]\nmax_connections = 5\nmax_header_bytes = 9000\nmax_headers = 50\n\
+             max_body_bytes = 10\nheader_read_timeout = \"3s\"\nshutdown_grace = \"1m\"\n",
+            Path::new("x.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.server.listen.len(), 2);
+        assert_eq!(c.engine.url, Address::Tcp("127.0.0.1:2376".into()));
+        assert_eq!(c.limits.header_read_timeout, Duration::from_secs(3));
+        assert_eq!(c.limits.shutdown_grace, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let err = Config::parse("[server]\nsocket_mode = \"999\"\n", Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("server.socket_mode"), "{err}");
+        let err = Config::parse("[engine]\nurl = \"http://x\"\n", Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unsupported scheme"), "{err}");
+    }
+}

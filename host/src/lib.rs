@@ -1,0 +1,57 @@
+//! # portcullis
+//!
+//! A secure front door for shared Docker hosts: Docker clients talk to portcullis exactly as
+//! they talk to the engine; portcullis forwards the Docker Engine API to the real engine and
+//! runs every request through its policy pipeline on the way.
+//!
+//! # Layout
+//!
+//! The modules follow a request's journey, in order:
+//!
+//! - [`listener`]: accepts client connections (unix socket, TCP), serves HTTP/1 on them with
+//!   bounded resources, and hands each request to the pipeline.
+//! - [`identity`]: who is calling (peer credentials, address), attached to every request.
+//! - [`route`]: the endpoint classifier: method + path → canonical path, API version,
+//!   endpoint name (`container.create`, ...) and object id, the way dockerd's router reads it.
+//! - [`pipeline`]: one request's trip: classify, bound and read the body, decide, forward,
+//!   stream the answer back, and splice hijacked (attach/exec) connections.
+//! - [`upstream`]: the pooled client to the real engine (`unix://`, `tcp://`).
+//! - [`error`]: the single conversion of any failure to Docker's `{"message": ...}` format.
+//! - [`config`]: the strict TOML configuration and listen/engine addresses.
+
+pub mod config;
+pub mod error;
+pub mod identity;
+pub mod listener;
+pub mod net;
+pub mod pipeline;
+pub mod route;
+pub mod upstream;
+
+use std::future::Future;
+use std::sync::Arc;
+
+pub use config::Config;
+pub use listener::Listener;
+
+/// Errors that stop the gateway as a whole (never a single request).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Upstream(#[from] upstream::UpstreamError),
+}
+
+/// Serves the gateway on already-bound `listeners` until `shutdown` resolves, then stops
+/// accepting, lets in-flight requests finish (bounded by `config.limits.shutdown_grace`) and
+/// returns. Tests call this in-process on temporary sockets.
+pub async fn run(
+    listeners: Vec<Listener>,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RunError> {
+    let config = Arc::new(config);
+    let upstream = upstream::Upstream::new(&config.engine)?;
+    let gateway = Arc::new(pipeline::Gateway::new(config.clone(), upstream));
+    listener::serve(listeners, gateway, &config.limits, shutdown).await;
+    Ok(())
+}

@@ -1,0 +1,78 @@
+//! Byte streams shared by both sides of the gateway: a client connection and an engine
+//! connection are each a unix socket or a TCP stream.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpStream, UnixStream};
+
+pin_project_lite::pin_project! {
+    /// A connected socket.
+    #[project = StreamProj]
+    pub enum Stream {
+        /// A unix socket.
+        Unix { #[pin] s: UnixStream },
+        /// A TCP stream.
+        Tcp { #[pin] s: TcpStream },
+    }
+}
+
+impl Connection for Stream {
+    fn connected(&self) -> Connected {
+        Connected::new()
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.project() {
+            StreamProj::Unix { s } => s.poll_read(cx, buf),
+            StreamProj::Tcp { s } => s.poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.project() {
+            StreamProj::Unix { s } => s.poll_write(cx, buf),
+            StreamProj::Tcp { s } => s.poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.project() {
+            StreamProj::Unix { s } => s.poll_write_vectored(cx, bufs),
+            StreamProj::Tcp { s } => s.poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.project() {
+            StreamProj::Unix { s } => s.poll_flush(cx),
+            StreamProj::Tcp { s } => s.poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.project() {
+            StreamProj::Unix { s } => s.poll_shutdown(cx),
+            StreamProj::Tcp { s } => s.poll_shutdown(cx),
+        }
+    }
+}

@@ -1,0 +1,62 @@
+//! Dials the engine: a `tower::Service<Uri>` for hyper-util's pooled client that ignores the
+//! URI and always connects to the configured unix socket or TCP address.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpStream, UnixStream};
+
+use crate::config::Address;
+use crate::net::Stream;
+
+/// Connects to the engine.
+#[derive(Clone)]
+pub struct Connector {
+    address: Address,
+    timeout: Duration,
+}
+
+impl Connector {
+    /// A connector for `address`, giving up after `timeout`.
+    pub fn new(address: Address, timeout: Duration) -> Self {
+        Self { address, timeout }
+    }
+}
+
+impl tower_service::Service<http::Uri> for Connector {
+    type Response = TokioIo<Stream>;
+    type Error = io::Error;
+    type Future = Pin<Box<dyn Future<Output = io::Result<Self::Response>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: http::Uri) -> Self::Future {
+        let address = self.address.clone();
+        let timeout = self.timeout;
+        Box::pin(async move {
+            let connect = async {
+                Ok::<_, io::Error>(match &address {
+                    Address::Unix(path) => Stream::Unix {
+                        s: UnixStream::connect(path).await?,
+                    },
+                    Address::Tcp(hp) => {
+                        let s = TcpStream::connect(hp.as_str()).await?;
+                        s.set_nodelay(true)?;
+                        Stream::Tcp { s }
+                    }
+                })
+            };
+            match tokio::time::timeout(timeout, connect).await {
+                Ok(r) => r.map(TokioIo::new),
+                Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")),
+            }
+        })
+    }
+}
+
