@@ -15,6 +15,8 @@
 //!   endpoint name (`container.create`, ...) and object id, the way dockerd's router reads it.
 //! - [`pipeline`]: one request's trip: classify, bound and read the body, decide, forward,
 //!   stream the answer back, and splice hijacked (attach/exec) connections.
+//! - [`plugin`]: the WebAssembly plugin runtime (wasmtime): compile and cache components,
+//!   a fresh sandboxed instance per call, deadlines and memory caps.
 //! - [`upstream`]: the pooled client to the real engine (`unix://`, `tcp://`).
 //! - [`error`]: the single conversion of any failure to Docker's `{"message": ...}` format.
 //! - [`config`]: the strict TOML configuration and listen/engine addresses.
@@ -25,6 +27,7 @@ pub mod identity;
 pub mod listener;
 pub mod net;
 pub mod pipeline;
+pub mod plugin;
 pub mod route;
 pub mod upstream;
 
@@ -39,6 +42,8 @@ pub use listener::Listener;
 pub enum RunError {
     #[error(transparent)]
     Upstream(#[from] upstream::UpstreamError),
+    #[error(transparent)]
+    Plugin(#[from] plugin::LoadError),
 }
 
 /// Serves the gateway on already-bound `listeners` until `shutdown` resolves, then stops
@@ -51,7 +56,18 @@ pub async fn run(
 ) -> Result<(), RunError> {
     let config = Arc::new(config);
     let upstream = upstream::Upstream::new(&config.engine)?;
-    let gateway = Arc::new(pipeline::Gateway::new(config.clone(), upstream));
+    let chain = load_chain(&config).await?;
+    let gateway = Arc::new(pipeline::Gateway::new(config.clone(), upstream, chain));
     listener::serve(listeners, gateway, &config.limits, shutdown).await;
     Ok(())
+}
+
+/// Loads every configured plugin; a plugin that fails to load stops the start-up, so the
+/// gateway never serves with half its policy.
+pub async fn load_chain(config: &Config) -> Result<pipeline::Chain, plugin::LoadError> {
+    if config.plugins.is_empty() {
+        return Ok(pipeline::Chain::default());
+    }
+    let runtime = Arc::new(plugin::Runtime::for_config(config)?);
+    Ok(pipeline::Chain::new(runtime.load_all(config).await?))
 }

@@ -21,11 +21,37 @@ struct Cli {
 enum Command {
     /// Serve the Docker Engine API, forwarding to the engine through the policy pipeline.
     Serve(ServeArgs),
-    /// Validate a configuration file and exit (0 when valid).
+    /// Validate a configuration file and every plugin it names, then exit (0 when valid).
     Check {
         /// The configuration file.
         #[arg(long, short)]
         config: PathBuf,
+    },
+    /// Work with plugins offline.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Run one plugin on a request (and optionally a response) and print its verdict as JSON.
+    Test {
+        /// The plugin component (.wasm).
+        plugin: PathBuf,
+        /// The request, as JSON (see the README for the format).
+        #[arg(long)]
+        request: PathBuf,
+        /// A response, as JSON: runs the response hook instead of the request hook.
+        #[arg(long)]
+        response: Option<PathBuf>,
+        /// The plugin's configuration, as a JSON object.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Show a plugin's name, version, contract version and hooks.
+    Inspect {
+        /// The plugin component (.wasm).
+        plugin: PathBuf,
     },
 }
 
@@ -53,9 +79,50 @@ fn main() -> Result<()> {
         .init();
     match cli.command {
         Command::Serve(args) => serve(args),
-        Command::Check { config } => {
-            Config::load(&config)?;
-            println!("{}: ok", config.display());
+        Command::Check { config: path } => {
+            let config = Config::load(&path)?;
+            let chain = runtime()?.block_on(portcullis::load_chain(&config))?;
+            println!("{}: ok ({} plugins)", path.display(), chain.len());
+            Ok(())
+        }
+        Command::Plugin(cmd) => runtime()?.block_on(plugin_command(cmd)),
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Runtime::new().context("starting the async runtime")
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+async fn plugin_command(cmd: PluginCommand) -> Result<()> {
+    use portcullis::plugin::offline;
+    match cmd {
+        PluginCommand::Test { plugin, request, response, config } => {
+            let config = match config {
+                Some(p) => read_json(&p)?,
+                None => serde_json::json!({}),
+            };
+            let loaded = offline::load_one(&plugin, config).await?;
+            let request = read_json::<offline::RequestFile>(&request)?
+                .into_request()
+                .map_err(|e| anyhow::anyhow!("{}: {e}", request.display()))?;
+            let response = match response {
+                Some(p) => Some(read_json::<offline::ResponseFile>(&p)?.into_response()),
+                None => None,
+            };
+            let verdict = offline::run(&loaded, &request, response.as_ref())
+                .await
+                .map_err(|f| anyhow::anyhow!("plugin {f}"))?;
+            println!("{}", serde_json::to_string_pretty(&offline::verdict_json(&verdict))?);
+            Ok(())
+        }
+        PluginCommand::Inspect { plugin } => {
+            let loaded = offline::load_one(&plugin, serde_json::json!({})).await?;
+            println!("{}", serde_json::to_string_pretty(&offline::describe(&loaded))?);
             Ok(())
         }
     }
@@ -76,8 +143,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         config.server.listen = vec![Address::Unix("/var/run/portcullis.sock".into())];
     }
     let mode = config.socket_mode().context("server.socket_mode")?;
-    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    runtime.block_on(async move {
+    runtime()?.block_on(async move {
         let mut listeners = Vec::new();
         for address in &config.server.listen {
             listeners.push(Listener::bind(address, mode).await?);

@@ -165,7 +165,9 @@ pub fn raw_http(socket: &Path, request: &[u8], read_for: Duration) -> Vec<u8> {
     use std::io::{Read, Write};
     let mut s = std::os::unix::net::UnixStream::connect(socket).expect("connect");
     s.set_read_timeout(Some(read_for)).expect("timeout");
-    s.write_all(request).expect("write");
+    // A peer may answer and close before reading everything (an oversized head gets its
+    // 431 early): a failed write is not the test's verdict, what the peer sent back is.
+    let _ = s.write_all(request);
     let mut out = Vec::new();
     let mut buf = [0u8; 8192];
     let deadline = std::time::Instant::now() + read_for;
@@ -177,4 +179,484 @@ pub fn raw_http(socket: &Path, request: &[u8], read_for: Duration) -> Vec<u8> {
         }
     }
     out
+}
+
+/// The label every object a test creates carries, so leftovers are easy to find and remove
+/// (`docker ps -a --filter label=portcullis-test`).
+pub const TEST_LABEL: &str = "portcullis-test=1";
+
+/// Force-removes, directly on the engine, everything a test registered, when dropped (also
+/// when the test panics). Register an object before creating it, so a half-done creation is
+/// cleaned up too.
+#[derive(Default)]
+pub struct Cleanup {
+    containers: Vec<String>,
+    images: Vec<String>,
+    volumes: Vec<String>,
+    networks: Vec<String>,
+}
+
+impl Cleanup {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Registers a container name and returns it.
+    pub fn container(&mut self, name: &str) -> String {
+        self.containers.push(name.to_owned());
+        name.to_owned()
+    }
+    /// Registers an image reference (or id) and returns it.
+    pub fn image(&mut self, name: &str) -> String {
+        self.images.push(name.to_owned());
+        name.to_owned()
+    }
+    /// Registers a volume name and returns it.
+    pub fn volume(&mut self, name: &str) -> String {
+        self.volumes.push(name.to_owned());
+        name.to_owned()
+    }
+    /// Registers a network name and returns it.
+    pub fn network(&mut self, name: &str) -> String {
+        self.networks.push(name.to_owned());
+        name.to_owned()
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let quiet = |args: &[&str], names: &[String]| {
+            if names.is_empty() {
+                return;
+            }
+            let _ = docker_direct()
+                .args(args)
+                .args(names)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        };
+        // Containers first: they hold images, volumes and networks.
+        quiet(&["rm", "-f", "-v"], &self.containers);
+        quiet(&["network", "rm"], &self.networks);
+        quiet(&["volume", "rm", "-f"], &self.volumes);
+        quiet(&["rmi", "-f"], &self.images);
+    }
+}
+
+/// Runs `cmd` with `stdin` fed to it (then closed), killing it and panicking if it has not
+/// finished within `limit`: a hang fails the test instead of hanging CI.
+pub fn run_timeout(cmd: &mut Command, stdin: Option<&[u8]>, limit: Duration) -> Output {
+    use std::io::{Read, Write};
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    });
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let writer = match (stdin, child.stdin.take()) {
+        (Some(data), Some(mut pipe)) => {
+            let data = data.to_vec();
+            Some(std::thread::spawn(move || {
+                let _ = pipe.write_all(&data);
+                // Dropping the pipe closes it: the child sees EOF on stdin.
+            }))
+        }
+        _ => None,
+    };
+    let reader = |r: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let out = reader(child.stdout.take().map(|s| Box::new(s) as _));
+    let err = reader(child.stderr.take().map(|s| Box::new(s) as _));
+    let deadline = std::time::Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let stdout = out.join().unwrap_or_default();
+            let stderr = err.join().unwrap_or_default();
+            panic!(
+                "{cmd:?} did not finish within {limit:?}\nstdout: {}\nstderr: {}",
+                String::from_utf8_lossy(&stdout),
+                String::from_utf8_lossy(&stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    if let Some(w) = writer {
+        let _ = w.join();
+    }
+    Output {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    }
+}
+
+/// Like [`ok`], with a time limit.
+pub fn ok_timeout(cmd: &mut Command, limit: Duration) -> String {
+    let out = run_timeout(cmd, None, limit);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, or panics with `what` after `limit`.
+/// Waiting is never the verdict: the condition is.
+pub fn wait_for<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A long-running command (`logs -f`, `events`, `attach`) whose stdout lines arrive on a
+/// channel; killed when dropped.
+pub struct Streaming {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Streaming {
+    /// Spawns `cmd` with stdout piped (stderr inherited, so it shows in the test log).
+    pub fn spawn(cmd: &mut Command) -> Self {
+        use std::io::BufRead;
+        cmd.stdout(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                match line {
+                    Ok(l) => {
+                        if tx.send(l).is_err() {
+                            break;
+                        }
+                    }
+                    Err(_) => break,
+                }
+            }
+        });
+        Streaming {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a line matching `pred`, panicking with everything seen after `limit`.
+    pub fn expect_line(&mut self, limit: Duration, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => {
+                    self.seen.push(l.clone());
+                    if pred(&l) {
+                        return l;
+                    }
+                }
+                Err(e) => panic!(
+                    "no matching line within {limit:?} ({e}); lines seen: {:?}",
+                    self.seen
+                ),
+            }
+        }
+    }
+
+    /// Waits for the process to exit by itself within `limit`; returns its status and the
+    /// stdout lines not consumed yet.
+    pub fn wait(mut self, limit: Duration) -> (std::process::ExitStatus, Vec<String>) {
+        let status = wait_for("the streaming command to exit", limit, || {
+            self.child.try_wait().expect("wait")
+        });
+        let mut rest = Vec::new();
+        // The reader thread ends at EOF, which follows the exit.
+        while let Ok(l) = self.lines.recv_timeout(Duration::from_secs(5)) {
+            rest.push(l);
+        }
+        (status, rest)
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// The process id (to look at it, never to signal anything else).
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Kills the process and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Streaming {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A parsed HTTP/1.1 response (body de-chunked when chunked).
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    /// Parses a complete response as read from the wire; `None` if there is no status line.
+    pub fn parse(raw: &[u8]) -> Option<Self> {
+        let end = find(raw, b"\r\n\r\n")?;
+        let head = std::str::from_utf8(&raw[..end]).ok()?;
+        let mut lines = head.split("\r\n");
+        let status_line = lines.next()?;
+        let mut parts = status_line.splitn(3, ' ');
+        if !parts.next()?.starts_with("HTTP/1.") {
+            return None;
+        }
+        let status = parts.next()?.parse().ok()?;
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+            .collect();
+        let mut body = raw[end + 4..].to_vec();
+        let chunked = headers.iter().any(|(k, v)| {
+            k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
+        });
+        if chunked {
+            body = dechunk(&body);
+        }
+        Some(HttpResponse {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON; panics with the body when it is not JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {:?}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = find(data, b"\r\n") {
+        let size_str = String::from_utf8_lossy(&data[..eol]);
+        let size_str = size_str.split(';').next().unwrap_or("").trim().to_owned();
+        let Ok(size) = usize::from_str_radix(&size_str, 16) else {
+            break;
+        };
+        if size == 0 {
+            break;
+        }
+        let start = eol + 2;
+        let end = (start + size).min(data.len());
+        out.extend_from_slice(&data[start..end]);
+        data = &data[(end + 2).min(data.len())..];
+    }
+    out
+}
+
+/// Sends one request with `Connection: close` semantics and parses the answer; panics if
+/// no HTTP response came back within `read_for`.
+pub fn http(socket: &Path, request: &[u8], read_for: Duration) -> HttpResponse {
+    let raw = raw_http(socket, request, read_for);
+    HttpResponse::parse(&raw).unwrap_or_else(|| {
+        panic!(
+            "no HTTP response to {:?}: got {:?}",
+            String::from_utf8_lossy(&request[..request.len().min(200)]),
+            String::from_utf8_lossy(&raw)
+        )
+    })
+}
+
+/// A simple `METHOD path` request with `Connection: close` and an optional JSON body.
+pub fn request(method: &str, path: &str, json: Option<&str>) -> Vec<u8> {
+    let mut r = format!("{method} {path} HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n");
+    if let Some(body) = json {
+        r.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ));
+    } else {
+        r.push_str("\r\n");
+    }
+    r.into_bytes()
+}
+
+/// A raw connection on which a request was sent and the response head read: what an
+/// upgraded (hijacked) attach or exec leaves for the test to drive by hand.
+pub struct Upgraded {
+    pub head: HttpResponse,
+    pub stream: std::os::unix::net::UnixStream,
+    /// Bytes received after the head, not yet consumed.
+    pub pending: Vec<u8>,
+}
+
+impl Upgraded {
+    /// Sends `request` on a new connection to `socket` and reads up to the end of the
+    /// response head.
+    pub fn open(socket: &Path, request: &[u8], limit: Duration) -> Self {
+        use std::io::{Read, Write};
+        let mut stream = std::os::unix::net::UnixStream::connect(socket).expect("connect");
+        stream.set_read_timeout(Some(limit)).expect("timeout");
+        stream.write_all(request).expect("write request");
+        let mut raw = Vec::new();
+        let mut buf = [0u8; 4096];
+        let end = loop {
+            if let Some(end) = find(&raw, b"\r\n\r\n") {
+                break end;
+            }
+            match stream.read(&mut buf) {
+                Ok(0) => panic!(
+                    "connection closed before the response head: {:?}",
+                    String::from_utf8_lossy(&raw)
+                ),
+                Ok(n) => raw.extend_from_slice(&buf[..n]),
+                Err(e) => panic!(
+                    "no response head within {limit:?} ({e}): {:?}",
+                    String::from_utf8_lossy(&raw)
+                ),
+            }
+        };
+        let pending = raw[end + 4..].to_vec();
+        let head = HttpResponse::parse(&raw[..end + 4]).expect("response head");
+        Upgraded {
+            head,
+            stream,
+            pending,
+        }
+    }
+
+    /// Reads exactly `n` bytes (pending ones first); panics on EOF or timeout.
+    pub fn read_exact(&mut self, n: usize) -> Vec<u8> {
+        use std::io::Read;
+        let mut buf = [0u8; 4096];
+        while self.pending.len() < n {
+            match self.stream.read(&mut buf) {
+                Ok(0) => panic!("EOF after {:?}", String::from_utf8_lossy(&self.pending)),
+                Ok(k) => self.pending.extend_from_slice(&buf[..k]),
+                Err(e) => panic!(
+                    "read failed ({e}) after {:?}",
+                    String::from_utf8_lossy(&self.pending)
+                ),
+            }
+        }
+        self.pending.drain(..n).collect()
+    }
+
+    /// Reads one frame of Docker's multiplexed stream format: an 8-byte header (stream
+    /// type, 3 zero bytes, big-endian payload length) then the payload.
+    pub fn read_frame(&mut self) -> (u8, Vec<u8>) {
+        let h = self.read_exact(8);
+        assert_eq!(&h[1..4], &[0, 0, 0], "bad multiplexed frame header {h:?}");
+        let len = u32::from_be_bytes([h[4], h[5], h[6], h[7]]) as usize;
+        (h[0], self.read_exact(len))
+    }
+
+    /// Reads until EOF (the peer closed); panics on timeout.
+    pub fn read_to_eof(&mut self) -> Vec<u8> {
+        use std::io::Read;
+        let mut buf = [0u8; 4096];
+        loop {
+            match self.stream.read(&mut buf) {
+                Ok(0) => return std::mem::take(&mut self.pending),
+                Ok(k) => self.pending.extend_from_slice(&buf[..k]),
+                Err(e) => panic!(
+                    "no EOF ({e}) after {:?}",
+                    String::from_utf8_lossy(&self.pending)
+                ),
+            }
+        }
+    }
+}
+
+/// The hex SHA-256 of a file (`sha256sum`, so no hashing crate is needed).
+pub fn sha256_file(path: &Path) -> String {
+    let out = ok(Command::new("sha256sum").arg(path));
+    out.split_whitespace()
+        .next()
+        .expect("sha256sum output")
+        .to_owned()
+}
+
+/// Unix sockets of this process connected to the engine's socket (the gateway's upstream
+/// connections, since the gateway runs in-process). Found by matching the peer inode of
+/// every engine-side socket (`ss -x`) against this process's socket fds.
+pub fn engine_connections_of_this_process() -> usize {
+    let Address::Unix(engine) = engine_address() else {
+        panic!("engine_connections_of_this_process needs a unix engine address");
+    };
+    let engine = engine.to_string_lossy().into_owned();
+    let ss = ok(Command::new("ss").args(["-x", "-a", "-n"]));
+    let peers: std::collections::HashSet<String> = ss
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            // Netid State Recv-Q Send-Q Local Port Peer Port
+            (f.len() >= 8 && f[4] == engine).then(|| f[7].to_owned())
+        })
+        .collect();
+    std::fs::read_dir("/proc/self/fd")
+        .expect("/proc/self/fd")
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|t| {
+            let t = t.to_string_lossy().into_owned();
+            t.strip_prefix("socket:[")?
+                .strip_suffix(']')
+                .map(str::to_owned)
+        })
+        .filter(|inode| peers.contains(inode))
+        .count()
 }

@@ -3,6 +3,7 @@
 //! a protection off; every error names the file and the key.
 
 mod address;
+mod plugins;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -10,6 +11,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use address::{Address, AddressError};
+pub use plugins::{Grants, Mode, Phase, PluginConfig, RuntimeConfig};
 
 /// The whole gateway configuration.
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -24,6 +26,15 @@ pub struct Config {
     /// Resource bounds.
     #[serde(default)]
     pub limits: Limits,
+    /// The plugin sandbox.
+    #[serde(default)]
+    pub runtime: RuntimeConfig,
+    /// The plugin chain, in order.
+    #[serde(default)]
+    pub plugins: Vec<PluginConfig>,
+    /// Directory relative plugin paths are resolved against (the config file's).
+    #[serde(skip)]
+    pub base_dir: PathBuf,
 }
 
 /// `[server]`: the client-facing listeners.
@@ -160,6 +171,11 @@ impl Config {
             path: path.to_owned(),
             message: e.to_string(),
         })?;
+        let mut config = config;
+        config.base_dir = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
         config.validate(path)?;
         Ok(config)
     }
@@ -187,10 +203,38 @@ impl Config {
         if l.max_headers == 0 {
             return Err(invalid("limits.max_headers", "must be at least 1"));
         }
+        let mut names = std::collections::HashSet::new();
+        for p in &self.plugins {
+            if p.name.is_empty() || !names.insert(p.name.as_str()) {
+                return Err(invalid(
+                    "plugins.name",
+                    &format!("plugin names must be non-empty and unique ({:?})", p.name),
+                ));
+            }
+            for glob in &p.endpoints {
+                if globset::Glob::new(glob).is_err() {
+                    return Err(invalid(
+                        "plugins.endpoints",
+                        &format!("plugin {}: bad endpoint glob {glob:?}", p.name),
+                    ));
+                }
+            }
+            if p.timeout.is_zero() {
+                return Err(invalid("plugins.timeout", "must be more than zero"));
+            }
+        }
+        if self.runtime.max_instances == 0 {
+            return Err(invalid("runtime.max_instances", "must be at least 1"));
+        }
         if self.engine.max_idle_connections == 0 {
             return Err(invalid("engine.max_idle_connections", "must be at least 1"));
         }
         Ok(())
+    }
+
+    /// A plugin's component path, resolved against the config file's directory.
+    pub fn plugin_path(&self, plugin: &PluginConfig) -> PathBuf {
+        self.base_dir.join(&plugin.path)
     }
 
     /// The unix socket permission bits, parsed from `server.socket_mode`.

@@ -3,6 +3,8 @@
 //! connections become a raw tunnel only after the engine itself answered `101`.
 
 mod body;
+mod canonical;
+mod chain;
 mod headers;
 mod tunnel;
 
@@ -11,6 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::{header, HeaderValue, Request, Response, StatusCode};
+use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use tokio::sync::Semaphore;
@@ -19,10 +22,15 @@ use tracing::{debug, info, warn};
 use crate::config::Config;
 use crate::error::{DockerError, IntoDockerError};
 use crate::identity::Caller;
+use crate::plugin::types;
 use crate::route::{self, BodyKind, Route, RouteError};
+use canonical::Canonical;
+use chain::Patchable;
 use crate::upstream::{Upstream, UpstreamError};
 
 pub use body::Body;
+pub use canonical::CREDENTIAL_HEADERS;
+pub use chain::{Chain, ChainError};
 
 /// Why a request was not forwarded, or failed on the way.
 #[derive(Debug, thiserror::Error)]
@@ -33,10 +41,18 @@ pub enum PipelineError {
     BodyTooLarge { endpoint: &'static str, limit: usize },
     #[error("error reading the request body: {0}")]
     BodyRead(String),
+    #[error("{endpoint} takes no request body")]
+    UnexpectedBody { endpoint: &'static str },
+    #[error("invalid JSON body for {endpoint}: {reason}")]
+    BadJson { endpoint: &'static str, reason: String },
     #[error("{endpoint} cannot be upgraded to another protocol")]
     UpgradeRefused { endpoint: &'static str },
     #[error("too many attached sessions (limit {limit}); try again later")]
     TooManyTunnels { limit: usize },
+    #[error("the engine's response to {endpoint} is too large or unreadable for response plugins: {reason}")]
+    ResponseUnreadable { endpoint: &'static str, reason: String },
+    #[error(transparent)]
+    Chain(#[from] ChainError),
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
 }
@@ -47,10 +63,15 @@ impl IntoDockerError for PipelineError {
             PipelineError::Route(RouteError::UnknownEndpoint { .. }) => StatusCode::FORBIDDEN,
             PipelineError::Route(_) => StatusCode::BAD_REQUEST,
             PipelineError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            PipelineError::BodyRead(_) | PipelineError::UpgradeRefused { .. } => {
-                StatusCode::BAD_REQUEST
-            }
+            PipelineError::BodyRead(_)
+            | PipelineError::UnexpectedBody { .. }
+            | PipelineError::BadJson { .. }
+            | PipelineError::UpgradeRefused { .. } => StatusCode::BAD_REQUEST,
             PipelineError::TooManyTunnels { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            PipelineError::ResponseUnreadable { .. } => StatusCode::BAD_GATEWAY,
+            // Plugin messages go to the client as they are: the CLI shows
+            // "Error response from daemon: <plugin>: <message>".
+            PipelineError::Chain(e) => return e.to_docker_error(),
             PipelineError::Upstream(e) => return e.to_docker_error(),
         };
         DockerError::new(status, format!("portcullis: {self}"))
@@ -61,17 +82,19 @@ impl IntoDockerError for PipelineError {
 pub struct Gateway {
     config: Arc<Config>,
     upstream: Upstream,
+    chain: Chain,
     tunnels: Arc<Semaphore>,
     next_id: AtomicU64,
 }
 
 impl Gateway {
-    /// A gateway forwarding to `upstream`.
-    pub fn new(config: Arc<Config>, upstream: Upstream) -> Self {
+    /// A gateway forwarding to `upstream` through `chain`.
+    pub fn new(config: Arc<Config>, upstream: Upstream, chain: Chain) -> Self {
         let tunnels = Arc::new(Semaphore::new(config.limits.max_connections));
         Self {
             config,
             upstream,
+            chain,
             tunnels,
             next_id: AtomicU64::new(1),
         }
@@ -82,7 +105,7 @@ impl Gateway {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
         let method = req.method().clone();
-        match self.forward(req, &caller).await {
+        match self.forward(id, req, &caller).await {
             Ok((endpoint, resp)) => {
                 debug!(id, %method, endpoint, user = %caller.user, status = resp.status().as_u16(),
                        micros = started.elapsed().as_micros() as u64, "forwarded");
@@ -102,8 +125,9 @@ impl Gateway {
 
     async fn forward(
         &self,
+        id: u64,
         mut req: Request<Incoming>,
-        _caller: &Caller,
+        caller: &Caller,
     ) -> Result<(&'static str, Response<Body>), PipelineError> {
         let route = route::classify(req.method(), req.uri().path())?;
         let endpoint = route.endpoint;
@@ -115,22 +139,67 @@ impl Gateway {
             });
         }
         let client_upgrade = wants_upgrade.then(|| hyper::upgrade::on(&mut req));
-
+        let upgrade_protocol = req.headers().get(header::UPGRADE).cloned();
         let (parts, incoming) = req.into_parts();
-        let body = match endpoint.body {
-            BodyKind::Stream => Body::stream(incoming),
-            BodyKind::Json | BodyKind::None => self.read_body(incoming, &route).await?,
+
+        // Read what may be read: streamed uploads stay streams, everything else is read
+        // whole within the bound, so plugins and the engine get the same bytes.
+        let (mut buffered, stream) = match endpoint.body {
+            BodyKind::Stream => (None, Some(incoming)),
+            BodyKind::Json | BodyKind::None => {
+                let bytes = self.read_body(incoming, &route).await?;
+                if bytes.is_empty() {
+                    (None, None)
+                } else if endpoint.body == BodyKind::None {
+                    return Err(PipelineError::UnexpectedBody {
+                        endpoint: endpoint.name,
+                    });
+                } else {
+                    (Some(bytes), None)
+                }
+            }
+        };
+        let query = canonical::parse_query(parts.uri.query());
+
+        let wants_response = self.chain.wants_response(endpoint.name);
+        let mut canonical = None;
+        let (query, mut headers) = if self.chain.wants_request(endpoint.name) || wants_response {
+            let json = match &buffered {
+                Some(bytes) => Some(serde_json::from_slice(bytes).map_err(|e| {
+                    PipelineError::BadJson {
+                        endpoint: endpoint.name,
+                        reason: e.to_string(),
+                    }
+                })?),
+                None => None,
+            };
+            let mut c = Canonical::new(id, &parts.method, &route, query, parts.headers, json, caller);
+            self.chain.on_request(id, &mut c).await?;
+            buffered = c.body_bytes();
+            let forwarded = (c.query(), headers::forwardable(&c.headers));
+            canonical = Some(c);
+            forwarded
+        } else {
+            (query, headers::forwardable(&parts.headers))
         };
 
+        let body = match (stream, buffered) {
+            (Some(s), _) => Body::stream(s),
+            (None, Some(b)) => Body::full(b),
+            (None, None) => Body::empty(),
+        };
+        if wants_upgrade {
+            // Forward the protocol the client asked for (`tcp` for attach/exec, `h2c` for
+            // BuildKit's session), on a connection upgraded only if the engine agrees.
+            if let Some(proto) = upgrade_protocol {
+                headers.insert(header::UPGRADE, proto);
+            }
+            headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        }
         let mut upstream_req = Request::new(body);
         *upstream_req.method_mut() = parts.method.clone();
-        *upstream_req.uri_mut() = upstream_uri(&route, parts.uri.query())?;
-        *upstream_req.headers_mut() = headers::forwardable(&parts.headers);
-        if wants_upgrade {
-            let h = upstream_req.headers_mut();
-            h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-            h.insert(header::UPGRADE, HeaderValue::from_static("tcp"));
-        }
+        *upstream_req.uri_mut() = upstream_uri(&route, canonical::encode_query(&query).as_deref())?;
+        *upstream_req.headers_mut() = headers;
 
         let mut resp = self.upstream.send(upstream_req).await?;
 
@@ -155,18 +224,65 @@ impl Gateway {
 
         let (mut parts, incoming) = resp.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers);
+        if let (Some(c), true) = (&canonical, wants_response && !endpoint.streaming && is_json(&parts.headers)) {
+            let body = self.filter_response(id, c.view(), &mut parts, incoming, endpoint.name).await?;
+            return Ok((endpoint.name, Response::from_parts(parts, body)));
+        }
         Ok((endpoint.name, Response::from_parts(parts, Body::stream(incoming))))
     }
 
+    /// Reads a JSON response whole (within the body bound) and runs the response plugins.
+    async fn filter_response(
+        &self,
+        id: u64,
+        req: &types::Request,
+        parts: &mut http::response::Parts,
+        incoming: Incoming,
+        endpoint: &'static str,
+    ) -> Result<Body, PipelineError> {
+        let unreadable = |reason: String| PipelineError::ResponseUnreadable { endpoint, reason };
+        let limit = self.config.limits.max_body_bytes;
+        let bytes = Limited::new(incoming, limit)
+            .collect()
+            .await
+            .map_err(|e| unreadable(e.to_string()))?
+            .to_bytes();
+        let mut json: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| unreadable(e.to_string()))?;
+        let mut resp = types::Response {
+            status: parts.status.as_u16(),
+            headers: canonical::visible_headers(&parts.headers),
+            body: Some(json.to_string()),
+        };
+        let mut headers = parts.headers.clone();
+        self.chain
+            .on_response(id, req, &mut resp, |resp, patch| {
+                if let Some(ops) = &patch.body {
+                    canonical::apply_json_patch(&mut json, ops)?;
+                    resp.body = Some(json.to_string());
+                }
+                for edit in &patch.headers {
+                    canonical::edit_headers(&mut headers, edit)?;
+                }
+                resp.headers = canonical::visible_headers(&headers);
+                Ok(())
+            })
+            .await?;
+        let body = Bytes::from(resp.body.unwrap_or_default());
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        parts.headers = headers;
+        Ok(Body::full(body))
+    }
+
     /// Reads a non-streaming body whole, within the configured bound.
-    async fn read_body(&self, incoming: Incoming, route: &Route) -> Result<Body, PipelineError> {
+    async fn read_body(&self, incoming: Incoming, route: &Route) -> Result<Bytes, PipelineError> {
         use http_body::Body as _;
         if incoming.is_end_stream() {
-            return Ok(Body::empty());
+            return Ok(Bytes::new());
         }
         let limit = self.config.limits.max_body_bytes;
         match Limited::new(incoming, limit).collect().await {
-            Ok(collected) => Ok(Body::full(collected.to_bytes())),
+            Ok(collected) => Ok(collected.to_bytes()),
             Err(e) if e.is::<http_body_util::LengthLimitError>() => {
                 Err(PipelineError::BodyTooLarge {
                     endpoint: route.endpoint.name,
@@ -178,7 +294,14 @@ impl Gateway {
     }
 }
 
-/// The engine-side URI: the canonical path, and the query as received.
+fn is_json(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().starts_with("application/json"))
+}
+
+/// The engine-side URI: the canonical path and the re-encoded query.
 fn upstream_uri(route: &Route, query: Option<&str>) -> Result<http::Uri, PipelineError> {
     let mut pq = route.upstream_path();
     if let Some(q) = query {

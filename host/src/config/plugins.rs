@@ -1,0 +1,118 @@
+//! `[[plugins]]` entries and the `[runtime]` table of the plugin sandbox.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Where a plugin runs in the pipeline (Kubernetes admission order: mutate, then validate).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// May patch the request; runs first, in configuration order, each seeing the last one's
+    /// result.
+    Mutate,
+    /// May only allow or deny; all run on the final request, any denial refuses it.
+    #[default]
+    Validate,
+}
+
+/// Whether a plugin's denials are enforced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Denials refuse the request.
+    #[default]
+    Enforce,
+    /// Denials and patches are only logged and recorded: try a policy before enforcing it.
+    Audit,
+}
+
+/// Capabilities a plugin gets beyond the bare sandbox. Everything is off by default.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Grants {
+    /// Real wall and monotonic clocks (otherwise both read zero).
+    #[serde(default)]
+    pub clock: bool,
+    /// Environment variables passed through by name.
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// Credential headers the plugin may see (`authorization`, `x-registry-auth`, ...);
+    /// otherwise they are removed from its input.
+    #[serde(default)]
+    pub headers: Vec<String>,
+}
+
+/// One `[[plugins]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    /// Unique name, used in denial messages and logs.
+    pub name: String,
+    /// The component file; a relative path is relative to the config file's directory.
+    pub path: PathBuf,
+    /// `mutate` or `validate` (default).
+    #[serde(default)]
+    pub phase: Phase,
+    /// `enforce` (default) or `audit`.
+    #[serde(default)]
+    pub mode: Mode,
+    /// Endpoint name globs this plugin applies to (`container.*`); default all.
+    #[serde(default = "all_endpoints")]
+    pub endpoints: Vec<String>,
+    /// Time one call may take (default 100ms).
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Linear memory cap, e.g. `"64MiB"` (default).
+    #[serde(default = "default_memory")]
+    pub memory_limit: bytesize::ByteSize,
+    /// Let the request through when the plugin fails (traps, times out, exceeds memory,
+    /// returns a malformed verdict). Default false: fail closed.
+    #[serde(default)]
+    pub fail_open: bool,
+    /// Extra capabilities.
+    #[serde(default)]
+    pub grants: Grants,
+    /// Free-form table handed to the plugin's `init` as JSON.
+    #[serde(default)]
+    pub config: toml::Table,
+}
+
+fn all_endpoints() -> Vec<String> {
+    vec!["*".into()]
+}
+fn default_timeout() -> Duration {
+    Duration::from_millis(100)
+}
+fn default_memory() -> bytesize::ByteSize {
+    bytesize::ByteSize::mib(64)
+}
+
+/// `[runtime]`: the shared plugin sandbox.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// Where compiled components are cached; none disables the cache.
+    #[serde(default = "default_cache_dir")]
+    pub cache_dir: Option<PathBuf>,
+    /// Plugin instances alive at once across all requests; further calls wait.
+    #[serde(default = "default_instances")]
+    pub max_instances: u32,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            cache_dir: default_cache_dir(),
+            max_instances: default_instances(),
+        }
+    }
+}
+
+fn default_cache_dir() -> Option<PathBuf> {
+    Some(PathBuf::from("/var/cache/portcullis/plugins"))
+}
+fn default_instances() -> u32 {
+    256
+}

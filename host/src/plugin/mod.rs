@@ -1,0 +1,417 @@
+//! The plugin runtime: WebAssembly components in a wasmtime sandbox.
+//!
+//! One [`wasmtime::Engine`] for the process; each component is compiled once (and cached on
+//! disk), linked once into an `InstancePre`, and instantiated fresh from the pooling
+//! allocator for every call, so no state leaks from one caller to the next. Every call has
+//! an epoch deadline and a memory cap; a plugin that traps, runs out of time or memory, or
+//! answers nonsense produces a [`PluginFailure`], never a crash of the gateway.
+
+mod bindings;
+mod cache;
+pub mod offline;
+mod sandbox;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use tokio::sync::Semaphore;
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Engine, PoolingAllocationConfig, Store, UpdateDeadline};
+
+use crate::config::{Config, Mode, Phase, PluginConfig, RuntimeConfig};
+pub use bindings::types;
+pub use bindings::CONTRACT_VERSION;
+use bindings::PluginPre;
+use sandbox::State;
+
+/// Why a plugin could not be loaded. Start-up and `portcullis check` stop on these.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("plugin {name}: cannot read {path}: {source}")]
+    Read {
+        name: String,
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("plugin {name}: {path} is not a WebAssembly component: {reason}")]
+    NotComponent {
+        name: String,
+        path: String,
+        reason: String,
+    },
+    #[error("plugin {name}: {path} implements contract {found}, this gateway supports {supported}; rebuild it against sdk/wit {supported}")]
+    Incompatible {
+        name: String,
+        path: String,
+        found: String,
+        supported: &'static str,
+    },
+    #[error("plugin {name}: {path} does not export {interface}@{supported} (exports: {exports})")]
+    MissingExport {
+        name: String,
+        path: String,
+        interface: &'static str,
+        supported: &'static str,
+        exports: String,
+    },
+    #[error("plugin {name}: {path} cannot be linked: {reason}")]
+    Link {
+        name: String,
+        path: String,
+        reason: String,
+    },
+    #[error("plugin {name}: rejected its configuration: {reason}")]
+    Config { name: String, reason: String },
+    #[error("plugin {name}: {failure}")]
+    Probe { name: String, failure: PluginFailure },
+    #[error("plugin runtime: {0}")]
+    Engine(String),
+}
+
+/// Why a plugin call produced no usable verdict.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum PluginFailure {
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("exceeded its memory limit of {0}")]
+    Memory(bytesize::ByteSize),
+    #[error("crashed: {0}")]
+    Trap(String),
+    #[error("rejected its configuration: {0}")]
+    Init(String),
+    #[error("returned a malformed verdict: {0}")]
+    Malformed(String),
+}
+
+/// Process-wide plugin machinery.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<State>,
+    cache_dir: Option<std::path::PathBuf>,
+    instances: Arc<Semaphore>,
+    _ticker: EpochTicker,
+}
+
+/// Epoch granularity: deadlines are checked this often.
+const TICK: Duration = Duration::from_millis(1);
+
+impl Runtime {
+    /// Creates the engine (pooling allocator sized from `config`) and the linker with the
+    /// deny-by-default WASI and the `host` interface.
+    pub fn new(config: &RuntimeConfig, max_memory: u64) -> Result<Self, LoadError> {
+        let engine_err = |e: wasmtime::Error| LoadError::Engine(format!("{e:#}"));
+        let mut pool = PoolingAllocationConfig::new();
+        let n = config.max_instances;
+        // A component instance holds several core instances (the guest plus WASI adapter
+        // shims), each with a memory and a table or two.
+        pool.total_component_instances(n)
+            .total_core_instances(n * 8)
+            .total_memories(n * 2)
+            .total_tables(n * 4)
+            .total_stacks(n)
+            .max_memory_size(usize::try_from(max_memory).unwrap_or(usize::MAX))
+            .max_unused_warm_slots(n.min(64));
+        let mut wc = wasmtime::Config::new();
+        wc.epoch_interruption(true)
+            .allocation_strategy(pool)
+            .memory_init_cow(true)
+            // Linear memories are reserved up to the cap only; larger guests (interpreters)
+            // raise the cap through their plugin's memory_limit.
+            .memory_reservation(max_memory.max(1 << 20))
+            .memory_guard_size(64 << 10)
+            .memory_reservation_for_growth(0);
+        let engine = Engine::new(&wc).map_err(engine_err)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(engine_err)?;
+        bindings::portcullis::plugin::host::add_to_linker::<State, wasmtime::component::HasSelf<State>>(
+            &mut linker,
+            |s| s,
+        )
+        .map_err(engine_err)?;
+        let ticker = EpochTicker::start(engine.clone());
+        Ok(Self {
+            engine,
+            linker,
+            cache_dir: config.cache_dir.clone(),
+            instances: Arc::new(Semaphore::new(n as usize)),
+            _ticker: ticker,
+        })
+    }
+
+    /// A runtime sized for every plugin in `config`.
+    pub fn for_config(config: &Config) -> Result<Self, LoadError> {
+        let max_memory = config
+            .plugins
+            .iter()
+            .map(|p| p.memory_limit.as_u64())
+            .max()
+            .unwrap_or(64 << 20);
+        Self::new(&config.runtime, max_memory)
+    }
+
+    /// Loads every configured plugin, in order; the first failure stops it all.
+    pub async fn load_all(self: &Arc<Self>, config: &Config) -> Result<Vec<Arc<Plugin>>, LoadError> {
+        let mut out = Vec::with_capacity(config.plugins.len());
+        for p in &config.plugins {
+            out.push(Arc::new(self.load(p, &config.plugin_path(p)).await?));
+        }
+        Ok(out)
+    }
+
+    /// Compiles (or loads from cache), checks the contract version, links, and probes the
+    /// plugin: `describe` and `init` with its configuration must succeed.
+    pub async fn load(self: &Arc<Self>, cfg: &PluginConfig, path: &Path) -> Result<Plugin, LoadError> {
+        let name = cfg.name.clone();
+        let shown = path.display().to_string();
+        let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
+            name: name.clone(),
+            path: shown.clone(),
+            source,
+        })?;
+        let component = {
+            let engine = self.engine.clone();
+            let dir = self.cache_dir.clone();
+            // Compilation is CPU-bound and can take seconds for interpreters.
+            tokio::task::spawn_blocking(move || cache::load(&engine, dir.as_deref(), &bytes))
+                .await
+                .map_err(|e| LoadError::Engine(e.to_string()))?
+                .map_err(|e| LoadError::NotComponent {
+                    name: name.clone(),
+                    path: shown.clone(),
+                    reason: format!("{e:#}"),
+                })?
+        };
+        check_contract(&self.engine, &component, &name, &shown)?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .and_then(PluginPre::new)
+            .map_err(|e| LoadError::Link {
+                name: name.clone(),
+                path: shown.clone(),
+                reason: format!("{e:#}"),
+            })?;
+        let mut endpoints = GlobSetBuilder::new();
+        for g in &cfg.endpoints {
+            endpoints.add(Glob::new(g).map_err(|e| LoadError::Config {
+                name: name.clone(),
+                reason: e.to_string(),
+            })?);
+        }
+        let config_json = serde_json::to_string(&cfg.config).map_err(|e| LoadError::Config {
+            name: name.clone(),
+            reason: e.to_string(),
+        })?;
+        let mut plugin = Plugin {
+            cfg: cfg.clone(),
+            info: types::Info {
+                name: String::new(),
+                version: String::new(),
+                hooks: types::Hooks::empty(),
+            },
+            config_json,
+            endpoints: endpoints.build().map_err(|e| LoadError::Config {
+                name: name.clone(),
+                reason: e.to_string(),
+            })?,
+            pre,
+            runtime: self.clone(),
+        };
+        plugin.info = plugin.probe().await.map_err(|failure| match failure {
+            PluginFailure::Init(reason) => LoadError::Config {
+                name: name.clone(),
+                reason,
+            },
+            failure => LoadError::Probe {
+                name: name.clone(),
+                failure,
+            },
+        })?;
+        Ok(plugin)
+    }
+}
+
+/// Finds the policy export and compares its version with ours, so an old or new plugin is
+/// refused with both versions named rather than with a linker error.
+fn check_contract(engine: &Engine, component: &Component, name: &str, path: &str) -> Result<(), LoadError> {
+    let ty = component.component_type();
+    let exports: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_string()).collect();
+    let prefix = format!("{}@", bindings::POLICY_INTERFACE);
+    match exports.iter().find(|e| e.starts_with(&prefix)) {
+        Some(e) if e.as_str() == format!("{prefix}{CONTRACT_VERSION}") => {
+            Ok(())
+        }
+        Some(e) => Err(LoadError::Incompatible {
+            name: name.into(),
+            path: path.into(),
+            found: e[prefix.len()..].to_string(),
+            supported: CONTRACT_VERSION,
+        }),
+        None => Err(LoadError::MissingExport {
+            name: name.into(),
+            path: path.into(),
+            interface: bindings::POLICY_INTERFACE,
+            supported: CONTRACT_VERSION,
+            exports: if exports.is_empty() { "none".into() } else { exports.join(", ") },
+        }),
+    }
+}
+
+/// A loaded plugin, ready to be instantiated per call.
+pub struct Plugin {
+    cfg: PluginConfig,
+    info: types::Info,
+    config_json: String,
+    endpoints: GlobSet,
+    pre: PluginPre<State>,
+    runtime: Arc<Runtime>,
+}
+
+/// Which hook to call.
+pub enum Hook<'a> {
+    /// Judge a request.
+    Request(&'a types::Request),
+    /// Judge or rewrite a response.
+    Response(&'a types::Request, &'a types::Response),
+    /// Shape an audit record (JSON text).
+    Audit(&'a types::Request, &'a str),
+}
+
+impl Plugin {
+    /// The configured name.
+    pub fn name(&self) -> &str {
+        &self.cfg.name
+    }
+    /// What the plugin says about itself.
+    pub fn info(&self) -> &types::Info {
+        &self.info
+    }
+    /// Its configuration entry.
+    pub fn config(&self) -> &PluginConfig {
+        &self.cfg
+    }
+    /// Mutate or validate.
+    pub fn phase(&self) -> Phase {
+        self.cfg.phase
+    }
+    /// Enforce or audit.
+    pub fn mode(&self) -> Mode {
+        self.cfg.mode
+    }
+    /// Whether the plugin is configured for this endpoint.
+    pub fn applies_to(&self, endpoint: &str) -> bool {
+        self.endpoints.is_match(endpoint)
+    }
+    /// Whether it implements `hook`.
+    pub fn has(&self, hook: types::Hooks) -> bool {
+        self.info.hooks.contains(hook)
+    }
+
+    async fn probe(&self) -> Result<types::Info, PluginFailure> {
+        match self.call(0, None).await? {
+            Output::Info(info) => Ok(info),
+            Output::Verdict(_) => Err(PluginFailure::Malformed("describe returned a verdict".into())),
+        }
+    }
+
+    /// Calls `hook` on a fresh instance (after `init` with the plugin's configuration).
+    pub async fn invoke(&self, request_id: u64, hook: Hook<'_>) -> Result<types::Verdict, PluginFailure> {
+        match self.call(request_id, Some(hook)).await? {
+            Output::Verdict(v) => Ok(v),
+            Output::Info(_) => Err(PluginFailure::Malformed("hook returned a description".into())),
+        }
+    }
+
+    /// Instantiates, runs `init`, then the hook (or `describe` when `hook` is none), under
+    /// the deadline and the memory cap.
+    async fn call(&self, request_id: u64, hook: Option<Hook<'_>>) -> Result<Output, PluginFailure> {
+        let rt = &self.runtime;
+        // Bounded like every resource: calls beyond the pool wait for a free instance.
+        let _permit = rt
+            .instances
+            .acquire()
+            .await
+            .map_err(|_| PluginFailure::Trap("plugin runtime closed".into()))?;
+        let limit = self.cfg.memory_limit;
+        let state = State::new(&self.cfg.name, request_id, limit.as_u64() as usize, &self.cfg.grants);
+        let mut store = Store::new(&rt.engine, state);
+        store.limiter(|s| s.limiter());
+        let timeout = self.cfg.timeout;
+        let deadline = Instant::now() + timeout;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            if Instant::now() >= deadline {
+                Err(wasmtime::Error::msg("deadline exceeded"))
+            } else {
+                // Yield so a slow plugin never holds a gateway worker thread.
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        let result: wasmtime::Result<Result<Output, PluginFailure>> = async {
+            let instance = self.pre.instantiate_async(&mut store).await?;
+            let policy = instance.portcullis_plugin_policy();
+            if let Err(reason) = policy.call_init(&mut store, &self.config_json).await? {
+                return Ok(Err(PluginFailure::Init(reason)));
+            }
+            Ok(Ok(match hook {
+                None => Output::Info(policy.call_describe(&mut store).await?),
+                Some(Hook::Request(r)) => Output::Verdict(policy.call_on_request(&mut store, r).await?),
+                Some(Hook::Response(r, resp)) => {
+                    Output::Verdict(policy.call_on_response(&mut store, r, resp).await?)
+                }
+                Some(Hook::Audit(r, rec)) => Output::Verdict(policy.call_on_audit(&mut store, r, rec).await?),
+            }))
+        }
+        .await;
+        match result {
+            Ok(r) => r,
+            Err(e) => {
+                let state = store.data();
+                Err(if Instant::now() >= deadline {
+                    PluginFailure::Timeout(timeout)
+                } else if state.memory_exceeded() {
+                    PluginFailure::Memory(limit)
+                } else {
+                    let stderr = state.stderr();
+                    let root = e.root_cause().to_string();
+                    PluginFailure::Trap(if stderr.is_empty() { root } else { format!("{root}: {stderr}") })
+                })
+            }
+        }
+    }
+}
+
+enum Output {
+    Info(types::Info),
+    Verdict(types::Verdict),
+}
+
+/// Advances the engine's epoch every [`TICK`] on a small thread; stops with the runtime.
+struct EpochTicker {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl EpochTicker {
+    fn start(engine: Engine) -> Self {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        std::thread::Builder::new()
+            .name("portcullis-epoch".into())
+            .spawn(move || {
+                while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(TICK);
+                    engine.increment_epoch();
+                }
+            })
+            .ok();
+        Self { stop }
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,219 @@
+//! Running one plugin without a gateway: the `portcullis plugin test` and `plugin inspect`
+//! loop for plugin authors. Requests and responses are read from friendly JSON files
+//! (every field optional, bodies as JSON values) and verdicts printed as JSON.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{types, Hook, LoadError, Plugin, PluginFailure, Runtime};
+use crate::config::{PluginConfig, RuntimeConfig};
+
+/// A request as a plugin author writes it for a test. Unset fields take neutral defaults;
+/// the endpoint, version and object id are derived from `method` and `path` when unset.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RequestFile {
+    pub id: u64,
+    pub method: Option<String>,
+    pub path: Option<String>,
+    pub api_version: Option<String>,
+    pub endpoint: Option<String>,
+    pub object_id: Option<String>,
+    pub query: Vec<(String, String)>,
+    pub headers: Vec<(String, String)>,
+    pub body: Option<Value>,
+    pub caller: CallerFile,
+    pub target: Option<TargetFile>,
+}
+
+/// The caller part of a [`RequestFile`].
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CallerFile {
+    pub user: String,
+    pub groups: Vec<String>,
+    /// `none`, `peer-credentials`, `mutual-tls` or `token`.
+    pub auth: String,
+    pub peer: String,
+}
+
+impl Default for CallerFile {
+    fn default() -> Self {
+        Self {
+            user: "test".into(),
+            groups: Vec::new(),
+            auth: "none".into(),
+            peer: "test".into(),
+        }
+    }
+}
+
+/// The target part of a [`RequestFile`].
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TargetFile {
+    pub kind: String,
+    pub id: String,
+    pub name: Option<String>,
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+/// A response as written for a test.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResponseFile {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Option<Value>,
+}
+
+impl Default for ResponseFile {
+    fn default() -> Self {
+        Self {
+            status: 200,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: None,
+        }
+    }
+}
+
+fn pairs(v: Vec<(String, String)>) -> Vec<types::Pair> {
+    v.into_iter()
+        .map(|(name, value)| types::Pair { name, value })
+        .collect()
+}
+
+impl RequestFile {
+    /// The contract's request.
+    pub fn into_request(self) -> Result<types::Request, String> {
+        let method = self.method.unwrap_or_else(|| "GET".into()).to_uppercase();
+        let path = self.path.unwrap_or_else(|| "/_ping".into());
+        let m = http::Method::from_bytes(method.as_bytes()).map_err(|e| e.to_string())?;
+        let route = crate::route::classify(&m, &path).ok();
+        let auth = match self.caller.auth.as_str() {
+            "none" => types::AuthMethod::None,
+            "peer-credentials" => types::AuthMethod::PeerCredentials,
+            "mutual-tls" => types::AuthMethod::MutualTls,
+            "token" => types::AuthMethod::Token,
+            other => return Err(format!("caller.auth: unknown method {other:?}")),
+        };
+        Ok(types::Request {
+            id: self.id,
+            method,
+            path: route.as_ref().map_or(path.clone(), |r| r.path.clone()),
+            api_version: self
+                .api_version
+                .or_else(|| route.as_ref().and_then(|r| r.version).map(|(a, b)| format!("{a}.{b}"))),
+            endpoint: self
+                .endpoint
+                .or_else(|| route.as_ref().map(|r| r.endpoint.name.to_owned()))
+                .ok_or_else(|| format!("endpoint: not set, and {path:?} is not a known endpoint"))?,
+            object_id: self.object_id.or_else(|| route.and_then(|r| r.object_id)),
+            query: pairs(self.query),
+            headers: pairs(self.headers),
+            body: self.body.map(|b| b.to_string()),
+            caller: types::Caller {
+                user: self.caller.user,
+                groups: self.caller.groups,
+                auth,
+                peer: self.caller.peer,
+            },
+            target: self.target.map(|t| types::Target {
+                kind: t.kind,
+                id: t.id,
+                name: t.name,
+                labels: pairs(t.labels.into_iter().collect()),
+            }),
+        })
+    }
+}
+
+impl ResponseFile {
+    /// The contract's response.
+    pub fn into_response(self) -> types::Response {
+        types::Response {
+            status: self.status,
+            headers: pairs(self.headers),
+            body: self.body.map(|b| b.to_string()),
+        }
+    }
+}
+
+/// A verdict as JSON: `{"verdict": "allow"}`, `{"verdict": "deny", "status": 403,
+/// "message": ...}` or `{"verdict": "patch", "body": [...], "headers": [...], "query": [...]}`.
+pub fn verdict_json(v: &types::Verdict) -> Value {
+    let edits = |edits: &[types::Edit]| -> Vec<Value> {
+        edits
+            .iter()
+            .map(|e| match e {
+                types::Edit::Set(p) => json!({"set": [p.name, p.value]}),
+                types::Edit::Remove(n) => json!({"remove": n}),
+            })
+            .collect()
+    };
+    match v {
+        types::Verdict::Allow => json!({"verdict": "allow"}),
+        types::Verdict::Deny(d) => json!({"verdict": "deny", "status": d.status, "message": d.message}),
+        types::Verdict::Patch(p) => json!({
+            "verdict": "patch",
+            "body": p.body.as_deref().map(|b| serde_json::from_str::<Value>(b).unwrap_or(Value::String(b.to_owned()))),
+            "headers": edits(&p.headers),
+            "query": edits(&p.query),
+        }),
+    }
+}
+
+/// Loads one component for offline use, with `config` as its `init` configuration.
+pub async fn load_one(path: &Path, config: Value) -> Result<Plugin, LoadError> {
+    let table: toml::Table = serde_json::from_value(config).map_err(|e| LoadError::Config {
+        name: path.display().to_string(),
+        reason: format!("config must be a JSON object: {e}"),
+    })?;
+    let cfg: PluginConfig = PluginConfig {
+        name: path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "plugin".into()),
+        path: path.to_owned(),
+        config: table,
+        ..serde_json::from_value(json!({"name": "", "path": ""})).map_err(|e| LoadError::Engine(e.to_string()))?
+    };
+    let runtime = Arc::new(Runtime::new(&RuntimeConfig::default(), cfg.memory_limit.as_u64())?);
+    runtime.load(&cfg, path).await
+}
+
+/// Runs the request hook, or the response hook when a response is given.
+pub async fn run(
+    plugin: &Plugin,
+    request: &types::Request,
+    response: Option<&types::Response>,
+) -> Result<types::Verdict, PluginFailure> {
+    match response {
+        Some(resp) => plugin.invoke(request.id, Hook::Response(request, resp)).await,
+        None => plugin.invoke(request.id, Hook::Request(request)).await,
+    }
+}
+
+/// The description `plugin inspect` prints.
+pub fn describe(plugin: &Plugin) -> Value {
+    let info = plugin.info();
+    let mut hooks = Vec::new();
+    for (flag, name) in [
+        (types::Hooks::REQUEST, "request"),
+        (types::Hooks::RESPONSE, "response"),
+        (types::Hooks::AUDIT, "audit"),
+    ] {
+        if info.hooks.contains(flag) {
+            hooks.push(name);
+        }
+    }
+    json!({
+        "name": info.name,
+        "version": info.version,
+        "contract": format!("portcullis:plugin@{}", super::CONTRACT_VERSION),
+        "hooks": hooks,
+    })
+}

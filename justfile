@@ -1,0 +1,121 @@
+# portcullis developer and user commands. `just --list` shows them.
+#
+# Everything runs against a private Docker engine (scripts/dev-engine) on its own
+# socket, never the system's /var/run/docker.sock.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+set positional-arguments
+
+# One warm target dir shared by builds, tests and CI (a release wasmtime takes minutes).
+export CARGO_TARGET_DIR := env_var_or_default("CARGO_TARGET_DIR", "/var/cache/portcullis/target")
+export CARGO_BUILD_JOBS := "2"
+
+engine_dir := env_var_or_default("PORTCULLIS_ENGINE_DIR", "/var/tmp/portcullis-engine")
+engine := "unix://" + engine_dir / "docker.sock"
+listen_dir := "/var/tmp/portcullis"
+listen := "unix://" + listen_dir / "portcullis.sock"
+config := "policies/portcullis.toml"
+
+# Show the recipes.
+[private]
+default:
+    @just --list
+
+# Install what is missing (Debian packages, the wasm target) and start the dev engine.
+setup:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    sudo=; [ "$(id -u)" = 0 ] || sudo=sudo
+    missing=()
+    for pkg in docker.io busybox-static socat haproxy iproute2 curl; do
+        dpkg-query -W -f '${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+    done
+    if [ "${#missing[@]}" -gt 0 ]; then
+        echo "setup: installing ${missing[*]}"
+        export DEBIAN_FRONTEND=noninteractive NEEDRESTART_SUSPEND=1
+        # Keep apt from starting the system's dockerd: the dev engine is the one
+        # portcullis uses, and a second engine would own the DOCKER iptables chains.
+        if [ ! -e /usr/sbin/policy-rc.d ]; then
+            printf '#!/bin/sh\nexit 101\n' | $sudo tee /usr/sbin/policy-rc.d >/dev/null
+            $sudo chmod +x /usr/sbin/policy-rc.d
+            trap '$sudo rm -f /usr/sbin/policy-rc.d' EXIT
+        fi
+        $sudo apt-get update -qq
+        $sudo apt-get install -y -qq "${missing[@]}"
+    fi
+    if ! rustup target list --installed | grep -qx wasm32-wasip2; then
+        rustup target add wasm32-wasip2
+    fi
+    scripts/dev-engine start
+
+# Start the dev engine (a no-op if it runs); prints its DOCKER_HOST.
+engine:
+    scripts/dev-engine start
+
+# Stop the dev engine and wipe its state (`just engine-stop --keep` keeps it).
+engine-stop *args:
+    scripts/dev-engine stop "$@"
+
+# Build the gateway binary (release).
+build:
+    cargo build --release -p portcullis
+
+# Build every plugin crate (plugins/*/ and the test plugins in tests/plugins/*/) to wasm32-wasip2 components.
+plugins:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    shopt -s nullglob
+    rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
+    pkgs=()
+    for manifest in plugins/*/Cargo.toml tests/plugins/*/Cargo.toml; do
+        pkgs+=(-p "$(sed -n 's/^name *= *"\(.*\)"/\1/p' "$manifest" | head -n 1)")
+    done
+    if [ "${#pkgs[@]}" -eq 0 ]; then
+        echo "plugins: no plugin crates yet; nothing to build"
+        exit 0
+    fi
+    cargo build --release --target wasm32-wasip2 "${pkgs[@]}"
+    echo "plugins: components are in $CARGO_TARGET_DIR/wasm32-wasip2/release/"
+
+# Set up, build, and serve the gateway on /var/tmp/portcullis/portcullis.sock in front of the dev engine.
+up: setup build plugins
+    #!/usr/bin/env bash
+    set -euo pipefail
+    mkdir -p {{listen_dir}}
+    args=(serve --listen {{listen}} --engine {{engine}})
+    if [ -f {{config}} ]; then args+=(--config {{config}}); fi
+    echo "portcullis: point your Docker clients at the gateway:"
+    echo "export DOCKER_HOST={{listen}}"
+    exec "$CARGO_TARGET_DIR/release/portcullis" "${args[@]}"
+
+# Run every test against the dev engine (extra arguments go to the test runner).
+test *args: setup plugins
+    #!/usr/bin/env bash
+    set -euo pipefail
+    export PORTCULLIS_TEST_ENGINE={{engine}}
+    if cargo nextest --version >/dev/null 2>&1; then
+        cargo nextest run --no-fail-fast "$@"
+    else
+        cargo test --no-fail-fast "$@" -- --test-threads 2
+    fi
+
+# Run the benchmarks (arguments go to the bench binary).
+bench *args:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if [ ! -f bench/Cargo.toml ]; then
+        echo "bench: there is no bench/ crate yet; benchmarks are not built"
+        exit 1
+    fi
+    scripts/dev-engine start >/dev/null
+    export PORTCULLIS_TEST_ENGINE={{engine}}
+    exec cargo run --release -p portcullis-bench -- "$@"
+
+# Format the code.
+fmt:
+    cargo fmt --all
+
+# Check formatting and lints (what CI would reject).
+lint:
+    cargo fmt --all --check
+    cargo clippy --workspace --all-targets -- -D warnings
