@@ -69,7 +69,7 @@ pub struct EngineConfig {
     /// Engine address; `DOCKER_HOST`, then `unix:///var/run/docker.sock` when not set.
     #[serde(default = "default_engine")]
     pub url: Address,
-    /// Idle connections kept open to the engine.
+    /// Idle connections kept open to the engine (0: a new connection per request).
     #[serde(default = "default_pool_idle")]
     pub max_idle_connections: usize,
     /// How long to wait for a connection to the engine.
@@ -225,9 +225,6 @@ impl Config {
         }
         if self.runtime.max_instances == 0 {
             return Err(invalid("runtime.max_instances", "must be at least 1"));
-        }
-        if self.engine.max_idle_connections == 0 {
-            return Err(invalid("engine.max_idle_connections", "must be at least 1"));
         }
         Ok(())
     }

@@ -1,0 +1,129 @@
+//! The `portcullis` command line: `check` refuses bad configurations and bad plugins with a
+//! message naming the file and the problem; `plugin test` and `plugin inspect` run a real
+//! component offline.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn portcullis(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(args)
+        .env("PORTCULLIS_LOG", "error")
+        .output()
+        .expect("run portcullis")
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+/// The test kit component, when built (`just plugins`).
+fn testkit() -> PathBuf {
+    let dir = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "/var/cache/portcullis/target".into());
+    let p = PathBuf::from(dir).join("wasm32-wasip2/release/portcullis_testkit_plugin.wasm");
+    assert!(p.exists(), "{} is missing: run `just plugins`", p.display());
+    p
+}
+
+fn config_with_plugin(dir: &Path, plugin: &Path, config: &str) -> PathBuf {
+    let cfg = dir.join("portcullis.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[runtime]\ncache_dir = \"{}\"\n[[plugins]]\nname = \"p\"\npath = \"{}\"\n[plugins.config]\n{config}\n",
+            dir.join("cache").display(),
+            plugin.display()
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+#[test]
+fn check_names_the_file_and_key_of_a_bad_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bad.toml");
+    std::fs::write(&cfg, "[limits]\nmax_connection = 1\n").unwrap();
+    let out = portcullis(&["check", "--config", cfg.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let t = text(&out);
+    assert!(t.contains("bad.toml") && t.contains("max_connection"), "{t}");
+}
+
+#[test]
+fn check_refuses_files_that_are_not_compatible_components() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&str, &[u8], &str); 4] = [
+        ("core-module.wasm", b"\0asm\x01\0\0\0", "is not a WebAssembly component"),
+        ("garbage.wasm", b"hello", "is not a WebAssembly component"),
+        ("no-export.wasm", b"(component)", "does not export portcullis:plugin/policy@0.1.0"),
+        (
+            "future.wasm",
+            b"(component (instance $i) (export \"portcullis:plugin/policy@0.2.0\" (instance $i)))",
+            "implements contract 0.2.0, this gateway supports 0.1.0",
+        ),
+    ];
+    for (file, bytes, expect) in cases {
+        let plugin = dir.path().join(file);
+        std::fs::write(&plugin, bytes).unwrap();
+        let cfg = config_with_plugin(dir.path(), &plugin, "");
+        let out = portcullis(&["check", "--config", cfg.to_str().unwrap()]);
+        assert!(!out.status.success(), "{file} passed check");
+        let t = text(&out);
+        assert!(t.contains(file) && t.contains(expect), "{file}: {t}");
+    }
+    let cfg = config_with_plugin(dir.path(), &dir.path().join("missing.wasm"), "");
+    let t = text(&portcullis(&["check", "--config", cfg.to_str().unwrap()]));
+    assert!(t.contains("missing.wasm") && t.contains("cannot read"), "{t}");
+}
+
+#[test]
+fn check_runs_init_so_a_bad_plugin_config_stops_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config_with_plugin(dir.path(), &testkit(), "action = \"no-such-action\"");
+    let out = portcullis(&["check", "--config", cfg.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let t = text(&out);
+    assert!(t.contains("plugin p: rejected its configuration") && t.contains("no-such-action"), "{t}");
+    let good = config_with_plugin(dir.path(), &testkit(), "action = \"allow\"");
+    let out = portcullis(&["check", "--config", good.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    // The compiled component was cached for the next start.
+    let cached = std::fs::read_dir(dir.path().join("cache")).unwrap().count();
+    assert_eq!(cached, 1);
+}
+
+#[test]
+fn plugin_test_prints_the_verdict() {
+    let dir = tempfile::tempdir().unwrap();
+    let req = dir.path().join("req.json");
+    std::fs::write(
+        &req,
+        r#"{"method": "POST", "path": "/v1.41/containers/create", "body": {"Image": "x", "Labels": {"k": "v"}}}"#,
+    )
+    .unwrap();
+    let deny = dir.path().join("deny.json");
+    std::fs::write(&deny, r#"{"action": "deny-if-label", "key": "k"}"#).unwrap();
+    let out = portcullis(&[
+        "plugin", "test", testkit().to_str().unwrap(), "--request", req.to_str().unwrap(),
+        "--config", deny.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["verdict"], "deny", "{v}");
+
+    let patch = dir.path().join("patch.json");
+    std::fs::write(&patch, r#"{"action": "patch-label", "key": "team", "value": "a"}"#).unwrap();
+    let out = portcullis(&[
+        "plugin", "test", testkit().to_str().unwrap(), "--request", req.to_str().unwrap(),
+        "--config", patch.to_str().unwrap(),
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["verdict"], "patch", "{v}");
+    assert!(v["body"].to_string().contains("/Labels/team"), "{v}");
+
+    let out = portcullis(&["plugin", "inspect", testkit().to_str().unwrap()]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["contract"], "portcullis:plugin@0.1.0", "{v}");
+    assert!(v["hooks"].as_array().unwrap().iter().any(|h| h == "request"), "{v}");
+}

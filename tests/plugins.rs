@@ -1,0 +1,273 @@
+//! The plugin pipeline against the real engine (issue #3): plugins that allow, deny, patch a
+//! create body, filter a list response, crash, spin and hog memory — judged by the engine's
+//! state afterwards, with the gateway serving other requests correctly all along.
+//!
+//! Every plugin here is the test kit component (`tests/plugins/testkit`, built by
+//! `just plugins`), its behaviour chosen by its `config` table.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use portcullis::Config;
+use portcullis_tests::*;
+
+const T: Duration = Duration::from_secs(60);
+
+/// The compiled test kit; `just plugins` builds it.
+fn testkit() -> PathBuf {
+    let dir = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "/var/cache/portcullis/target".into());
+    let p = PathBuf::from(dir).join("wasm32-wasip2/release/portcullis_testkit_plugin.wasm");
+    assert!(p.exists(), "{} is missing: run `just plugins`", p.display());
+    p
+}
+
+/// One `[[plugins]]` entry for the test kit. `extra` holds more keys of the entry
+/// (`phase = "mutate"`, `timeout = "50ms"`, ...), `config` the TOML body of its config table.
+fn entry(name: &str, extra: &str, config: &str) -> String {
+    format!(
+        "[[plugins]]\nname = \"{name}\"\npath = \"{}\"\n{extra}\n[plugins.config]\n{config}\n",
+        testkit().display()
+    )
+}
+
+fn gateway(entries: &[String]) -> Gateway {
+    let text = entries.concat();
+    let config = Config::parse(&text, std::path::Path::new("test.toml")).expect("test config");
+    Gateway::start_with(config)
+}
+
+/// Whether a container of that name exists on the engine (asked directly).
+fn exists(name: &str) -> bool {
+    let out = run(docker_direct().args(["ps", "-a", "-q", "--filter", &format!("name=^/{name}$")]));
+    !String::from_utf8_lossy(&out.stdout).trim().is_empty()
+}
+
+fn create(gw: &Gateway, name: &str, labels: &[&str]) -> std::process::Output {
+    let mut cmd = gw.docker();
+    cmd.args(["create", "--name", name, "--label", TEST_LABEL]);
+    for l in labels {
+        cmd.args(["--label", l]);
+    }
+    cmd.args([IMAGE, "true"]);
+    run_timeout(&mut cmd, None, T)
+}
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn ping_ok(gw: &Gateway) {
+    let out = raw_http(&gw.socket, b"GET /_ping HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n", T);
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 200"), "gateway stopped serving: {text}");
+}
+
+#[test]
+fn allowed_requests_reach_the_engine() {
+    let gw = gateway(&[entry("allow", "", "action = \"allow\"")]);
+    let mut clean = Cleanup::new();
+    let name = clean.container(&unique("allow"));
+    let out = create(&gw, &name, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(exists(&name));
+}
+
+#[test]
+fn denial_reaches_the_cli_and_nothing_is_created() {
+    let gw = gateway(&[entry(
+        "no-create",
+        "endpoints = [\"container.create\"]",
+        "action = \"deny\"\nmessage = \"creating containers is switched off\"",
+    )]);
+    let mut clean = Cleanup::new();
+    let name = clean.container(&unique("deny"));
+    let out = create(&gw, &name, &[]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("Error response from daemon: no-create: creating containers is switched off"),
+        "{err}"
+    );
+    assert!(!exists(&name), "a denied create reached the engine");
+    // Endpoints the plugin is not configured for pass.
+    ok(gw.docker().args(["ps", "-a"]));
+}
+
+#[test]
+fn mutating_plugin_patches_the_body_the_engine_acts_on() {
+    let gw = gateway(&[entry(
+        "stamp",
+        "phase = \"mutate\"\nendpoints = [\"container.create\"]",
+        "action = \"patch-label\"\nkey = \"com.example.stamped\"\nvalue = \"yes\"",
+    )]);
+    let mut clean = Cleanup::new();
+    let name = clean.container(&unique("patch"));
+    let out = create(&gw, &name, &["com.example.stamped=client-value"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let label = ok(docker_direct().args([
+        "inspect",
+        "-f",
+        "{{index .Config.Labels \"com.example.stamped\"}}",
+        &name,
+    ]));
+    assert_eq!(label.trim(), "yes", "the engine did not get the patched body");
+}
+
+#[test]
+fn response_plugin_filters_the_container_list() {
+    let gw = gateway(&[entry(
+        "hide",
+        "endpoints = [\"container.list\"]",
+        "action = \"filter-list\"\nname_prefix = \"pc-hidden\"",
+    )]);
+    let mut clean = Cleanup::new();
+    let hidden = clean.container(&format!("pc-hidden-{}", unique("x")));
+    let shown = clean.container(&unique("shown"));
+    for n in [&hidden, &shown] {
+        ok(docker_direct().args(["create", "--name", n, "--label", TEST_LABEL, IMAGE, "true"]));
+    }
+    let names = |cmd: &mut std::process::Command| {
+        ok(cmd.args(["ps", "-a", "--filter", &format!("label={TEST_LABEL}"), "--format", "{{.Names}}"]))
+    };
+    let via_gateway = names(&mut gw.docker());
+    let direct = names(&mut docker_direct());
+    assert!(direct.contains(&hidden) && direct.contains(&shown));
+    assert!(via_gateway.contains(&shown), "{via_gateway}");
+    assert!(!via_gateway.contains(&hidden), "filtered entry still listed: {via_gateway}");
+}
+
+/// A crash, a spin, a memory hog and nonsense each deny with a message naming the plugin and
+/// the failure, and the gateway keeps serving.
+#[test]
+fn failing_plugins_fail_closed_and_the_gateway_keeps_serving() {
+    let cases = [
+        ("crash", "", "action = \"trap\"", "crashed"),
+        ("spin", "timeout = \"50ms\"", "action = \"spin\"", "timed out after 50ms"),
+        ("hog", "memory_limit = \"16MiB\"", "action = \"hog\"\nmb = 64", "exceeded its memory limit of 16.0 MiB"),
+        ("nonsense", "phase = \"mutate\"", "action = \"bad-verdict\"", "malformed verdict"),
+    ];
+    for (name, extra, config, expect) in cases {
+        let extra = format!("{extra}\nendpoints = [\"container.create\"]");
+        let gw = gateway(&[entry(name, &extra, config)]);
+        let mut clean = Cleanup::new();
+        let c = clean.container(&unique(name));
+        let out = create(&gw, &c, &[]);
+        assert!(!out.status.success(), "{name}: request passed a failing plugin");
+        let err = stderr(&out);
+        assert!(err.contains(&format!("{name}: plugin")) && err.contains(expect), "{name}: {err}");
+        assert!(!exists(&c), "{name}: created despite the failure");
+        ping_ok(&gw);
+        ok(gw.docker().args(["ps"]));
+        // The same plugin fails the same way on the next call: no state leaked.
+        let again = create(&gw, &c, &[]);
+        assert!(stderr(&again).contains(expect), "{name} second call: {}", stderr(&again));
+    }
+}
+
+#[test]
+fn a_spinning_plugin_does_not_block_other_requests() {
+    let gw = gateway(&[entry(
+        "spin",
+        "timeout = \"3s\"\nendpoints = [\"container.create\"]",
+        "action = \"spin\"",
+    )]);
+    let name = unique("spin");
+    let sock = gw.socket.clone();
+    let body = format!("{{\"Image\":\"{IMAGE}\"}}");
+    let req = format!(
+        "POST /v1.41/containers/create?name={name} HTTP/1.1\r\nHost: d\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let slow = std::thread::spawn(move || raw_http(&sock, req.as_bytes(), Duration::from_secs(30)));
+    std::thread::sleep(Duration::from_millis(300));
+    // While the plugin spins, pings still complete: the spinning call yields to the
+    // gateway's other tasks at every epoch tick.
+    for _ in 0..20 {
+        ping_ok(&gw);
+    }
+    assert!(!slow.is_finished(), "the spinning plugin returned early");
+    let resp = String::from_utf8_lossy(&slow.join().expect("thread")).into_owned();
+    assert!(resp.contains("timed out after 3s"), "{resp}");
+    assert!(!exists(&name));
+}
+
+#[test]
+fn fail_open_and_audit_mode_let_requests_through() {
+    let gw = gateway(&[
+        entry("crash-open", "fail_open = true", "action = \"trap\""),
+        entry("would-deny", "mode = \"audit\"", "action = \"deny\"\nmessage = \"no\""),
+    ]);
+    let mut clean = Cleanup::new();
+    let name = clean.container(&unique("open"));
+    let out = create(&gw, &name, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(exists(&name));
+}
+
+/// 200 creates in parallel through mutate → validate → validate; half carry a label the
+/// second plugin forbids. Every verdict must be right, judged by the engine's state.
+#[test]
+fn two_hundred_parallel_requests_through_a_three_plugin_chain() {
+    let gw = gateway(&[
+        entry(
+            "stamp",
+            "phase = \"mutate\"\nendpoints = [\"container.create\"]",
+            "action = \"patch-label\"\nkey = \"com.example.chain\"\nvalue = \"stamped\"",
+        ),
+        entry(
+            "forbid",
+            "endpoints = [\"container.create\"]",
+            "action = \"deny-if-label\"\nkey = \"com.example.forbidden\"",
+        ),
+        entry("allow", "", "action = \"allow\""),
+    ]);
+    let mut clean = Cleanup::new();
+    let prefix = unique("chain");
+    let names: Vec<String> = (0..200).map(|i| clean.container(&format!("{prefix}-{i}"))).collect();
+    let threads: Vec<_> = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let sock = gw.socket.clone();
+            let forbidden = i % 2 == 1;
+            let labels = if forbidden {
+                format!(r#"{{"{}":"1","com.example.forbidden":"x"}}"#, "portcullis-test")
+            } else {
+                r#"{"portcullis-test":"1"}"#.to_string()
+            };
+            let body = format!(r#"{{"Image":"{IMAGE}","Cmd":["true"],"Labels":{labels}}}"#);
+            let req = format!(
+                "POST /v1.41/containers/create?name={name} HTTP/1.1\r\nHost: d\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            std::thread::spawn(move || (forbidden, raw_http(&sock, req.as_bytes(), Duration::from_secs(120))))
+        })
+        .collect();
+    for (i, t) in threads.into_iter().enumerate() {
+        let (forbidden, resp) = t.join().expect("thread");
+        let text = String::from_utf8_lossy(&resp);
+        if forbidden {
+            assert!(text.starts_with("HTTP/1.1 403"), "request {i}: {text}");
+            assert!(text.contains("forbid:"), "request {i}: {text}");
+        } else {
+            assert!(text.starts_with("HTTP/1.1 201"), "request {i}: {text}");
+        }
+    }
+    let listed = ok(docker_direct().args([
+        "ps",
+        "-a",
+        "--filter",
+        &format!("name={prefix}-"),
+        "--format",
+        "{{.Names}} {{.Label \"com.example.chain\"}}",
+    ]));
+    let mut created: Vec<&str> = listed.lines().collect();
+    created.sort();
+    assert_eq!(created.len(), 100, "{listed}");
+    for line in created {
+        let (n, label) = line.split_once(' ').unwrap_or((line, ""));
+        let idx: usize = n.rsplit('-').next().and_then(|s| s.parse().ok()).expect("index");
+        assert_eq!(idx % 2, 0, "forbidden container {n} exists");
+        assert_eq!(label, "stamped", "{n} was not patched");
+    }
+}
