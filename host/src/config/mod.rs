@@ -247,6 +247,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_documented_example_is_valid() {
+        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../policies/portcullis.toml"));
+        let c = Config::load(path).unwrap();
+        assert_eq!(c.server.listen.len(), 1);
+        assert_eq!(c.socket_mode(), Some(0o660));
+    }
+
+    #[test]
     fn unknown_keys_are_rejected_with_their_name() {
         let err = Config::parse("[limits]\nmax_conections = 3\n", Path::new("x.toml"))
             .unwrap_err()
