@@ -75,7 +75,11 @@ fn killed_logs_follow_releases_the_engine_connection() {
     wait_no_engine_connections("the logs stream's engine connection to be closed");
 
     // The gateway still serves, and nothing stays open afterwards.
-    ok_timeout(gw.docker().args(["ps", "-q", "--filter", &format!("name={name}")]), T);
+    ok_timeout(
+        gw.docker()
+            .args(["ps", "-q", "--filter", &format!("name={name}")]),
+        T,
+    );
     wait_no_engine_connections("the ps connections to be closed");
 }
 
@@ -110,11 +114,17 @@ fn killed_events_stream_releases_the_engine_connection() {
     );
     events.expect_line(SOON, |l| l == "create");
     // The measure sees the stream (so its dropping to zero below means something).
-    wait_for("exactly the events stream's engine connection", SOON, || {
-        (engine_connections_of_this_process() == 1).then_some(())
-    });
+    wait_for(
+        "exactly the events stream's engine connection",
+        SOON,
+        || (engine_connections_of_this_process() == 1).then_some(()),
+    );
 
     events.kill();
     wait_no_engine_connections("the events stream's engine connection to be closed");
-    ok_timeout(gw.docker().args(["ps", "-q", "--filter", &format!("name={name}")]), T);
+    ok_timeout(
+        gw.docker()
+            .args(["ps", "-q", "--filter", &format!("name={name}")]),
+        T,
+    );
 }

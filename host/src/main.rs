@@ -69,7 +69,18 @@ struct ServeArgs {
     engine: Option<Address>,
 }
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // The whole chain of causes on one line; no backtrace, whatever RUST_BACKTRACE says.
+            eprintln!("portcullis: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -106,7 +117,7 @@ async fn plugin_command(cmd: PluginCommand) -> Result<()> {
                 Some(p) => read_json(&p)?,
                 None => serde_json::json!({}),
             };
-            let loaded = offline::load_one(&plugin, config).await?;
+            let loaded = offline::load_one(&plugin, config, true).await?;
             let request = read_json::<offline::RequestFile>(&request)?
                 .into_request()
                 .map_err(|e| anyhow::anyhow!("{}: {e}", request.display()))?;
@@ -121,7 +132,7 @@ async fn plugin_command(cmd: PluginCommand) -> Result<()> {
             Ok(())
         }
         PluginCommand::Inspect { plugin } => {
-            let loaded = offline::load_one(&plugin, serde_json::json!({})).await?;
+            let loaded = offline::load_one(&plugin, serde_json::json!({}), false).await?;
             println!("{}", serde_json::to_string_pretty(&offline::describe(&loaded))?);
             Ok(())
         }

@@ -14,7 +14,9 @@ use portcullis::{Config, Listener};
 pub fn engine_address() -> Address {
     let url = std::env::var("PORTCULLIS_TEST_ENGINE")
         .unwrap_or_else(|_| "unix:///var/tmp/portcullis-engine/docker.sock".into());
-    let addr: Address = url.parse().expect("PORTCULLIS_TEST_ENGINE is not a valid address");
+    let addr: Address = url
+        .parse()
+        .expect("PORTCULLIS_TEST_ENGINE is not a valid address");
     if let Address::Unix(p) = &addr {
         assert!(
             std::os::unix::net::UnixStream::connect(p).is_ok(),
@@ -508,17 +510,78 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Sends one request with `Connection: close` semantics and parses the answer; panics if
-/// no HTTP response came back within `read_for`.
+/// Sends one request on a new connection and parses the first response, reading until it
+/// is complete (by `Content-Length`, chunked framing, or the peer closing), so a kept-alive
+/// connection does not cost `read_for`. Panics if no complete response came back in time.
 pub fn http(socket: &Path, request: &[u8], read_for: Duration) -> HttpResponse {
-    let raw = raw_http(socket, request, read_for);
-    HttpResponse::parse(&raw).unwrap_or_else(|| {
+    use std::io::{Read, Write};
+    let head_only = request.starts_with(b"HEAD ");
+    let mut s = std::os::unix::net::UnixStream::connect(socket).expect("connect");
+    s.set_read_timeout(Some(read_for)).expect("timeout");
+    // As in raw_http: the peer may answer early and stop reading.
+    let _ = s.write_all(request);
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 8192];
+    let deadline = std::time::Instant::now() + read_for;
+    let fail = |raw: &[u8], why: &str| -> ! {
         panic!(
-            "no HTTP response to {:?}: got {:?}",
+            "no complete HTTP response to {:?} ({why}): got {:?}",
             String::from_utf8_lossy(&request[..request.len().min(200)]),
-            String::from_utf8_lossy(&raw)
+            String::from_utf8_lossy(raw)
         )
-    })
+    };
+    loop {
+        if let Some(end) = find(&raw, b"\r\n\r\n") {
+            if let Some(r) = HttpResponse::parse(&raw[..end + 4]) {
+                let body = &raw[end + 4..];
+                let no_body = head_only || r.status == 204 || r.status == 304 || r.status < 200;
+                let len = r
+                    .header("Content-Length")
+                    .and_then(|v| v.parse::<usize>().ok());
+                let chunked = r
+                    .header("Transfer-Encoding")
+                    .is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
+                let complete = no_body
+                    || len.is_some_and(|n| body.len() >= n)
+                    || (chunked
+                        && (body.starts_with(b"0\r\n") || find(body, b"\r\n0\r\n").is_some())
+                        && body.ends_with(b"\r\n\r\n"));
+                if complete {
+                    let mut r = HttpResponse::parse(&raw).expect("parsed once");
+                    if let Some(n) = len {
+                        r.body.truncate(n);
+                    }
+                    if no_body {
+                        r.body.clear();
+                    }
+                    return r;
+                }
+            }
+        }
+        if std::time::Instant::now() >= deadline {
+            fail(&raw, "timed out");
+        }
+        match s.read(&mut buf) {
+            Ok(0) => {
+                // Closed: whatever arrived is the whole response (body delimited by close).
+                return HttpResponse::parse(&raw).unwrap_or_else(|| fail(&raw, "closed"));
+            }
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                fail(&raw, "timed out")
+            }
+            Err(e) => {
+                // A reset after the answer (an oversized request the peer stopped reading)
+                // still leaves the answer.
+                return HttpResponse::parse(&raw).unwrap_or_else(|| fail(&raw, &e.to_string()));
+            }
+        }
+    }
 }
 
 /// A simple `METHOD path` request with `Connection: close` and an optional JSON body.

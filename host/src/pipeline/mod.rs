@@ -37,6 +37,8 @@ pub use chain::{Chain, ChainError};
 pub enum PipelineError {
     #[error(transparent)]
     Route(#[from] RouteError),
+    #[error("request head larger than the {limit}-byte limit")]
+    HeadTooLarge { limit: usize },
     #[error("request body larger than the {limit}-byte limit for {endpoint}")]
     BodyTooLarge { endpoint: &'static str, limit: usize },
     #[error("error reading the request body: {0}")]
@@ -63,6 +65,7 @@ impl IntoDockerError for PipelineError {
             PipelineError::Route(RouteError::UnknownEndpoint { .. }) => StatusCode::FORBIDDEN,
             PipelineError::Route(_) => StatusCode::BAD_REQUEST,
             PipelineError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            PipelineError::HeadTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             PipelineError::BodyRead(_)
             | PipelineError::UnexpectedBody { .. }
             | PipelineError::BadJson { .. }
@@ -129,6 +132,12 @@ impl Gateway {
         mut req: Request<Incoming>,
         caller: &Caller,
     ) -> Result<(&'static str, Response<Body>), PipelineError> {
+        // hyper's read buffer bound is soft (a head that arrives in one large read can pass
+        // it), so the configured bound is enforced exactly here, before anything is forwarded.
+        let limit = self.config.limits.max_header_bytes;
+        if head_size(&req) > limit {
+            return Err(PipelineError::HeadTooLarge { limit });
+        }
         let route = route::classify(req.method(), req.uri().path())?;
         let endpoint = route.endpoint;
 
@@ -292,6 +301,14 @@ impl Gateway {
             Err(e) => Err(PipelineError::BodyRead(e.to_string())),
         }
     }
+}
+
+/// The size of a request head as sent: request line and `name: value\r\n` lines.
+fn head_size<B>(req: &Request<B>) -> usize {
+    let line = req.method().as_str().len() + req.uri().to_string().len() + 12;
+    req.headers()
+        .iter()
+        .fold(line, |n, (k, v)| n + k.as_str().len() + v.len() + 4)
 }
 
 fn is_json(headers: &http::HeaderMap) -> bool {

@@ -155,13 +155,15 @@ impl Runtime {
     pub async fn load_all(self: &Arc<Self>, config: &Config) -> Result<Vec<Arc<Plugin>>, LoadError> {
         let mut out = Vec::with_capacity(config.plugins.len());
         for p in &config.plugins {
-            out.push(Arc::new(self.load(p, &config.plugin_path(p)).await?));
+            let plugin = self.load(p, &config.plugin_path(p)).await?;
+            plugin.check_config().await?;
+            out.push(Arc::new(plugin));
         }
         Ok(out)
     }
 
-    /// Compiles (or loads from cache), checks the contract version, links, and probes the
-    /// plugin: `describe` and `init` with its configuration must succeed.
+    /// Compiles (or loads from cache), checks the contract version, links, and asks the
+    /// plugin to `describe` itself. See [`Plugin::check_config`] for its configuration.
     pub async fn load(self: &Arc<Self>, cfg: &PluginConfig, path: &Path) -> Result<Plugin, LoadError> {
         let name = cfg.name.clone();
         let shown = path.display().to_string();
@@ -219,15 +221,9 @@ impl Runtime {
             pre,
             runtime: self.clone(),
         };
-        plugin.info = plugin.probe().await.map_err(|failure| match failure {
-            PluginFailure::Init(reason) => LoadError::Config {
-                name: name.clone(),
-                reason,
-            },
-            failure => LoadError::Probe {
-                name: name.clone(),
-                failure,
-            },
+        plugin.info = plugin.probe().await.map_err(|failure| LoadError::Probe {
+            name: name.clone(),
+            failure,
         })?;
         Ok(plugin)
     }
@@ -310,23 +306,37 @@ impl Plugin {
     }
 
     async fn probe(&self) -> Result<types::Info, PluginFailure> {
-        match self.call(0, None).await? {
+        match self.call(0, Call::Describe).await? {
             Output::Info(info) => Ok(info),
-            Output::Verdict(_) => Err(PluginFailure::Malformed("describe returned a verdict".into())),
+            _ => Err(PluginFailure::Malformed("describe returned no description".into())),
         }
+    }
+
+    /// Runs `init` with the configured `config` table once, so that a configuration the
+    /// plugin rejects stops start-up (and `portcullis check`) instead of every request.
+    pub async fn check_config(&self) -> Result<(), LoadError> {
+        self.call(0, Call::Init).await.map(|_| ()).map_err(|failure| match failure {
+            PluginFailure::Init(reason) => LoadError::Config {
+                name: self.cfg.name.clone(),
+                reason,
+            },
+            failure => LoadError::Probe {
+                name: self.cfg.name.clone(),
+                failure,
+            },
+        })
     }
 
     /// Calls `hook` on a fresh instance (after `init` with the plugin's configuration).
     pub async fn invoke(&self, request_id: u64, hook: Hook<'_>) -> Result<types::Verdict, PluginFailure> {
-        match self.call(request_id, Some(hook)).await? {
+        match self.call(request_id, Call::Hook(hook)).await? {
             Output::Verdict(v) => Ok(v),
-            Output::Info(_) => Err(PluginFailure::Malformed("hook returned a description".into())),
+            _ => Err(PluginFailure::Malformed("hook returned no verdict".into())),
         }
     }
 
-    /// Instantiates, runs `init`, then the hook (or `describe` when `hook` is none), under
-    /// the deadline and the memory cap.
-    async fn call(&self, request_id: u64, hook: Option<Hook<'_>>) -> Result<Output, PluginFailure> {
+    /// Instantiates and makes `what` call(s), under the deadline and the memory cap.
+    async fn call(&self, request_id: u64, what: Call<'_>) -> Result<Output, PluginFailure> {
         let rt = &self.runtime;
         // Bounded like every resource: calls beyond the pool wait for a free instance.
         let _permit = rt
@@ -339,24 +349,22 @@ impl Plugin {
         let mut store = Store::new(&rt.engine, state);
         store.limiter(|s| s.limiter());
         let timeout = self.cfg.timeout;
-        let deadline = Instant::now() + timeout;
+        let mut clock = RunClock::new(timeout);
         store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |_| {
-            if Instant::now() >= deadline {
-                Err(wasmtime::Error::msg("deadline exceeded"))
-            } else {
-                // Yield so a slow plugin never holds a gateway worker thread.
-                Ok(UpdateDeadline::Yield(1))
-            }
-        });
+        store.epoch_deadline_callback(move |_| clock.tick());
         let result: wasmtime::Result<Result<Output, PluginFailure>> = async {
             let instance = self.pre.instantiate_async(&mut store).await?;
             let policy = instance.portcullis_plugin_policy();
+            let hook = match what {
+                Call::Describe => return Ok(Ok(Output::Info(policy.call_describe(&mut store).await?))),
+                Call::Init => None,
+                Call::Hook(hook) => Some(hook),
+            };
             if let Err(reason) = policy.call_init(&mut store, &self.config_json).await? {
                 return Ok(Err(PluginFailure::Init(reason)));
             }
             Ok(Ok(match hook {
-                None => Output::Info(policy.call_describe(&mut store).await?),
+                None => Output::Initialized,
                 Some(Hook::Request(r)) => Output::Verdict(policy.call_on_request(&mut store, r).await?),
                 Some(Hook::Response(r, resp)) => {
                     Output::Verdict(policy.call_on_response(&mut store, r, resp).await?)
@@ -369,7 +377,7 @@ impl Plugin {
             Ok(r) => r,
             Err(e) => {
                 let state = store.data();
-                Err(if Instant::now() >= deadline {
+                Err(if e.root_cause().is::<DeadlineExceeded>() {
                     PluginFailure::Timeout(timeout)
                 } else if state.memory_exceeded() {
                     PluginFailure::Memory(limit)
@@ -383,9 +391,82 @@ impl Plugin {
     }
 }
 
+/// What one sandboxed call does.
+enum Call<'a> {
+    /// `describe` only (no configuration needed).
+    Describe,
+    /// `init` only.
+    Init,
+    /// `init`, then the hook.
+    Hook(Hook<'a>),
+}
+
 enum Output {
     Info(types::Info),
+    Initialized,
     Verdict(types::Verdict),
+}
+
+/// The deadline of one call, counted in time the plugin *runs*: under load a call is
+/// descheduled between epoch ticks, and waiting for a CPU must not make a well-behaved plugin
+/// time out. A wall-clock backstop of [`WALL_FACTOR`] × the timeout bounds it all the same.
+struct RunClock {
+    timeout: Duration,
+    started: Instant,
+    last: Instant,
+    ran: Duration,
+    since_yield: Duration,
+}
+
+/// Run time after which a call yields to the gateway's other tasks.
+const SLICE: Duration = Duration::from_millis(2);
+/// Wall-clock backstop, as a multiple of the timeout.
+const WALL_FACTOR: u32 = 10;
+
+/// The error a call is stopped with when its time is up.
+#[derive(Debug)]
+struct DeadlineExceeded;
+
+impl std::fmt::Display for DeadlineExceeded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("plugin deadline exceeded")
+    }
+}
+
+impl std::error::Error for DeadlineExceeded {}
+
+impl RunClock {
+    fn new(timeout: Duration) -> Self {
+        let now = Instant::now();
+        Self {
+            timeout,
+            started: now,
+            last: now,
+            ran: Duration::ZERO,
+            since_yield: Duration::ZERO,
+        }
+    }
+
+    /// Called at each epoch tick the plugin runs across.
+    fn tick(&mut self) -> wasmtime::Result<UpdateDeadline> {
+        let now = Instant::now();
+        let gap = now - self.last;
+        self.last = now;
+        // A gap of a few ticks means the call was running; a longer one means it was
+        // parked (yielded and not yet polled again) and only the last tick counts.
+        let ran = if gap <= TICK * 3 { gap } else { TICK };
+        self.ran += ran;
+        self.since_yield += ran;
+        if self.ran >= self.timeout || now - self.started >= self.timeout * WALL_FACTOR {
+            return Err(wasmtime::Error::new(DeadlineExceeded));
+        }
+        if self.since_yield >= SLICE {
+            self.since_yield = Duration::ZERO;
+            // Yield so a slow plugin never holds a gateway worker thread for long.
+            return Ok(UpdateDeadline::Yield(1));
+        }
+        Ok(UpdateDeadline::Continue(1))
+    }
 }
 
 /// Advances the engine's epoch every [`TICK`] on a small thread; stops with the runtime.

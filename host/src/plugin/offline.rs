@@ -166,8 +166,9 @@ pub fn verdict_json(v: &types::Verdict) -> Value {
     }
 }
 
-/// Loads one component for offline use, with `config` as its `init` configuration.
-pub async fn load_one(path: &Path, config: Value) -> Result<Plugin, LoadError> {
+/// Loads one component for offline use, with `config` as its `init` configuration (checked
+/// when `check_config`).
+pub async fn load_one(path: &Path, config: Value, check_config: bool) -> Result<Plugin, LoadError> {
     let table: toml::Table = serde_json::from_value(config).map_err(|e| LoadError::Config {
         name: path.display().to_string(),
         reason: format!("config must be a JSON object: {e}"),
@@ -182,7 +183,11 @@ pub async fn load_one(path: &Path, config: Value) -> Result<Plugin, LoadError> {
         ..serde_json::from_value(json!({"name": "", "path": ""})).map_err(|e| LoadError::Engine(e.to_string()))?
     };
     let runtime = Arc::new(Runtime::new(&RuntimeConfig::default(), cfg.memory_limit.as_u64())?);
-    runtime.load(&cfg, path).await
+    let plugin = runtime.load(&cfg, path).await?;
+    if check_config {
+        plugin.check_config().await?;
+    }
+    Ok(plugin)
 }
 
 /// Runs the request hook, or the response hook when a response is given.
