@@ -48,6 +48,20 @@ enum PluginCommand {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Measure a plugin: instantiation alone and a whole request-hook call, p50/p99 in µs.
+    Bench {
+        /// The plugin component (.wasm).
+        plugin: PathBuf,
+        /// The request, as JSON.
+        #[arg(long)]
+        request: PathBuf,
+        /// The plugin's configuration, as a JSON object.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Iterations of each measurement.
+        #[arg(long, default_value_t = 2000)]
+        iterations: usize,
+    },
     /// Show a plugin's name, version, contract version and hooks.
     Inspect {
         /// The plugin component (.wasm).
@@ -129,6 +143,21 @@ async fn plugin_command(cmd: PluginCommand) -> Result<()> {
                 .await
                 .map_err(|f| anyhow::anyhow!("plugin {f}"))?;
             println!("{}", serde_json::to_string_pretty(&offline::verdict_json(&verdict))?);
+            Ok(())
+        }
+        PluginCommand::Bench { plugin, request, config, iterations } => {
+            let config = match config {
+                Some(p) => read_json(&p)?,
+                None => serde_json::json!({}),
+            };
+            let loaded = offline::load_one(&plugin, config, true).await?;
+            let request = read_json::<offline::RequestFile>(&request)?
+                .into_request()
+                .map_err(|e| anyhow::anyhow!("{}: {e}", request.display()))?;
+            let figures = offline::bench(&loaded, &request, iterations)
+                .await
+                .map_err(|f| anyhow::anyhow!("plugin {f}"))?;
+            println!("{}", serde_json::to_string_pretty(&figures)?);
             Ok(())
         }
         PluginCommand::Inspect { plugin } => {

@@ -222,3 +222,35 @@ pub fn describe(plugin: &Plugin) -> Value {
         "hooks": hooks,
     })
 }
+
+/// Latency figures of `plugin bench`, in microseconds.
+pub fn percentiles(mut samples: Vec<std::time::Duration>) -> Value {
+    samples.sort();
+    let at = |q: f64| {
+        let i = ((samples.len() as f64 - 1.0) * q).round() as usize;
+        samples.get(i).map_or(0.0, |d| d.as_secs_f64() * 1e6)
+    };
+    json!({"n": samples.len(), "p50_us": at(0.5), "p99_us": at(0.99), "max_us": at(1.0)})
+}
+
+/// Measures instantiation alone and a whole call (instantiate, `init`, hook), `n` times each
+/// after a warm-up, sequentially.
+pub async fn bench(plugin: &Plugin, request: &types::Request, n: usize) -> Result<Value, PluginFailure> {
+    use std::time::Instant;
+    for _ in 0..n.min(100) {
+        plugin.invoke(request.id, Hook::Request(request)).await?;
+    }
+    let mut inst = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        plugin.instantiate_only().await?;
+        inst.push(t.elapsed());
+    }
+    let mut call = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        plugin.invoke(request.id, Hook::Request(request)).await?;
+        call.push(t.elapsed());
+    }
+    Ok(json!({"instantiate": percentiles(inst), "call": percentiles(call)}))
+}
