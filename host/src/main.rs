@@ -123,18 +123,30 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> Result<T
     serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
 }
 
+/// Loads a plugin with its configuration (checked) and a request file, for `plugin test`
+/// and `plugin bench`.
+async fn load_for_test(
+    plugin: &std::path::Path,
+    request: &std::path::Path,
+    config: Option<&std::path::Path>,
+) -> Result<(portcullis::plugin::Plugin, portcullis::plugin::types::Request)> {
+    use portcullis::plugin::offline;
+    let config = match config {
+        Some(p) => read_json(p)?,
+        None => serde_json::json!({}),
+    };
+    let loaded = offline::load_one(plugin, config, true).await?;
+    let request = read_json::<offline::RequestFile>(request)?
+        .into_request()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", request.display()))?;
+    Ok((loaded, request))
+}
+
 async fn plugin_command(cmd: PluginCommand) -> Result<()> {
     use portcullis::plugin::offline;
     match cmd {
         PluginCommand::Test { plugin, request, response, config } => {
-            let config = match config {
-                Some(p) => read_json(&p)?,
-                None => serde_json::json!({}),
-            };
-            let loaded = offline::load_one(&plugin, config, true).await?;
-            let request = read_json::<offline::RequestFile>(&request)?
-                .into_request()
-                .map_err(|e| anyhow::anyhow!("{}: {e}", request.display()))?;
+            let (loaded, request) = load_for_test(&plugin, &request, config.as_deref()).await?;
             let response = match response {
                 Some(p) => Some(read_json::<offline::ResponseFile>(&p)?.into_response()),
                 None => None,
@@ -146,14 +158,7 @@ async fn plugin_command(cmd: PluginCommand) -> Result<()> {
             Ok(())
         }
         PluginCommand::Bench { plugin, request, config, iterations } => {
-            let config = match config {
-                Some(p) => read_json(&p)?,
-                None => serde_json::json!({}),
-            };
-            let loaded = offline::load_one(&plugin, config, true).await?;
-            let request = read_json::<offline::RequestFile>(&request)?
-                .into_request()
-                .map_err(|e| anyhow::anyhow!("{}: {e}", request.display()))?;
+            let (loaded, request) = load_for_test(&plugin, &request, config.as_deref()).await?;
             let figures = offline::bench(&loaded, &request, iterations)
                 .await
                 .map_err(|f| anyhow::anyhow!("plugin {f}"))?;

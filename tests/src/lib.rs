@@ -144,14 +144,7 @@ pub fn run(cmd: &mut Command) -> Output {
 /// Runs a command that must succeed and returns its stdout as a string.
 pub fn ok(cmd: &mut Command) -> String {
     let out = run(cmd);
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    stdout_of_success(cmd, out)
 }
 
 /// Removes containers (force) directly on the engine; used in test cleanup.
@@ -310,6 +303,11 @@ pub fn run_timeout(cmd: &mut Command, stdin: Option<&[u8]>, limit: Duration) -> 
 /// Like [`ok`], with a time limit.
 pub fn ok_timeout(cmd: &mut Command, limit: Duration) -> String {
     let out = run_timeout(cmd, None, limit);
+    stdout_of_success(cmd, out)
+}
+
+/// The stdout of a command that must have succeeded; otherwise panics with its output.
+fn stdout_of_success(cmd: &Command, out: Output) -> String {
     assert!(
         out.status.success(),
         "{cmd:?} failed ({}):\nstdout: {}\nstderr: {}",
