@@ -22,11 +22,38 @@ pub struct RequestFile {
     pub api_version: Option<String>,
     pub endpoint: Option<String>,
     pub object_id: Option<String>,
-    pub query: Vec<(String, String)>,
-    pub headers: Vec<(String, String)>,
+    pub query: Vec<PairFile>,
+    pub headers: Vec<PairFile>,
+    /// A JSON value, or a string holding JSON text (the contract's own form).
     pub body: Option<Value>,
     pub caller: CallerFile,
     pub target: Option<TargetFile>,
+}
+
+/// A name and a value, written `["name", "value"]` or `{"name": .., "value": ..}`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum PairFile {
+    /// `["name", "value"]`
+    Tuple(String, String),
+    /// `{"name": "...", "value": "..."}`
+    Named { name: String, value: String },
+}
+
+impl PairFile {
+    fn into_pair(self) -> types::Pair {
+        match self {
+            PairFile::Tuple(name, value) | PairFile::Named { name, value } => types::Pair { name, value },
+        }
+    }
+}
+
+/// A body as written in a test file: JSON text stays as it is, any other value is serialized.
+fn body_text(v: Value) -> String {
+    match v {
+        Value::String(text) => text,
+        other => other.to_string(),
+    }
 }
 
 /// The caller part of a [`RequestFile`].
@@ -66,7 +93,7 @@ pub struct TargetFile {
 #[serde(deny_unknown_fields, default)]
 pub struct ResponseFile {
     pub status: u16,
-    pub headers: Vec<(String, String)>,
+    pub headers: Vec<PairFile>,
     pub body: Option<Value>,
 }
 
@@ -74,16 +101,14 @@ impl Default for ResponseFile {
     fn default() -> Self {
         Self {
             status: 200,
-            headers: vec![("content-type".into(), "application/json".into())],
+            headers: vec![PairFile::Tuple("content-type".into(), "application/json".into())],
             body: None,
         }
     }
 }
 
-fn pairs(v: Vec<(String, String)>) -> Vec<types::Pair> {
-    v.into_iter()
-        .map(|(name, value)| types::Pair { name, value })
-        .collect()
+fn pairs(v: Vec<PairFile>) -> Vec<types::Pair> {
+    v.into_iter().map(PairFile::into_pair).collect()
 }
 
 impl RequestFile {
@@ -93,10 +118,10 @@ impl RequestFile {
         let path = self.path.unwrap_or_else(|| "/_ping".into());
         let m = http::Method::from_bytes(method.as_bytes()).map_err(|e| e.to_string())?;
         let route = crate::route::classify(&m, &path).ok();
-        let auth = match self.caller.auth.as_str() {
+        let auth = match self.caller.auth.to_ascii_lowercase().replace('-', "").as_str() {
             "none" => types::AuthMethod::None,
-            "peer-credentials" => types::AuthMethod::PeerCredentials,
-            "mutual-tls" => types::AuthMethod::MutualTls,
+            "peercredentials" => types::AuthMethod::PeerCredentials,
+            "mutualtls" => types::AuthMethod::MutualTls,
             "token" => types::AuthMethod::Token,
             other => return Err(format!("caller.auth: unknown method {other:?}")),
         };
@@ -114,7 +139,7 @@ impl RequestFile {
             object_id: self.object_id.or_else(|| route.and_then(|r| r.object_id)),
             query: pairs(self.query),
             headers: pairs(self.headers),
-            body: self.body.map(|b| b.to_string()),
+            body: self.body.map(body_text),
             caller: types::Caller {
                 user: self.caller.user,
                 groups: self.caller.groups,
@@ -125,7 +150,11 @@ impl RequestFile {
                 kind: t.kind,
                 id: t.id,
                 name: t.name,
-                labels: pairs(t.labels.into_iter().collect()),
+                labels: t
+                    .labels
+                    .into_iter()
+                    .map(|(name, value)| types::Pair { name, value })
+                    .collect(),
             }),
         })
     }
@@ -137,7 +166,7 @@ impl ResponseFile {
         types::Response {
             status: self.status,
             headers: pairs(self.headers),
-            body: self.body.map(|b| b.to_string()),
+            body: self.body.map(body_text),
         }
     }
 }

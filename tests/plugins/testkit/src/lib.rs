@@ -25,8 +25,7 @@
 //!
 //! - `hook`: `request`, `response` or `audit`, the hook the action runs in (default: `response`
 //!   for `filter-list`, `request` for the others). In every other hook the plugin allows. The
-//!   plugin declares the request and response hooks always and the audit hook too, so the
-//!   gateway calls all three.
+//!   plugin declares all three hooks, so the gateway calls each of them.
 //! - `log`: a line written through `host.log` (at `info`) on every hook call.
 //!
 //! For example `{"action": "deny", "message": "no", "status": 401}` or
