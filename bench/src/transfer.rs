@@ -1,0 +1,80 @@
+//! `docker cp` throughput: a tar stream `PUT` into a container's `/tmp` and the same file
+//! `GET` back out, each on a fresh connection as the CLI does, timed from the request's first
+//! byte to the response's last.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+
+use crate::client::{self, TarStream};
+
+/// A transfer that takes longer than this has failed.
+const TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Uploads a `size`-byte file into `/tmp` of container `id`; returns the elapsed time.
+pub async fn put(socket: &Path, id: &str, size: u64) -> Result<Duration> {
+    let mut sender = client::connect::<TarStream>(socket).await?;
+    let req = Request::builder()
+        .method(Method::PUT)
+        .uri(format!("/containers/{id}/archive?path=/tmp"))
+        .header(http::header::HOST, "docker")
+        .header(http::header::CONTENT_TYPE, "application/x-tar")
+        .body(TarStream::new(size))?;
+    let start = Instant::now();
+    let run = async {
+        sender.ready().await?;
+        let response = sender.send_request(req).await.context("uploading")?;
+        let status = response.status();
+        let body = response.into_body().collect().await?.to_bytes();
+        if status != StatusCode::OK {
+            bail!(
+                "PUT archive: {status}: {}",
+                String::from_utf8_lossy(&body).trim()
+            );
+        }
+        Ok(())
+    };
+    tokio::time::timeout(TIMEOUT, run)
+        .await
+        .context("PUT archive timed out")??;
+    Ok(start.elapsed())
+}
+
+/// Downloads the file [`put`] wrote, as a tar stream; returns the elapsed time. Fails unless
+/// at least `size` bytes arrive.
+pub async fn get(socket: &Path, id: &str, size: u64) -> Result<Duration> {
+    let mut sender = client::connect::<Full<Bytes>>(socket).await?;
+    let path = format!(
+        "/containers/{id}/archive?path=/tmp/{}",
+        TarStream::FILE_NAME
+    );
+    let req = client::request(Method::GET, &path, None);
+    let start = Instant::now();
+    let run = async {
+        sender.ready().await?;
+        let response = sender.send_request(req).await.context("downloading")?;
+        let status = response.status();
+        let mut body = response.into_body();
+        let mut received: u64 = 0;
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame.context("reading the archive")?.into_data() {
+                received += data.len() as u64;
+            }
+        }
+        if status != StatusCode::OK {
+            bail!("GET archive: {status}");
+        }
+        if received < size {
+            bail!("GET archive: only {received} of {size} bytes arrived");
+        }
+        Ok(())
+    };
+    tokio::time::timeout(TIMEOUT, run)
+        .await
+        .context("GET archive timed out")??;
+    Ok(start.elapsed())
+}
