@@ -307,7 +307,7 @@ fn start_ticker(gw: &Gateway, c: &mut Cleanup) -> String {
                 IMAGE,
                 "sh",
                 "-c",
-                "i=0; while true; do echo line $i; i=$((i+1)); sleep 0.1; done",
+                TICKER,
             ]),
         T,
     );

@@ -56,7 +56,7 @@ fn killed_logs_follow_releases_the_engine_connection() {
                 IMAGE,
                 "sh",
                 "-c",
-                "i=0; while true; do echo line $i; i=$((i+1)); sleep 0.1; done",
+                TICKER,
             ]),
         T,
     );

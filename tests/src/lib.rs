@@ -26,6 +26,10 @@ pub fn engine_address() -> Address {
     addr
 }
 
+/// A container command that prints `line N` every 100 ms forever (`sh -c TICKER`), for
+/// streaming tests.
+pub const TICKER: &str = "i=0; while true; do echo line $i; i=$((i+1)); sleep 0.1; done";
+
 /// The test image every test uses (created by `scripts/dev-engine start`).
 pub const IMAGE: &str = "portcullis/busybox:latest";
 
