@@ -5,42 +5,11 @@
 //! Every plugin here is the test kit component (`tests/plugins/testkit`, built by
 //! `just plugins`), its behaviour chosen by its `config` table.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use portcullis::Config;
 use portcullis_tests::*;
 
 const T: Duration = Duration::from_secs(60);
-
-/// The compiled test kit; `just plugins` builds it.
-fn testkit() -> PathBuf {
-    let dir = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "/var/cache/portcullis/target".into());
-    let p = PathBuf::from(dir).join("wasm32-wasip2/release/portcullis_testkit_plugin.wasm");
-    assert!(p.exists(), "{} is missing: run `just plugins`", p.display());
-    p
-}
-
-/// One `[[plugins]]` entry for the test kit. `extra` holds more keys of the entry
-/// (`phase = "mutate"`, `timeout = "50ms"`, ...), `config` the TOML body of its config table.
-fn entry(name: &str, extra: &str, config: &str) -> String {
-    format!(
-        "[[plugins]]\nname = \"{name}\"\npath = \"{}\"\n{extra}\n[plugins.config]\n{config}\n",
-        testkit().display()
-    )
-}
-
-fn gateway(entries: &[String]) -> Gateway {
-    let text = entries.concat();
-    let config = Config::parse(&text, std::path::Path::new("test.toml")).expect("test config");
-    Gateway::start_with(config)
-}
-
-/// Whether a container of that name exists on the engine (asked directly).
-fn exists(name: &str) -> bool {
-    let out = run(docker_direct().args(["ps", "-a", "-q", "--filter", &format!("name=^/{name}$")]));
-    !String::from_utf8_lossy(&out.stdout).trim().is_empty()
-}
 
 fn create(gw: &Gateway, name: &str, labels: &[&str]) -> std::process::Output {
     let mut cmd = gw.docker();

@@ -725,3 +725,35 @@ pub fn engine_connections_of_this_process() -> usize {
         .filter(|inode| peers.contains(inode))
         .count()
 }
+
+// --- Plugin chains built from the test kit component (`tests/plugins/testkit`). ---
+
+/// The compiled test kit; `just plugins` builds it.
+pub fn testkit() -> std::path::PathBuf {
+    let dir = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "/var/cache/portcullis/target".into());
+    let p = std::path::PathBuf::from(dir).join("wasm32-wasip2/release/portcullis_testkit_plugin.wasm");
+    assert!(p.exists(), "{} is missing: run `just plugins`", p.display());
+    p
+}
+
+/// One `[[plugins]]` entry for the test kit. `extra` holds more keys of the entry
+/// (`phase = "mutate"`, `timeout = "50ms"`, ...), `config` the TOML body of its config table.
+pub fn entry(name: &str, extra: &str, config: &str) -> String {
+    format!(
+        "[[plugins]]\nname = \"{name}\"\npath = \"{}\"\n{extra}\n[plugins.config]\n{config}\n",
+        testkit().display()
+    )
+}
+
+/// A gateway in front of the test engine whose plugin chain is `entries`.
+pub fn gateway(entries: &[String]) -> Gateway {
+    let text = entries.concat();
+    let config = Config::parse(&text, Path::new("test.toml")).expect("test config");
+    Gateway::start_with(config)
+}
+
+/// Whether a container of that name exists on the engine (asked directly).
+pub fn exists(name: &str) -> bool {
+    let out = run(docker_direct().args(["ps", "-a", "-q", "--filter", &format!("name=^/{name}$")]));
+    !String::from_utf8_lossy(&out.stdout).trim().is_empty()
+}

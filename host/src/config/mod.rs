@@ -3,6 +3,7 @@
 //! a protection off; every error names the file and the key.
 
 mod address;
+mod api;
 mod plugins;
 
 use std::path::{Path, PathBuf};
@@ -11,6 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use address::{Address, AddressError};
+pub use api::{ApiConfig, ApiVersion};
 pub use plugins::{Grants, Mode, Phase, PluginConfig, RuntimeConfig};
 
 /// The whole gateway configuration.
@@ -26,6 +28,9 @@ pub struct Config {
     /// Resource bounds.
     #[serde(default)]
     pub limits: Limits,
+    /// Which parts of the Engine API are usable at all.
+    #[serde(default)]
+    pub api: ApiConfig,
     /// The plugin sandbox.
     #[serde(default)]
     pub runtime: RuntimeConfig,
@@ -221,6 +226,11 @@ impl Config {
             }
             if p.timeout.is_zero() {
                 return Err(invalid("plugins.timeout", "must be more than zero"));
+            }
+        }
+        if let Some(max) = self.api.max_version {
+            if max < self.api.min_version {
+                return Err(invalid("api.max_version", "must not be older than api.min_version"));
             }
         }
         if self.runtime.max_instances == 0 {

@@ -2,9 +2,12 @@
 //! forward exactly what was read to the engine, and stream the answer back. Attach and exec
 //! connections become a raw tunnel only after the engine itself answered `101`.
 
+mod binds;
 mod body;
 mod canonical;
 mod chain;
+mod gojson;
+mod guard;
 mod headers;
 mod tunnel;
 
@@ -47,6 +50,22 @@ pub enum PipelineError {
     UnexpectedBody { endpoint: &'static str },
     #[error("invalid JSON body for {endpoint}: {reason}")]
     BadJson { endpoint: &'static str, reason: String },
+    #[error("client version {version} is too old. Minimum supported API version is {min}, please upgrade your client to a newer version")]
+    VersionTooOld {
+        version: crate::config::ApiVersion,
+        min: crate::config::ApiVersion,
+    },
+    #[error("client version {version} is too new. Maximum supported API version is {max}")]
+    VersionTooNew {
+        version: crate::config::ApiVersion,
+        max: crate::config::ApiVersion,
+    },
+    #[error("{endpoint}: BuildKit session tunnels are disabled (their streams cannot be inspected); build with DOCKER_BUILDKIT=0 or set [api] allow_buildkit = true")]
+    BuildkitDisabled { endpoint: &'static str },
+    #[error("form-encoded request bodies are not accepted (the engine would read their fields ahead of the query string)")]
+    FormBody,
+    #[error(transparent)]
+    Bind(#[from] binds::BindError),
     #[error("{endpoint} cannot be upgraded to another protocol")]
     UpgradeRefused { endpoint: &'static str },
     #[error("too many attached sessions (limit {limit}); try again later")]
@@ -66,7 +85,12 @@ impl IntoDockerError for PipelineError {
             PipelineError::Route(_) => StatusCode::BAD_REQUEST,
             PipelineError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             PipelineError::HeadTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            PipelineError::BodyRead(_)
+            PipelineError::BuildkitDisabled { .. } => StatusCode::FORBIDDEN,
+            PipelineError::VersionTooOld { .. }
+            | PipelineError::VersionTooNew { .. }
+            | PipelineError::FormBody
+            | PipelineError::Bind(_)
+            | PipelineError::BodyRead(_)
             | PipelineError::UnexpectedBody { .. }
             | PipelineError::BadJson { .. }
             | PipelineError::UpgradeRefused { .. } => StatusCode::BAD_REQUEST,
@@ -140,6 +164,7 @@ impl Gateway {
         }
         let route = route::classify(req.method(), req.uri().path())?;
         let endpoint = route.endpoint;
+        guard::check(&self.config.api, &route, req.headers())?;
 
         let wants_upgrade = headers::wants_upgrade(req.headers());
         if wants_upgrade && !endpoint.hijack {
@@ -174,12 +199,7 @@ impl Gateway {
         let mut canonical = None;
         let (query, mut headers) = if self.chain.wants_request(endpoint.name) || wants_response {
             let json = match &buffered {
-                Some(bytes) => Some(serde_json::from_slice(bytes).map_err(|e| {
-                    PipelineError::BadJson {
-                        endpoint: endpoint.name,
-                        reason: e.to_string(),
-                    }
-                })?),
+                Some(bytes) => Some(self.decode_json(endpoint.name, bytes)?),
                 None => None,
             };
             let mut c = Canonical::new(id, &parts.method, &route, query, parts.headers, json, caller);
@@ -281,6 +301,19 @@ impl Gateway {
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
         parts.headers = headers;
         Ok(Body::full(body))
+    }
+
+    /// Decodes a JSON body as dockerd will (Go's field matching, no repeated keys) and
+    /// resolves bind sources, so plugins judge what the engine acts on.
+    fn decode_json(&self, endpoint: &'static str, bytes: &[u8]) -> Result<serde_json::Value, PipelineError> {
+        let mut json = gojson::decode(endpoint, bytes).map_err(|e| PipelineError::BadJson {
+            endpoint,
+            reason: e.to_string(),
+        })?;
+        if self.config.api.resolve_bind_sources {
+            binds::resolve(endpoint, &mut json)?;
+        }
+        Ok(json)
     }
 
     /// Reads a non-streaming body whole, within the configured bound.

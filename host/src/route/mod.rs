@@ -36,6 +36,8 @@
 //! it the same way, gets back exactly [`Route::path`].
 
 mod table;
+#[cfg(test)]
+pub(crate) mod specs;
 
 use std::fmt::Write as _;
 
@@ -344,9 +346,7 @@ fn match_template<'p>(
 mod tests {
     use super::*;
     use std::collections::HashSet;
-    use std::path::PathBuf;
-
-    const SPECS: [&str; 3] = ["v1.41.yaml", "v1.50.yaml", "latest.yaml"];
+    use super::specs::{expected_name, load, SPECS};
 
     /// Routes dockerd serves that none of the specs lists.
     const NOT_IN_SPECS: [&str; 5] = [
@@ -356,54 +356,6 @@ mod tests {
         "build.cancel",
         "grpc",
     ];
-
-    /// The Engine API specs live in `shared/docker-engine-api/` beside the repository
-    /// (`host/../../shared`). `PORTCULLIS_API_SPECS` overrides; otherwise every ancestor of
-    /// the crate is tried, so the tests also run from a scratch crate with `shared` linked in.
-    fn spec_dir() -> PathBuf {
-        if let Ok(dir) = std::env::var("PORTCULLIS_API_SPECS") {
-            return PathBuf::from(dir);
-        }
-        let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-        let candidates: Vec<PathBuf> = manifest
-            .ancestors()
-            .map(|dir| dir.join("shared/docker-engine-api"))
-            .collect();
-        candidates
-            .iter()
-            .find(|dir| dir.join(SPECS[0]).is_file())
-            .cloned()
-            .unwrap_or_else(|| {
-                panic!(
-                    "Engine API specs not found; set PORTCULLIS_API_SPECS or put them in one of: {}",
-                    candidates
-                        .iter()
-                        .map(|c| c.display().to_string())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            })
-    }
-
-    /// `SystemDataUsage` → `system.data.usage`, with the table's documented exceptions.
-    fn expected_name(operation_id: &str) -> String {
-        match operation_id {
-            "SystemPingHead" => return "system.ping".into(),
-            "ContainerArchive" => return "container.archive.get".into(),
-            "ContainerArchiveInfo" => return "container.archive.head".into(),
-            "PutContainerArchive" => return "container.archive.put".into(),
-            "GetPluginPrivileges" => return "plugin.privileges".into(),
-            _ => {}
-        }
-        let mut out = String::new();
-        for (i, c) in operation_id.chars().enumerate() {
-            if c.is_ascii_uppercase() && i > 0 {
-                out.push('.');
-            }
-            out.push(c.to_ascii_lowercase());
-        }
-        out
-    }
 
     fn sample_value(spec_path: &str, param: &str) -> &'static str {
         match param {
@@ -417,10 +369,7 @@ mod tests {
     /// Every (method, path, operationId) of one spec, with parameters substituted; also the
     /// substituted value of the path's parameter, if it has one.
     fn spec_operations(file: &str) -> Vec<(Method, String, String, Option<String>)> {
-        let path = spec_dir().join(file);
-        let text = std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
-        let doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+        let doc = load(file);
         let mut out = Vec::new();
         for (spec_path, methods) in doc["paths"].as_mapping().unwrap() {
             let spec_path = spec_path.as_str().unwrap();

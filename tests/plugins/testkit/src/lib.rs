@@ -15,6 +15,7 @@
 //! | `deny` | `message` (default `denied by testkit`), `status` (default 403) | denies every request |
 //! | `patch-label` | `key`, `value` | on `container.create`, sets the label `key` to `value` with a JSON Patch (adds the whole `Labels` object when it is absent or `null`) |
 //! | `deny-if-label` | `key` | denies `container.create` when the body has the label `key` |
+//! | `deny-if` | `pointer`, `equals` | denies when the JSON body's value at the RFC 6901 `pointer` equals `equals` |
 //! | `filter-list` | `name_prefix` | in the response to `container.list`, removes the containers with a name starting with `/<name_prefix>` (JSON Patch `remove` ops, highest index first) |
 //! | `trap` | | panics (the panic message goes to stderr, then the instance traps) |
 //! | `spin` | | loops forever, until the gateway's deadline interrupts it |
@@ -61,6 +62,12 @@ enum Action {
     },
     DenyIfLabel {
         key: String,
+    },
+    /// Denies when the JSON body's value at `pointer` (RFC 6901) equals `equals`: a plugin
+    /// that reads canonical field names only, as real policies do.
+    DenyIf {
+        pointer: String,
+        equals: Value,
     },
     FilterList {
         name_prefix: String,
@@ -151,6 +158,12 @@ impl Testkit {
             Action::DenyIfLabel { key } => match req.container_create() {
                 Some(c) if c.labels.contains_key(key) => {
                     Verdict::deny(format!("the label {key} is not allowed"))
+                }
+                _ => Verdict::Allow,
+            },
+            Action::DenyIf { pointer, equals } => match req.json_body() {
+                Some(body) if body.pointer(pointer) == Some(equals) => {
+                    Verdict::deny(format!("{pointer} is {equals}"))
                 }
                 _ => Verdict::Allow,
             },

@@ -1,0 +1,80 @@
+//! `[api]`: which parts of the Engine API clients may use at all, before any plugin runs.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer};
+
+/// An Engine API version, `major.minor` (`1.41`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ApiVersion(pub u16, pub u16);
+
+impl FromStr for ApiVersion {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("{s:?} is not an API version such as \"1.41\"");
+        let (major, minor) = s.split_once('.').ok_or_else(bad)?;
+        Ok(ApiVersion(
+            major.parse().map_err(|_| bad())?,
+            minor.parse().map_err(|_| bad())?,
+        ))
+    }
+}
+
+impl fmt::Display for ApiVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.0, self.1)
+    }
+}
+
+impl<'de> Deserialize<'de> for ApiVersion {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// `[api]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// The oldest API version a client may name in a `/vX.Y` path prefix. Before 1.24,
+    /// `container start` could carry a HostConfig (privileges, binds) of its own: a second
+    /// door that every policy would have to guard, so it stays shut by default.
+    #[serde(default = "default_min_version")]
+    pub min_version: ApiVersion,
+    /// The newest API version accepted; by default whatever the engine serves.
+    #[serde(default)]
+    pub max_version: Option<ApiVersion>,
+    /// Let BuildKit's `/session` and `/grpc` tunnels through. They carry a build's whole
+    /// conversation (contexts, secrets, entitlements) as HTTP/2 streams no plugin can read.
+    #[serde(default)]
+    pub allow_buildkit: bool,
+    /// Resolve symlinks in host paths of bind mounts (container and service mounts,
+    /// `local` volumes bound to a device path) before plugins judge them, and forward the
+    /// resolved path, so that a link to `/` cannot pass as an allowed directory. Needs the
+    /// gateway to see the host's filesystem as the engine does.
+    #[serde(default = "yes")]
+    pub resolve_bind_sources: bool,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            min_version: default_min_version(),
+            max_version: None,
+            allow_buildkit: false,
+            resolve_bind_sources: true,
+        }
+    }
+}
+
+fn default_min_version() -> ApiVersion {
+    ApiVersion(1, 24)
+}
+
+fn yes() -> bool {
+    true
+}
