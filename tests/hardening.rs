@@ -147,3 +147,43 @@ fn buildkit_tunnels_and_form_bodies_are_refused() {
     let images = ok(docker_direct().args(["images", "-q", &tag]));
     assert!(images.trim().is_empty(), "an image was built");
 }
+
+#[test]
+fn content_length_with_chunked_is_judged_on_the_body_that_is_forwarded() {
+    // hyper resolves this RFC 9112 §6.3 conflict itself before the gateway sees the headers
+    // (it drops Content-Length, reads the chunked body and closes the connection after the
+    // answer), so it cannot be refused with 400. What matters holds: the body the policy
+    // judged is the one forwarded, re-framed, and nothing is left on the connection.
+    let gw = no_privileged();
+    let mut clean = Cleanup::new();
+    let name = clean.container(&unique("frame"));
+    let body = format!(r#"{{"Image":"{IMAGE}","HostConfig":{{"Privileged":true}}}}"#);
+    let req = format!(
+        "POST /v1.41/containers/create?name={name} HTTP/1.1\r\nHost: d\r\n\
+         Content-Type: application/json\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n\
+         {:x}\r\n{body}\r\n0\r\n\r\nGET /_ping HTTP/1.1\r\nHost: d\r\n\r\n",
+        body.len()
+    );
+    let raw = raw_http(&gw.socket, req.as_bytes(), Duration::from_secs(3));
+    let text = String::from_utf8_lossy(&raw);
+    assert!(text.starts_with("HTTP/1.1 403"), "{text}");
+    assert_eq!(text.matches("HTTP/1.1").count(), 1, "the connection was reused: {text}");
+    assert!(!exists(&name), "a container was created");
+}
+
+#[test]
+fn transfer_codings_other_than_chunked_and_broken_chunks_are_refused() {
+    let gw = no_privileged();
+    let mut clean = Cleanup::new();
+    for (te, chunk) in [("gzip, chunked", "2"), ("chunked", "zz")] {
+        let name = clean.container(&unique("frame"));
+        let req = format!(
+            "POST /v1.41/containers/create?name={name} HTTP/1.1\r\nHost: d\r\n\
+             Content-Type: application/json\r\nTransfer-Encoding: {te}\r\n\r\n{chunk}\r\n{{}}\r\n0\r\n\r\n"
+        );
+        let raw = raw_http(&gw.socket, req.as_bytes(), Duration::from_secs(3));
+        let text = String::from_utf8_lossy(&raw);
+        assert!(text.starts_with("HTTP/1.1 400"), "{te}/{chunk}: {text}");
+        assert!(!exists(&name), "a container was created");
+    }
+}

@@ -7,8 +7,8 @@ use super::PipelineError;
 use crate::config::{ApiConfig, ApiVersion};
 use crate::route::Route;
 
-/// Refuses API versions outside the configured range, BuildKit tunnels unless enabled, and
-/// form-encoded bodies.
+/// Refuses API versions outside the configured range, BuildKit tunnels unless enabled,
+/// ambiguous framing and form-encoded bodies.
 pub fn check(api: &ApiConfig, route: &Route, headers: &HeaderMap) -> Result<(), PipelineError> {
     if let Some((major, minor)) = route.version {
         let version = ApiVersion(major, minor);
@@ -26,6 +26,18 @@ pub fn check(api: &ApiConfig, route: &Route, headers: &HeaderMap) -> Result<(), 
         return Err(PipelineError::BuildkitDisabled {
             endpoint: route.endpoint.name,
         });
+    }
+    // Both framings at once, or a transfer coding other than one plain `chunked`: whichever
+    // one a reader believes, another may believe the other (request smuggling). hyper
+    // refuses non-chunked codings itself and, when both framings come, drops
+    // Content-Length before we see it (reading chunked, closing afterwards); this catches
+    // what it lets through, such as a repeated Transfer-Encoding.
+    let te: Vec<_> = headers.get_all(header::TRANSFER_ENCODING).iter().collect();
+    if !te.is_empty() {
+        let plain_chunked = te.len() == 1 && te[0].as_bytes().eq_ignore_ascii_case(b"chunked");
+        if !plain_chunked || headers.contains_key(header::CONTENT_LENGTH) {
+            return Err(PipelineError::AmbiguousFraming);
+        }
     }
     // Go's `Request.ParseForm`, which dockerd calls before reading parameters, reads a
     // form-encoded POST/PUT body and lets its values win over the query string. Nothing the
@@ -79,6 +91,29 @@ mod tests {
         assert!(checked("/v1.41/grpc", &api, None).is_err());
         api.allow_buildkit = true;
         assert!(checked("/session", &api, None).is_ok());
+    }
+
+    #[test]
+    fn ambiguous_framing_is_refused() {
+        let api = ApiConfig::default();
+        let route = classify(&Method::POST, "/containers/create").unwrap();
+        let framed = |pairs: &[(&str, &str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.append(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+            }
+            check(&api, &route, &h)
+        };
+        assert!(framed(&[("transfer-encoding", "chunked")]).is_ok());
+        assert!(framed(&[("content-length", "2")]).is_ok());
+        for bad in [
+            &[("transfer-encoding", "chunked"), ("content-length", "2")][..],
+            &[("transfer-encoding", "gzip, chunked")],
+            &[("transfer-encoding", "chunked"), ("transfer-encoding", "chunked")],
+            &[("transfer-encoding", "identity")],
+        ] {
+            assert!(matches!(framed(bad), Err(PipelineError::AmbiguousFraming)), "{bad:?}");
+        }
     }
 
     #[test]

@@ -64,6 +64,8 @@ pub enum PipelineError {
     BuildkitDisabled { endpoint: &'static str },
     #[error("form-encoded request bodies are not accepted (the engine would read their fields ahead of the query string)")]
     FormBody,
+    #[error("request framing is ambiguous (Content-Length with Transfer-Encoding, or a transfer coding other than chunked)")]
+    AmbiguousFraming,
     #[error(transparent)]
     Bind(#[from] binds::BindError),
     #[error("{endpoint} cannot be upgraded to another protocol")]
@@ -89,6 +91,7 @@ impl IntoDockerError for PipelineError {
             PipelineError::VersionTooOld { .. }
             | PipelineError::VersionTooNew { .. }
             | PipelineError::FormBody
+            | PipelineError::AmbiguousFraming
             | PipelineError::Bind(_)
             | PipelineError::BodyRead(_)
             | PipelineError::UnexpectedBody { .. }
