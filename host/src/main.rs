@@ -30,6 +30,19 @@ enum Command {
     /// Work with plugins offline.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Work with Rego policies.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Run the Rego unit tests under DIR as `opa test` does: every rule named `test_*` must
+    /// be true. Exits 1 when one fails.
+    Test {
+        /// A directory of .rego files (policies and their `*_test.rego` files), or one file.
+        dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -111,6 +124,28 @@ fn run() -> Result<()> {
             Ok(())
         }
         Command::Plugin(cmd) => runtime()?.block_on(plugin_command(cmd)),
+        Command::Policy(PolicyCommand::Test { dir }) => policy_test(&dir),
+    }
+}
+
+fn policy_test(dir: &std::path::Path) -> Result<()> {
+    let timeout = std::time::Duration::from_secs(5);
+    let report = portcullis::plugin::rego::run_tests(dir, timeout)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
+    for (name, ok, error) in &report.results {
+        match error {
+            Some(e) => println!("FAIL {name}: {e}"),
+            None => println!("{} {name}", if *ok { "PASS" } else { "FAIL" }),
+        }
+    }
+    let passed = report.results.iter().filter(|(_, ok, _)| *ok).count();
+    println!("{passed}/{} passed", report.results.len());
+    if report.passed() {
+        Ok(())
+    } else if report.results.is_empty() {
+        anyhow::bail!("no test_* rules found under {}", dir.display())
+    } else {
+        std::process::exit(1)
     }
 }
 

@@ -127,3 +127,22 @@ fn plugin_test_prints_the_verdict() {
     assert_eq!(v["contract"], "portcullis:plugin@0.1.0", "{v}");
     assert!(v["hooks"].as_array().unwrap().iter().any(|h| h == "request"), "{v}");
 }
+
+#[test]
+fn policy_test_runs_rego_unit_tests_and_fails_on_a_failing_one() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/rego");
+    let out = portcullis(&["policy", "test", examples.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("PASS docker.authz.test_privileged_denied"), "{}", text(&out));
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("p_test.rego"),
+        "package t\nimport rego.v1\ntest_true if true\ntest_false if false\n",
+    )
+    .unwrap();
+    let out = portcullis(&["policy", "test", dir.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("FAIL t.test_false"), "{}", text(&out));
+    assert!(text(&out).contains("1/2 passed"), "{}", text(&out));
+}

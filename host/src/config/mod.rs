@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 pub use address::{Address, AddressError};
 pub use api::{ApiConfig, ApiVersion};
-pub use plugins::{Grants, Mode, Phase, PluginConfig, RuntimeConfig};
+pub use plugins::{Grants, Kind, Mode, Phase, PluginConfig, RuntimeConfig};
 
 /// The whole gateway configuration.
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -223,6 +223,12 @@ impl Config {
                         &format!("plugin {}: bad endpoint glob {glob:?}", p.name),
                     ));
                 }
+            }
+            if p.query.is_some() && p.kind != Kind::Rego {
+                return Err(invalid(
+                    "plugins.query",
+                    &format!("plugin {}: `query` is only for kind = \"rego\"", p.name),
+                ));
             }
             if p.timeout.is_zero() {
                 return Err(invalid("plugins.timeout", "must be more than zero"));

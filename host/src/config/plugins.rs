@@ -28,6 +28,17 @@ pub enum Mode {
     Audit,
 }
 
+/// What a plugin is made of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// A WebAssembly component implementing the WIT contract.
+    #[default]
+    Wasm,
+    /// Rego policies (a `.rego` file or a directory of them), evaluated natively.
+    Rego,
+}
+
 /// Capabilities a plugin gets beyond the bare sandbox. Everything is off by default.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -50,8 +61,16 @@ pub struct Grants {
 pub struct PluginConfig {
     /// Unique name, used in denial messages and logs.
     pub name: String,
-    /// The component file; a relative path is relative to the config file's directory.
+    /// `wasm` (default) or `rego`.
+    #[serde(default)]
+    pub kind: Kind,
+    /// The component file (`wasm`), or a `.rego` file or directory (`rego`); a relative
+    /// path is relative to the config file's directory.
     pub path: PathBuf,
+    /// `rego` only: the rule that decides (default `data.docker.authz.allow`): `true`
+    /// allows, `false` or undefined denies, `{"allow": false, "message": "..."}` says why.
+    #[serde(default)]
+    pub query: Option<String>,
     /// `mutate` or `validate` (default).
     #[serde(default)]
     pub phase: Phase,

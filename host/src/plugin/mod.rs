@@ -9,6 +9,7 @@
 mod bindings;
 mod cache;
 pub mod offline;
+pub mod rego;
 mod sandbox;
 
 use std::path::Path;
@@ -161,7 +162,10 @@ impl Runtime {
     pub async fn load_all(self: &Arc<Self>, config: &Config) -> Result<Vec<Arc<Plugin>>, LoadError> {
         let mut out = Vec::with_capacity(config.plugins.len());
         for p in &config.plugins {
-            let plugin = self.load(p, &config.plugin_path(p)).await?;
+            let plugin = match p.kind {
+                crate::config::Kind::Wasm => self.load(p, &config.plugin_path(p)).await?,
+                crate::config::Kind::Rego => self.load_rego(p, &config.plugin_path(p))?,
+            };
             plugin.check_config().await?;
             out.push(Arc::new(plugin));
         }
@@ -224,7 +228,7 @@ impl Runtime {
                 name: name.clone(),
                 reason: e.to_string(),
             })?,
-            pre,
+            backend: Backend::Wasm(pre),
             runtime: self.clone(),
         };
         plugin.info = plugin.probe().await.map_err(|failure| LoadError::Probe {
@@ -232,6 +236,33 @@ impl Runtime {
             failure,
         })?;
         Ok(plugin)
+    }
+}
+
+impl Runtime {
+    /// Loads a Rego policy (`kind = "rego"`) as a validating request plugin.
+    pub fn load_rego(self: &Arc<Self>, cfg: &PluginConfig, path: &Path) -> Result<Plugin, LoadError> {
+        let config_error = |reason: String| LoadError::Config {
+            name: cfg.name.clone(),
+            reason,
+        };
+        let policy = rego::load(cfg, path).map_err(config_error)?;
+        let mut endpoints = GlobSetBuilder::new();
+        for g in &cfg.endpoints {
+            endpoints.add(Glob::new(g).map_err(|e| config_error(e.to_string()))?);
+        }
+        Ok(Plugin {
+            cfg: cfg.clone(),
+            info: types::Info {
+                name: cfg.name.clone(),
+                version: "rego".into(),
+                hooks: types::Hooks::REQUEST,
+            },
+            config_json: String::new(),
+            endpoints: endpoints.build().map_err(|e| config_error(e.to_string()))?,
+            backend: Backend::Rego(Box::new(policy)),
+            runtime: self.clone(),
+        })
     }
 }
 
@@ -267,8 +298,16 @@ pub struct Plugin {
     info: types::Info,
     config_json: String,
     endpoints: GlobSet,
-    pre: PluginPre<State>,
+    backend: Backend,
     runtime: Arc<Runtime>,
+}
+
+/// How a plugin runs.
+enum Backend {
+    /// A component, instantiated fresh per call.
+    Wasm(PluginPre<State>),
+    /// A Rego policy, evaluated in-process.
+    Rego(Box<rego::Policy>),
 }
 
 /// Which hook to call.
@@ -349,6 +388,10 @@ impl Plugin {
 
     /// Instantiates and makes `what` call(s), under the deadline and the memory cap.
     async fn call(&self, request_id: u64, what: Call<'_>) -> Result<Output, PluginFailure> {
+        let pre = match &self.backend {
+            Backend::Wasm(pre) => pre,
+            Backend::Rego(policy) => return rego_call(&self.info, policy, what),
+        };
         let rt = &self.runtime;
         // Bounded like every resource: calls beyond the pool wait for a free instance.
         let _permit = rt
@@ -365,7 +408,7 @@ impl Plugin {
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| clock.tick());
         let result: wasmtime::Result<Result<Output, PluginFailure>> = async {
-            let instance = self.pre.instantiate_async(&mut store).await?;
+            let instance = pre.instantiate_async(&mut store).await?;
             let policy = instance.portcullis_plugin_policy();
             let hook = match what {
                 Call::Instantiate => return Ok(Ok(Output::Initialized)),
@@ -402,6 +445,17 @@ impl Plugin {
             }
         }
     }
+}
+
+/// A call on a Rego policy: only requests are judged; an evaluation error (a builtin
+/// failing, the time limit) is a failure like a trapping plugin's.
+fn rego_call(info: &types::Info, policy: &rego::Policy, what: Call<'_>) -> Result<Output, PluginFailure> {
+    Ok(match what {
+        Call::Instantiate | Call::Init => Output::Initialized,
+        Call::Describe => Output::Info(info.clone()),
+        Call::Hook(Hook::Request(req)) => Output::Verdict(policy.evaluate(req).map_err(PluginFailure::Trap)?),
+        Call::Hook(_) => Output::Verdict(types::Verdict::Allow),
+    })
 }
 
 /// What one sandboxed call does.

@@ -1,0 +1,426 @@
+//! Rego policies (`kind = "rego"`), evaluated natively with `regorus`.
+//!
+//! The input document is the one opa-docker-authz builds (`Method`, `Path`, `PathPlain`,
+//! `PathArr`, `Query`, `Headers`, `Body`, `User`, `AuthMethod`, `BindMounts`), so its users'
+//! policies run unchanged, plus portcullis's richer fields (`Endpoint`, `ObjectId`,
+//! `ApiVersion`, `Caller`, `Target`). The values are the canonical request — the path as
+//! dockerd's router reads it, the body with Go's field names — so a policy cannot be fooled
+//! by spelling. The decision is the configured query (default `data.docker.authz.allow`):
+//! `true` allows; `false` or undefined denies; an object `{"allow": bool, "message": str}`
+//! lets the policy say why.
+//!
+//! Unlike wasm plugins, Rego runs in the gateway's process: it has no memory cap, only the
+//! plugin's timeout (regorus's execution timer). The language itself has no I/O except
+//! `http.send`, which is not compiled in.
+
+use std::collections::BTreeMap;
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use regorus::utils::limits::ExecutionTimerConfig;
+use regorus::{Engine, Value};
+use serde_json::{json, Map, Value as Json};
+
+use super::types;
+use crate::config::PluginConfig;
+
+/// The message opa-docker-authz gives when a policy says no without saying why.
+const DEFAULT_MESSAGE: &str = "request rejected by administrative policy";
+
+/// A loaded policy: its modules parsed and its data added, cloned for every evaluation so
+/// that nothing from one request's evaluation is seen by the next.
+pub struct Policy {
+    engine: Engine,
+    query: String,
+}
+
+/// Loads every `.rego` file at `path` (a file, or a directory searched recursively), with
+/// the plugin's `config` table as `data.config`.
+pub fn load(cfg: &PluginConfig, path: &Path) -> Result<Policy, String> {
+    let files = rego_files(path)?;
+    if files.is_empty() {
+        return Err(format!("no .rego files in {}", path.display()));
+    }
+    let mut engine = Engine::new();
+    engine.set_execution_timer_config(ExecutionTimerConfig {
+        limit: cfg.timeout,
+        check_interval: NonZeroU32::MIN,
+    });
+    for file in files.iter().filter(|f| !is_test_file(f)) {
+        add_file(&mut engine, file)?;
+    }
+    let config = serde_json::to_string(&json!({ "config": cfg.config })).map_err(|e| e.to_string())?;
+    engine.add_data_json(&config).map_err(|e| format!("config: {e}"))?;
+    let query = cfg
+        .query
+        .clone()
+        .unwrap_or_else(|| "data.docker.authz.allow".to_owned());
+    let policy = Policy { engine, query };
+    // Evaluate once on an empty input, so a query naming no rule or a policy that fails to
+    // compile stops start-up instead of denying every request.
+    policy.engine.clone().eval_rule(policy.query.clone()).map_err(|e| format!("{}: {e}", policy.query))?;
+    Ok(policy)
+}
+
+/// Adds one module, in Rego v1 syntax or, failing that, v0 (the syntax of most existing
+/// opa-docker-authz policies: rules without `if`).
+fn add_file(engine: &mut Engine, file: &Path) -> Result<(), String> {
+    let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let name = file.display().to_string();
+    let mut v1 = engine.clone();
+    match v1.add_policy(name.clone(), text.clone()) {
+        Ok(_) => {
+            *engine = v1;
+            Ok(())
+        }
+        Err(v1_error) => {
+            engine.set_rego_v0(true);
+            let result = engine.add_policy(name, text);
+            engine.set_rego_v0(false);
+            result.map(|_| ()).map_err(|_| format!("{v1_error}"))
+        }
+    }
+}
+
+fn rego_files(path: &Path) -> Result<Vec<PathBuf>, String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if meta.is_file() {
+        return Ok(vec![path.to_owned()]);
+    }
+    let mut out = Vec::new();
+    let mut dirs = vec![path.to_owned()];
+    while let Some(dir) = dirs.pop() {
+        let entries = std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        for entry in entries {
+            let p = entry.map_err(|e| e.to_string())?.path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.extension().is_some_and(|e| e == "rego") {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// `opa test` convention: tests live in `*_test.rego` files.
+fn is_test_file(p: &Path) -> bool {
+    p.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.ends_with("_test.rego"))
+}
+
+impl Policy {
+    /// Judges a request.
+    pub fn evaluate(&self, req: &types::Request) -> Result<types::Verdict, String> {
+        let input = input(req);
+        let mut engine = self.engine.clone();
+        engine.set_input(Value::from_json_str(&input.to_string()).map_err(|e| e.to_string())?);
+        let decision = engine.eval_rule(self.query.clone()).map_err(|e| e.to_string())?;
+        Ok(verdict(&decision))
+    }
+}
+
+fn verdict(decision: &Value) -> types::Verdict {
+    let deny = |message: String| {
+        types::Verdict::Deny(types::Denial {
+            status: 403,
+            message,
+        })
+    };
+    if *decision == Value::from(true) {
+        return types::Verdict::Allow;
+    }
+    if let Ok(fields) = decision.as_object() {
+        let allow = fields.get(&Value::from("allow")) == Some(&Value::from(true));
+        if allow {
+            return types::Verdict::Allow;
+        }
+        let message = fields
+            .get(&Value::from("message"))
+            .and_then(|m| m.as_string().ok().map(|s| s.to_string()))
+            .unwrap_or_else(|| DEFAULT_MESSAGE.to_owned());
+        return deny(message);
+    }
+    deny(DEFAULT_MESSAGE.to_owned())
+}
+
+/// The input document: opa-docker-authz's fields, then ours.
+pub fn input(req: &types::Request) -> Json {
+    let prefix = req.api_version.as_ref().map(|v| format!("/v{v}")).unwrap_or_default();
+    let path_plain = format!("{prefix}{}", req.path);
+    let path = if req.query.is_empty() {
+        path_plain.clone()
+    } else {
+        let mut q = form_urlencoded::Serializer::new(String::new());
+        for p in &req.query {
+            q.append_pair(&p.name, &p.value);
+        }
+        format!("{path_plain}?{}", q.finish())
+    };
+    let mut query: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for p in &req.query {
+        query.entry(&p.name).or_default().push(&p.value);
+    }
+    let headers: Map<String, Json> = req
+        .headers
+        .iter()
+        .map(|h| (go_header_name(&h.name), Json::String(h.value.clone())))
+        .collect();
+    let body: Json = req
+        .body
+        .as_deref()
+        .and_then(|b| serde_json::from_str(b).ok())
+        .unwrap_or(Json::Null);
+    let auth = match req.caller.auth {
+        types::AuthMethod::None => "none",
+        types::AuthMethod::PeerCredentials => "peer-credentials",
+        types::AuthMethod::MutualTls => "mutual-tls",
+        types::AuthMethod::Token => "token",
+    };
+    let target = req.target.as_ref().map(|t| {
+        json!({
+            "Kind": t.kind,
+            "Id": t.id,
+            "Name": t.name,
+            "Labels": t.labels.iter().map(|l| (l.name.clone(), Json::String(l.value.clone()))).collect::<Map<_, _>>(),
+        })
+    });
+    json!({
+        "Method": req.method,
+        "Path": path,
+        "PathPlain": path_plain,
+        "PathArr": path_plain.split('/').collect::<Vec<_>>(),
+        "Query": query,
+        "Headers": headers,
+        "Body": body,
+        "User": req.caller.user,
+        "AuthMethod": auth,
+        "BindMounts": bind_mounts(&req.endpoint, &body),
+        "Endpoint": req.endpoint,
+        "ObjectId": req.object_id,
+        "ApiVersion": req.api_version,
+        "Caller": {
+            "User": req.caller.user,
+            "Groups": req.caller.groups,
+            "Auth": auth,
+            "Peer": req.caller.peer,
+        },
+        "Target": target,
+    })
+}
+
+/// `content-type` → `Content-Type`, as Go's `http.Header` spells names.
+fn go_header_name(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    let mut upper = true;
+    for c in name.chars() {
+        out.push(if upper { c.to_ascii_uppercase() } else { c });
+        upper = c == '-';
+    }
+    out
+}
+
+/// The host paths a container create binds (`Binds`, `Mounts` of type bind), as
+/// opa-docker-authz lists them. The gateway has already resolved symlinks in them, so
+/// `Source` and `Resolved` are the same path.
+fn bind_mounts(endpoint: &str, body: &Json) -> Vec<Json> {
+    if endpoint != "container.create" {
+        return Vec::new();
+    }
+    let host = &body["HostConfig"];
+    let mut out = Vec::new();
+    for bind in host["Binds"].as_array().into_iter().flatten().filter_map(Json::as_str) {
+        let mut parts = bind.split(':');
+        let source = parts.next().unwrap_or("");
+        if !source.starts_with('/') {
+            continue;
+        }
+        let _target = parts.next();
+        let read_only = parts.next().is_some_and(|o| o.split(',').any(|x| x == "ro"));
+        out.push(json!({"Source": source, "Resolved": source, "ReadOnly": read_only}));
+    }
+    for m in host["Mounts"].as_array().into_iter().flatten() {
+        if m["Type"] == "bind" {
+            let source = m["Source"].as_str().unwrap_or("");
+            out.push(json!({"Source": source, "Resolved": source, "ReadOnly": m["ReadOnly"] == true}));
+        }
+    }
+    out
+}
+
+/// The outcome of `portcullis policy test`.
+#[derive(Debug, Default)]
+pub struct TestReport {
+    /// `(package.rule, passed, error)` per test.
+    pub results: Vec<(String, bool, Option<String>)>,
+}
+
+impl TestReport {
+    /// Whether every test passed (and there was at least one).
+    pub fn passed(&self) -> bool {
+        !self.results.is_empty() && self.results.iter().all(|(_, ok, _)| *ok)
+    }
+}
+
+/// Runs Rego unit tests the way `opa test` does: every rule named `test_*` in every
+/// module under `dir` (policies and `*_test.rego` files together) must evaluate to `true`.
+pub fn run_tests(dir: &Path, timeout: Duration) -> Result<TestReport, String> {
+    let files = rego_files(dir)?;
+    let mut engine = Engine::new();
+    engine.set_execution_timer_config(ExecutionTimerConfig {
+        limit: timeout,
+        check_interval: NonZeroU32::MIN,
+    });
+    let mut tests = Vec::new();
+    for file in &files {
+        add_file(&mut engine, file)?;
+        let text = std::fs::read_to_string(file).map_err(|e| e.to_string())?;
+        let package = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("package "))
+            .map(|p| p.trim().to_owned())
+            .ok_or_else(|| format!("{}: no package line", file.display()))?;
+        for line in text.lines() {
+            // A rule head at the start of a line: `test_x if {`, `test_x {`, `test_x := ...`.
+            if let Some(rest) = line.strip_prefix("test_") {
+                let name: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                let rule = format!("data.{package}.test_{name}");
+                if !tests.contains(&rule) {
+                    tests.push(rule);
+                }
+            }
+        }
+    }
+    let mut report = TestReport::default();
+    for rule in tests {
+        let mut e = engine.clone();
+        let (ok, err) = match e.eval_rule(rule.clone()) {
+            Ok(v) => (v == Value::from(true), None),
+            Err(err) => (false, Some(err.to_string())),
+        };
+        report.results.push((rule.trim_start_matches("data.").to_owned(), ok, err));
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(method: &str, path: &str, endpoint: &str, body: Option<Json>) -> types::Request {
+        types::Request {
+            id: 1,
+            method: method.into(),
+            path: path.into(),
+            api_version: Some("1.41".into()),
+            endpoint: endpoint.into(),
+            object_id: None,
+            query: vec![types::Pair { name: "name".into(), value: "web 1".into() }],
+            headers: vec![types::Pair { name: "content-type".into(), value: "application/json".into() }],
+            body: body.map(|b| b.to_string()),
+            caller: types::Caller {
+                user: "alice".into(),
+                groups: vec!["team-a".into()],
+                auth: types::AuthMethod::PeerCredentials,
+                peer: "unix(uid=1000)".into(),
+            },
+            target: None,
+        }
+    }
+
+    #[test]
+    fn the_input_has_opa_docker_authz_fields_and_ours() {
+        let body = json!({"Image": "x", "HostConfig": {"Binds": ["/srv:/data:ro", "vol:/v"], "Mounts": [{"Type": "bind", "Source": "/etc", "Target": "/e"}]}});
+        let i = input(&request("POST", "/containers/create", "container.create", Some(body)));
+        assert_eq!(i["Path"], "/v1.41/containers/create?name=web+1");
+        assert_eq!(i["PathPlain"], "/v1.41/containers/create");
+        assert_eq!(i["PathArr"], json!(["", "v1.41", "containers", "create"]));
+        assert_eq!(i["Query"], json!({"name": ["web 1"]}));
+        assert_eq!(i["Headers"], json!({"Content-Type": "application/json"}));
+        assert_eq!(i["Body"]["Image"], "x");
+        assert_eq!(i["User"], "alice");
+        assert_eq!(
+            i["BindMounts"],
+            json!([{"Source": "/srv", "Resolved": "/srv", "ReadOnly": true},
+                   {"Source": "/etc", "Resolved": "/etc", "ReadOnly": false}])
+        );
+        assert_eq!(i["Caller"]["Groups"], json!(["team-a"]));
+        assert_eq!(i["Endpoint"], "container.create");
+    }
+
+    fn policy(text: &str, query: Option<&str>) -> Result<Policy, String> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("p.rego"), text).unwrap();
+        let mut cfg: PluginConfig = toml::from_str("name = \"authz\"\nkind = \"rego\"\npath = \"x\"").unwrap();
+        cfg.query = query.map(str::to_owned);
+        load(&cfg, dir.path())
+    }
+
+    #[test]
+    fn v0_and_v1_policies_decide() {
+        let v0 = policy(
+            "package docker.authz\ndefault allow = false\nallow { not input.Body.HostConfig.Privileged }\n",
+            None,
+        )
+        .unwrap();
+        let v1 = policy(
+            "package docker.authz\nimport rego.v1\ndefault allow := false\nallow if { not input.Body.HostConfig.Privileged }\n",
+            None,
+        )
+        .unwrap();
+        for p in [&v0, &v1] {
+            let ok = request("POST", "/containers/create", "container.create", Some(json!({"HostConfig": {"Privileged": false}})));
+            assert!(matches!(p.evaluate(&ok).unwrap(), types::Verdict::Allow));
+            let bad = request("POST", "/containers/create", "container.create", Some(json!({"HostConfig": {"Privileged": true}})));
+            assert!(matches!(p.evaluate(&bad).unwrap(), types::Verdict::Deny(d) if d.message == DEFAULT_MESSAGE));
+        }
+    }
+
+    #[test]
+    fn an_object_decision_carries_the_message() {
+        let p = policy(
+            "package pc\nimport rego.v1\ndecision := {\"allow\": false, \"message\": sprintf(\"%s may not\", [input.User])}\n",
+            Some("data.pc.decision"),
+        )
+        .unwrap();
+        let r = request("GET", "/containers/json", "container.list", None);
+        assert!(matches!(p.evaluate(&r).unwrap(), types::Verdict::Deny(d) if d.message == "alice may not"));
+    }
+
+    #[test]
+    fn broken_policies_fail_at_load() {
+        assert!(policy("package x\nallow if {", None).is_err());
+        assert!(policy("", None).is_err());
+    }
+
+    #[test]
+    fn unit_tests_run_like_opa_test() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("authz.rego"),
+            "package docker.authz\nimport rego.v1\ndefault allow := false\nallow if input.Method == \"GET\"\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("authz_test.rego"),
+            "package docker.authz\nimport rego.v1\ntest_get_allowed if allow with input as {\"Method\": \"GET\"}\n\
+             test_post_denied if not allow with input as {\"Method\": \"POST\"}\n\
+             test_wrong if allow with input as {\"Method\": \"POST\"}\n",
+        )
+        .unwrap();
+        let report = run_tests(dir.path(), Duration::from_secs(1)).unwrap();
+        let outcome: Vec<(String, bool)> = report.results.iter().map(|(n, ok, _)| (n.clone(), *ok)).collect();
+        assert_eq!(
+            outcome,
+            vec![
+                ("docker.authz.test_get_allowed".into(), true),
+                ("docker.authz.test_post_denied".into(), true),
+                ("docker.authz.test_wrong".into(), false),
+            ]
+        );
+        assert!(!report.passed());
+    }
+}
