@@ -13,9 +13,14 @@ const T: Duration = Duration::from_secs(60);
 
 /// Where `scripts/build-plugin-examples` puts the components.
 fn component(lang: &str) -> PathBuf {
-    let dir = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "/var/cache/portcullis/target".into());
+    let dir =
+        std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "/var/cache/portcullis/target".into());
     let p = PathBuf::from(dir).join(format!("plugin-examples/owner-{lang}.wasm"));
-    assert!(p.exists(), "{} is missing: run `just plugin-examples`", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: run `just plugin-examples`",
+        p.display()
+    );
     p
 }
 
@@ -37,7 +42,9 @@ fn exists(name: &str) -> bool {
 
 fn create(gw: &Gateway, name: &str, image: &str, labels: &[&str]) -> std::process::Output {
     let mut cmd = gw.docker();
-    cmd.args(["create", "--pull", "never", "--name", name, "--label", TEST_LABEL]);
+    cmd.args([
+        "create", "--pull", "never", "--name", name, "--label", TEST_LABEL,
+    ]);
     for l in labels {
         cmd.args(["--label", l]);
     }
@@ -56,14 +63,26 @@ fn owner_policy_through_the_gateway(lang: &str) {
     // Allowed: the right repository and an owner. The engine has it, with the label.
     let ok_name = clean.container(&unique(&format!("langs-{lang}-ok")));
     let out = create(&gw, &ok_name, IMAGE, &["com.example.owner=alice"]);
-    assert!(out.status.success(), "{lang}: allowed create failed: {}", stderr(&out));
-    let owner = ok(docker_direct().args(["inspect", "-f", "{{index .Config.Labels \"com.example.owner\"}}", &ok_name]));
+    assert!(
+        out.status.success(),
+        "{lang}: allowed create failed: {}",
+        stderr(&out)
+    );
+    let owner = ok(docker_direct().args([
+        "inspect",
+        "-f",
+        "{{index .Config.Labels \"com.example.owner\"}}",
+        &ok_name,
+    ]));
     assert_eq!(owner.trim(), "alice");
 
     // No owner label: denied with the plugin's message, nothing created.
     let unlabelled = clean.container(&unique(&format!("langs-{lang}-nolabel")));
     let out = create(&gw, &unlabelled, IMAGE, &[]);
-    assert!(!out.status.success(), "{lang}: a create without owner passed");
+    assert!(
+        !out.status.success(),
+        "{lang}: a create without owner passed"
+    );
     let err = stderr(&out);
     assert!(
         err.contains(&format!(
@@ -71,7 +90,10 @@ fn owner_policy_through_the_gateway(lang: &str) {
         )),
         "{lang}: {err}"
     );
-    assert!(!exists(&unlabelled), "{lang}: a denied create reached the engine");
+    assert!(
+        !exists(&unlabelled),
+        "{lang}: a denied create reached the engine"
+    );
 
     // Another repository: denied before the engine is asked for the image.
     let other = clean.container(&unique(&format!("langs-{lang}-repo")));
@@ -84,10 +106,15 @@ fn owner_policy_through_the_gateway(lang: &str) {
         )),
         "{lang}: {err}"
     );
-    assert!(!exists(&other), "{lang}: a denied create reached the engine");
+    assert!(
+        !exists(&other),
+        "{lang}: a denied create reached the engine"
+    );
 
     // Other endpoints are not the plugin's business.
-    ok(gw.docker().args(["ps", "-a", "--filter", &format!("name={ok_name}")]));
+    ok(gw
+        .docker()
+        .args(["ps", "-a", "--filter", &format!("name={ok_name}")]));
 }
 
 #[test]

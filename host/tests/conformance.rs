@@ -10,9 +10,14 @@ use serde_json::Value;
 
 /// Where `scripts/build-plugin-examples` puts the components.
 fn component(lang: &str) -> PathBuf {
-    let dir = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "/var/cache/portcullis/target".into());
+    let dir =
+        std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "/var/cache/portcullis/target".into());
     let p = PathBuf::from(dir).join(format!("plugin-examples/owner-{lang}.wasm"));
-    assert!(p.exists(), "{} is missing: run `just plugin-examples`", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: run `just plugin-examples`",
+        p.display()
+    );
     p
 }
 
@@ -35,7 +40,11 @@ fn conforms(lang: &str) {
         let req = dir.path().join(format!("req{i}.json"));
         let cfg = dir.path().join(format!("cfg{i}.json"));
         std::fs::write(&req, case["request"].to_string()).unwrap();
-        std::fs::write(&cfg, case.get("config").unwrap_or(&table["config"]).to_string()).unwrap();
+        std::fs::write(
+            &cfg,
+            case.get("config").unwrap_or(&table["config"]).to_string(),
+        )
+        .unwrap();
         let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
             .args(["plugin", "test"])
             .arg(&plugin)
@@ -50,7 +59,10 @@ fn conforms(lang: &str) {
         let stderr = String::from_utf8_lossy(&out.stderr);
         if let Some(message) = case.get("expect_config_error") {
             let message = message.as_str().expect("expect_config_error is a string");
-            if out.status.success() || !stderr.contains("rejected its configuration") || !stderr.contains(message) {
+            if out.status.success()
+                || !stderr.contains("rejected its configuration")
+                || !stderr.contains(message)
+            {
                 failures.push(format!("{name}: expected the configuration to be refused with {message:?}, got {stdout}{stderr}"));
             }
             continue;
@@ -65,7 +77,13 @@ fn conforms(lang: &str) {
             Err(e) => failures.push(format!("{name}: output is not JSON ({e}): {stdout}")),
         }
     }
-    assert!(failures.is_empty(), "{lang}: {} of {} cases differ:\n{}", failures.len(), cases.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{lang}: {} of {} cases differ:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]

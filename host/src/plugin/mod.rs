@@ -9,6 +9,7 @@
 mod bindings;
 mod cache;
 pub mod offline;
+pub mod scaffold;
 mod sandbox;
 
 use std::path::Path;

@@ -33,10 +33,16 @@ impl Plugin for Owner {
             Value::Null => &empty,
             _ => return Err("the configuration must be a table".into()),
         };
-        if let Some(key) = config.keys().find(|k| *k != "repositories" && *k != "owner_label") {
-            return Err(format!("unknown key {key} (expected repositories, owner_label)"));
+        if let Some(key) = config
+            .keys()
+            .find(|k| *k != "repositories" && *k != "owner_label")
+        {
+            return Err(format!(
+                "unknown key {key} (expected repositories, owner_label)"
+            ));
         }
-        let bad_repos = || "repositories: expected a non-empty list of image repositories".to_owned();
+        let bad_repos =
+            || "repositories: expected a non-empty list of image repositories".to_owned();
         let allowed: Vec<String> = match config.get("repositories") {
             Some(Value::Array(items)) if !items.is_empty() => items
                 .iter()
@@ -51,7 +57,11 @@ impl Plugin for Owner {
             Some(_) => return Err("owner_label: expected a non-empty string".into()),
         };
         let normalized = allowed.iter().map(|r| repository(r)).collect();
-        Ok(Owner { allowed, normalized, label })
+        Ok(Owner {
+            allowed,
+            normalized,
+            label,
+        })
     }
 
     fn on_request(&self, req: &Request) -> Verdict {
@@ -59,14 +69,19 @@ impl Plugin for Owner {
             return Verdict::Allow;
         }
         let Some(Value::Object(body)) = req.json_body() else {
-            return Verdict::deny_with(400, "container.create: the request body is not a JSON object");
+            return Verdict::deny_with(
+                400,
+                "container.create: the request body is not a JSON object",
+            );
         };
         let image = match body.get("Image") {
             Some(Value::String(s)) if !s.is_empty() => s.as_str(),
             _ => return Verdict::deny("containers must name an image"),
         };
         if is_image_id(image) {
-            return Verdict::deny(format!("image {image} must be named by repository, not by id"));
+            return Verdict::deny(format!(
+                "image {image} must be named by repository, not by id"
+            ));
         }
         if !self.normalized.contains(&repository(image)) {
             return Verdict::deny(format!(
@@ -74,9 +89,16 @@ impl Plugin for Owner {
                 self.allowed.join(", ")
             ));
         }
-        let owner = body.get("Labels").and_then(|l| l.get(&self.label)).and_then(Value::as_str);
+        let owner = body
+            .get("Labels")
+            .and_then(|l| l.get(&self.label))
+            .and_then(Value::as_str);
         if owner.is_none_or(str::is_empty) {
-            log::info!("{} created a container without {}", req.caller.user, self.label);
+            log::info!(
+                "{} created a container without {}",
+                req.caller.user,
+                self.label
+            );
             return Verdict::deny(format!(
                 "containers must carry the label {0} (docker create --label {0}=NAME)",
                 self.label
@@ -91,7 +113,8 @@ export_plugin!(Owner);
 /// Whether `image` names an image by id (`sha256:…` or 64 hex digits) rather than by
 /// repository: an id says nothing about where the image came from.
 fn is_image_id(image: &str) -> bool {
-    image.starts_with("sha256:") || (image.len() == 64 && image.bytes().all(|b| b.is_ascii_hexdigit()))
+    image.starts_with("sha256:")
+        || (image.len() == 64 && image.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// The repository of an image reference, normalized as Docker does: without tag or digest,
@@ -105,7 +128,9 @@ fn repository(image: &str) -> String {
     };
     match name.split_once('/') {
         None => format!("docker.io/library/{name}"),
-        Some((first, rest)) if first.contains('.') || first.contains(':') || first == "localhost" => {
+        Some((first, rest))
+            if first.contains('.') || first.contains(':') || first == "localhost" =>
+        {
             if first == "docker.io" && !rest.contains('/') {
                 format!("docker.io/library/{rest}")
             } else {
