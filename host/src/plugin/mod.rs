@@ -145,8 +145,9 @@ impl Runtime {
             .memory_guard_size(64 << 10)
             .memory_reservation_for_growth(0)
             // Interpreters (Python, JavaScript) arrive with a pre-initialized heap snapshot
-            // that is sparse; past wasmtime's default 16 MiB such a memory would be copied in
-            // on every instantiation instead of being mapped copy-on-write.
+            // that may be sparse; past wasmtime's default 16 MiB such a memory would be copied
+            // in on every instantiation instead of being mapped copy-on-write. (The owner
+            // examples' snapshots span 13 MiB; a plugin importing more would cross it.)
             .memory_guaranteed_dense_image_size(DENSE_IMAGE_LIMIT);
         let engine = Engine::new(&wc).map_err(engine_err)?;
         let mut linker = Linker::new(&engine);
