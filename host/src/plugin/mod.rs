@@ -147,7 +147,7 @@ impl Runtime {
             // Interpreters (Python, JavaScript) arrive with a pre-initialized heap snapshot
             // that may be sparse; past wasmtime's default 16 MiB such a memory would be copied
             // in on every instantiation instead of being mapped copy-on-write. (The owner
-            // examples' snapshots span 13 MiB; a plugin importing more would cross it.)
+            // examples start at 13 MiB (Python) and 9 MiB (JS); a bigger program crosses it.)
             .memory_guaranteed_dense_image_size(DENSE_IMAGE_LIMIT);
         let engine = Engine::new(&wc).map_err(engine_err)?;
         let mut linker = Linker::new(&engine);
