@@ -77,6 +77,11 @@ plugins:
     cargo build --release --target wasm32-wasip2 "${pkgs[@]}"
     echo "plugins: components are in $CARGO_TARGET_DIR/wasm32-wasip2/release/"
 
+# Build the example policy in Rust, Python, JavaScript and C (sdk/examples/owner/) into
+# $CARGO_TARGET_DIR/plugin-examples/, installing their toolchains when missing.
+plugin-examples *langs:
+    scripts/build-plugin-examples "$@"
+
 # Set up, build, and serve the gateway on /var/tmp/portcullis/portcullis.sock in front of the dev engine.
 up: setup build plugins
     #!/usr/bin/env bash
@@ -89,7 +94,7 @@ up: setup build plugins
     exec "$CARGO_TARGET_DIR/release/portcullis" "${args[@]}"
 
 # Run every test against the dev engine (extra arguments go to the test runner).
-test *args: setup plugins
+test *args: setup plugins plugin-examples
     #!/usr/bin/env bash
     set -euo pipefail
     export PORTCULLIS_TEST_ENGINE={{engine}}

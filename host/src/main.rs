@@ -75,6 +75,21 @@ enum PluginCommand {
         #[arg(long, default_value_t = 2000)]
         iterations: usize,
     },
+    /// Create a plugin from the template of a language; it builds with `./build.sh` and
+    /// passes its own test with `./test.sh`.
+    New {
+        /// The plugin's name (lowercase letters, digits, '-'); also its directory's.
+        name: String,
+        /// The language: rust, python, js or c.
+        #[arg(long, value_parser = ["rust", "python", "js", "c"])]
+        lang: String,
+        /// The directory to create the plugin in (default: the current one).
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// The Rust SDK crate a Rust plugin depends on (default: this source tree's sdk/rust).
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
     /// Show a plugin's name, version, contract version and hooks.
     Inspect {
         /// The plugin component (.wasm).
@@ -198,6 +213,15 @@ async fn plugin_command(cmd: PluginCommand) -> Result<()> {
                 .await
                 .map_err(|f| anyhow::anyhow!("plugin {f}"))?;
             println!("{}", serde_json::to_string_pretty(&figures)?);
+            Ok(())
+        }
+        PluginCommand::New { name, lang, dir, sdk } => {
+            use portcullis::plugin::scaffold;
+            let lang: scaffold::Lang = lang.parse()?;
+            let sdk = sdk.unwrap_or_else(scaffold::default_rust_sdk);
+            let created = scaffold::create(lang, &name, &dir, &sdk)?;
+            println!("created {}", created.display());
+            println!("build: {}/build.sh   test: {}/test.sh", created.display(), created.display());
             Ok(())
         }
         PluginCommand::Inspect { plugin } => {

@@ -37,6 +37,8 @@ pub fn load(engine: &Engine, dir: Option<&Path>, bytes: &[u8]) -> wasmtime::Resu
 fn entry(engine: &Engine, dir: &Path, bytes: &[u8]) -> PathBuf {
     let mut engine_hash = std::collections::hash_map::DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut engine_hash);
+    // Compilation settings wasmtime's hash leaves out but that change the artifact.
+    super::DENSE_IMAGE_LIMIT.hash(&mut engine_hash);
     let mut h = Sha256::new();
     h.update(bytes);
     h.update(engine_hash.finish().to_le_bytes());

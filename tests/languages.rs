@@ -1,0 +1,138 @@
+//! The owner policy built in Rust, Python, JavaScript and C (`sdk/examples/owner/*`, built by
+//! `just plugin-examples`), each in front of the real engine: the docker CLI's `create` is
+//! allowed or denied as `tests/plugin-conformance/owner.json` says, and the engine's state
+//! shows it (a denied container does not exist, an allowed one carries its owner label).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use portcullis::Config;
+use portcullis_tests::*;
+
+const T: Duration = Duration::from_secs(60);
+
+/// Where `scripts/build-plugin-examples` puts the components.
+fn component(lang: &str) -> PathBuf {
+    let dir =
+        std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "/var/cache/portcullis/target".into());
+    let p = PathBuf::from(dir).join(format!("plugin-examples/owner-{lang}.wasm"));
+    assert!(
+        p.exists(),
+        "{} is missing: run `just plugin-examples`",
+        p.display()
+    );
+    p
+}
+
+fn gateway(lang: &str) -> Gateway {
+    // A generous timeout: this test is about verdicts, not speed (`just bench` measures it).
+    let text = format!(
+        "[[plugins]]\nname = \"owner-{lang}\"\npath = \"{}\"\nendpoints = [\"container.create\"]\ntimeout = \"2s\"\n\
+         [plugins.config]\nrepositories = [\"portcullis/busybox\"]\n",
+        component(lang).display()
+    );
+    let config = Config::parse(&text, std::path::Path::new("languages.toml")).expect("test config");
+    Gateway::start_with(config)
+}
+
+fn exists(name: &str) -> bool {
+    let out = run(docker_direct().args(["ps", "-a", "-q", "--filter", &format!("name=^/{name}$")]));
+    !String::from_utf8_lossy(&out.stdout).trim().is_empty()
+}
+
+fn create(gw: &Gateway, name: &str, image: &str, labels: &[&str]) -> std::process::Output {
+    let mut cmd = gw.docker();
+    cmd.args([
+        "create", "--pull", "never", "--name", name, "--label", TEST_LABEL,
+    ]);
+    for l in labels {
+        cmd.args(["--label", l]);
+    }
+    cmd.args([image, "true"]);
+    run_timeout(&mut cmd, None, T)
+}
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn owner_policy_through_the_gateway(lang: &str) {
+    let gw = gateway(lang);
+    let mut clean = Cleanup::new();
+
+    // Allowed: the right repository and an owner. The engine has it, with the label.
+    let ok_name = clean.container(&unique(&format!("langs-{lang}-ok")));
+    let out = create(&gw, &ok_name, IMAGE, &["com.example.owner=alice"]);
+    assert!(
+        out.status.success(),
+        "{lang}: allowed create failed: {}",
+        stderr(&out)
+    );
+    let owner = ok(docker_direct().args([
+        "inspect",
+        "-f",
+        "{{index .Config.Labels \"com.example.owner\"}}",
+        &ok_name,
+    ]));
+    assert_eq!(owner.trim(), "alice");
+
+    // No owner label: denied with the plugin's message, nothing created.
+    let unlabelled = clean.container(&unique(&format!("langs-{lang}-nolabel")));
+    let out = create(&gw, &unlabelled, IMAGE, &[]);
+    assert!(
+        !out.status.success(),
+        "{lang}: a create without owner passed"
+    );
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "Error response from daemon: owner-{lang}: containers must carry the label com.example.owner"
+        )),
+        "{lang}: {err}"
+    );
+    assert!(
+        !exists(&unlabelled),
+        "{lang}: a denied create reached the engine"
+    );
+
+    // Another repository: denied before the engine is asked for the image.
+    let other = clean.container(&unique(&format!("langs-{lang}-repo")));
+    let out = create(&gw, &other, "alpine:3.20", &["com.example.owner=alice"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "owner-{lang}: image alpine:3.20 is not from an allowed repository (allowed: portcullis/busybox)"
+        )),
+        "{lang}: {err}"
+    );
+    assert!(
+        !exists(&other),
+        "{lang}: a denied create reached the engine"
+    );
+
+    // Other endpoints are not the plugin's business.
+    ok(gw
+        .docker()
+        .args(["ps", "-a", "--filter", &format!("name={ok_name}")]));
+}
+
+#[test]
+fn rust_owner_policy_against_the_engine() {
+    owner_policy_through_the_gateway("rust");
+}
+
+#[test]
+fn python_owner_policy_against_the_engine() {
+    owner_policy_through_the_gateway("python");
+}
+
+#[test]
+fn js_owner_policy_against_the_engine() {
+    owner_policy_through_the_gateway("js");
+}
+
+#[test]
+fn c_owner_policy_against_the_engine() {
+    owner_policy_through_the_gateway("c");
+}
