@@ -124,3 +124,19 @@ fmt:
 lint:
     cargo fmt --all --check
     cargo clippy --workspace --all-targets -- -D warnings
+
+# Fuzz the canonicalizer (JSON bodies, paths, queries) with cargo-fuzz on nightly, SECONDS each
+# (default 60). New interesting inputs land in fuzz/corpus/, which `just test` replays on stable.
+fuzz seconds="60":
+    #!/usr/bin/env bash
+    set -euo pipefail
+    tools=/var/cache/portcullis/tools
+    export PATH="$tools/bin:$PATH"
+    rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+    command -v cargo-fuzz >/dev/null || CARGO_TARGET_DIR=/var/cache/portcullis/tools-target cargo install --locked cargo-fuzz --root "$tools"
+    export CARGO_TARGET_DIR=/var/cache/portcullis/fuzz-target
+    cd fuzz
+    for target in json_body path query; do
+        echo "fuzz: $target for {{seconds}} s"
+        cargo +nightly fuzz run -s none "$target" -- -max_total_time={{seconds}} -max_len=4096
+    done

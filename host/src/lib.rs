@@ -23,6 +23,8 @@
 
 pub mod config;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod identity;
 pub mod listener;
 pub mod net;

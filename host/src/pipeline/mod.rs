@@ -4,9 +4,9 @@
 
 mod binds;
 mod body;
-mod canonical;
+pub(crate) mod canonical;
 mod chain;
-mod gojson;
+pub(crate) mod gojson;
 mod guard;
 mod headers;
 mod tunnel;
