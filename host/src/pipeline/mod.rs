@@ -6,6 +6,7 @@ mod body;
 mod canonical;
 mod chain;
 mod headers;
+mod target;
 mod tunnel;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,6 +32,7 @@ use crate::upstream::{Upstream, UpstreamError};
 pub use body::Body;
 pub use canonical::CREDENTIAL_HEADERS;
 pub use chain::{Chain, ChainError};
+pub use target::TargetError;
 
 /// Why a request was not forwarded, or failed on the way.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +59,8 @@ pub enum PipelineError {
     Chain(#[from] ChainError),
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
+    #[error(transparent)]
+    Target(#[from] TargetError),
 }
 
 impl IntoDockerError for PipelineError {
@@ -76,6 +80,7 @@ impl IntoDockerError for PipelineError {
             // "Error response from daemon: <plugin>: <message>".
             PipelineError::Chain(e) => return e.to_docker_error(),
             PipelineError::Upstream(e) => return e.to_docker_error(),
+            PipelineError::Target(e) => return e.to_docker_error(),
         };
         DockerError::new(status, format!("portcullis: {self}"))
     }
@@ -182,7 +187,14 @@ impl Gateway {
                 })?),
                 None => None,
             };
+            // Request plugins judge an existing object by what the engine says it is now.
+            let target = if self.chain.wants_request(endpoint.name) {
+                target::resolve(&self.upstream, &route, &query).await?
+            } else {
+                None
+            };
             let mut c = Canonical::new(id, &parts.method, &route, query, parts.headers, json, caller);
+            c.set_target(target);
             self.chain.on_request(id, &mut c).await?;
             buffered = c.body_bytes();
             let forwarded = (c.query(), headers::forwardable(&c.headers));
