@@ -189,8 +189,18 @@ async fn inspect(upstream: &Upstream, path: &str) -> Result<Option<Value>, Strin
     let mut req = Request::new(Body::empty());
     *req.method_mut() = Method::GET;
     *req.uri_mut() = path.parse().map_err(|e| format!("bad lookup path: {e}"))?;
+    // The pooled client sends no Host of its own, and Go's server refuses HTTP/1.1 without.
+    req.headers_mut()
+        .insert(http::header::HOST, http::HeaderValue::from_static("docker"));
     let resp = upstream.send(req).await.map_err(|e| e.to_string())?;
     if !resp.status().is_success() {
+        if resp.status() != StatusCode::NOT_FOUND {
+            tracing::debug!(
+                path,
+                status = resp.status().as_u16(),
+                "target lookup refused"
+            );
+        }
         return Ok(None);
     }
     let bytes = Limited::new(resp.into_body(), MAX_LOOKUP_BYTES)
