@@ -28,6 +28,7 @@
 //! | `security-options` | `seccomp=unconfined`, `apparmor=unconfined`, `label=disable` / `label:disable`, `systempaths=unconfined` (as an option, or as `MaskedPaths`/`ReadonlyPaths` lists without the default paths); the service equivalents in `Privileges` |
 //! | `sysctls` | sysctls outside `allowed_sysctls` |
 //! | `runtime` | a runtime outside `allowed_runtimes`; service tasks of runtime `plugin` |
+//! | `read-only` | anything but `GET`/`HEAD` from callers in `read_only_users` / `read_only_groups` (give this plugin every endpoint, `endpoints = ["*"]`, to use it) |
 //! | `host-admin` | `admin_endpoints` (plugin install/upgrade/set/enable, swarm init/join/leave/update, node update/remove, ...) unless the caller is in `admin_group` or `admin_users` |
 //!
 //! Bind sources are normalised lexically (`//`, `.`, `..`) before the allow-list check;
@@ -40,7 +41,7 @@ use portcullis_plugin::prelude::*;
 use serde::Deserialize;
 
 /// Every rule, by the name used in configuration and messages.
-pub const RULES: [&str; 11] = [
+pub const RULES: [&str; 12] = [
     "privileged",
     "host-namespaces",
     "bind-mounts",
@@ -52,6 +53,7 @@ pub const RULES: [&str; 11] = [
     "sysctls",
     "runtime",
     "host-admin",
+    "read-only",
 ];
 
 /// Docker's default capability set: adding one of these changes nothing.
@@ -73,7 +75,7 @@ const DOCKER_DEFAULT_CAPS: [&str; 14] = [
 ];
 
 /// The endpoints that administer the host rather than one's own containers.
-const ADMIN_ENDPOINTS: [&str; 20] = [
+const ADMIN_ENDPOINTS: [&str; 19] = [
     "plugin.pull",
     "plugin.upgrade",
     "plugin.set",
@@ -93,7 +95,6 @@ const ADMIN_ENDPOINTS: [&str; 20] = [
     "container.checkpoint.create",
     "container.checkpoint.delete",
     "build.prune",
-    "system.auth",
 ];
 
 /// The plugin's `config` table. Every key is optional.
@@ -124,6 +125,10 @@ pub struct Config {
     pub admin_group: String,
     /// Users who are administrators regardless of groups (e.g. `uid:0` for unix peers).
     pub admin_users: Vec<String>,
+    /// Users who may only read (`GET` and `HEAD` requests).
+    pub read_only_users: Vec<String>,
+    /// Groups whose members may only read.
+    pub read_only_groups: Vec<String>,
 }
 
 impl Default for Config {
@@ -139,6 +144,8 @@ impl Default for Config {
             admin_endpoints: ADMIN_ENDPOINTS.iter().map(|s| s.to_string()).collect(),
             admin_group: "docker-admin".into(),
             admin_users: Vec::new(),
+            read_only_users: Vec::new(),
+            read_only_groups: Vec::new(),
         }
     }
 }
@@ -210,6 +217,18 @@ impl Plugin for Baseline {
 impl Baseline {
     fn check(&self, req: &Request, f: &mut Findings) {
         let endpoint = req.endpoint.as_str();
+        let c = &self.config;
+        let read_only = c.read_only_users.iter().any(|u| *u == req.caller.user)
+            || c.read_only_groups.iter().any(|g| req.caller.in_group(g));
+        if read_only && !matches!(req.method.as_str(), "GET" | "HEAD") {
+            f.add(
+                "read-only",
+                format!(
+                    "{} may only read; {} {endpoint} changes state",
+                    req.caller.user, req.method
+                ),
+            );
+        }
         if self.is_admin_endpoint(endpoint) && !self.is_admin(req) {
             f.add(
                 "host-admin",
@@ -804,6 +823,17 @@ mod tests {
         assert!(denial(&p, &admin).contains("[host-admin]"));
         admin.caller.groups = vec!["docker-admin".into()];
         assert_eq!(p.on_request(&admin), Verdict::Allow);
+    }
+
+    #[test]
+    fn read_only_callers() {
+        let p = plugin(json!({"read_only_groups": ["auditors"]}));
+        let mut req = Request::new("POST", "/containers/x/stop", "container.stop");
+        req.caller.groups = vec!["auditors".into()];
+        assert!(denial(&p, &req).contains("[read-only]"));
+        req.method = "GET".into();
+        req.endpoint = "container.inspect".into();
+        assert_eq!(p.on_request(&req), Verdict::Allow);
     }
 
     #[test]
