@@ -579,6 +579,7 @@ fn tenancy_isolates_two_users() {
         .expect("chmod socket");
 
     let mut clean = Cleanup::new();
+    let since = ok(Command::new("date").arg("+%s")).trim().to_owned();
     let a = clean.container(&unique("alice"));
     let b = clean.container(&unique("bob"));
     ok(docker_as(&gw, alice).args([
@@ -664,9 +665,80 @@ fn tenancy_isolates_two_users() {
     assert!(!nls.contains(&nb), "alice sees {nls}");
     ok(docker_direct().args(["network", "inspect", &nb]));
 
+    // An exec is judged by its container: an exec made on bob's container directly on the
+    // engine cannot be inspected or started through the gateway by anyone else (here root,
+    // the test process, not an administrator in this configuration).
+    let engine = match engine_address() {
+        portcullis::config::Address::Unix(p) => p,
+        other => panic!("unix engine expected, got {other}"),
+    };
+    let exec = http(
+        &engine,
+        &request(
+            "POST",
+            &format!("/containers/{b}/exec"),
+            Some(r#"{"Cmd":["true"]}"#),
+        ),
+        T,
+    );
+    assert_eq!(
+        exec.status,
+        201,
+        "{:?}",
+        String::from_utf8_lossy(&exec.body)
+    );
+    let exec_id = exec.json()["Id"].as_str().expect("exec id").to_owned();
+    for (method, path) in [
+        ("GET", format!("/exec/{exec_id}/json")),
+        ("POST", format!("/exec/{exec_id}/start")),
+    ] {
+        let body = (method == "POST").then_some(r#"{"Detach":true}"#);
+        let r = http(&gw.socket, &request(method, &path, body), T);
+        assert_eq!(
+            r.status,
+            403,
+            "{method} {path}: {:?}",
+            String::from_utf8_lossy(&r.body)
+        );
+        assert!(String::from_utf8_lossy(&r.body).contains("[owner] container"));
+    }
+
+    // Events: each sees only their own objects' events (the engine filters by the label).
+    let until = ok(Command::new("date").arg("+%s"))
+        .trim()
+        .parse::<u64>()
+        .expect("date")
+        + 1;
+    let events = |user: &str| {
+        ok_timeout(
+            docker_as(&gw, user).args([
+                "events",
+                "--since",
+                &since,
+                "--until",
+                &until.to_string(),
+                "--filter",
+                "type=container",
+                "--format",
+                "{{.Actor.Attributes.name}}",
+            ]),
+            T,
+        )
+    };
+    let (ea, eb) = (events(alice), events(bob));
+    assert!(ea.contains(&a) && !ea.contains(&b), "alice's events: {ea}");
+    assert!(eb.contains(&b) && !eb.contains(&a), "bob's events: {eb}");
+
     // Bob can do everything to his own objects.
     ok(docker_as(&gw, bob).args(["rm", "-f", &b]));
     assert!(!container_exists(&b));
+
+    // The name is free again; whoever takes it owns it. No stale decision: alice may now
+    // act on the new container of that name, and bob may not.
+    ok(docker_as(&gw, alice).args(["create", "--name", &b, "--label", TEST_LABEL, IMAGE, "true"]));
+    ok(docker_as(&gw, alice).args(["inspect", &b]));
+    denied(docker_as(&gw, bob).args(["rm", &b]), &["[owner] container"]);
+    assert!(container_exists(&b));
 }
 
 /// The default chain in `policies/portcullis.toml` and the profiles in `policies/examples/`

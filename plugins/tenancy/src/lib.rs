@@ -281,14 +281,20 @@ impl Tenancy {
             },
             _ => serde_json::Map::new(),
         };
+        // dockerd reads `{"label": {"a=b": true}}` (its current form) or, failing that,
+        // `{"label": ["a=b"]}` (the legacy one) for the whole object: a new entry takes the
+        // form of the others, or dockerd refuses the mix.
+        let legacy = filters.values().any(Value::is_array);
         match filters.get_mut("label") {
-            // The legacy form {"label": {"a=b": true}}.
             Some(Value::Object(m)) => {
                 m.insert(wanted, Value::Bool(true));
             }
             Some(Value::Array(list)) => list.push(Value::String(wanted)),
-            _ => {
+            _ if legacy => {
                 filters.insert("label".into(), json!([wanted]));
+            }
+            _ => {
+                filters.insert("label".into(), json!({ wanted: true }));
             }
         }
         Verdict::from(Patch::new().set_query("filters", Value::Object(filters).to_string()))
@@ -406,18 +412,26 @@ mod tests {
         };
         assert_eq!(
             filters(&patch),
-            json!({"label": ["io.portcullis.owner=alice"]})
+            json!({"label": {"io.portcullis.owner=alice": true}})
         );
         req.query = vec![Pair::new(
             "filters",
-            r#"{"label":{"x=1":true},"status":["running"]}"#,
+            r#"{"label":{"x=1":true},"status":{"running":true}}"#,
         )];
         let Verdict::Patch(patch) = p.on_request(&req) else {
             panic!()
         };
         assert_eq!(
             filters(&patch),
-            json!({"label": {"x=1": true, "io.portcullis.owner=alice": true}, "status": ["running"]})
+            json!({"label": {"x=1": true, "io.portcullis.owner=alice": true}, "status": {"running": true}})
+        );
+        req.query = vec![Pair::new("filters", r#"{"type":["container"]}"#)];
+        let Verdict::Patch(patch) = p.on_request(&req) else {
+            panic!()
+        };
+        assert_eq!(
+            filters(&patch),
+            json!({"type": ["container"], "label": ["io.portcullis.owner=alice"]})
         );
     }
 
