@@ -218,7 +218,7 @@ impl Baseline {
     fn check(&self, req: &Request, f: &mut Findings) {
         let endpoint = req.endpoint.as_str();
         let c = &self.config;
-        let read_only = c.read_only_users.iter().any(|u| *u == req.caller.user)
+        let read_only = c.read_only_users.contains(&req.caller.user)
             || c.read_only_groups.iter().any(|g| req.caller.in_group(g));
         if read_only && !matches!(req.method.as_str(), "GET" | "HEAD") {
             f.add(
@@ -293,13 +293,11 @@ impl Baseline {
                 let opts = string_map(body.get("DriverOpts"));
                 self.volume_options(driver, &opts, "DriverOpts", f);
             }
-            "image.build" => {
-                if req.query("networkmode") == Some("host") {
-                    f.add(
-                        "host-namespaces",
-                        "networkmode is \"host\" (build steps in the host network)".into(),
-                    );
-                }
+            "image.build" if req.query("networkmode") == Some("host") => {
+                f.add(
+                    "host-namespaces",
+                    "networkmode is \"host\" (build steps in the host network)".into(),
+                );
             }
             _ => {}
         }
@@ -317,11 +315,7 @@ impl Baseline {
 
     fn is_admin(&self, req: &Request) -> bool {
         (!self.config.admin_group.is_empty() && req.caller.in_group(&self.config.admin_group))
-            || self
-                .config
-                .admin_users
-                .iter()
-                .any(|u| *u == req.caller.user)
+            || self.config.admin_users.contains(&req.caller.user)
     }
 
     /// The checks of a container's `HostConfig`; `at` prefixes field names in messages.

@@ -155,11 +155,7 @@ impl Plugin for Tenancy {
 impl Tenancy {
     fn is_admin(&self, req: &Request) -> bool {
         (!self.config.admin_group.is_empty() && req.caller.in_group(&self.config.admin_group))
-            || self
-                .config
-                .admin_users
-                .iter()
-                .any(|u| *u == req.caller.user)
+            || self.config.admin_users.contains(&req.caller.user)
     }
 
     fn isolated(&self, kind: &str) -> bool {
