@@ -76,6 +76,14 @@ plugins:
     fi
     cargo build --release --target wasm32-wasip2 "${pkgs[@]}"
     echo "plugins: components are in $CARGO_TARGET_DIR/wasm32-wasip2/release/"
+    # First-party plugins go next to the default config too, as policies/plugins/<dir>.wasm,
+    # the paths policies/portcullis.toml names.
+    mkdir -p policies/plugins
+    for manifest in plugins/*/Cargo.toml; do
+        dir=$(basename "$(dirname "$manifest")")
+        crate=$(sed -n 's/^name *= *"\(.*\)"/\1/p' "$manifest" | head -n 1)
+        cp "$CARGO_TARGET_DIR/wasm32-wasip2/release/${crate//-/_}.wasm" "policies/plugins/$dir.wasm"
+    done
 
 # Build the example policy in Rust, Python, JavaScript and C (sdk/examples/owner/) into
 # $CARGO_TARGET_DIR/plugin-examples/, installing their toolchains when missing.

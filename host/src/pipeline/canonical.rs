@@ -96,6 +96,11 @@ impl Canonical {
         }
     }
 
+    /// Sets the object the request acts on, as the engine reported it (see `target.rs`).
+    pub fn set_target(&mut self, target: Option<types::Target>) {
+        self.view.target = target;
+    }
+
     /// The query to forward.
     pub fn query(&self) -> Vec<(String, String)> {
         self.view

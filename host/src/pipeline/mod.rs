@@ -9,6 +9,7 @@ mod chain;
 pub(crate) mod gojson;
 mod guard;
 mod headers;
+mod target;
 mod tunnel;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,6 +35,7 @@ use crate::upstream::{Upstream, UpstreamError};
 pub use body::Body;
 pub use canonical::CREDENTIAL_HEADERS;
 pub use chain::{Chain, ChainError};
+pub use target::TargetError;
 
 /// Why a request was not forwarded, or failed on the way.
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +80,8 @@ pub enum PipelineError {
     Chain(#[from] ChainError),
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
+    #[error(transparent)]
+    Target(#[from] TargetError),
 }
 
 impl IntoDockerError for PipelineError {
@@ -103,6 +107,7 @@ impl IntoDockerError for PipelineError {
             // "Error response from daemon: <plugin>: <message>".
             PipelineError::Chain(e) => return e.to_docker_error(),
             PipelineError::Upstream(e) => return e.to_docker_error(),
+            PipelineError::Target(e) => return e.to_docker_error(),
         };
         DockerError::new(status, format!("portcullis: {self}"))
     }
@@ -205,7 +210,14 @@ impl Gateway {
                 Some(bytes) => Some(self.decode_json(endpoint.name, bytes)?),
                 None => None,
             };
+            // Request plugins judge an existing object by what the engine says it is now.
+            let target = if self.chain.wants_request(endpoint.name) {
+                target::resolve(&self.upstream, &route, &query).await?
+            } else {
+                None
+            };
             let mut c = Canonical::new(id, &parts.method, &route, query, parts.headers, json, caller);
+            c.set_target(target);
             self.chain.on_request(id, &mut c).await?;
             buffered = c.body_bytes();
             let forwarded = (c.query(), headers::forwardable(&c.headers));

@@ -1,0 +1,318 @@
+//! Target enrichment: for a request that acts on an existing object, ask the engine what
+//! that object is *now* (full id, name, labels) and hand it to plugins as `request.target`.
+//!
+//! # Why the engine resolves the reference
+//!
+//! A client may name an object by full id, by a unique id prefix or by name, and dockerd
+//! resolves them in its own order (exact id, then name, then prefix; ambiguous prefixes are
+//! errors). Re-implementing that from a list would disagree with the engine somewhere, and a
+//! cache would judge a name by the labels of the object that used to have it. So the gateway
+//! asks the engine's own inspect endpoint with the very reference the request carries, just
+//! before forwarding: the object it reports is the one the engine will act on.
+//!
+//! - `404` (or any other error status): no target. The engine answers the real request
+//!   with the same error itself, so nothing is hidden from plugins that exists.
+//! - A failure to ask (engine unreachable, too slow, answer too large or not JSON) is an
+//!   error: plugins that rely on the target would otherwise judge a request blind, so the
+//!   request fails closed with 502.
+//!
+//! The lookup is bounded in size ([`MAX_LOOKUP_BYTES`]) and time ([`LOOKUP_TIMEOUT`]).
+
+use std::time::Duration;
+
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use serde_json::Value;
+
+use super::Body;
+use crate::error::{DockerError, IntoDockerError};
+use crate::plugin::types;
+use crate::route::Route;
+use crate::upstream::Upstream;
+
+/// Largest inspect answer read. A container's inspect is a few KiB; thousands of labels or
+/// mounts stay well inside this.
+pub const MAX_LOOKUP_BYTES: usize = 4 * 1024 * 1024;
+
+/// Longest one lookup may take (an exec lookup is two engine calls, each bounded by this).
+pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why the target could not be looked up.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    /// The engine could not be asked, or did not answer in time or within the bound.
+    #[error("cannot look up the {kind} {reference:?} on the engine: {reason}")]
+    Lookup {
+        kind: &'static str,
+        reference: String,
+        reason: String,
+    },
+}
+
+impl IntoDockerError for TargetError {
+    fn to_docker_error(&self) -> DockerError {
+        DockerError::new(StatusCode::BAD_GATEWAY, format!("portcullis: {self}"))
+    }
+}
+
+/// The kind of object an endpoint acts on and how to find the reference to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Container,
+    Exec,
+    Image,
+    Volume,
+    Network,
+    Service,
+    Secret,
+    Config,
+    Node,
+    Plugin,
+    Task,
+}
+
+impl Kind {
+    fn of(endpoint: &str) -> Option<Kind> {
+        let word = endpoint.split('.').next().unwrap_or("");
+        Some(match word {
+            "container" => Kind::Container,
+            "exec" => Kind::Exec,
+            "image" => Kind::Image,
+            "volume" => Kind::Volume,
+            "network" => Kind::Network,
+            "service" => Kind::Service,
+            "secret" => Kind::Secret,
+            "config" => Kind::Config,
+            "node" => Kind::Node,
+            "plugin" => Kind::Plugin,
+            "task" => Kind::Task,
+            _ => return None,
+        })
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Container | Kind::Exec => "container",
+            Kind::Image => "image",
+            Kind::Volume => "volume",
+            Kind::Network => "network",
+            Kind::Service => "service",
+            Kind::Secret => "secret",
+            Kind::Config => "config",
+            Kind::Node => "node",
+            Kind::Plugin => "plugin",
+            Kind::Task => "task",
+        }
+    }
+
+    /// The engine path that inspects the object `reference` (before percent-encoding).
+    fn inspect_path(self, reference: &str) -> String {
+        match self {
+            Kind::Container => format!("/containers/{reference}/json"),
+            Kind::Exec => format!("/exec/{reference}/json"),
+            Kind::Image => format!("/images/{reference}/json"),
+            Kind::Volume => format!("/volumes/{reference}"),
+            Kind::Network => format!("/networks/{reference}"),
+            Kind::Service => format!("/services/{reference}"),
+            Kind::Secret => format!("/secrets/{reference}"),
+            Kind::Config => format!("/configs/{reference}"),
+            Kind::Node => format!("/nodes/{reference}"),
+            Kind::Plugin => format!("/plugins/{reference}/json"),
+            Kind::Task => format!("/tasks/{reference}"),
+        }
+    }
+}
+
+/// The object `route` (with its decoded `query`) acts on, and its kind; `None` for requests
+/// on collections (list, create, prune, ...).
+fn reference(route: &Route, query: &[(String, String)]) -> Option<(Kind, String)> {
+    let endpoint = route.endpoint.name;
+    // `POST /commit?container=` acts on a container named in the query.
+    if endpoint == "image.commit" {
+        let c = query.iter().find(|(k, _)| k == "container")?;
+        return Some((Kind::Container, c.1.clone()));
+    }
+    let id = route.object_id.clone()?;
+    Some((Kind::of(endpoint)?, id))
+}
+
+/// Looks up the object the request acts on. `Ok(None)` when the request acts on no existing
+/// object or the engine does not know it.
+pub async fn resolve(
+    upstream: &Upstream,
+    route: &Route,
+    query: &[(String, String)],
+) -> Result<Option<types::Target>, TargetError> {
+    let Some((kind, reference)) = reference(route, query) else {
+        return Ok(None);
+    };
+    if reference.is_empty() {
+        return Ok(None);
+    }
+    let lookup = |kind: Kind, reference: String| async move {
+        let fail = |reason: String| TargetError::Lookup {
+            kind: kind.name(),
+            reference: reference.clone(),
+            reason,
+        };
+        let path = Route {
+            path: kind.inspect_path(&reference),
+            ..route.clone()
+        }
+        .upstream_path();
+        tokio::time::timeout(LOOKUP_TIMEOUT, inspect(upstream, &path))
+            .await
+            .map_err(|_| fail(format!("no answer within {LOOKUP_TIMEOUT:?}")))?
+            .map_err(fail)
+    };
+    let (kind, doc) = match kind {
+        Kind::Exec => {
+            let Some(exec) = lookup(Kind::Exec, reference).await? else {
+                return Ok(None);
+            };
+            // An exec has no labels of its own: it is judged by its container's.
+            let Some(container) = exec.get("ContainerID").and_then(Value::as_str) else {
+                return Ok(None);
+            };
+            (
+                Kind::Container,
+                lookup(Kind::Container, container.to_owned()).await?,
+            )
+        }
+        kind => (kind, lookup(kind, reference).await?),
+    };
+    Ok(doc.map(|doc| describe(kind, &doc)))
+}
+
+/// GETs `path` from the engine: `Ok(None)` on an error status, the JSON on 200.
+async fn inspect(upstream: &Upstream, path: &str) -> Result<Option<Value>, String> {
+    let mut req = Request::new(Body::empty());
+    *req.method_mut() = Method::GET;
+    *req.uri_mut() = path.parse().map_err(|e| format!("bad lookup path: {e}"))?;
+    // The pooled client sends no Host of its own, and Go's server refuses HTTP/1.1 without.
+    req.headers_mut()
+        .insert(http::header::HOST, http::HeaderValue::from_static("docker"));
+    let resp = upstream.send(req).await.map_err(|e| e.to_string())?;
+    if !resp.status().is_success() {
+        if resp.status() != StatusCode::NOT_FOUND {
+            tracing::debug!(
+                path,
+                status = resp.status().as_u16(),
+                "target lookup refused"
+            );
+        }
+        return Ok(None);
+    }
+    let bytes = Limited::new(resp.into_body(), MAX_LOOKUP_BYTES)
+        .collect()
+        .await
+        .map_err(|e| format!("reading the answer: {e}"))?
+        .to_bytes();
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| format!("the answer is not JSON: {e}"))
+}
+
+/// The target as plugins see it, from the engine's inspect document of a `kind`.
+fn describe(kind: Kind, doc: &Value) -> types::Target {
+    let s = |v: &Value| v.as_str().map(str::to_owned);
+    let at = |ptr: &str| doc.pointer(ptr).and_then(s);
+    let (id, name, labels) = match kind {
+        Kind::Container | Kind::Exec => (
+            at("/Id"),
+            // Docker reports container names with a leading slash.
+            at("/Name").map(|n| n.trim_start_matches('/').to_owned()),
+            doc.pointer("/Config/Labels"),
+        ),
+        Kind::Image => (at("/Id"), at("/RepoTags/0"), doc.pointer("/Config/Labels")),
+        Kind::Volume => (at("/Name"), at("/Name"), doc.get("Labels")),
+        Kind::Network | Kind::Plugin => (at("/Id"), at("/Name"), doc.get("Labels")),
+        Kind::Service | Kind::Secret | Kind::Config => {
+            (at("/ID"), at("/Spec/Name"), doc.pointer("/Spec/Labels"))
+        }
+        Kind::Node => (
+            at("/ID"),
+            at("/Description/Hostname"),
+            doc.pointer("/Spec/Labels"),
+        ),
+        Kind::Task => (at("/ID"), at("/Name"), doc.get("Labels")),
+    };
+    let labels = labels
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| types::Pair {
+                    name: k.clone(),
+                    value: v.as_str().unwrap_or_default().to_owned(),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    types::Target {
+        kind: kind.name().to_owned(),
+        id: id.unwrap_or_default(),
+        name,
+        labels,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn route(method: Method, path: &str) -> Route {
+        crate::route::classify(&method, path).unwrap()
+    }
+
+    #[test]
+    fn references_come_from_the_path_or_the_commit_query() {
+        let r = route(Method::POST, "/v1.41/containers/web/stop");
+        assert_eq!(reference(&r, &[]), Some((Kind::Container, "web".into())));
+        let r = route(Method::POST, "/exec/abc/start");
+        assert_eq!(reference(&r, &[]), Some((Kind::Exec, "abc".into())));
+        let r = route(Method::POST, "/commit");
+        let q = [("container".to_owned(), "web".to_owned())];
+        assert_eq!(reference(&r, &q), Some((Kind::Container, "web".into())));
+        assert_eq!(
+            reference(&route(Method::GET, "/containers/json"), &[]),
+            None
+        );
+        assert_eq!(
+            reference(&route(Method::POST, "/volumes/create"), &[]),
+            None
+        );
+        assert_eq!(reference(&route(Method::GET, "/_ping"), &[]), None);
+    }
+
+    #[test]
+    fn lookup_paths_are_encoded_like_the_request() {
+        let r = route(Method::DELETE, "/v1.41/images/reg:5000/a%20b:1");
+        let (kind, id) = reference(&r, &[]).unwrap();
+        let path = Route {
+            path: kind.inspect_path(&id),
+            ..r.clone()
+        }
+        .upstream_path();
+        assert_eq!(path, "/v1.41/images/reg:5000/a%20b:1/json");
+    }
+
+    #[test]
+    fn targets_from_inspect_documents() {
+        let t = describe(
+            Kind::Container,
+            &json!({"Id": "abc123", "Name": "/web", "Config": {"Labels": {"a": "1"}}}),
+        );
+        assert_eq!((t.kind.as_str(), t.id.as_str()), ("container", "abc123"));
+        assert_eq!(t.name.as_deref(), Some("web"));
+        assert_eq!(t.labels[0].name, "a");
+        let t = describe(Kind::Volume, &json!({"Name": "data", "Labels": null}));
+        assert_eq!((t.id.as_str(), t.labels.len()), ("data", 0));
+        let t = describe(
+            Kind::Secret,
+            &json!({"ID": "s1", "Spec": {"Name": "pw", "Labels": {"o": "alice"}}}),
+        );
+        assert_eq!((t.id.as_str(), t.name.as_deref()), ("s1", Some("pw")));
+        assert_eq!(t.labels[0].value, "alice");
+    }
+}

@@ -1,0 +1,839 @@
+//! `baseline`: denies the host-escape features of the Docker Engine API.
+//!
+//! Anyone who can create a container with `--privileged`, `-v /:/host`, `--pid host` or
+//! `--cap-add SYS_ADMIN` is root on the host. This plugin refuses those forms everywhere the
+//! engine accepts them (container create and update, exec, Swarm services, `local` volumes,
+//! build options) and limits host-administration endpoints (plugins, swarm, nodes) to
+//! administrators. Every denial names the rule and the field, and lists every violation of
+//! the request at once:
+//!
+//! ```text
+//! baseline: [privileged] HostConfig.Privileged is true; [bind-mounts] HostConfig.Binds[0]: host path "/" is outside the allowed paths
+//! ```
+//!
+//! Rules judge values, never the presence of keys: docker-py sends `"Privileged": false`
+//! and `"CapAdd": null`, which pass.
+//!
+//! # Rules
+//!
+//! | rule | what it denies |
+//! |---|---|
+//! | `privileged` | `HostConfig.Privileged`, exec `Privileged` |
+//! | `host-namespaces` | `host` PID/IPC/UTS/network/user/cgroup namespace modes, `container:<id>` joins (PID, IPC, network), build `networkmode=host`, services on the `host` network |
+//! | `bind-mounts` | host paths outside `allowed_bind_paths` in `HostConfig.Binds`, `HostConfig.Mounts` of type `bind`, service mounts |
+//! | `volume-options` | `local` volume driver options that mount host paths or filesystems: `type`, `device`, `o=bind` (in `volume.create` and in volume mounts' `DriverConfig`) |
+//! | `volumes-from` | `HostConfig.VolumesFrom` (mounts another container's volumes, including its binds) |
+//! | `capabilities` | added capabilities outside `allowed_capabilities` (`ALL` included) |
+//! | `devices` | `Devices`, `DeviceRequests` (GPUs), `DeviceCgroupRules` |
+//! | `security-options` | `seccomp=unconfined`, `apparmor=unconfined`, `label=disable` / `label:disable`, `systempaths=unconfined` (as an option, or as `MaskedPaths`/`ReadonlyPaths` lists without the default paths); the service equivalents in `Privileges` |
+//! | `sysctls` | sysctls outside `allowed_sysctls` |
+//! | `runtime` | a runtime outside `allowed_runtimes`; service tasks of runtime `plugin` |
+//! | `read-only` | anything but `GET`/`HEAD` from callers in `read_only_users` / `read_only_groups` (give this plugin every endpoint, `endpoints = ["*"]`, to use it) |
+//! | `host-admin` | `admin_endpoints` (plugin install/upgrade/set/enable, swarm init/join/leave/update, node update/remove, ...) unless the caller is in `admin_group` or `admin_users` |
+//!
+//! Bind sources are normalised lexically (`//`, `.`, `..`) before the allow-list check;
+//! symlinks are resolved by the gateway before plugins run.
+
+use std::collections::BTreeMap;
+
+use portcullis_plugin::docker::{ContainerSpec, HostConfig, Mount};
+use portcullis_plugin::prelude::*;
+use serde::Deserialize;
+
+/// Every rule, by the name used in configuration and messages.
+pub const RULES: [&str; 12] = [
+    "privileged",
+    "host-namespaces",
+    "bind-mounts",
+    "volume-options",
+    "volumes-from",
+    "capabilities",
+    "devices",
+    "security-options",
+    "sysctls",
+    "runtime",
+    "host-admin",
+    "read-only",
+];
+
+/// Docker's default capability set: adding one of these changes nothing.
+const DOCKER_DEFAULT_CAPS: [&str; 14] = [
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FSETID",
+    "FOWNER",
+    "MKNOD",
+    "NET_RAW",
+    "SETGID",
+    "SETUID",
+    "SETFCAP",
+    "SETPCAP",
+    "NET_BIND_SERVICE",
+    "SYS_CHROOT",
+    "KILL",
+    "AUDIT_WRITE",
+];
+
+/// The endpoints that administer the host rather than one's own containers.
+const ADMIN_ENDPOINTS: [&str; 19] = [
+    "plugin.pull",
+    "plugin.upgrade",
+    "plugin.set",
+    "plugin.enable",
+    "plugin.disable",
+    "plugin.create",
+    "plugin.delete",
+    "plugin.push",
+    "swarm.init",
+    "swarm.join",
+    "swarm.leave",
+    "swarm.update",
+    "swarm.unlock",
+    "swarm.unlockkey",
+    "node.update",
+    "node.delete",
+    "container.checkpoint.create",
+    "container.checkpoint.delete",
+    "build.prune",
+];
+
+/// The plugin's `config` table. Every key is optional.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Rules switched off, by name (see [`RULES`]).
+    pub disabled_rules: Vec<String>,
+    /// Host paths that may be bind-mounted, with everything under them. Default none.
+    pub allowed_bind_paths: Vec<String>,
+    /// Capabilities that may be added (with or without `CAP_`). Default: Docker's default
+    /// set, which adding does not widen.
+    pub allowed_capabilities: Vec<String>,
+    /// Sysctls that may be set (exact names, or a prefix ending in `*`). Default none.
+    pub allowed_sysctls: Vec<String>,
+    /// OCI runtimes that may be chosen. The engine's default (no runtime given) always
+    /// passes. Default `["runc"]`.
+    pub allowed_runtimes: Vec<String>,
+    /// `local` volume types (`type=` option) that may be created, e.g. `["tmpfs"]`.
+    /// Default none.
+    pub allowed_volume_types: Vec<String>,
+    /// Allow `container:<id>` namespace joins (PID, IPC, network). Default false: joining
+    /// another container's namespaces reaches into it whoever owns it.
+    pub allow_container_joins: bool,
+    /// Endpoints only administrators may call (exact names or `prefix.*`).
+    pub admin_endpoints: Vec<String>,
+    /// The group whose members are administrators.
+    pub admin_group: String,
+    /// Users who are administrators regardless of groups (e.g. `uid:0` for unix peers).
+    pub admin_users: Vec<String>,
+    /// Users who may only read (`GET` and `HEAD` requests).
+    pub read_only_users: Vec<String>,
+    /// Groups whose members may only read.
+    pub read_only_groups: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            disabled_rules: Vec::new(),
+            allowed_bind_paths: Vec::new(),
+            allowed_capabilities: DOCKER_DEFAULT_CAPS.iter().map(|s| s.to_string()).collect(),
+            allowed_sysctls: Vec::new(),
+            allowed_runtimes: vec!["runc".into()],
+            allowed_volume_types: Vec::new(),
+            allow_container_joins: false,
+            admin_endpoints: ADMIN_ENDPOINTS.iter().map(|s| s.to_string()).collect(),
+            admin_group: "docker-admin".into(),
+            admin_users: Vec::new(),
+            read_only_users: Vec::new(),
+            read_only_groups: Vec::new(),
+        }
+    }
+}
+
+/// The baseline plugin.
+pub struct Baseline {
+    config: Config,
+}
+
+/// Violations found in one request, each `[rule] message`.
+struct Findings<'a> {
+    config: &'a Config,
+    list: Vec<String>,
+}
+
+impl Findings<'_> {
+    fn on(&self, rule: &str) -> bool {
+        !self.config.disabled_rules.iter().any(|r| r == rule)
+    }
+    fn add(&mut self, rule: &str, message: String) {
+        if self.on(rule) {
+            self.list.push(format!("[{rule}] {message}"));
+        }
+    }
+}
+
+impl Plugin for Baseline {
+    const NAME: &'static str = "baseline";
+    const HOOKS: Hooks = Hooks::REQUEST;
+
+    fn new(config: Value) -> Result<Self, String> {
+        let config: Config = if config.is_null() {
+            Config::default()
+        } else {
+            serde_json::from_value(config).map_err(|e| format!("baseline config: {e}"))?
+        };
+        for rule in &config.disabled_rules {
+            if !RULES.contains(&rule.as_str()) {
+                return Err(format!(
+                    "baseline config: disabled_rules: unknown rule {rule:?} (rules: {})",
+                    RULES.join(", ")
+                ));
+            }
+        }
+        for p in &config.allowed_bind_paths {
+            if clean_path(p).is_none() {
+                return Err(format!(
+                    "baseline config: allowed_bind_paths: {p:?} is not an absolute path"
+                ));
+            }
+        }
+        Ok(Baseline { config })
+    }
+
+    fn on_request(&self, req: &Request) -> Verdict {
+        let mut f = Findings {
+            config: &self.config,
+            list: Vec::new(),
+        };
+        self.check(req, &mut f);
+        if f.list.is_empty() {
+            Verdict::Allow
+        } else {
+            Verdict::deny(f.list.join("; "))
+        }
+    }
+}
+
+impl Baseline {
+    fn check(&self, req: &Request, f: &mut Findings) {
+        let endpoint = req.endpoint.as_str();
+        let c = &self.config;
+        let read_only = c.read_only_users.contains(&req.caller.user)
+            || c.read_only_groups.iter().any(|g| req.caller.in_group(g));
+        if read_only && !matches!(req.method.as_str(), "GET" | "HEAD") {
+            f.add(
+                "read-only",
+                format!(
+                    "{} may only read; {} {endpoint} changes state",
+                    req.caller.user, req.method
+                ),
+            );
+        }
+        if self.is_admin_endpoint(endpoint) && !self.is_admin(req) {
+            f.add(
+                "host-admin",
+                format!(
+                    "{endpoint} administers the host and is limited to the {:?} group",
+                    self.config.admin_group
+                ),
+            );
+        }
+        let unreadable = |f: &mut Findings, what: &str| {
+            // dockerd refuses such a body too; refusing it here keeps the rule "what the
+            // engine acts on is what was checked" without guessing.
+            if req.body.is_some() {
+                f.list.push(format!(
+                    "[body] the {what} body cannot be read as Docker's {what} config"
+                ));
+            }
+        };
+        match endpoint {
+            "container.create" => match req.container_create() {
+                Some(c) => {
+                    self.host_config(&c.host_config, "HostConfig.", f);
+                    if let Some(h) = req.json_body().as_ref().and_then(|b| b.get("HostConfig")) {
+                        system_paths(h, f);
+                    }
+                }
+                None => unreadable(f, "container"),
+            },
+            "container.update" => match req
+                .json_body()
+                .and_then(|v| serde_json::from_value::<HostConfig>(v).ok())
+            {
+                // The update body is Resources and RestartPolicy inline; its device fields
+                // have HostConfig's names.
+                Some(h) => self.devices(&h, "", f),
+                None => unreadable(f, "update"),
+            },
+            "container.exec" => match req.exec_create() {
+                Some(e) if e.privileged => {
+                    f.add("privileged", "Privileged is true (privileged exec)".into())
+                }
+                Some(_) => {}
+                None => unreadable(f, "exec"),
+            },
+            "service.create" | "service.update" => match (req.service_spec(), req.json_body()) {
+                (Some(s), Some(raw)) => {
+                    self.container_spec(&s.task_template.container_spec, f);
+                    let runtime = &s.task_template.runtime;
+                    if runtime == "plugin" {
+                        f.add(
+                            "runtime",
+                            "TaskTemplate.Runtime is \"plugin\" (installs an engine plugin)".into(),
+                        );
+                    }
+                    self.service_networks(&raw, f);
+                }
+                _ => unreadable(f, "service"),
+            },
+            "volume.create" => {
+                let body = req.json_body().unwrap_or(Value::Null);
+                let driver = body.get("Driver").and_then(Value::as_str).unwrap_or("");
+                let opts = string_map(body.get("DriverOpts"));
+                self.volume_options(driver, &opts, "DriverOpts", f);
+            }
+            "image.build" if req.query("networkmode") == Some("host") => {
+                f.add(
+                    "host-namespaces",
+                    "networkmode is \"host\" (build steps in the host network)".into(),
+                );
+            }
+            _ => {}
+        }
+    }
+
+    fn is_admin_endpoint(&self, endpoint: &str) -> bool {
+        self.config
+            .admin_endpoints
+            .iter()
+            .any(|e| match e.strip_suffix('*') {
+                Some(prefix) => endpoint.starts_with(prefix),
+                None => e == endpoint,
+            })
+    }
+
+    fn is_admin(&self, req: &Request) -> bool {
+        (!self.config.admin_group.is_empty() && req.caller.in_group(&self.config.admin_group))
+            || self.config.admin_users.contains(&req.caller.user)
+    }
+
+    /// The checks of a container's `HostConfig`; `at` prefixes field names in messages.
+    fn host_config(&self, h: &HostConfig, at: &str, f: &mut Findings) {
+        if h.privileged {
+            f.add("privileged", format!("{at}Privileged is true"));
+        }
+        let modes = [
+            ("NetworkMode", &h.network_mode, true),
+            ("PidMode", &h.pid_mode, true),
+            ("IpcMode", &h.ipc_mode, true),
+            ("UTSMode", &h.uts_mode, false),
+            ("UsernsMode", &h.userns_mode, false),
+            ("CgroupnsMode", &h.cgroupns_mode, false),
+        ];
+        for (field, value, joinable) in modes {
+            if value == "host" {
+                f.add(
+                    "host-namespaces",
+                    format!("{at}{field} is \"host\" (the host's namespace)"),
+                );
+            } else if joinable
+                && value.starts_with("container:")
+                && !self.config.allow_container_joins
+            {
+                f.add(
+                    "host-namespaces",
+                    format!("{at}{field} is {value:?} (joins another container's namespace)"),
+                );
+            }
+        }
+        for (i, bind) in h.binds.iter().enumerate() {
+            // `[source:]target[:options]`: a source that is an absolute path is a host path,
+            // anything else names a volume.
+            if let Some((source, _)) = bind.split_once(':') {
+                if source.starts_with('/') {
+                    self.bind_source(source, &format!("{at}Binds[{i}]"), f);
+                }
+            }
+        }
+        self.mounts(&h.mounts, &format!("{at}Mounts"), f);
+        if !h.volumes_from.is_empty() {
+            f.add(
+                "volumes-from",
+                format!(
+                    "{at}VolumesFrom is {:?} (mounts another container's volumes and binds)",
+                    h.volumes_from
+                ),
+            );
+        }
+        self.capabilities(&h.cap_add, &format!("{at}CapAdd"), f);
+        self.devices(h, at, f);
+        for (i, opt) in h.security_opt.iter().enumerate() {
+            if let Some(why) = unconfined(opt) {
+                f.add(
+                    "security-options",
+                    format!("{at}SecurityOpt[{i}] is {opt:?} ({why})"),
+                );
+            }
+        }
+        self.sysctls(&h.sysctls, &format!("{at}Sysctls"), f);
+        if !h.runtime.is_empty() && !self.config.allowed_runtimes.contains(&h.runtime) {
+            f.add(
+                "runtime",
+                format!(
+                    "{at}Runtime {:?} is not one of the allowed runtimes {:?}",
+                    h.runtime, self.config.allowed_runtimes
+                ),
+            );
+        }
+    }
+
+    fn devices(&self, h: &HostConfig, at: &str, f: &mut Findings) {
+        for (i, d) in h.devices.iter().enumerate() {
+            f.add(
+                "devices",
+                format!("{at}Devices[{i}] maps host device {:?}", d.path_on_host),
+            );
+        }
+        for (i, d) in h.device_requests.iter().enumerate() {
+            f.add(
+                "devices",
+                format!(
+                    "{at}DeviceRequests[{i}] requests devices (driver {:?})",
+                    d.driver
+                ),
+            );
+        }
+        for (i, r) in h.device_cgroup_rules.iter().enumerate() {
+            f.add("devices", format!("{at}DeviceCgroupRules[{i}] is {r:?}"));
+        }
+    }
+
+    fn bind_source(&self, source: &str, field: &str, f: &mut Findings) {
+        let allowed = clean_path(source).is_some_and(|p| {
+            self.config
+                .allowed_bind_paths
+                .iter()
+                .filter_map(|a| clean_path(a))
+                .any(|a| a == "/" || p == a || p.starts_with(&format!("{a}/")))
+        });
+        if !allowed {
+            f.add(
+                "bind-mounts",
+                format!(
+                    "{field}: host path {source:?} is outside the allowed paths {:?}",
+                    self.config.allowed_bind_paths
+                ),
+            );
+        }
+    }
+
+    fn mounts(&self, mounts: &[Mount], at: &str, f: &mut Findings) {
+        for (i, m) in mounts.iter().enumerate() {
+            let field = format!("{at}[{i}]");
+            match m.type_.as_str() {
+                "bind" => self.bind_source(&m.source, &format!("{field}.Source"), f),
+                "volume" => {
+                    let dc = &m.volume_options.driver_config;
+                    self.volume_options(
+                        &dc.name,
+                        &dc.options,
+                        &format!("{field}.VolumeOptions.DriverConfig.Options"),
+                        f,
+                    );
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Options of the `local` driver that mount something other than a fresh directory.
+    fn volume_options(
+        &self,
+        driver: &str,
+        opts: &BTreeMap<String, String>,
+        field: &str,
+        f: &mut Findings,
+    ) {
+        if !(driver.is_empty() || driver == "local") {
+            // Other drivers are engine plugins, whose installation is `host-admin`'s.
+            return;
+        }
+        if let Some(t) = opts.get("type") {
+            if !self.config.allowed_volume_types.contains(t) {
+                f.add(
+                    "volume-options",
+                    format!("{field}.type is {t:?} (mounts a filesystem on the host)"),
+                );
+            }
+        }
+        if let Some(device) = opts.get("device") {
+            let tmpfs = opts.get("type").is_some_and(|t| t == "tmpfs")
+                && self
+                    .config
+                    .allowed_volume_types
+                    .iter()
+                    .any(|t| t == "tmpfs");
+            if !tmpfs {
+                f.add(
+                    "volume-options",
+                    format!("{field}.device is {device:?} (mounts a host device or path)"),
+                );
+            }
+        }
+        if let Some(o) = opts.get("o") {
+            if o.split(',').any(|x| matches!(x.trim(), "bind" | "rbind")) {
+                f.add(
+                    "volume-options",
+                    format!("{field}.o is {o:?} (a bind mount of a host path)"),
+                );
+            }
+        }
+    }
+
+    fn capabilities(&self, caps: &[String], field: &str, f: &mut Findings) {
+        let allowed: Vec<String> = self
+            .config
+            .allowed_capabilities
+            .iter()
+            .map(|c| normalize_cap(c))
+            .collect();
+        for (i, cap) in caps.iter().enumerate() {
+            let c = normalize_cap(cap);
+            if !allowed.contains(&c) {
+                f.add(
+                    "capabilities",
+                    format!("{field}[{i}] adds {cap:?}, which is not an allowed capability"),
+                );
+            }
+        }
+    }
+
+    fn sysctls(&self, sysctls: &BTreeMap<String, String>, field: &str, f: &mut Findings) {
+        for (name, value) in sysctls {
+            let allowed = self
+                .config
+                .allowed_sysctls
+                .iter()
+                .any(|a| match a.strip_suffix('*') {
+                    Some(prefix) => name.starts_with(prefix),
+                    None => a == name,
+                });
+            if !allowed {
+                f.add(
+                    "sysctls",
+                    format!("{field}[{name:?}] = {value:?} is not an allowed sysctl"),
+                );
+            }
+        }
+    }
+
+    /// A service's `TaskTemplate.ContainerSpec`.
+    fn container_spec(&self, c: &ContainerSpec, f: &mut Findings) {
+        let at = "TaskTemplate.ContainerSpec.";
+        self.mounts(&c.mounts, &format!("{at}Mounts"), f);
+        self.capabilities(&c.capability_add, &format!("{at}CapabilityAdd"), f);
+        self.sysctls(&c.sysctls, &format!("{at}Sysctls"), f);
+        let p = &c.privileges;
+        if p.seccomp.mode == "unconfined" {
+            f.add(
+                "security-options",
+                format!("{at}Privileges.Seccomp.Mode is \"unconfined\""),
+            );
+        }
+        if p.app_armor.mode == "disabled" {
+            f.add(
+                "security-options",
+                format!("{at}Privileges.AppArmor.Mode is \"disabled\""),
+            );
+        }
+        if p.selinux_context.disable {
+            f.add(
+                "security-options",
+                format!("{at}Privileges.SELinuxContext.Disable is true"),
+            );
+        }
+    }
+
+    /// Services attached to the `host` network share the host's network namespace.
+    fn service_networks(&self, raw: &Value, f: &mut Findings) {
+        let lists = [
+            (
+                "TaskTemplate.Networks",
+                raw.pointer("/TaskTemplate/Networks"),
+            ),
+            ("Networks", raw.get("Networks")),
+        ];
+        for (field, list) in lists {
+            let Some(list) = list.and_then(Value::as_array) else {
+                continue;
+            };
+            for (i, n) in list.iter().enumerate() {
+                if n.get("Target").and_then(Value::as_str) == Some("host") {
+                    f.add(
+                        "host-namespaces",
+                        format!("{field}[{i}].Target is \"host\" (the host's network)"),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The paths dockerd masks and makes read-only in every container (moby's OCI defaults).
+/// `docker run --security-opt systempaths=unconfined` sends both lists empty.
+const MASKED_PATHS: [&str; 10] = [
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+];
+const READONLY_PATHS: [&str; 5] = [
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+/// `HostConfig.MaskedPaths` / `ReadonlyPaths`: `null` or absent is the engine's default; a
+/// list replaces the default, so one without the default paths unmasks them.
+fn system_paths(h: &Value, f: &mut Findings) {
+    for (field, defaults) in [
+        ("MaskedPaths", &MASKED_PATHS[..]),
+        ("ReadonlyPaths", &READONLY_PATHS[..]),
+    ] {
+        let Some(list) = h.get(field).and_then(Value::as_array) else {
+            continue;
+        };
+        let missing: Vec<&str> = defaults
+            .iter()
+            .copied()
+            .filter(|d| !list.iter().any(|v| v.as_str() == Some(d)))
+            .collect();
+        if !missing.is_empty() {
+            f.add(
+                "security-options",
+                format!("HostConfig.{field} leaves out {missing:?} (systempaths=unconfined)"),
+            );
+        }
+    }
+}
+
+/// Why a security option switches a confinement off, if it does.
+fn unconfined(opt: &str) -> Option<&'static str> {
+    // dockerd accepts both `key=value` and the legacy `key:value`.
+    let (key, value) = opt.split_once('=').or_else(|| opt.split_once(':'))?;
+    match (key.trim(), value.trim()) {
+        ("seccomp", "unconfined") => Some("no seccomp filter"),
+        ("apparmor", "unconfined") => Some("no AppArmor profile"),
+        ("label", "disable") => Some("SELinux labeling disabled"),
+        ("systempaths", "unconfined") => Some("/proc and /sys unmasked"),
+        _ => None,
+    }
+}
+
+/// `cap_sys_admin`, `CAP_SYS_ADMIN` and `SYS_ADMIN` are the same capability to dockerd.
+fn normalize_cap(cap: &str) -> String {
+    let up = cap.trim().to_ascii_uppercase();
+    up.strip_prefix("CAP_").map(str::to_owned).unwrap_or(up)
+}
+
+/// An absolute path cleaned lexically like Go's `path.Clean` (`//`, `.`, `..`, trailing `/`);
+/// `None` when it is not absolute.
+pub fn clean_path(p: &str) -> Option<String> {
+    if !p.starts_with('/') {
+        return None;
+    }
+    let mut parts: Vec<&str> = Vec::new();
+    for seg in p.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            s => parts.push(s),
+        }
+    }
+    Some(format!("/{}", parts.join("/")))
+}
+
+/// A JSON object of strings (nulls are empty strings, as Go reads them).
+fn string_map(v: Option<&Value>) -> BTreeMap<String, String> {
+    v.and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+export_plugin!(Baseline);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plugin(config: Value) -> Baseline {
+        Baseline::new(config).unwrap()
+    }
+
+    fn create(body: Value) -> Request {
+        Request::new("POST", "/containers/create", "container.create").with_json_body(&body)
+    }
+
+    fn denial(p: &Baseline, req: &Request) -> String {
+        match p.on_request(req) {
+            Verdict::Deny(d) => d.message,
+            v => panic!("expected a denial, got {v:?}"),
+        }
+    }
+
+    #[test]
+    fn hooks_are_declared() {
+        portcullis_plugin::testing::assert_hooks(&plugin(Value::Null));
+    }
+
+    #[test]
+    fn docker_py_defaults_pass() {
+        let p = plugin(Value::Null);
+        let req = create(json!({
+            "Image": "busybox", "HostConfig": {"NetworkMode": "default", "CapAdd": null,
+            "Privileged": false, "Binds": null, "Mounts": null, "Devices": null,
+            "SecurityOpt": null, "Sysctls": null, "Runtime": null, "PidMode": "", "IpcMode": "private"}
+        }));
+        assert_eq!(p.on_request(&req), Verdict::Allow);
+    }
+
+    #[test]
+    fn every_violation_is_listed_with_rule_and_field() {
+        let p = plugin(Value::Null);
+        let msg = denial(
+            &p,
+            &create(json!({"HostConfig": {
+                "Privileged": true, "PidMode": "host", "NetworkMode": "container:abc",
+                "Binds": ["/:/host", "vol:/data"], "CapAdd": ["sys_admin", "CHOWN"],
+                "SecurityOpt": ["label:disable", "no-new-privileges"],
+                "Sysctls": {"kernel.shm_rmid_forced": "1"}, "Runtime": "runsc",
+                "VolumesFrom": ["x"], "DeviceCgroupRules": ["a *:* rwm"],
+                "Mounts": [{"Type": "bind", "Source": "/tmp/../etc"}]
+            }})),
+        );
+        for expect in [
+            "[privileged] HostConfig.Privileged",
+            "[host-namespaces] HostConfig.PidMode",
+            "[host-namespaces] HostConfig.NetworkMode is \"container:abc\"",
+            "[bind-mounts] HostConfig.Binds[0]",
+            "[bind-mounts] HostConfig.Mounts[0].Source: host path \"/tmp/../etc\"",
+            "[capabilities] HostConfig.CapAdd[0]",
+            "[security-options] HostConfig.SecurityOpt[0]",
+            "[sysctls] HostConfig.Sysctls",
+            "[runtime] HostConfig.Runtime",
+            "[volumes-from] HostConfig.VolumesFrom",
+            "[devices] HostConfig.DeviceCgroupRules[0]",
+        ] {
+            assert!(msg.contains(expect), "{expect} missing from {msg}");
+        }
+        assert!(
+            !msg.contains("CapAdd[1]") && !msg.contains("SecurityOpt[1]"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn allow_lists_and_disabled_rules() {
+        let p = plugin(json!({
+            "allowed_bind_paths": ["/srv/data/"], "allowed_capabilities": ["NET_ADMIN"],
+            "allowed_sysctls": ["net.*"], "disabled_rules": ["privileged"]
+        }));
+        let ok = create(json!({"HostConfig": {
+            "Binds": ["/srv/data:/d", "/srv/data/x/./y:/y:ro"], "CapAdd": ["CAP_NET_ADMIN"],
+            "Sysctls": {"net.ipv4.ip_forward": "1"}, "Privileged": true,
+            "Mounts": [{"Type": "bind", "Source": "//srv//data/z"}]
+        }}));
+        assert_eq!(p.on_request(&ok), Verdict::Allow);
+        for source in ["/srv/data/../etc", "/srv/database", "/srv"] {
+            let req = create(json!({"HostConfig": {"Binds": [format!("{source}:/x")]}}));
+            assert!(denial(&p, &req).contains("[bind-mounts]"), "{source}");
+        }
+        assert!(Baseline::new(json!({"disabled_rules": ["nope"]})).is_err());
+        assert!(Baseline::new(json!({"allowed_bind_paths": ["rel"]})).is_err());
+        assert!(Baseline::new(json!({"typo": 1})).is_err());
+    }
+
+    #[test]
+    fn volumes_exec_update_services_admin() {
+        let p = plugin(Value::Null);
+        let vol = |opts: Value| {
+            Request::new("POST", "/volumes/create", "volume.create")
+                .with_json_body(&json!({"Name": "v", "Driver": "local", "DriverOpts": opts}))
+        };
+        let msg = denial(
+            &p,
+            &vol(json!({"type": "none", "o": "bind", "device": "/etc"})),
+        );
+        assert!(
+            msg.contains("DriverOpts.type")
+                && msg.contains("DriverOpts.device")
+                && msg.contains("DriverOpts.o"),
+            "{msg}"
+        );
+        assert_eq!(p.on_request(&vol(json!({}))), Verdict::Allow);
+        assert_eq!(p.on_request(&vol(Value::Null)), Verdict::Allow);
+
+        let exec = Request::new("POST", "/containers/x/exec", "container.exec")
+            .with_json_body(&json!({"Cmd": ["sh"], "Privileged": true}));
+        assert!(denial(&p, &exec).contains("[privileged] Privileged"));
+
+        let update = Request::new("POST", "/containers/x/update", "container.update")
+            .with_json_body(&json!({"Devices": [{"PathOnHost": "/dev/sda"}], "Memory": 0}));
+        assert!(denial(&p, &update).contains("[devices] Devices[0]"));
+
+        let svc =
+            Request::new("POST", "/services/create", "service.create").with_json_body(&json!({
+                "TaskTemplate": {"ContainerSpec": {"Image": "x",
+                    "Mounts": [{"Type": "bind", "Source": "/var/run/docker.sock", "Target": "/s"}],
+                    "CapabilityAdd": ["ALL"], "Privileges": {"Seccomp": {"Mode": "unconfined"}}},
+                    "Networks": [{"Target": "host"}]}
+            }));
+        let msg = denial(&p, &svc);
+        for expect in [
+            "Mounts[0].Source",
+            "CapabilityAdd[0]",
+            "Seccomp.Mode",
+            "TaskTemplate.Networks[0]",
+        ] {
+            assert!(msg.contains(expect), "{expect}: {msg}");
+        }
+
+        let mut admin = Request::new("POST", "/plugins/pull", "plugin.pull");
+        assert!(denial(&p, &admin).contains("[host-admin]"));
+        admin.caller.groups = vec!["docker-admin".into()];
+        assert_eq!(p.on_request(&admin), Verdict::Allow);
+    }
+
+    #[test]
+    fn read_only_callers() {
+        let p = plugin(json!({"read_only_groups": ["auditors"]}));
+        let mut req = Request::new("POST", "/containers/x/stop", "container.stop");
+        req.caller.groups = vec!["auditors".into()];
+        assert!(denial(&p, &req).contains("[read-only]"));
+        req.method = "GET".into();
+        req.endpoint = "container.inspect".into();
+        assert_eq!(p.on_request(&req), Verdict::Allow);
+    }
+
+    #[test]
+    fn paths_clean_like_go() {
+        assert_eq!(clean_path("/a//b/./c/../d/").as_deref(), Some("/a/b/d"));
+        assert_eq!(clean_path("/../..").as_deref(), Some("/"));
+        assert_eq!(clean_path("a/b"), None);
+    }
+}

@@ -1,0 +1,571 @@
+//! `labels`: label schema and namespacing.
+//!
+//! Validates the labels a request sets on containers (`container.create`, `image.commit`),
+//! images (`image.build`'s `labels` query parameter), volumes, networks, services (the
+//! service's and its tasks' container labels), configs and secrets against:
+//!
+//! 1. **Docker's key conventions** (`[convention]`): lowercase alphanumerics, dots and
+//!    dashes, beginning and ending with a letter or digit, no `..` or `--`; optionally a
+//!    reverse-DNS prefix (`require_reverse_dns`). Keys under the prefixes Docker reserves
+//!    (`com.docker.`, `io.docker.`, `org.dockerproject.`) are refused, except those the
+//!    official tools set (`allowed_reserved`, default compose's and stack's).
+//! 2. **A schema** (`[schema]`) from configuration: a documented subset of JSON Schema applied
+//!    to the labels object: `required`, `properties.<key>.{pattern, enum, const, minLength,
+//!    maxLength}`, `patternProperties`, `additionalProperties: false`. `schemas.<kind>`
+//!    overrides `schema` for one kind (`container`, `image`, `volume`, `network`, `service`,
+//!    `config`, `secret`).
+//! 3. **Per-caller namespaces** (`[namespace]`): with `namespace_template` set (e.g.
+//!    `com.acme.{group}.`), every key must sit under the template filled with one of the
+//!    caller's groups (or `{user}`), apart from `namespace_exempt` keys/prefixes.
+//! 4. **Gateway-owned keys** (`[gateway-owned]`): keys (or prefixes ending in `*`) that only
+//!    the gateway sets, such as tenancy's owner label. Clients cannot set them.
+//!
+//! A denial lists every violation at once. Run it as a `mutate` plugin *before* plugins
+//! that stamp gateway-owned labels (tenancy), so it judges what the client sent.
+
+use std::collections::BTreeMap;
+
+use portcullis_plugin::prelude::*;
+use regex::Regex;
+use serde::Deserialize;
+
+/// A subset of JSON Schema for a labels object (all string values).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct Schema {
+    /// Keys that must be present.
+    pub required: Vec<String>,
+    /// Rules per key.
+    pub properties: BTreeMap<String, Property>,
+    /// Rules per key regex.
+    pub pattern_properties: BTreeMap<String, Property>,
+    /// `false`: keys not in `properties` or matched by `patternProperties` are refused.
+    pub additional_properties: Option<bool>,
+    /// Accepted and ignored, so real schema files load: `$schema`, `$id`, `title`,
+    /// `description`, `type`.
+    #[serde(rename = "$schema")]
+    pub schema: Option<String>,
+    #[serde(rename = "$id")]
+    pub id: Option<String>,
+    pub title: Option<String>,
+    pub description: Option<String>,
+    #[serde(rename = "type")]
+    pub type_: Option<String>,
+}
+
+/// Rules for one label value.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct Property {
+    /// A regex the value must match (unanchored, as in JSON Schema).
+    pub pattern: Option<String>,
+    /// The allowed values.
+    #[serde(rename = "enum")]
+    pub enum_: Option<Vec<String>>,
+    /// The only allowed value.
+    #[serde(rename = "const")]
+    pub const_: Option<String>,
+    pub min_length: Option<usize>,
+    pub max_length: Option<usize>,
+    pub description: Option<String>,
+    #[serde(rename = "type")]
+    pub type_: Option<String>,
+}
+
+/// The plugin's `config` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Check Docker's key conventions.
+    pub conventions: bool,
+    /// Require a reverse-DNS prefix (a key with at least one dot).
+    pub require_reverse_dns: bool,
+    /// Prefixes reserved by Docker.
+    pub reserved_prefixes: Vec<String>,
+    /// Reserved prefixes clients may still use (set by Docker's own tools).
+    pub allowed_reserved: Vec<String>,
+    /// The schema for every kind.
+    pub schema: Option<Schema>,
+    /// Per-kind schemas, replacing `schema` for that kind.
+    pub schemas: BTreeMap<String, Schema>,
+    /// `com.acme.{group}.`: the prefix a caller's keys must have (`{group}`: any of the
+    /// caller's groups; `{user}`: the caller's user name).
+    pub namespace_template: Option<String>,
+    /// Keys (or prefixes ending in `*`) anyone may set despite the namespace.
+    pub namespace_exempt: Vec<String>,
+    /// Keys (or prefixes ending in `*`) that only the gateway sets.
+    pub gateway_owned: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            conventions: true,
+            require_reverse_dns: false,
+            reserved_prefixes: vec![
+                "com.docker.".into(),
+                "io.docker.".into(),
+                "org.dockerproject.".into(),
+            ],
+            allowed_reserved: vec!["com.docker.compose.".into(), "com.docker.stack.".into()],
+            schema: None,
+            schemas: BTreeMap::new(),
+            namespace_template: None,
+            namespace_exempt: Vec::new(),
+            gateway_owned: vec!["io.portcullis.*".into()],
+        }
+    }
+}
+
+/// A schema with its regexes compiled.
+struct Compiled {
+    schema: Schema,
+    patterns: BTreeMap<String, Regex>,
+    key_patterns: Vec<(Regex, Property)>,
+}
+
+impl Compiled {
+    fn new(schema: Schema, at: &str) -> Result<Self, String> {
+        let compile = |p: &str, key: &str| {
+            Regex::new(p).map_err(|e| format!("labels config: {at}.{key}: bad pattern {p:?}: {e}"))
+        };
+        let mut patterns = BTreeMap::new();
+        for (k, prop) in &schema.properties {
+            if let Some(p) = &prop.pattern {
+                patterns.insert(k.clone(), compile(p, &format!("properties.{k}.pattern"))?);
+            }
+        }
+        let mut key_patterns = Vec::new();
+        for (k, prop) in &schema.pattern_properties {
+            key_patterns.push((compile(k, "patternProperties")?, prop.clone()));
+        }
+        for (k, prop) in &schema.pattern_properties {
+            if let Some(p) = &prop.pattern {
+                compile(p, &format!("patternProperties.{k}.pattern"))?;
+            }
+        }
+        Ok(Compiled {
+            schema,
+            patterns,
+            key_patterns,
+        })
+    }
+}
+
+/// The labels plugin.
+pub struct Labels {
+    config: Config,
+    schema: Option<Compiled>,
+    schemas: BTreeMap<String, Compiled>,
+}
+
+const KINDS: [&str; 7] = [
+    "container",
+    "image",
+    "volume",
+    "network",
+    "service",
+    "config",
+    "secret",
+];
+
+impl Plugin for Labels {
+    const NAME: &'static str = "labels";
+    const HOOKS: Hooks = Hooks::REQUEST;
+
+    fn new(config: Value) -> Result<Self, String> {
+        let config: Config = if config.is_null() {
+            Config::default()
+        } else {
+            serde_json::from_value(config).map_err(|e| format!("labels config: {e}"))?
+        };
+        let schema = match &config.schema {
+            Some(s) => Some(Compiled::new(s.clone(), "schema")?),
+            None => None,
+        };
+        let mut schemas = BTreeMap::new();
+        for (kind, s) in &config.schemas {
+            if !KINDS.contains(&kind.as_str()) {
+                return Err(format!(
+                    "labels config: schemas.{kind}: unknown kind (kinds: {})",
+                    KINDS.join(", ")
+                ));
+            }
+            schemas.insert(
+                kind.clone(),
+                Compiled::new(s.clone(), &format!("schemas.{kind}"))?,
+            );
+        }
+        if let Some(t) = &config.namespace_template {
+            if !t.contains("{group}") && !t.contains("{user}") {
+                return Err(
+                    "labels config: namespace_template must contain {group} or {user}".into(),
+                );
+            }
+        }
+        Ok(Labels {
+            config,
+            schema,
+            schemas,
+        })
+    }
+
+    fn on_request(&self, req: &Request) -> Verdict {
+        let mut problems = Vec::new();
+        for (kind, field, labels) in label_sets(req, &mut problems) {
+            self.check(req, kind, &field, &labels, &mut problems);
+        }
+        if problems.is_empty() {
+            Verdict::Allow
+        } else {
+            Verdict::deny(problems.join("; "))
+        }
+    }
+}
+
+/// The label sets a request carries: (object kind, field name for messages, labels).
+fn label_sets(
+    req: &Request,
+    problems: &mut Vec<String>,
+) -> Vec<(&'static str, String, BTreeMap<String, String>)> {
+    let body = req.json_body().unwrap_or(Value::Null);
+    let map = |v: Option<&Value>| -> BTreeMap<String, String> {
+        v.and_then(Value::as_object)
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let kind = match req.endpoint.as_str() {
+        "container.create" | "image.commit" => "container",
+        "volume.create" => "volume",
+        "network.create" => "network",
+        "service.create" | "service.update" => "service",
+        "config.create" | "config.update" => "config",
+        "secret.create" | "secret.update" => "secret",
+        "image.build" => {
+            let Some(text) = req.query("labels") else {
+                return Vec::new();
+            };
+            return match serde_json::from_str::<BTreeMap<String, Option<String>>>(text) {
+                Ok(m) => vec![(
+                    "image",
+                    "labels (query)".into(),
+                    m.into_iter()
+                        .map(|(k, v)| (k, v.unwrap_or_default()))
+                        .collect(),
+                )],
+                Err(e) => {
+                    problems.push(format!(
+                        "[schema] labels (query) is not a JSON object of strings: {e}"
+                    ));
+                    Vec::new()
+                }
+            };
+        }
+        _ => return Vec::new(),
+    };
+    let mut sets = vec![(kind, "Labels".to_owned(), map(body.get("Labels")))];
+    if kind == "service" {
+        sets.push((
+            "container",
+            "TaskTemplate.ContainerSpec.Labels".into(),
+            map(body.pointer("/TaskTemplate/ContainerSpec/Labels")),
+        ));
+    }
+    sets
+}
+
+/// Whether `key` is `pattern` or, for a pattern ending in `*`, starts with its prefix.
+fn matches(pattern: &str, key: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => key.starts_with(prefix),
+        None => pattern == key,
+    }
+}
+
+impl Labels {
+    fn check(
+        &self,
+        req: &Request,
+        kind: &str,
+        field: &str,
+        labels: &BTreeMap<String, String>,
+        out: &mut Vec<String>,
+    ) {
+        let c = &self.config;
+        for key in labels.keys() {
+            if c.gateway_owned.iter().any(|p| matches(p, key)) {
+                out.push(format!(
+                    "[gateway-owned] {field}[{key:?}]: the key is set by the gateway, not by clients"
+                ));
+                continue;
+            }
+            if c.conventions {
+                if let Some(why) = convention(key, c.require_reverse_dns) {
+                    out.push(format!("[convention] {field}[{key:?}]: {why}"));
+                }
+                if c.reserved_prefixes
+                    .iter()
+                    .any(|p| key.starts_with(p.as_str()))
+                    && !c
+                        .allowed_reserved
+                        .iter()
+                        .any(|p| key.starts_with(p.as_str()))
+                {
+                    out.push(format!(
+                        "[convention] {field}[{key:?}]: the prefix is reserved by Docker"
+                    ));
+                }
+            }
+            if let Some(template) = &c.namespace_template {
+                let exempt = c.namespace_exempt.iter().any(|p| matches(p, key));
+                let prefixes = namespaces(template, &req.caller);
+                if !exempt && !prefixes.iter().any(|p| key.starts_with(p.as_str())) {
+                    let allowed = if prefixes.is_empty() {
+                        "the caller has no namespace".to_owned()
+                    } else {
+                        format!("allowed prefixes: {}", prefixes.join(", "))
+                    };
+                    out.push(format!(
+                        "[namespace] {field}[{key:?}]: outside the caller's namespace ({allowed})"
+                    ));
+                }
+            }
+        }
+        let schema = self.schemas.get(kind).or(self.schema.as_ref());
+        if let Some(s) = schema {
+            schema_check(s, field, labels, out);
+        }
+    }
+}
+
+/// The prefixes a caller may use under `template`.
+fn namespaces(template: &str, caller: &Caller) -> Vec<String> {
+    let with_user = template.replace("{user}", &caller.user);
+    if with_user.contains("{group}") {
+        caller
+            .groups
+            .iter()
+            .map(|g| with_user.replace("{group}", g))
+            .collect()
+    } else {
+        vec![with_user]
+    }
+}
+
+/// Why `key` breaks Docker's label key conventions, if it does.
+fn convention(key: &str, reverse_dns: bool) -> Option<String> {
+    if key.is_empty() {
+        return Some("empty key".into());
+    }
+    if let Some(c) = key
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '.' || *c == '-'))
+    {
+        return Some(format!(
+            "{c:?} is not allowed (lowercase letters, digits, '.' and '-' only)"
+        ));
+    }
+    let first = key.chars().next()?;
+    let last = key.chars().last()?;
+    if !first.is_ascii_alphanumeric() || !last.is_ascii_alphanumeric() {
+        return Some("must begin and end with a letter or digit".into());
+    }
+    if key.contains("..") || key.contains("--") {
+        return Some("consecutive dots or dashes".into());
+    }
+    if reverse_dns && !key.contains('.') {
+        return Some("must have a reverse-DNS prefix (com.example.key)".into());
+    }
+    None
+}
+
+fn schema_check(
+    s: &Compiled,
+    field: &str,
+    labels: &BTreeMap<String, String>,
+    out: &mut Vec<String>,
+) {
+    for key in &s.schema.required {
+        if !labels.contains_key(key) {
+            out.push(format!("[schema] {field}: required key {key:?} is missing"));
+        }
+    }
+    for (key, value) in labels {
+        let mut known = false;
+        if let Some(prop) = s.schema.properties.get(key) {
+            known = true;
+            property_check(prop, s.patterns.get(key), field, key, value, out);
+        }
+        for (re, prop) in &s.key_patterns {
+            if re.is_match(key) {
+                known = true;
+                // Compiled at load, so a pattern here always compiles.
+                let value_re = prop.pattern.as_deref().and_then(|p| Regex::new(p).ok());
+                property_check(prop, value_re.as_ref(), field, key, value, out);
+            }
+        }
+        if !known && s.schema.additional_properties == Some(false) {
+            out.push(format!(
+                "[schema] {field}[{key:?}]: the key is not allowed by the schema"
+            ));
+        }
+    }
+}
+
+fn property_check(
+    prop: &Property,
+    pattern: Option<&Regex>,
+    field: &str,
+    key: &str,
+    value: &str,
+    out: &mut Vec<String>,
+) {
+    let mut bad = |why: String| out.push(format!("[schema] {field}[{key:?}] = {value:?}: {why}"));
+    if let (Some(re), Some(p)) = (pattern, &prop.pattern) {
+        if !re.is_match(value) {
+            bad(format!("does not match {p:?}"));
+        }
+    }
+    if let Some(values) = &prop.enum_ {
+        if !values.iter().any(|v| v == value) {
+            bad(format!("must be one of {values:?}"));
+        }
+    }
+    if let Some(v) = &prop.const_ {
+        if v != value {
+            bad(format!("must be {v:?}"));
+        }
+    }
+    let len = value.chars().count();
+    if prop.min_length.is_some_and(|m| len < m) {
+        bad(format!(
+            "shorter than {} characters",
+            prop.min_length.unwrap_or(0)
+        ));
+    }
+    if prop.max_length.is_some_and(|m| len > m) {
+        bad(format!(
+            "longer than {} characters",
+            prop.max_length.unwrap_or(0)
+        ));
+    }
+}
+
+export_plugin!(Labels);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deny_message(p: &Labels, req: &Request) -> String {
+        match p.on_request(req) {
+            Verdict::Deny(d) => d.message,
+            v => panic!("expected a denial, got {v:?}"),
+        }
+    }
+
+    fn create(labels: Value) -> Request {
+        Request::new("POST", "/containers/create", "container.create")
+            .with_json_body(&json!({"Image": "x", "Labels": labels}))
+    }
+
+    #[test]
+    fn hooks_are_declared() {
+        portcullis_plugin::testing::assert_hooks(&Labels::new(Value::Null).unwrap());
+    }
+
+    #[test]
+    fn conventions_and_reserved_prefixes() {
+        let p = Labels::new(Value::Null).unwrap();
+        assert_eq!(
+            p.on_request(&create(
+                json!({"com.acme.team": "a", "portcullis-test": "1"})
+            )),
+            Verdict::Allow
+        );
+        assert_eq!(p.on_request(&create(Value::Null)), Verdict::Allow);
+        assert_eq!(
+            p.on_request(&create(json!({"com.docker.compose.project": "x"}))),
+            Verdict::Allow
+        );
+        let msg = deny_message(
+            &p,
+            &create(
+                json!({"Team": "a", "com..x": "b", "com.docker.swarm.x": "c", "-a": "", "io.portcullis.owner": "me"}),
+            ),
+        );
+        for expect in [
+            "\"Team\"",
+            "\"com..x\"",
+            "reserved by Docker",
+            "\"-a\"",
+            "[gateway-owned]",
+        ] {
+            assert!(msg.contains(expect), "{expect}: {msg}");
+        }
+    }
+
+    #[test]
+    fn schema_subset() {
+        let p = Labels::new(json!({"schema": {
+            "required": ["com.acme.team"],
+            "properties": {"com.acme.team": {"enum": ["a", "b"]}, "com.acme.cost": {"pattern": "^[0-9]+$", "maxLength": 4}},
+            "patternProperties": {"^com\\.acme\\.x-": {"minLength": 1}},
+            "additionalProperties": false
+        }})).unwrap();
+        assert_eq!(
+            p.on_request(&create(json!({"com.acme.team": "a", "com.acme.x-y": "1"}))),
+            Verdict::Allow
+        );
+        let msg = deny_message(
+            &p,
+            &create(json!({"com.acme.cost": "12345x", "other": "1", "com.acme.x-z": ""})),
+        );
+        for expect in [
+            "required key \"com.acme.team\"",
+            "does not match",
+            "longer than 4",
+            "\"other\"]: the key is not allowed",
+            "shorter than 1",
+        ] {
+            assert!(msg.contains(expect), "{expect}: {msg}");
+        }
+        assert!(Labels::new(json!({"schema": {"properties": {"a": {"pattern": "("}}}})).is_err());
+        assert!(Labels::new(json!({"schemas": {"vm": {}}})).is_err());
+    }
+
+    #[test]
+    fn namespaces_per_group() {
+        let p = Labels::new(json!({"namespace_template": "com.acme.{group}.", "namespace_exempt": ["portcullis-test"]})).unwrap();
+        let mut req = create(json!({"com.acme.team-a.app": "x", "portcullis-test": "1"}));
+        req.caller.groups = vec!["team-a".into()];
+        assert_eq!(p.on_request(&req), Verdict::Allow);
+        let mut req = create(json!({"com.acme.team-b.app": "x", "com.acme.app": "y"}));
+        req.caller.groups = vec!["team-a".into()];
+        let msg = deny_message(&p, &req);
+        assert!(
+            msg.contains("team-b.app")
+                && msg.contains("\"com.acme.app\"")
+                && msg.contains("com.acme.team-a."),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn build_labels_query_and_services() {
+        let p = Labels::new(Value::Null).unwrap();
+        let mut req = Request::new("POST", "/build", "image.build");
+        req.query
+            .push(portcullis_plugin::Pair::new("labels", r#"{"Bad":"x"}"#));
+        assert!(deny_message(&p, &req).contains("labels (query)[\"Bad\"]"));
+        let svc =
+            Request::new("POST", "/services/create", "service.create").with_json_body(&json!({
+                "Labels": {"ok": "1"}, "TaskTemplate": {"ContainerSpec": {"Labels": {"NOPE": "1"}}}
+            }));
+        assert!(deny_message(&p, &svc).contains("TaskTemplate.ContainerSpec.Labels[\"NOPE\"]"));
+    }
+}

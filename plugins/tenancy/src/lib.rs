@@ -1,0 +1,452 @@
+//! `tenancy`: owner isolation between the callers of a shared engine.
+//!
+//! - **Stamp** (request, needs `phase = "mutate"`): creating a container, volume, network,
+//!   service (and its tasks' containers), secret or config, or building an image, sets the
+//!   owner label (`owner_label`, default `io.portcullis.owner`) to the caller's user name.
+//!   Updates of services, secrets and configs keep the existing owner.
+//! - **Guard** (request): a request on an existing object (inspect, start, stop, kill, logs,
+//!   attach, exec, rm, archive, export, commit, update, rename, top, stats, wait, resize,
+//!   network connect, ...) passes only for the object's owner or an administrator. The owner
+//!   is read from `request.target`, which the gateway fills from the engine just before
+//!   forwarding, so a reference by full id, unique prefix or name is judged by the object the
+//!   engine will act on. An exec is judged by its container.
+//! - **Filter**: list, prune and event requests get the owner label added to their `filters`
+//!   query parameter, so the engine itself returns (or prunes, or streams) only the caller's
+//!   objects; `/system/df`, which cannot be filtered by query, is filtered in the response.
+//!
+//! Images are shared by default (`shared_images = true`: base images are everyone's). With
+//! `shared_images = false`, image requests are guarded and image lists filtered like the rest.
+//! Objects without an owner label (made before the gateway, or directly on the engine) are
+//! reachable only by administrators (`unowned = "deny"`), read-only (`"read"`) or by anyone
+//! (`"allow"`).
+
+use portcullis_plugin::prelude::*;
+use serde::Deserialize;
+
+/// What non-administrators may do with objects that have no owner label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Unowned {
+    /// Nothing.
+    Deny,
+    /// `GET` and `HEAD` requests (inspect, logs, list).
+    Read,
+    /// Everything.
+    Allow,
+}
+
+/// The plugin's `config` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The owner label key.
+    pub owner_label: String,
+    /// Members of this group act on every object and see everything.
+    pub admin_group: String,
+    /// Users who are administrators regardless of groups.
+    pub admin_users: Vec<String>,
+    /// Images are not isolated.
+    pub shared_images: bool,
+    /// Access to objects without an owner label.
+    pub unowned: Unowned,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            owner_label: "io.portcullis.owner".into(),
+            admin_group: "docker-admin".into(),
+            admin_users: Vec::new(),
+            shared_images: true,
+            unowned: Unowned::Deny,
+        }
+    }
+}
+
+/// The tenancy plugin.
+pub struct Tenancy {
+    config: Config,
+}
+
+/// Endpoints whose `filters` query parameter restricts what the engine returns or acts on.
+const FILTERED: [&str; 12] = [
+    "container.list",
+    "container.prune",
+    "volume.list",
+    "volume.prune",
+    "network.list",
+    "network.prune",
+    "service.list",
+    "secret.list",
+    "config.list",
+    "task.list",
+    "system.events",
+    "build.prune",
+];
+
+impl Plugin for Tenancy {
+    const NAME: &'static str = "tenancy";
+    const HOOKS: Hooks = Hooks::REQUEST.union(Hooks::RESPONSE);
+
+    fn new(config: Value) -> Result<Self, String> {
+        let config: Config = if config.is_null() {
+            Config::default()
+        } else {
+            serde_json::from_value(config).map_err(|e| format!("tenancy config: {e}"))?
+        };
+        if config.owner_label.is_empty() {
+            return Err("tenancy config: owner_label must not be empty".into());
+        }
+        Ok(Tenancy { config })
+    }
+
+    fn on_request(&self, req: &Request) -> Verdict {
+        if self.is_admin(req) {
+            // Administrators' objects are stamped too, so they stay attributable.
+            return self.stamp(req).unwrap_or(Verdict::Allow);
+        }
+        if let Some(verdict) = self.guard(req) {
+            return verdict;
+        }
+        if let Some(verdict) = self.stamp(req) {
+            return verdict;
+        }
+        if FILTERED.contains(&req.endpoint.as_str())
+            || (!self.config.shared_images
+                && matches!(req.endpoint.as_str(), "image.list" | "image.prune"))
+        {
+            return self.filter_query(req);
+        }
+        Verdict::Allow
+    }
+
+    fn on_response(&self, req: &Request, resp: &Response) -> Verdict {
+        if req.endpoint != "system.data.usage" || self.is_admin(req) || resp.status != 200 {
+            return Verdict::Allow;
+        }
+        let Some(body) = resp.json_body() else {
+            return Verdict::Allow;
+        };
+        let user = req.caller.user.as_str();
+        let own = |v: &Value| {
+            v.pointer(&json_pointer(["Labels", self.config.owner_label.as_str()]))
+                .and_then(Value::as_str)
+                == Some(user)
+        };
+        let mut patch = Patch::new();
+        let mut sections = vec!["Containers", "Volumes"];
+        if !self.config.shared_images {
+            sections.push("Images");
+        }
+        for section in sections {
+            if let Some(list) = body.get(section).and_then(Value::as_array) {
+                let mine: Vec<Value> = list.iter().filter(|v| own(v)).cloned().collect();
+                patch = patch.replace(format!("/{section}"), Value::Array(mine));
+            }
+        }
+        // Build cache records describe other callers' build steps and carry no owner.
+        if body.get("BuildCache").is_some_and(Value::is_array) {
+            patch = patch.replace("/BuildCache", json!([]));
+        }
+        Verdict::from(patch)
+    }
+}
+
+impl Tenancy {
+    fn is_admin(&self, req: &Request) -> bool {
+        (!self.config.admin_group.is_empty() && req.caller.in_group(&self.config.admin_group))
+            || self.config.admin_users.contains(&req.caller.user)
+    }
+
+    fn isolated(&self, kind: &str) -> bool {
+        match kind {
+            "container" | "volume" | "network" | "service" | "secret" | "config" | "task" => true,
+            "image" => !self.config.shared_images,
+            _ => false,
+        }
+    }
+
+    /// Owner-only access to an existing object.
+    fn guard(&self, req: &Request) -> Option<Verdict> {
+        let target = req.target.as_ref()?;
+        if !self.isolated(&target.kind) {
+            return None;
+        }
+        let name = target.name.as_deref().unwrap_or(&target.id);
+        match target.label(&self.config.owner_label) {
+            Some(owner) if owner == req.caller.user => None,
+            Some(_) => Some(Verdict::deny(format!(
+                "[owner] {} {name:?} belongs to another user; {} may act only on its own {}s",
+                target.kind, req.caller.user, target.kind
+            ))),
+            None => {
+                let read = matches!(req.method.as_str(), "GET" | "HEAD");
+                match self.config.unowned {
+                    Unowned::Allow => None,
+                    Unowned::Read if read => None,
+                    _ => Some(Verdict::deny(format!(
+                        "[owner] {} {name:?} has no owner label ({}); only administrators may act on it",
+                        target.kind, self.config.owner_label
+                    ))),
+                }
+            }
+        }
+    }
+
+    /// The owner label patch for create (and spec update) requests.
+    fn stamp(&self, req: &Request) -> Option<Verdict> {
+        let key = self.config.owner_label.as_str();
+        let endpoint = req.endpoint.as_str();
+        if endpoint == "image.build" {
+            let mut labels: serde_json::Map<String, Value> = match req.query("labels") {
+                Some(text) => match serde_json::from_str(text) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        return Some(Verdict::deny_with(
+                            400,
+                            format!("[owner] the labels query parameter is not a JSON object: {e}"),
+                        ))
+                    }
+                },
+                None => serde_json::Map::new(),
+            };
+            labels.insert(key.to_owned(), Value::String(req.caller.user.clone()));
+            return Some(Verdict::from(
+                Patch::new().set_query("labels", Value::Object(labels).to_string()),
+            ));
+        }
+        let update = matches!(
+            endpoint,
+            "service.update" | "secret.update" | "config.update"
+        );
+        let create = matches!(
+            endpoint,
+            "container.create"
+                | "volume.create"
+                | "network.create"
+                | "service.create"
+                | "secret.create"
+                | "config.create"
+        );
+        if !create && !update {
+            return None;
+        }
+        // An update keeps the owner the object has (the guard checked it is the caller,
+        // unless an administrator is updating it).
+        let owner = update
+            .then(|| req.target.as_ref().and_then(|t| t.label(key)))
+            .flatten()
+            .unwrap_or(&req.caller.user)
+            .to_owned();
+        let Some(body) = req.json_body().filter(Value::is_object) else {
+            return Some(Verdict::deny_with(
+                400,
+                format!("[owner] {endpoint} needs a JSON object body to record the owner"),
+            ));
+        };
+        let mut patch = Patch::new();
+        patch = set_label(patch, &body, &["Labels"], key, &owner);
+        if endpoint.starts_with("service.")
+            && body
+                .pointer("/TaskTemplate/ContainerSpec")
+                .is_some_and(Value::is_object)
+        {
+            patch = set_label(
+                patch,
+                &body,
+                &["TaskTemplate", "ContainerSpec", "Labels"],
+                key,
+                &owner,
+            );
+        }
+        Some(Verdict::from(patch))
+    }
+
+    /// Adds the owner to the `filters` query parameter (label filters are ANDed).
+    fn filter_query(&self, req: &Request) -> Verdict {
+        let wanted = format!("{}={}", self.config.owner_label, req.caller.user);
+        let mut filters: serde_json::Map<String, Value> = match req.query("filters") {
+            Some(text) if !text.is_empty() => match serde_json::from_str(text) {
+                Ok(m) => m,
+                Err(e) => {
+                    return Verdict::deny_with(
+                        400,
+                        format!("[owner] the filters query parameter is not a JSON object: {e}"),
+                    )
+                }
+            },
+            _ => serde_json::Map::new(),
+        };
+        // dockerd reads `{"label": {"a=b": true}}` (its current form) or, failing that,
+        // `{"label": ["a=b"]}` (the legacy one) for the whole object: a new entry takes the
+        // form of the others, or dockerd refuses the mix.
+        let legacy = filters.values().any(Value::is_array);
+        match filters.get_mut("label") {
+            Some(Value::Object(m)) => {
+                m.insert(wanted, Value::Bool(true));
+            }
+            Some(Value::Array(list)) => list.push(Value::String(wanted)),
+            _ if legacy => {
+                filters.insert("label".into(), json!([wanted]));
+            }
+            _ => {
+                filters.insert("label".into(), json!({ wanted: true }));
+            }
+        }
+        Verdict::from(Patch::new().set_query("filters", Value::Object(filters).to_string()))
+    }
+}
+
+/// Sets `labels_at/key` to `owner`, creating the labels object if it is absent or `null`.
+fn set_label(patch: Patch, body: &Value, labels_at: &[&str], key: &str, owner: &str) -> Patch {
+    let ptr = json_pointer(labels_at.iter().copied());
+    if body.pointer(&ptr).is_some_and(Value::is_object) {
+        let mut path = labels_at.to_vec();
+        path.push(key);
+        patch.add(json_pointer(path), json!(owner))
+    } else {
+        patch.add(ptr, json!({ key: owner }))
+    }
+}
+
+export_plugin!(Tenancy);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use portcullis_plugin::{Pair, Target};
+
+    fn as_user(mut req: Request, user: &str) -> Request {
+        req.caller.user = user.into();
+        req
+    }
+
+    fn container(owner: Option<&str>) -> Target {
+        Target {
+            kind: "container".into(),
+            id: "abc".into(),
+            name: Some("web".into()),
+            labels: owner
+                .map(|o| vec![Pair::new("io.portcullis.owner", o)])
+                .unwrap_or_default(),
+        }
+    }
+
+    #[test]
+    fn hooks_are_declared() {
+        portcullis_plugin::testing::assert_hooks(&Tenancy::new(Value::Null).unwrap());
+    }
+
+    #[test]
+    fn stamps_creates() {
+        let p = Tenancy::new(Value::Null).unwrap();
+        let req = as_user(
+            Request::new("POST", "/containers/create", "container.create")
+                .with_json_body(&json!({"Image": "x", "Labels": null})),
+            "alice",
+        );
+        let Verdict::Patch(patch) = p.on_request(&req) else {
+            panic!()
+        };
+        assert_eq!(
+            patch.ops()[0],
+            json!({"op": "add", "path": "/Labels", "value": {"io.portcullis.owner": "alice"}})
+        );
+        let req = as_user(
+            Request::new("POST", "/services/create", "service.create").with_json_body(
+                &json!({"Labels": {"a": "b"}, "TaskTemplate": {"ContainerSpec": {"Image": "x"}}}),
+            ),
+            "alice",
+        );
+        let Verdict::Patch(patch) = p.on_request(&req) else {
+            panic!()
+        };
+        assert_eq!(patch.ops()[0]["path"], "/Labels/io.portcullis.owner");
+        assert_eq!(patch.ops()[1]["path"], "/TaskTemplate/ContainerSpec/Labels");
+        let req = as_user(
+            Request::new("POST", "/volumes/create", "volume.create"),
+            "alice",
+        );
+        assert!(matches!(p.on_request(&req), Verdict::Deny(_)));
+    }
+
+    #[test]
+    fn guards_by_owner() {
+        let p = Tenancy::new(json!({"admin_users": ["root"]})).unwrap();
+        let mut req = Request::new("POST", "/containers/web/stop", "container.stop");
+        req.target = Some(container(Some("bob")));
+        assert!(matches!(
+            p.on_request(&as_user(req.clone(), "alice")),
+            Verdict::Deny(_)
+        ));
+        assert_eq!(p.on_request(&as_user(req.clone(), "bob")), Verdict::Allow);
+        assert_eq!(p.on_request(&as_user(req.clone(), "root")), Verdict::Allow);
+        req.target = Some(container(None));
+        assert!(matches!(
+            p.on_request(&as_user(req.clone(), "bob")),
+            Verdict::Deny(_)
+        ));
+        req.target = None;
+        assert_eq!(p.on_request(&as_user(req, "bob")), Verdict::Allow);
+    }
+
+    #[test]
+    fn filters_lists() {
+        let p = Tenancy::new(Value::Null).unwrap();
+        let mut req = as_user(
+            Request::new("GET", "/containers/json", "container.list"),
+            "alice",
+        );
+        let Verdict::Patch(patch) = p.on_request(&req) else {
+            panic!()
+        };
+        let filters = |patch: &Patch| match &patch.query_edits()[0] {
+            portcullis_plugin::Edit::Set(pair) => {
+                serde_json::from_str::<Value>(&pair.value).unwrap()
+            }
+            e => panic!("{e:?}"),
+        };
+        assert_eq!(
+            filters(&patch),
+            json!({"label": {"io.portcullis.owner=alice": true}})
+        );
+        req.query = vec![Pair::new(
+            "filters",
+            r#"{"label":{"x=1":true},"status":{"running":true}}"#,
+        )];
+        let Verdict::Patch(patch) = p.on_request(&req) else {
+            panic!()
+        };
+        assert_eq!(
+            filters(&patch),
+            json!({"label": {"x=1": true, "io.portcullis.owner=alice": true}, "status": {"running": true}})
+        );
+        req.query = vec![Pair::new("filters", r#"{"type":["container"]}"#)];
+        let Verdict::Patch(patch) = p.on_request(&req) else {
+            panic!()
+        };
+        assert_eq!(
+            filters(&patch),
+            json!({"type": ["container"], "label": ["io.portcullis.owner=alice"]})
+        );
+    }
+
+    #[test]
+    fn filters_disk_usage() {
+        let p = Tenancy::new(Value::Null).unwrap();
+        let req = as_user(
+            Request::new("GET", "/system/df", "system.data.usage"),
+            "alice",
+        );
+        let resp = Response {
+            status: 200,
+            body: Some(json!({"Containers": [{"Id": "a", "Labels": {"io.portcullis.owner": "alice"}}, {"Id": "b", "Labels": {}}], "Volumes": null, "BuildCache": [{"ID": "x"}]}).to_string()),
+            ..Response::default()
+        };
+        let Verdict::Patch(patch) = p.on_response(&req, &resp) else {
+            panic!()
+        };
+        assert_eq!(patch.ops()[0]["value"].as_array().unwrap().len(), 1);
+        assert_eq!(patch.ops()[1]["path"], "/BuildCache");
+    }
+}
