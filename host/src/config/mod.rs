@@ -3,6 +3,7 @@
 //! a protection off; every error names the file and the key.
 
 mod address;
+mod identity;
 mod plugins;
 
 use std::path::{Path, PathBuf};
@@ -11,6 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use address::{Address, AddressError};
+pub use identity::{AnonymousIdentity, TlsConfig, UserFrom};
 pub use plugins::{Grants, Mode, Phase, PluginConfig, RuntimeConfig};
 
 /// The whole gateway configuration.
@@ -47,6 +49,24 @@ pub struct ServerConfig {
     /// Permission bits of created unix sockets, as an octal string such as `"0660"`.
     #[serde(default = "default_socket_mode")]
     pub socket_mode: String,
+    /// Owner of created unix sockets: a user name or a numeric uid (default: the gateway's).
+    #[serde(default)]
+    pub socket_owner: Option<String>,
+    /// Group of created unix sockets: a group name or a numeric gid (default: the gateway's).
+    #[serde(default)]
+    pub socket_group: Option<String>,
+    /// Certificate, key and client CA of `tls://` listeners.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// Bearer tokens (`portcullis token add`): hashed tokens mapped to users and groups.
+    #[serde(default)]
+    pub tokens_file: Option<PathBuf>,
+    /// The identity given to callers that prove none; without it they are refused.
+    #[serde(default)]
+    pub anonymous: Option<AnonymousIdentity>,
+    /// Allow plain `tcp://` listeners on addresses other than loopback (logs a warning).
+    #[serde(default)]
+    pub insecure_tcp: bool,
 }
 
 impl Default for ServerConfig {
@@ -54,6 +74,12 @@ impl Default for ServerConfig {
         Self {
             listen: Vec::new(),
             socket_mode: default_socket_mode(),
+            socket_owner: None,
+            socket_group: None,
+            tls: None,
+            tokens_file: None,
+            anonymous: None,
+            insecure_tcp: false,
         }
     }
 }
@@ -193,6 +219,7 @@ impl Config {
                 "must be an octal permission such as \"0660\"",
             ));
         }
+        crate::identity::validate_config(self).map_err(|(key, message)| invalid(key, &message))?;
         let l = &self.limits;
         if l.max_connections == 0 {
             return Err(invalid("limits.max_connections", "must be at least 1"));

@@ -50,6 +50,12 @@ impl tower_service::Service<http::Uri> for Connector {
                         s.set_nodelay(true)?;
                         Stream::Tcp { s }
                     }
+                    Address::Tls(_) => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::Unsupported,
+                            "tls:// is a listen address; reach a TLS engine with tcp:// and DOCKER_TLS_VERIFY",
+                        ))
+                    }
                 })
             };
             match tokio::time::timeout(timeout, connect).await {
