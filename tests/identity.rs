@@ -40,7 +40,7 @@ struct Served {
 impl Served {
     fn start(server_toml: &str, base: &Path) -> Self {
         let text = format!(
-            "{server_toml}\n[[plugins]]\nname = \"who\"\npath = \"{}\"\nendpoints = [\"container.create\"]\n\
+            "{server_toml}\n[[plugins]]\nname = \"who\"\npath = \"{}\"\nphase = \"mutate\"\nendpoints = [\"container.create\"]\n\
              [plugins.config]\naction = \"label-caller\"\nkey = \"{WHO}\"\n",
             testkit().display()
         );

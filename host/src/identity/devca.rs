@@ -80,8 +80,12 @@ impl DevCa {
     pub fn generate() -> Result<Self, DevCaError> {
         let mut p = CertificateParams::default();
         p.distinguished_name = DistinguishedName::new();
+        // A name of its own: two development CAs with one name would make a certificate of
+        // the other look like a forgery (TLS "decrypt error") instead of "unknown CA".
+        let tag = random_serial()?.to_bytes();
+        let tag = hex::encode(&tag[..4]);
         p.distinguished_name
-            .push(DnType::CommonName, "portcullis development CA");
+            .push(DnType::CommonName, format!("portcullis development CA {tag}"));
         p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         let now = SystemTime::now();

@@ -102,7 +102,11 @@ pub fn build(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Result<Server
                     .add(c)
                     .map_err(|e| file_err("server.tls.client_ca", ca)(e.to_string()))?;
             }
+            // No CA names in the certificate request: Go clients (the docker CLI) then send
+            // their certificate even when another CA issued it, and learn "unknown certificate
+            // authority" instead of a puzzling "certificate required".
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .clear_root_hint_subjects()
                 .build()
                 .map_err(|e| file_err("server.tls.client_ca", ca)(e.to_string()))?;
             builder.with_client_cert_verifier(verifier)
