@@ -39,13 +39,19 @@ struct Served {
 
 impl Served {
     fn start(server_toml: &str, base: &Path) -> Self {
+        Self::start_in_front_of(server_toml, base, engine_address())
+    }
+
+    /// Like [`Served::start`], forwarding to `engine` (with the `[engine]` keys of
+    /// `server_toml`).
+    fn start_in_front_of(server_toml: &str, base: &Path, engine: Address) -> Self {
         let text = format!(
             "{server_toml}\n[[plugins]]\nname = \"who\"\npath = \"{}\"\nphase = \"mutate\"\nendpoints = [\"container.create\"]\n\
              [plugins.config]\naction = \"label-caller\"\nkey = \"{WHO}\"\n",
             testkit().display()
         );
         let mut config = Config::parse(&text, &base.join("portcullis.toml")).expect("test config");
-        config.engine.url = engine_address();
+        config.engine.url = engine;
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
@@ -514,4 +520,34 @@ fn plain_tcp_off_loopback_needs_insecure_tcp() {
     let config = Config::parse(&format!("{text}insecure_tcp = true\n"), &dir.path().join("c.toml")).unwrap();
     rt.block_on(Listener::bind_config(&config.server.listen[0], &config))
         .expect("insecure_tcp allows it");
+}
+
+#[test]
+fn a_tls_engine_with_a_client_certificate() {
+    // The engine side of this gateway is another gateway, serving mutual TLS in front of the
+    // real engine: what the second one's plugin labels is who the first one connected as.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    certs_init(d, &[("gateway-b", &["gateways"])]);
+    let front = Served::start(&mtls_server(d), d);
+    let Some(Address::Tls(hp)) = front.addresses.first().cloned() else {
+        panic!("no TLS listener");
+    };
+    let socket = d.join("b.sock");
+    let b = Served::start_in_front_of(
+        &format!(
+            "[server]\nlisten = [\"unix://{}\"]\n[engine]\ncert_path = \"{}\"\n",
+            socket.display(),
+            d.join("gateway-b").display()
+        ),
+        d,
+        Address::Tcp(hp),
+    );
+    let mut clean = Cleanup::new();
+    let name = clean.container(&unique("id-engine-tls"));
+    let mut cmd = docker_at(&format!("unix://{}", socket.display()));
+    cmd.env("DOCKER_CONFIG", d.join("docker-config"));
+    assert_created(&create(cmd, &name));
+    assert_eq!(who(&name), "user=gateway-b groups=gateways auth=mutual-tls");
+    drop(b);
 }

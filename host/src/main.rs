@@ -186,6 +186,8 @@ fn certs_init(dir: PathBuf, users: Vec<String>, groups: Vec<String>) -> Result<(
         entry.1.push(group.to_owned());
     }
     let report = portcullis::identity::devca::init(&dir, &with_groups)?;
+    // Absolute paths in the hints: DOCKER_CERT_PATH is read from wherever docker runs.
+    let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
     let d = dir.display();
     println!("{} CA: {d}/ca.pem", if report.reused_ca { "reused" } else { "new" });
     for f in &report.folders {

@@ -20,6 +20,8 @@ pin_project_lite::pin_project! {
         /// A TLS connection from a client (boxed: the TLS state is large, unix and TCP
         /// connections should not pay for its size).
         Tls { #[pin] s: Box<tokio_rustls::server::TlsStream<TcpStream>> },
+        /// A TLS connection to the engine.
+        TlsClient { #[pin] s: Box<tokio_rustls::client::TlsStream<TcpStream>> },
     }
 }
 
@@ -39,6 +41,7 @@ impl AsyncRead for Stream {
             StreamProj::Unix { s } => s.poll_read(cx, buf),
             StreamProj::Tcp { s } => s.poll_read(cx, buf),
             StreamProj::Tls { s } => s.poll_read(cx, buf),
+            StreamProj::TlsClient { s } => s.poll_read(cx, buf),
         }
     }
 }
@@ -49,6 +52,7 @@ impl AsyncWrite for Stream {
             StreamProj::Unix { s } => s.poll_write(cx, buf),
             StreamProj::Tcp { s } => s.poll_write(cx, buf),
             StreamProj::Tls { s } => s.poll_write(cx, buf),
+            StreamProj::TlsClient { s } => s.poll_write(cx, buf),
         }
     }
 
@@ -61,6 +65,7 @@ impl AsyncWrite for Stream {
             StreamProj::Unix { s } => s.poll_write_vectored(cx, bufs),
             StreamProj::Tcp { s } => s.poll_write_vectored(cx, bufs),
             StreamProj::Tls { s } => s.poll_write_vectored(cx, bufs),
+            StreamProj::TlsClient { s } => s.poll_write_vectored(cx, bufs),
         }
     }
 
@@ -73,6 +78,7 @@ impl AsyncWrite for Stream {
             StreamProj::Unix { s } => s.poll_flush(cx),
             StreamProj::Tcp { s } => s.poll_flush(cx),
             StreamProj::Tls { s } => s.poll_flush(cx),
+            StreamProj::TlsClient { s } => s.poll_flush(cx),
         }
     }
 
@@ -81,6 +87,7 @@ impl AsyncWrite for Stream {
             StreamProj::Unix { s } => s.poll_shutdown(cx),
             StreamProj::Tcp { s } => s.poll_shutdown(cx),
             StreamProj::Tls { s } => s.poll_shutdown(cx),
+            StreamProj::TlsClient { s } => s.poll_shutdown(cx),
         }
     }
 }

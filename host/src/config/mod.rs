@@ -101,6 +101,11 @@ pub struct EngineConfig {
     /// How long to wait for a connection to the engine.
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
     pub connect_timeout: Duration,
+    /// A `tcp://` engine is reached over TLS, verified with `ca.pem` of this folder and
+    /// presenting its `cert.pem`/`key.pem` (the docker CLI's `DOCKER_CERT_PATH` layout).
+    /// Default: when `DOCKER_TLS_VERIFY` is set, `DOCKER_CERT_PATH`, else `~/.docker`.
+    #[serde(default = "default_engine_cert_path")]
+    pub cert_path: Option<PathBuf>,
 }
 
 impl Default for EngineConfig {
@@ -109,6 +114,7 @@ impl Default for EngineConfig {
             url: default_engine(),
             max_idle_connections: default_pool_idle(),
             connect_timeout: default_connect_timeout(),
+            cert_path: default_engine_cert_path(),
         }
     }
 }
@@ -123,6 +129,15 @@ pub fn default_engine() -> Address {
 }
 fn default_pool_idle() -> usize {
     64
+}
+/// The docker CLI's convention: TLS to a TCP engine when `DOCKER_TLS_VERIFY` is non-empty,
+/// with the certificates in `DOCKER_CERT_PATH` (default `~/.docker`).
+pub fn default_engine_cert_path() -> Option<PathBuf> {
+    std::env::var_os("DOCKER_TLS_VERIFY").filter(|v| !v.is_empty())?;
+    std::env::var_os("DOCKER_CERT_PATH")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker")))
 }
 fn default_connect_timeout() -> Duration {
     Duration::from_secs(5)
@@ -202,6 +217,9 @@ impl Config {
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_default();
+        if let Some(dir) = &mut config.engine.cert_path {
+            *dir = config.base_dir.join(&*dir);
+        }
         config.validate(path)?;
         Ok(config)
     }
