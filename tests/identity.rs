@@ -23,7 +23,8 @@ const WHO: &str = "portcullis-test-who";
 
 /// The compiled test kit; `just plugins` builds it.
 fn testkit() -> PathBuf {
-    let dir = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "/var/cache/portcullis/target".into());
+    let dir =
+        std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "/var/cache/portcullis/target".into());
     let p = PathBuf::from(dir).join("wasm32-wasip2/release/portcullis_testkit_plugin.wasm");
     assert!(p.exists(), "{} is missing: run `just plugins`", p.display());
     p
@@ -71,7 +72,10 @@ impl Served {
                         }
                     }
                 }
-                let bound = listeners.iter().filter_map(Listener::local_address).collect();
+                let bound = listeners
+                    .iter()
+                    .filter_map(Listener::local_address)
+                    .collect();
                 ready_tx.send(Ok(bound)).expect("ready");
                 portcullis::run(listeners, config, async {
                     let _ = stop_rx.await;
@@ -147,7 +151,9 @@ fn docker_tls(host: &str, certs: &Path) -> Command {
 
 /// `docker create` of a labelled test container through `cmd`.
 fn create(mut cmd: Command, name: &str) -> Output {
-    cmd.args(["create", "--name", name, "--label", TEST_LABEL, IMAGE, "true"]);
+    cmd.args([
+        "create", "--name", name, "--label", TEST_LABEL, IMAGE, "true",
+    ]);
     run_timeout(&mut cmd, None, T)
 }
 
@@ -247,7 +253,9 @@ fn bad_client_certificates_are_refused_at_the_handshake() {
     let ca = devca::DevCa::load(d).unwrap();
     let day = Duration::from_secs(24 * 3600);
     let now = SystemTime::now();
-    let expired = ca.issue_client("alice", &[], now - 3 * day, now - day).unwrap();
+    let expired = ca
+        .issue_client("alice", &[], now - 3 * day, now - day)
+        .unwrap();
     devca::write_cert_dir(&d.join("expired"), &ca, &expired).unwrap();
     // No client certificate at all: only the CA to check the server with.
     let nocert = d.join("nocert");
@@ -287,9 +295,15 @@ fn bad_client_certificates_are_refused_at_the_handshake() {
     ] {
         let name = clean.container(&unique("id-refused"));
         let out = create(cmd, &name);
-        assert!(!out.status.success(), "{expected}: the gateway accepted the client");
+        assert!(
+            !out.status.success(),
+            "{expected}: the gateway accepted the client"
+        );
         let err = stderr(&out);
-        assert!(err.contains(expected), "expected {expected:?} from the CLI, got: {err}");
+        assert!(
+            err.contains(expected),
+            "expected {expected:?} from the CLI, got: {err}"
+        );
         assert!(!exists(&name), "{expected}: the request reached the engine");
     }
     // The gateway keeps serving good clients.
@@ -329,14 +343,21 @@ fn certificates_are_reloaded_when_their_files_change() {
             .set_modified(later)
             .unwrap();
     }
-    wait_for("the gateway to serve the renewed certificates", Duration::from_secs(20), || {
-        run(docker_tls(&host, &second.join("alice")).arg("version"))
-            .status
-            .success()
-            .then_some(())
-    });
+    wait_for(
+        "the gateway to serve the renewed certificates",
+        Duration::from_secs(20),
+        || {
+            run(docker_tls(&host, &second.join("alice")).arg("version"))
+                .status
+                .success()
+                .then_some(())
+        },
+    );
     let out = run(docker_tls(&host, &first.join("alice")).arg("version"));
-    assert!(!out.status.success(), "the old CA is still trusted after the reload");
+    assert!(
+        !out.status.success(),
+        "the old CA is still trusted after the reload"
+    );
 }
 
 /// Local users and a group created for a test, removed on drop.
@@ -378,8 +399,22 @@ fn unix_peer_credentials_of_two_local_users() {
     };
     LocalUsers::sh(&["groupadd", &group]);
     LocalUsers::sh(&["groupadd", &extra]);
-    LocalUsers::sh(&["useradd", "--no-create-home", "--user-group", "-G", &group, &a]);
-    LocalUsers::sh(&["useradd", "--no-create-home", "--user-group", "-G", &format!("{group},{extra}"), &b]);
+    LocalUsers::sh(&[
+        "useradd",
+        "--no-create-home",
+        "--user-group",
+        "-G",
+        &group,
+        &a,
+    ]);
+    LocalUsers::sh(&[
+        "useradd",
+        "--no-create-home",
+        "--user-group",
+        "-G",
+        &format!("{group},{extra}"),
+        &b,
+    ]);
     LocalUsers::sh(&["useradd", "--no-create-home", "--user-group", &outsider]);
 
     let dir = tempfile::tempdir().unwrap();
@@ -413,23 +448,38 @@ fn unix_peer_credentials_of_two_local_users() {
     let mut clean = Cleanup::new();
     let ca = clean.container(&unique("id-unix-a"));
     assert_created(&create(as_user(&a), &ca));
-    assert_eq!(who(&ca), format!("user={a} groups={a},{group} auth=peer-credentials"));
+    assert_eq!(
+        who(&ca),
+        format!("user={a} groups={a},{group} auth=peer-credentials")
+    );
     let cb = clean.container(&unique("id-unix-b"));
     assert_created(&create(as_user(&b), &cb));
-    assert_eq!(who(&cb), format!("user={b} groups={b},{group},{extra} auth=peer-credentials"));
+    assert_eq!(
+        who(&cb),
+        format!("user={b} groups={b},{group},{extra} auth=peer-credentials")
+    );
 
     // Not in the socket's group: the kernel refuses the connection.
     let cx = clean.container(&unique("id-unix-x"));
     let out = create(as_user(&outsider), &cx);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("permission denied"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("permission denied"),
+        "{}",
+        stderr(&out)
+    );
     assert!(!exists(&cx));
     drop(gw);
 }
 
 fn gid_of(group: &str) -> Option<u32> {
     let out = run(Command::new("getent").args(["group", group]));
-    String::from_utf8_lossy(&out.stdout).split(':').nth(2)?.trim().parse().ok()
+    String::from_utf8_lossy(&out.stdout)
+        .split(':')
+        .nth(2)?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// A docker CLI config directory whose config.json sends `Authorization: Bearer <token>`.
@@ -466,25 +516,43 @@ fn bearer_tokens_from_the_cli_config_http_headers() {
     // A token added while the gateway runs is accepted without a restart.
     let later = portcullis::identity::tokens::add(&tokens, "late", &[]).unwrap();
     let bump = SystemTime::now() + Duration::from_secs(2);
-    std::fs::File::options().write(true).open(&tokens).unwrap().set_modified(bump).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&tokens)
+        .unwrap()
+        .set_modified(bump)
+        .unwrap();
     let name = clean.container(&unique("id-token-late"));
     let config_dir = docker_config_with_token(d, &later);
-    wait_for("the new token to be accepted", Duration::from_secs(20), || {
-        run(with(config_dir.clone()).arg("version")).status.success().then_some(())
-    });
+    wait_for(
+        "the new token to be accepted",
+        Duration::from_secs(20),
+        || {
+            run(with(config_dir.clone()).arg("version"))
+                .status
+                .success()
+                .then_some(())
+        },
+    );
     assert_created(&create(with(config_dir), &name));
     assert_eq!(who(&name), "user=late groups= auth=token");
 
     // A wrong token and no token at all are refused, and nothing reaches the engine.
     for (config_dir, expected) in [
-        (docker_config_with_token(d, "pcl_0000000000000000"), "invalid bearer token"),
+        (
+            docker_config_with_token(d, "pcl_0000000000000000"),
+            "invalid bearer token",
+        ),
         (d.join("empty-docker-config"), "who is calling?"),
     ] {
         let name = clean.container(&unique("id-token-bad"));
         let out = create(with(config_dir), &name);
         assert!(!out.status.success(), "{expected}: accepted");
         let err = stderr(&out);
-        assert!(err.contains("Error response from daemon") && err.contains(expected), "{err}");
+        assert!(
+            err.contains("Error response from daemon") && err.contains(expected),
+            "{err}"
+        );
         assert!(!exists(&name));
     }
 }
@@ -517,7 +585,11 @@ fn plain_tcp_off_loopback_needs_insecure_tcp() {
         .expect("a non-loopback plain TCP listener was bound")
         .to_string();
     assert!(err.contains("insecure-tcp"), "{err}");
-    let config = Config::parse(&format!("{text}insecure_tcp = true\n"), &dir.path().join("c.toml")).unwrap();
+    let config = Config::parse(
+        &format!("{text}insecure_tcp = true\n"),
+        &dir.path().join("c.toml"),
+    )
+    .unwrap();
     rt.block_on(Listener::bind_config(&config.server.listen[0], &config))
         .expect("insecure_tcp allows it");
 }

@@ -22,7 +22,10 @@ pub fn identity(der: &[u8], from: UserFrom) -> Result<(String, Vec<String>), Cer
     let (_, cert) = X509Certificate::from_der(der).map_err(|_| CertError::Parse)?;
     let subject = cert.subject();
     let text = |attr: &x509_parser::x509::AttributeTypeAndValue<'_>| {
-        attr.as_str().ok().map(str::to_owned).filter(|s| !s.is_empty())
+        attr.as_str()
+            .ok()
+            .map(str::to_owned)
+            .filter(|s| !s.is_empty())
     };
     let user = match from {
         UserFrom::Cn => subject.iter_common_name().find_map(text),
@@ -31,12 +34,15 @@ pub fn identity(der: &[u8], from: UserFrom) -> Result<(String, Vec<String>), Cer
             .ok()
             .flatten()
             .and_then(|san| {
-                san.value.general_names.iter().find_map(|n| match (from, n) {
-                    (UserFrom::SanEmail, GeneralName::RFC822Name(s))
-                    | (UserFrom::SanDns, GeneralName::DNSName(s))
-                    | (UserFrom::SanUri, GeneralName::URI(s)) => Some((*s).to_owned()),
-                    _ => None,
-                })
+                san.value
+                    .general_names
+                    .iter()
+                    .find_map(|n| match (from, n) {
+                        (UserFrom::SanEmail, GeneralName::RFC822Name(s))
+                        | (UserFrom::SanDns, GeneralName::DNSName(s))
+                        | (UserFrom::SanUri, GeneralName::URI(s)) => Some((*s).to_owned()),
+                        _ => None,
+                    })
             }),
     };
     let user = user.ok_or(CertError::NoUser(match from {
@@ -90,16 +96,28 @@ mod tests {
                 SanType::URI("spiffe://example/bob".try_into().unwrap()),
             ],
         );
-        assert_eq!(identity(&der, UserFrom::SanEmail).unwrap().0, "bob@example.com");
+        assert_eq!(
+            identity(&der, UserFrom::SanEmail).unwrap().0,
+            "bob@example.com"
+        );
         assert_eq!(identity(&der, UserFrom::SanDns).unwrap().0, "bob.example");
-        assert_eq!(identity(&der, UserFrom::SanUri).unwrap().0, "spiffe://example/bob");
+        assert_eq!(
+            identity(&der, UserFrom::SanUri).unwrap().0,
+            "spiffe://example/bob"
+        );
     }
 
     #[test]
     fn missing_names_are_errors() {
         let der = cert(None, &["g"], vec![]);
-        assert!(matches!(identity(&der, UserFrom::Cn), Err(CertError::NoUser(_))));
-        assert!(matches!(identity(&der, UserFrom::SanEmail), Err(CertError::NoUser(_))));
+        assert!(matches!(
+            identity(&der, UserFrom::Cn),
+            Err(CertError::NoUser(_))
+        ));
+        assert!(matches!(
+            identity(&der, UserFrom::SanEmail),
+            Err(CertError::NoUser(_))
+        ));
         assert_eq!(identity(b"junk", UserFrom::Cn), Err(CertError::Parse));
     }
 }

@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyPair, KeyUsagePurpose, SerialNumber,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SerialNumber,
 };
 
 /// How long generated leaf certificates are valid.
@@ -44,9 +44,15 @@ pub enum DevCaError {
 pub const MAX_GROUPS: usize = 4;
 
 /// Puts `groups` in the subject as `O`, `O`, `OU`, `OU` values (see [`MAX_GROUPS`]).
-pub fn push_groups(dn: &mut DistinguishedName, user: &str, groups: &[String]) -> Result<(), DevCaError> {
+pub fn push_groups(
+    dn: &mut DistinguishedName,
+    user: &str,
+    groups: &[String],
+) -> Result<(), DevCaError> {
     if groups.len() > MAX_GROUPS {
-        return Err(DevCaError::TooManyGroups { user: user.to_owned() });
+        return Err(DevCaError::TooManyGroups {
+            user: user.to_owned(),
+        });
     }
     let slots = [
         DnType::OrganizationName,
@@ -84,8 +90,10 @@ impl DevCa {
         // the other look like a forgery (TLS "decrypt error") instead of "unknown CA".
         let tag = random_serial()?.to_bytes();
         let tag = hex::encode(&tag[..4]);
-        p.distinguished_name
-            .push(DnType::CommonName, format!("portcullis development CA {tag}"));
+        p.distinguished_name.push(
+            DnType::CommonName,
+            format!("portcullis development CA {tag}"),
+        );
         p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         let now = SystemTime::now();
@@ -252,7 +260,12 @@ pub fn init(dir: &Path, users: &[(String, Vec<String>)]) -> Result<InitReport, D
     }
     let now = SystemTime::now();
     for (user, groups) in users {
-        let issued = ca.issue_client(user, groups, now - Duration::from_secs(3600), now + LEAF_VALIDITY)?;
+        let issued = ca.issue_client(
+            user,
+            groups,
+            now - Duration::from_secs(3600),
+            now + LEAF_VALIDITY,
+        )?;
         let folder = dir.join(user);
         write_cert_dir(&folder, &ca, &issued)?;
         folders.push(folder);
@@ -270,24 +283,44 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let users = [
-            ("alice".to_owned(), vec!["team-a".to_owned(), "b".into(), "c".into(), "d".into()]),
+            (
+                "alice".to_owned(),
+                vec!["team-a".to_owned(), "b".into(), "c".into(), "d".into()],
+            ),
             ("bob".to_owned(), vec![]),
         ];
         let r = init(d, &users).unwrap();
         assert!(!r.reused_ca);
-        for f in ["ca.pem", "ca-key.pem", "server/cert.pem", "server/key.pem", "alice/ca.pem",
-                  "alice/cert.pem", "alice/key.pem", "bob/key.pem"] {
+        for f in [
+            "ca.pem",
+            "ca-key.pem",
+            "server/cert.pem",
+            "server/key.pem",
+            "alice/ca.pem",
+            "alice/cert.pem",
+            "alice/key.pem",
+            "bob/key.pem",
+        ] {
             assert!(d.join(f).exists(), "{f} missing");
         }
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(d.join("alice/key.pem")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(d.join("alice/key.pem"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         let pem = std::fs::read(d.join("alice/cert.pem")).unwrap();
         let (_, der) = x509_parser::pem::parse_x509_pem(&pem).unwrap();
         let (user, groups) = super::super::cert::identity(&der.contents, UserFrom::Cn).unwrap();
-        assert_eq!((user.as_str(), groups.join(",")), ("alice", "team-a,b,c,d".to_owned()));
+        assert_eq!(
+            (user.as_str(), groups.join(",")),
+            ("alice", "team-a,b,c,d".to_owned())
+        );
         let five = vec!["g".to_owned(); 5];
-        assert!(matches!(init(d, &[("eve".to_owned(), five)]), Err(DevCaError::TooManyGroups { .. })));
+        assert!(matches!(
+            init(d, &[("eve".to_owned(), five)]),
+            Err(DevCaError::TooManyGroups { .. })
+        ));
 
         let ca_before = std::fs::read(d.join("ca.pem")).unwrap();
         let r = init(d, &[("carol".to_owned(), vec![])]).unwrap();

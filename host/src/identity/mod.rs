@@ -169,7 +169,9 @@ impl Resolver {
             Some(path) => {
                 let path = config.base_dir.join(path);
                 let p = path.clone();
-                Some(Watched::new("tokens file", vec![path], move || Tokens::load(&p))?)
+                Some(Watched::new("tokens file", vec![path], move || {
+                    Tokens::load(&p)
+                })?)
             }
             None => None,
         };
@@ -229,7 +231,11 @@ impl Connection {
     /// is removed here, whatever it holds: it belongs to the gateway, so no plugin, log
     /// line or engine ever sees it.
     pub fn caller(&self, headers: &mut HeaderMap) -> Result<Arc<Caller>, IdentityError> {
-        let several = headers.get_all(header::AUTHORIZATION).iter().nth(1).is_some();
+        let several = headers
+            .get_all(header::AUTHORIZATION)
+            .iter()
+            .nth(1)
+            .is_some();
         // `remove` drops every value of the header and returns the first.
         let Some(value) = headers.remove(header::AUTHORIZATION) else {
             return self.caller.clone();
@@ -242,7 +248,11 @@ impl Connection {
             // Not a bearer token (Basic, ...): not ours to judge; the transport decides.
             return self.caller.clone();
         };
-        let tokens = self.resolver.tokens.as_ref().ok_or(IdentityError::NoTokens)?;
+        let tokens = self
+            .resolver
+            .tokens
+            .as_ref()
+            .ok_or(IdentityError::NoTokens)?;
         let tokens = tokens.get();
         let entry = tokens.find(token).ok_or(IdentityError::BadToken)?;
         Ok(Arc::new(Caller {
@@ -275,12 +285,16 @@ pub fn validate_config(config: &Config) -> Result<(), (&'static str, String)> {
     if s.tls.is_none() && s.listen.iter().any(|a| matches!(a, Address::Tls(_))) {
         return Err((
             "server.tls",
-            "a tls:// listen address needs [server.tls] cert and key (or --tls-cert/--tls-key)".into(),
+            "a tls:// listen address needs [server.tls] cert and key (or --tls-cert/--tls-key)"
+                .into(),
         ));
     }
     if let Some(tls) = &s.tls {
-        for (key, path) in [("server.tls.cert", Some(&tls.cert)), ("server.tls.key", Some(&tls.key)),
-                            ("server.tls.client_ca", tls.client_ca.as_ref())] {
+        for (key, path) in [
+            ("server.tls.cert", Some(&tls.cert)),
+            ("server.tls.key", Some(&tls.key)),
+            ("server.tls.client_ca", tls.client_ca.as_ref()),
+        ] {
             if let Some(path) = path {
                 let path = config.base_dir.join(path);
                 if let Err(e) = std::fs::metadata(&path) {
@@ -319,9 +333,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let r = resolver("", dir.path());
         let conn = r.connection(tcp(), Proof::Nothing);
-        assert_eq!(conn.caller(&mut HeaderMap::new()), Err(IdentityError::Anonymous));
-        let r = resolver("[server]\nanonymous = { user = \"guest\", groups = [\"g\"] }\n", dir.path());
-        let c = r.connection(tcp(), Proof::Nothing).caller(&mut HeaderMap::new()).unwrap();
+        assert_eq!(
+            conn.caller(&mut HeaderMap::new()),
+            Err(IdentityError::Anonymous)
+        );
+        let r = resolver(
+            "[server]\nanonymous = { user = \"guest\", groups = [\"g\"] }\n",
+            dir.path(),
+        );
+        let c = r
+            .connection(tcp(), Proof::Nothing)
+            .caller(&mut HeaderMap::new())
+            .unwrap();
         assert_eq!((c.user.as_str(), c.auth), ("guest", AuthMethod::None));
         assert_eq!(c.groups, ["g"]);
     }
@@ -330,9 +353,19 @@ mod tests {
     fn unix_peers_are_named_from_the_user_database() {
         let dir = tempfile::tempdir().unwrap();
         let r = resolver("", dir.path());
-        let peer = Peer::Unix { uid: Some(0), gid: Some(0), pid: Some(1) };
-        let c = r.connection(peer, Proof::Uid(0)).caller(&mut HeaderMap::new()).unwrap();
-        assert_eq!((c.user.as_str(), c.auth), ("root", AuthMethod::PeerCredentials));
+        let peer = Peer::Unix {
+            uid: Some(0),
+            gid: Some(0),
+            pid: Some(1),
+        };
+        let c = r
+            .connection(peer, Proof::Uid(0))
+            .caller(&mut HeaderMap::new())
+            .unwrap();
+        assert_eq!(
+            (c.user.as_str(), c.auth),
+            ("root", AuthMethod::PeerCredentials)
+        );
         assert!(c.groups.contains(&"root".to_owned()));
     }
 
@@ -344,16 +377,32 @@ mod tests {
         let r = resolver("[server]\ntokens_file = \"tokens.toml\"\n", dir.path());
         let conn = r.connection(tcp(), Proof::Nothing);
         let mut h = HeaderMap::new();
-        h.insert(header::AUTHORIZATION, HeaderValue::from_str(&format!("Bearer {token}")).unwrap());
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
+        );
         let c = conn.caller(&mut h).unwrap();
         assert_eq!((c.user.as_str(), c.auth), ("ci", AuthMethod::Token));
-        assert!(h.get(header::AUTHORIZATION).is_none(), "the token would be forwarded");
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer pcl_nope"));
+        assert!(
+            h.get(header::AUTHORIZATION).is_none(),
+            "the token would be forwarded"
+        );
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer pcl_nope"),
+        );
         assert_eq!(conn.caller(&mut h), Err(IdentityError::BadToken));
         assert!(h.is_empty());
         // Without a tokens file a bearer token is refused, and still never forwarded.
         let r = resolver("", dir.path());
-        let conn = r.connection(Peer::Unix { uid: Some(0), gid: None, pid: None }, Proof::Uid(0));
+        let conn = r.connection(
+            Peer::Unix {
+                uid: Some(0),
+                gid: None,
+                pid: None,
+            },
+            Proof::Uid(0),
+        );
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer x"));
         assert_eq!(conn.caller(&mut h), Err(IdentityError::NoTokens));
         assert!(h.is_empty());
@@ -364,7 +413,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let r = resolver("", dir.path());
         let conn = r.connection(
-            Peer::Tls { addr: "127.0.0.1:1".parse().unwrap() },
+            Peer::Tls {
+                addr: "127.0.0.1:1".parse().unwrap(),
+            },
             Proof::Certificate(Err(cert::CertError::NoUser("common name (CN)"))),
         );
         let err = conn.caller(&mut HeaderMap::new()).unwrap_err();
@@ -378,14 +429,18 @@ mod tests {
         let p = dir.path().join("c.toml");
         let err = Config::parse("[server]\nlisten = [\"tls://127.0.0.1:2376\"]\n", &p).unwrap_err();
         assert!(err.to_string().contains("server.tls"), "{err}");
-        let err = Config::parse("[server.tls]\ncert = \"nope.pem\"\nkey = \"k.pem\"\n", &p).unwrap_err();
+        let err =
+            Config::parse("[server.tls]\ncert = \"nope.pem\"\nkey = \"k.pem\"\n", &p).unwrap_err();
         assert!(err.to_string().contains("server.tls.cert"), "{err}");
         let err = Config::parse("[server]\nsocket_group = \"no-such-group-pc\"\n", &p).unwrap_err();
         assert!(err.to_string().contains("server.socket_group"), "{err}");
         let err = Config::parse("[server]\ntokens_file = \"missing.toml\"\n", &p).unwrap_err();
         assert!(err.to_string().contains("server.tokens_file"), "{err}");
-        let err = Config::parse("[server.tls]\ncert = \"a\"\nkey = \"b\"\nuser_from = \"ou\"\n", &p)
-            .unwrap_err();
+        let err = Config::parse(
+            "[server.tls]\ncert = \"a\"\nkey = \"b\"\nuser_from = \"ou\"\n",
+            &p,
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("user_from"), "{err}");
     }
 }

@@ -88,9 +88,8 @@ impl Tokens {
         let mut by_hash = HashMap::new();
         for (i, e) in file.tokens.into_iter().enumerate() {
             let mut hash = [0u8; 32];
-            hex::decode_to_slice(&e.sha256, &mut hash).map_err(|_| {
-                parse_err(format!("tokens[{i}].sha256: expected 64 hex digits"))
-            })?;
+            hex::decode_to_slice(&e.sha256, &mut hash)
+                .map_err(|_| parse_err(format!("tokens[{i}].sha256: expected 64 hex digits")))?;
             if e.user.is_empty() {
                 return Err(parse_err(format!("tokens[{i}].user: must not be empty")));
             }
@@ -184,22 +183,34 @@ mod tests {
         let b = add(&path, "bob", &[]).unwrap();
         assert!(a.starts_with(PREFIX) && a.len() == PREFIX.len() + 64);
         let text = std::fs::read_to_string(&path).unwrap();
-        assert!(!text.contains(&a[PREFIX.len()..]), "the token itself was stored");
+        assert!(
+            !text.contains(&a[PREFIX.len()..]),
+            "the token itself was stored"
+        );
         let tokens = Tokens::load(&path).unwrap();
         assert_eq!(tokens.len(), 2);
         let e = tokens.find(&a).unwrap();
-        assert_eq!((e.user.as_str(), e.groups.as_slice()), ("ci", &["builders".to_owned()][..]));
+        assert_eq!(
+            (e.user.as_str(), e.groups.as_slice()),
+            ("ci", &["builders".to_owned()][..])
+        );
         assert_eq!(tokens.find(&b).unwrap().user, "bob");
         assert!(tokens.find("pcl_wrong").is_none());
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
 
     #[test]
     fn bad_files_name_the_entry() {
-        let err = Tokens::parse("[[tokens]]\nsha256 = \"xy\"\nuser = \"a\"\n", Path::new("t.toml"))
-            .unwrap_err()
-            .to_string();
+        let err = Tokens::parse(
+            "[[tokens]]\nsha256 = \"xy\"\nuser = \"a\"\n",
+            Path::new("t.toml"),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("tokens[0].sha256"), "{err}");
         let err = Tokens::parse("[[tokens]]\nsha = \"xy\"\n", Path::new("t.toml"))
             .unwrap_err()

@@ -75,7 +75,9 @@ impl<T, E: std::fmt::Display> Watched<T, E> {
                 info!(what = self.what, "reloaded after a file changed");
             }
             // Stamps stay old: retried at the next check.
-            Err(e) => warn!(what = self.what, error = %e, "reload failed; keeping the previous version"),
+            Err(e) => {
+                warn!(what = self.what, error = %e, "reload failed; keeping the previous version")
+            }
         }
     }
 }
@@ -105,7 +107,12 @@ mod tests {
         assert_eq!(*w.get(), 1);
         let later = SystemTime::now() + Duration::from_secs(5);
         std::fs::write(&file, "2").unwrap();
-        std::fs::File::options().write(true).open(&file).unwrap().set_modified(later).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&file)
+            .unwrap()
+            .set_modified(later)
+            .unwrap();
         w.state.lock().unwrap().checked -= CHECK_EVERY;
         assert_eq!(*w.get(), 2);
         std::fs::write(&file, "not a number").unwrap();

@@ -140,7 +140,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         devca::init(d, &[]).unwrap();
-        build(&d.join("server/cert.pem"), &d.join("server/key.pem"), Some(&d.join("ca.pem"))).unwrap();
+        build(
+            &d.join("server/cert.pem"),
+            &d.join("server/key.pem"),
+            Some(&d.join("ca.pem")),
+        )
+        .unwrap();
         build(&d.join("server/cert.pem"), &d.join("server/key.pem"), None).unwrap();
         let err = build(&d.join("server/key.pem"), &d.join("server/key.pem"), None)
             .unwrap_err()

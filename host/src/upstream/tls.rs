@@ -57,7 +57,8 @@ impl EngineTls {
                 .map_err(|e| err(&cert, e.to_string()))?
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| err(&cert, e.to_string()))?;
-            let key_der = PrivateKeyDer::from_pem_file(&key).map_err(|e| err(&key, e.to_string()))?;
+            let key_der =
+                PrivateKeyDer::from_pem_file(&key).map_err(|e| err(&key, e.to_string()))?;
             builder
                 .with_client_auth_cert(chain, key_der)
                 .map_err(|e| err(&key, e.to_string()))?
