@@ -158,6 +158,11 @@ fn run() -> Result<()> {
         Command::Serve(args) => serve(args),
         Command::Check { config: path } => {
             let config = Config::load(&path)?;
+            if let Some(tls) = &config.server.tls {
+                // Loads certificate, key and client CA as serving would (a key that does not
+                // fit the certificate is only seen here).
+                portcullis::listener::tls::TlsSetup::from_config(&config, tls)?;
+            }
             let chain = runtime()?.block_on(portcullis::load_chain(&config))?;
             println!("{}: ok ({} plugins)", path.display(), chain.len());
             Ok(())
