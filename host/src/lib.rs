@@ -8,9 +8,11 @@
 //!
 //! The modules follow a request's journey, in order:
 //!
-//! - [`listener`]: accepts client connections (unix socket, TCP), serves HTTP/1 on them with
+//! - [`listener`]: accepts client connections (unix socket, TCP, TLS), serves HTTP/1 on them with
 //!   bounded resources, and hands each request to the pipeline.
-//! - [`identity`]: who is calling (peer credentials, address), attached to every request.
+//! - [`identity`]: who is calling (unix peer credentials and the user database, client
+//!   certificates, bearer tokens, or a configured anonymous identity), attached to every
+//!   request; requests with no caller are refused.
 //! - [`route`]: the endpoint classifier: method + path → canonical path, API version,
 //!   endpoint name (`container.create`, ...) and object id, the way dockerd's router reads it.
 //! - [`pipeline`]: one request's trip: classify, bound and read the body, decide, forward,
@@ -46,6 +48,8 @@ pub enum RunError {
     Upstream(#[from] upstream::UpstreamError),
     #[error(transparent)]
     Plugin(#[from] plugin::LoadError),
+    #[error(transparent)]
+    Identity(#[from] identity::SetupError),
 }
 
 /// Serves the gateway on already-bound `listeners` until `shutdown` resolves, then stops
@@ -60,7 +64,8 @@ pub async fn run(
     let upstream = upstream::Upstream::new(&config.engine)?;
     let chain = load_chain(&config).await?;
     let gateway = Arc::new(pipeline::Gateway::new(config.clone(), upstream, chain));
-    listener::serve(listeners, gateway, &config.limits, shutdown).await;
+    let resolver = Arc::new(identity::Resolver::from_config(&config)?);
+    listener::serve(listeners, gateway, resolver, &config.limits, shutdown).await;
     Ok(())
 }
 

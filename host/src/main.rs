@@ -33,6 +33,46 @@ enum Command {
     /// Work with Rego policies.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Development certificates for mutual TLS.
+    #[command(subcommand)]
+    Certs(CertsCommand),
+    /// Bearer tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Subcommand)]
+enum CertsCommand {
+    /// Create a development CA (DIR/ca.pem, DIR/ca-key.pem; reused if present), a server
+    /// certificate for localhost and 127.0.0.1 (DIR/server/) and, per user, a folder for the
+    /// docker CLI's DOCKER_CERT_PATH (DIR/USER/ca.pem, cert.pem, key.pem).
+    Init {
+        /// The directory to write to.
+        dir: PathBuf,
+        /// A user to make a client certificate for (CN=USER); repeatable.
+        #[arg(long = "user")]
+        users: Vec<String>,
+        /// USER=GROUP: put GROUP in USER's certificate (O=GROUP); repeatable.
+        #[arg(long = "group")]
+        groups: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Make a random token for USER, append its SHA-256 to the tokens file (created with
+    /// mode 0600) and print the token, once: it is stored nowhere else.
+    Add {
+        /// The tokens file (`server.tokens_file`).
+        #[arg(long)]
+        file: PathBuf,
+        /// The user the token stands for.
+        #[arg(long)]
+        user: String,
+        /// A group of the user; repeatable.
+        #[arg(long = "group")]
+        groups: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -109,6 +149,18 @@ struct ServeArgs {
     /// unix:///var/run/docker.sock).
     #[arg(long)]
     engine: Option<Address>,
+    /// Server certificate (PEM) for tls:// listeners (server.tls.cert).
+    #[arg(long)]
+    tls_cert: Option<PathBuf>,
+    /// Server private key (PEM) for tls:// listeners (server.tls.key).
+    #[arg(long)]
+    tls_key: Option<PathBuf>,
+    /// CA (PEM) client certificates must chain to: turns on mutual TLS (server.tls.client_ca).
+    #[arg(long)]
+    tls_client_ca: Option<PathBuf>,
+    /// Allow plain tcp:// listeners on non-loopback addresses (server.insecure_tcp).
+    #[arg(long)]
+    insecure_tcp: bool,
 }
 
 fn main() -> std::process::ExitCode {
@@ -134,12 +186,24 @@ fn run() -> Result<()> {
         Command::Serve(args) => serve(args),
         Command::Check { config: path } => {
             let config = Config::load(&path)?;
+            if let Some(tls) = &config.server.tls {
+                // Loads certificate, key and client CA as serving would (a key that does not
+                // fit the certificate is only seen here).
+                portcullis::listener::tls::TlsSetup::from_config(&config, tls)?;
+            }
             let chain = runtime()?.block_on(portcullis::load_chain(&config))?;
             println!("{}: ok ({} plugins)", path.display(), chain.len());
             Ok(())
         }
         Command::Plugin(cmd) => runtime()?.block_on(plugin_command(cmd)),
         Command::Policy(PolicyCommand::Test { dir }) => policy_test(&dir),
+        Command::Certs(CertsCommand::Init { dir, users, groups }) => certs_init(dir, users, groups),
+        Command::Token(TokenCommand::Add { file, user, groups }) => {
+            let token = portcullis::identity::tokens::add(&file, &user, &groups)?;
+            eprintln!("added a token for {user} to {}; it is shown only now:", file.display());
+            println!("{token}");
+            Ok(())
+        }
     }
 }
 
@@ -162,6 +226,37 @@ fn policy_test(dir: &std::path::Path) -> Result<()> {
     } else {
         std::process::exit(1)
     }
+}
+
+fn certs_init(dir: PathBuf, users: Vec<String>, groups: Vec<String>) -> Result<()> {
+    let mut with_groups: Vec<(String, Vec<String>)> = users.into_iter().map(|u| (u, Vec::new())).collect();
+    for g in groups {
+        let (user, group) = g
+            .split_once('=')
+            .with_context(|| format!("--group {g:?}: expected USER=GROUP"))?;
+        let entry = with_groups
+            .iter_mut()
+            .find(|(u, _)| u == user)
+            .with_context(|| format!("--group {g:?}: {user} is not one of the --user names"))?;
+        entry.1.push(group.to_owned());
+    }
+    let report = portcullis::identity::devca::init(&dir, &with_groups)?;
+    // Absolute paths in the hints: DOCKER_CERT_PATH is read from wherever docker runs.
+    let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
+    let d = dir.display();
+    println!("{} CA: {d}/ca.pem", if report.reused_ca { "reused" } else { "new" });
+    for f in &report.folders {
+        println!("wrote {}", f.display());
+    }
+    println!(
+        "\nserve:  portcullis serve --listen tls://127.0.0.1:2376 --tls-cert {d}/server/cert.pem \\\n          --tls-key {d}/server/key.pem --tls-client-ca {d}/ca.pem"
+    );
+    if let Some((user, _)) = with_groups.first() {
+        println!(
+            "client: DOCKER_HOST=tcp://127.0.0.1:2376 DOCKER_TLS_VERIFY=1 DOCKER_CERT_PATH={d}/{user} docker ps"
+        );
+    }
+    Ok(())
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -243,14 +338,36 @@ fn serve(args: ServeArgs) -> Result<()> {
     if let Some(engine) = args.engine {
         config.engine.url = engine;
     }
+    if args.tls_cert.is_some() || args.tls_key.is_some() || args.tls_client_ca.is_some() {
+        let tls = config.server.tls.get_or_insert_with(|| portcullis::config::TlsConfig {
+            cert: PathBuf::new(),
+            key: PathBuf::new(),
+            client_ca: None,
+            user_from: Default::default(),
+        });
+        // Flag paths are relative to the working directory, not to the config file.
+        let cwd = std::env::current_dir().context("current directory")?;
+        if let Some(p) = args.tls_cert {
+            tls.cert = cwd.join(p);
+        }
+        if let Some(p) = args.tls_key {
+            tls.key = cwd.join(p);
+        }
+        if let Some(p) = args.tls_client_ca {
+            tls.client_ca = Some(cwd.join(p));
+        }
+    }
+    config.server.insecure_tcp |= args.insecure_tcp;
     if config.server.listen.is_empty() {
         config.server.listen = vec![Address::Unix("/var/run/portcullis.sock".into())];
     }
-    let mode = config.socket_mode().context("server.socket_mode")?;
+    // Flags may have changed what the file said: check the result as a whole.
+    let source = args.config.clone().unwrap_or_else(|| PathBuf::from("command line"));
+    config.validate(&source)?;
     runtime()?.block_on(async move {
         let mut listeners = Vec::new();
         for address in &config.server.listen {
-            listeners.push(Listener::bind(address, mode).await?);
+            listeners.push(Listener::bind_config(address, &config).await?);
         }
         tracing::info!(engine = %config.engine.url, "portcullis starting");
         portcullis::run(listeners, config, shutdown_signal()).await?;

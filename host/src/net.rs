@@ -1,5 +1,5 @@
 //! Byte streams shared by both sides of the gateway: a client connection and an engine
-//! connection are each a unix socket or a TCP stream.
+//! connection are each a unix socket, a TCP stream or TLS over TCP.
 
 use std::io;
 use std::pin::Pin;
@@ -17,6 +17,11 @@ pin_project_lite::pin_project! {
         Unix { #[pin] s: UnixStream },
         /// A TCP stream.
         Tcp { #[pin] s: TcpStream },
+        /// A TLS connection from a client (boxed: the TLS state is large, unix and TCP
+        /// connections should not pay for its size).
+        Tls { #[pin] s: Box<tokio_rustls::server::TlsStream<TcpStream>> },
+        /// A TLS connection to the engine.
+        TlsClient { #[pin] s: Box<tokio_rustls::client::TlsStream<TcpStream>> },
     }
 }
 
@@ -35,6 +40,8 @@ impl AsyncRead for Stream {
         match self.project() {
             StreamProj::Unix { s } => s.poll_read(cx, buf),
             StreamProj::Tcp { s } => s.poll_read(cx, buf),
+            StreamProj::Tls { s } => s.poll_read(cx, buf),
+            StreamProj::TlsClient { s } => s.poll_read(cx, buf),
         }
     }
 }
@@ -44,6 +51,8 @@ impl AsyncWrite for Stream {
         match self.project() {
             StreamProj::Unix { s } => s.poll_write(cx, buf),
             StreamProj::Tcp { s } => s.poll_write(cx, buf),
+            StreamProj::Tls { s } => s.poll_write(cx, buf),
+            StreamProj::TlsClient { s } => s.poll_write(cx, buf),
         }
     }
 
@@ -55,6 +64,8 @@ impl AsyncWrite for Stream {
         match self.project() {
             StreamProj::Unix { s } => s.poll_write_vectored(cx, bufs),
             StreamProj::Tcp { s } => s.poll_write_vectored(cx, bufs),
+            StreamProj::Tls { s } => s.poll_write_vectored(cx, bufs),
+            StreamProj::TlsClient { s } => s.poll_write_vectored(cx, bufs),
         }
     }
 
@@ -66,6 +77,8 @@ impl AsyncWrite for Stream {
         match self.project() {
             StreamProj::Unix { s } => s.poll_flush(cx),
             StreamProj::Tcp { s } => s.poll_flush(cx),
+            StreamProj::Tls { s } => s.poll_flush(cx),
+            StreamProj::TlsClient { s } => s.poll_flush(cx),
         }
     }
 
@@ -73,6 +86,8 @@ impl AsyncWrite for Stream {
         match self.project() {
             StreamProj::Unix { s } => s.poll_shutdown(cx),
             StreamProj::Tcp { s } => s.poll_shutdown(cx),
+            StreamProj::Tls { s } => s.poll_shutdown(cx),
+            StreamProj::TlsClient { s } => s.poll_shutdown(cx),
         }
     }
 }

@@ -12,12 +12,14 @@ pub enum Address {
     Unix(PathBuf),
     /// A TCP `host:port`.
     Tcp(String),
+    /// A TLS-over-TCP `host:port` (listen side; see `[server.tls]`).
+    Tls(String),
 }
 
 /// An address that could not be parsed.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum AddressError {
-    #[error("address {0:?}: unsupported scheme (use unix:///path or tcp://host:port)")]
+    #[error("address {0:?}: unsupported scheme (use unix:///path, tcp://host:port or tls://host:port)")]
     Scheme(String),
     #[error("address {0:?}: a unix address needs an absolute path (unix:///path)")]
     UnixPath(String),
@@ -35,11 +37,20 @@ impl FromStr for Address {
             }
             return Ok(Address::Unix(PathBuf::from(path)));
         }
-        if let Some(rest) = s.strip_prefix("tcp://") {
+        let (rest, tls) = match (s.strip_prefix("tcp://"), s.strip_prefix("tls://")) {
+            (Some(rest), _) => (Some(rest), false),
+            (None, Some(rest)) => (Some(rest), true),
+            (None, None) => (None, false),
+        };
+        if let Some(rest) = rest {
             let hostport = rest.trim_end_matches('/');
             match hostport.rsplit_once(':') {
                 Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
-                    Ok(Address::Tcp(hostport.into()))
+                    Ok(if tls {
+                        Address::Tls(hostport.into())
+                    } else {
+                        Address::Tcp(hostport.into())
+                    })
                 }
                 _ => Err(AddressError::HostPort(s.into())),
             }
@@ -61,6 +72,7 @@ impl fmt::Display for Address {
         match self {
             Address::Unix(p) => write!(f, "unix://{}", p.display()),
             Address::Tcp(hp) => write!(f, "tcp://{hp}"),
+            Address::Tls(hp) => write!(f, "tls://{hp}"),
         }
     }
 }
@@ -80,5 +92,7 @@ mod tests {
         assert!(matches!("unix://rel".parse::<Address>(), Err(AddressError::UnixPath(_))));
         assert!(matches!("tcp://host".parse::<Address>(), Err(AddressError::HostPort(_))));
         assert!(matches!("http://x".parse::<Address>(), Err(AddressError::Scheme(_))));
+        assert_eq!("tls://127.0.0.1:2376".parse(), Ok(Address::Tls("127.0.0.1:2376".into())));
+        assert!(matches!("tls://host".parse::<Address>(), Err(AddressError::HostPort(_))));
     }
 }

@@ -4,6 +4,7 @@
 
 mod address;
 mod api;
+mod identity;
 mod plugins;
 
 use std::path::{Path, PathBuf};
@@ -14,6 +15,7 @@ use serde::Deserialize;
 pub use address::{Address, AddressError};
 pub use api::{ApiConfig, ApiVersion};
 pub use plugins::{Grants, Kind, Mode, Phase, PluginConfig, RuntimeConfig};
+pub use identity::{AnonymousIdentity, TlsConfig, UserFrom};
 
 /// The whole gateway configuration.
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -52,6 +54,24 @@ pub struct ServerConfig {
     /// Permission bits of created unix sockets, as an octal string such as `"0660"`.
     #[serde(default = "default_socket_mode")]
     pub socket_mode: String,
+    /// Owner of created unix sockets: a user name or a numeric uid (default: the gateway's).
+    #[serde(default)]
+    pub socket_owner: Option<String>,
+    /// Group of created unix sockets: a group name or a numeric gid (default: the gateway's).
+    #[serde(default)]
+    pub socket_group: Option<String>,
+    /// Certificate, key and client CA of `tls://` listeners.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// Bearer tokens (`portcullis token add`): hashed tokens mapped to users and groups.
+    #[serde(default)]
+    pub tokens_file: Option<PathBuf>,
+    /// The identity given to callers that prove none; without it they are refused.
+    #[serde(default)]
+    pub anonymous: Option<AnonymousIdentity>,
+    /// Allow plain `tcp://` listeners on addresses other than loopback (logs a warning).
+    #[serde(default)]
+    pub insecure_tcp: bool,
 }
 
 impl Default for ServerConfig {
@@ -59,6 +79,12 @@ impl Default for ServerConfig {
         Self {
             listen: Vec::new(),
             socket_mode: default_socket_mode(),
+            socket_owner: None,
+            socket_group: None,
+            tls: None,
+            tokens_file: None,
+            anonymous: None,
+            insecure_tcp: false,
         }
     }
 }
@@ -80,6 +106,11 @@ pub struct EngineConfig {
     /// How long to wait for a connection to the engine.
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
     pub connect_timeout: Duration,
+    /// A `tcp://` engine is reached over TLS, verified with `ca.pem` of this folder and
+    /// presenting its `cert.pem`/`key.pem` (the docker CLI's `DOCKER_CERT_PATH` layout).
+    /// Default: when `DOCKER_TLS_VERIFY` is set, `DOCKER_CERT_PATH`, else `~/.docker`.
+    #[serde(default = "default_engine_cert_path")]
+    pub cert_path: Option<PathBuf>,
 }
 
 impl Default for EngineConfig {
@@ -88,6 +119,7 @@ impl Default for EngineConfig {
             url: default_engine(),
             max_idle_connections: default_pool_idle(),
             connect_timeout: default_connect_timeout(),
+            cert_path: default_engine_cert_path(),
         }
     }
 }
@@ -102,6 +134,15 @@ pub fn default_engine() -> Address {
 }
 fn default_pool_idle() -> usize {
     64
+}
+/// The docker CLI's convention: TLS to a TCP engine when `DOCKER_TLS_VERIFY` is non-empty,
+/// with the certificates in `DOCKER_CERT_PATH` (default `~/.docker`).
+pub fn default_engine_cert_path() -> Option<PathBuf> {
+    std::env::var_os("DOCKER_TLS_VERIFY").filter(|v| !v.is_empty())?;
+    std::env::var_os("DOCKER_CERT_PATH")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker")))
 }
 fn default_connect_timeout() -> Duration {
     Duration::from_secs(5)
@@ -181,6 +222,9 @@ impl Config {
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_default();
+        if let Some(dir) = &mut config.engine.cert_path {
+            *dir = config.base_dir.join(&*dir);
+        }
         config.validate(path)?;
         Ok(config)
     }
@@ -198,6 +242,7 @@ impl Config {
                 "must be an octal permission such as \"0660\"",
             ));
         }
+        crate::identity::validate_config(self).map_err(|(key, message)| invalid(key, &message))?;
         let l = &self.limits;
         if l.max_connections == 0 {
             return Err(invalid("limits.max_connections", "must be at least 1"));

@@ -1,7 +1,12 @@
-//! The client side: binds unix and TCP listeners, accepts connections up to
+//! The client side: binds unix, TCP and TLS listeners, accepts connections up to
 //! `limits.max_connections`, and serves HTTP/1 on each with a bounded request head and a
-//! header-read deadline (slowloris defence). Each request goes to the [`Gateway`]; upgraded
-//! connections (attach, exec) are handed over by hyper once the engine agreed.
+//! header-read deadline (slowloris defence). Each connection's transport proof (peer
+//! credentials, client certificate) and each request's bearer token go through
+//! [`identity`](crate::identity) first: a request without a caller is refused here. Each
+//! request then goes to the [`Gateway`]; upgraded connections (attach, exec) are handed over
+//! by hyper once the engine agreed.
+
+pub mod tls;
 
 use std::convert::Infallible;
 use std::io;
@@ -14,12 +19,15 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::Semaphore;
+use tokio::net::TcpStream;
 use tracing::{debug, info, warn};
 
-use crate::config::{Address, Limits};
-use crate::identity::{Caller, Peer};
+use crate::config::{Address, Config, Limits};
+use crate::error::IntoDockerError;
+use crate::identity::{Peer, Proof, Resolver};
 use crate::net::Stream;
 use crate::pipeline::Gateway;
+use tls::{TlsError, TlsSetup};
 
 /// A bound listening socket.
 pub enum Listener {
@@ -27,6 +35,11 @@ pub enum Listener {
     Unix { listener: UnixListener, path: PathBuf },
     /// A TCP socket.
     Tcp { listener: TcpListener },
+    /// A TCP socket whose connections start with a TLS handshake.
+    Tls {
+        listener: TcpListener,
+        tls: Arc<TlsSetup>,
+    },
 }
 
 /// Why a listener could not be bound.
@@ -36,12 +49,83 @@ pub enum ListenError {
     Bind { address: Address, source: io::Error },
     #[error("cannot listen on {address}: another process is serving on that socket")]
     InUse { address: Address },
+    #[error("cannot listen on {address}: a tls:// address needs [server.tls] (--tls-cert, --tls-key)")]
+    NoTls { address: Address },
+    #[error("cannot listen on {address}: {source}")]
+    Tls { address: Address, source: TlsError },
+    #[error("refusing plain TCP on {address}, which is not a loopback address: anyone on the network could use the engine. Use tls:// (with client certificates), or allow it explicitly with --insecure-tcp / server.insecure_tcp")]
+    InsecureTcp { address: Address },
+    #[error("cannot set the owner of {address}: {source}")]
+    Owner { address: Address, source: io::Error },
 }
 
 impl Listener {
+    /// Binds `address` as `[server]` says: unix sockets get `socket_mode`, `socket_owner`
+    /// and `socket_group`; `tls://` uses `[server.tls]`; plain TCP must be on loopback unless
+    /// `insecure_tcp` (then a warning is logged).
+    pub async fn bind_config(address: &Address, config: &Config) -> Result<Self, ListenError> {
+        let server = &config.server;
+        match address {
+            Address::Tls(hp) => {
+                let tls_config = server.tls.as_ref().ok_or_else(|| ListenError::NoTls {
+                    address: address.clone(),
+                })?;
+                let tls = TlsSetup::from_config(config, tls_config).map_err(|source| ListenError::Tls {
+                    address: address.clone(),
+                    source,
+                })?;
+                let listener = TcpListener::bind(hp.as_str())
+                    .await
+                    .map_err(|source| ListenError::Bind {
+                        address: address.clone(),
+                        source,
+                    })?;
+                Ok(Listener::Tls {
+                    listener,
+                    tls: Arc::new(tls),
+                })
+            }
+            Address::Tcp(_) => {
+                let l = Self::bind(address, 0).await?;
+                let loopback = l.local_ip().is_some_and(|ip| ip.is_loopback());
+                if !loopback {
+                    if !server.insecure_tcp {
+                        return Err(ListenError::InsecureTcp {
+                            address: address.clone(),
+                        });
+                    }
+                    warn!(%address, "plain TCP on a non-loopback address (insecure_tcp): connections are neither encrypted nor authenticated");
+                }
+                Ok(l)
+            }
+            Address::Unix(path) => {
+                let mode = config.socket_mode().unwrap_or(0o660);
+                let l = Self::bind(address, mode).await?;
+                let uid = server.socket_owner.as_deref().and_then(crate::identity::users::uid_of);
+                let gid = server.socket_group.as_deref().and_then(crate::identity::users::gid_of);
+                if uid.is_some() || gid.is_some() {
+                    std::os::unix::fs::chown(path, uid, gid).map_err(|source| ListenError::Owner {
+                        address: address.clone(),
+                        source,
+                    })?;
+                }
+                Ok(l)
+            }
+        }
+    }
+
+    fn local_ip(&self) -> Option<std::net::IpAddr> {
+        match self {
+            Listener::Tcp { listener } | Listener::Tls { listener, .. } => {
+                listener.local_addr().ok().map(|a| a.ip())
+            }
+            Listener::Unix { .. } => None,
+        }
+    }
+
     /// Binds `address`. For a unix socket, creates the parent directory, replaces a stale
     /// socket file left by a dead process (but never one that still answers), and applies
-    /// `socket_mode`.
+    /// `socket_mode`. `tls://` needs the TLS settings: use [`Listener::bind_config`].
     pub async fn bind(address: &Address, socket_mode: u32) -> Result<Self, ListenError> {
         let bind_err = |source| ListenError::Bind {
             address: address.clone(),
@@ -72,6 +156,9 @@ impl Listener {
                 let listener = TcpListener::bind(hp.as_str()).await.map_err(bind_err)?;
                 Ok(Listener::Tcp { listener })
             }
+            Address::Tls(_) => Err(ListenError::NoTls {
+                address: address.clone(),
+            }),
         }
     }
 
@@ -83,10 +170,14 @@ impl Listener {
                 .local_addr()
                 .ok()
                 .map(|a| Address::Tcp(a.to_string())),
+            Listener::Tls { listener, .. } => listener
+                .local_addr()
+                .ok()
+                .map(|a| Address::Tls(a.to_string())),
         }
     }
 
-    async fn accept(&self) -> io::Result<(Stream, Peer)> {
+    async fn accept(&self) -> io::Result<Accepted> {
         match self {
             Listener::Unix { listener, .. } => {
                 let (s, _) = listener.accept().await?;
@@ -96,12 +187,18 @@ impl Listener {
                     gid: cred.map(|c| c.gid()),
                     pid: cred.and_then(|c| c.pid()),
                 };
-                Ok((Stream::Unix { s }, peer))
+                let proof = cred.map_or(Proof::Nothing, |c| Proof::Uid(c.uid()));
+                Ok(Accepted::Ready(Stream::Unix { s }, peer, proof))
             }
             Listener::Tcp { listener } => {
                 let (s, addr) = listener.accept().await?;
                 s.set_nodelay(true)?;
-                Ok((Stream::Tcp { s }, Peer::Tcp { addr }))
+                Ok(Accepted::Ready(Stream::Tcp { s }, Peer::Tcp { addr }, Proof::Nothing))
+            }
+            Listener::Tls { listener, tls } => {
+                let (s, addr) = listener.accept().await?;
+                s.set_nodelay(true)?;
+                Ok(Accepted::Tls(s, addr, tls.clone()))
             }
         }
     }
@@ -109,7 +206,42 @@ impl Listener {
     fn unix_path(&self) -> Option<&Path> {
         match self {
             Listener::Unix { path, .. } => Some(path),
-            Listener::Tcp { .. } => None,
+            Listener::Tcp { .. } | Listener::Tls { .. } => None,
+        }
+    }
+}
+
+/// An accepted connection: ready to serve, or still to go through a TLS handshake (done in
+/// the connection's own task, so a slow handshake never holds up the accept loop).
+enum Accepted {
+    Ready(Stream, Peer, Proof),
+    Tls(TcpStream, std::net::SocketAddr, Arc<TlsSetup>),
+}
+
+impl Accepted {
+    /// The stream to serve HTTP on, who is at the other end and what that proves; `None`
+    /// when the TLS handshake failed or took longer than `deadline`.
+    async fn establish(self, deadline: std::time::Duration) -> Option<(Stream, Peer, Proof)> {
+        match self {
+            Accepted::Ready(s, peer, proof) => Some((s, peer, proof)),
+            Accepted::Tls(s, addr, tls) => {
+                let acceptor = tls.acceptor();
+                match tokio::time::timeout(deadline, acceptor.accept(s)).await {
+                    Ok(Ok(s)) => {
+                        let proof = tls.proof(s.get_ref().1);
+                        Some((Stream::Tls { s: Box::new(s) }, Peer::Tls { addr }, proof))
+                    }
+                    Ok(Err(e)) => {
+                        // The client got the TLS alert; this is the operator's side of it.
+                        info!(peer = %addr, error = %e, "TLS handshake refused");
+                        None
+                    }
+                    Err(_) => {
+                        info!(peer = %addr, "TLS handshake timed out");
+                        None
+                    }
+                }
+            }
         }
     }
 }
@@ -119,6 +251,7 @@ impl Listener {
 pub async fn serve(
     listeners: Vec<Listener>,
     gateway: Arc<Gateway>,
+    resolver: Arc<Resolver>,
     limits: &Limits,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
@@ -142,6 +275,8 @@ pub async fn serve(
         tasks.spawn(accept_loop(
             listener.clone(),
             gateway.clone(),
+            resolver.clone(),
+            limits.header_read_timeout,
             builder.clone(),
             slots.clone(),
             drain_rx.clone(),
@@ -168,9 +303,12 @@ pub async fn serve(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn accept_loop(
     listener: Arc<Listener>,
     gateway: Arc<Gateway>,
+    resolver: Arc<Resolver>,
+    handshake_deadline: std::time::Duration,
     builder: Arc<http1::Builder>,
     slots: Arc<Semaphore>,
     drain: tokio::sync::watch::Receiver<bool>,
@@ -181,7 +319,7 @@ async fn accept_loop(
         let Ok(permit) = slots.clone().acquire_owned().await else {
             return;
         };
-        let (stream, peer) = match listener.accept().await {
+        let accepted = match listener.accept().await {
             Ok(conn) => conn,
             Err(e) => {
                 // EMFILE and friends: back off briefly rather than spin.
@@ -190,18 +328,33 @@ async fn accept_loop(
                 continue;
             }
         };
-        let caller = Arc::new(Caller::from_peer(peer));
         let gateway = gateway.clone();
-        let service = service_fn(move |req| {
-            let gateway = gateway.clone();
-            let caller = caller.clone();
-            async move { Ok::<_, Infallible>(gateway.handle(req, caller).await) }
-        });
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .with_upgrades();
+        let resolver = resolver.clone();
+        let builder = builder.clone();
         let mut drain = drain.clone();
         tokio::spawn(async move {
+            let Some((stream, peer, proof)) = accepted.establish(handshake_deadline).await else {
+                drop(permit);
+                return;
+            };
+            let identity = Arc::new(resolver.connection(peer, proof));
+            let service = service_fn(move |mut req| {
+                let gateway = gateway.clone();
+                let identity = identity.clone();
+                async move {
+                    let resp = match identity.caller(req.headers_mut()) {
+                        Ok(caller) => gateway.handle(req, caller).await,
+                        Err(e) => {
+                            info!(peer = %identity.peer(), error = %e, "request refused: no caller");
+                            e.to_docker_error().into_response()
+                        }
+                    };
+                    Ok::<_, Infallible>(resp)
+                }
+            });
+            let conn = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
             tokio::pin!(conn);
             let result = tokio::select! {
                 r = conn.as_mut() => r,

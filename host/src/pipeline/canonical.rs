@@ -201,6 +201,8 @@ fn plugin_caller(c: &Caller) -> types::Caller {
         auth: match c.auth {
             AuthMethod::None => types::AuthMethod::None,
             AuthMethod::PeerCredentials => types::AuthMethod::PeerCredentials,
+            AuthMethod::MutualTls => types::AuthMethod::MutualTls,
+            AuthMethod::Token => types::AuthMethod::Token,
         },
         peer: c.peer.to_string(),
     }

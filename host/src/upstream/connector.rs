@@ -11,6 +11,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::{TcpStream, UnixStream};
 
 use crate::config::Address;
+use super::tls::EngineTls;
 use crate::net::Stream;
 
 /// Connects to the engine.
@@ -18,12 +19,23 @@ use crate::net::Stream;
 pub struct Connector {
     address: Address,
     timeout: Duration,
+    tls: Option<EngineTls>,
 }
 
 impl Connector {
     /// A connector for `address`, giving up after `timeout`.
     pub fn new(address: Address, timeout: Duration) -> Self {
-        Self { address, timeout }
+        Self {
+            address,
+            timeout,
+            tls: None,
+        }
+    }
+
+    /// Speaks TLS over `tcp://` addresses (the handshake counts against the timeout).
+    pub fn with_tls(mut self, tls: EngineTls) -> Self {
+        self.tls = Some(tls);
+        self
     }
 }
 
@@ -39,6 +51,7 @@ impl tower_service::Service<http::Uri> for Connector {
     fn call(&mut self, _: http::Uri) -> Self::Future {
         let address = self.address.clone();
         let timeout = self.timeout;
+        let tls = self.tls.clone();
         Box::pin(async move {
             let connect = async {
                 Ok::<_, io::Error>(match &address {
@@ -48,7 +61,18 @@ impl tower_service::Service<http::Uri> for Connector {
                     Address::Tcp(hp) => {
                         let s = TcpStream::connect(hp.as_str()).await?;
                         s.set_nodelay(true)?;
-                        Stream::Tcp { s }
+                        match tls {
+                            Some(tls) => Stream::TlsClient {
+                                s: Box::new(tls.connector.connect(tls.name.clone(), s).await?),
+                            },
+                            None => Stream::Tcp { s },
+                        }
+                    }
+                    Address::Tls(_) => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::Unsupported,
+                            "tls:// is a listen address; reach a TLS engine with tcp:// and DOCKER_TLS_VERIFY",
+                        ))
                     }
                 })
             };

@@ -1,9 +1,10 @@
 //! The client side: a pooled HTTP/1 client to the real Docker engine over a unix socket or
-//! TCP. Keep-alive connections are reused across requests; a connection whose response was
+//! TCP (with TLS and a client certificate when `engine.cert_path` is set). Keep-alive connections are reused across requests; a connection whose response was
 //! dropped half-way (a client that went away during `logs -f`) is closed, not reused, so the
 //! engine sees the cancellation.
 
 mod connector;
+mod tls;
 
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ use crate::error::{DockerError, IntoDockerError};
 use crate::pipeline::Body;
 
 pub use connector::Connector;
+pub use tls::{EngineTls, EngineTlsError};
 
 /// Failures talking to the engine.
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +26,9 @@ pub enum UpstreamError {
     /// The engine could not be reached or the connection broke before an answer.
     #[error("cannot reach the Docker engine at {address}: {reason}")]
     Unreachable { address: Address, reason: String },
+    /// The engine's TLS settings (`engine.cert_path`) cannot be used.
+    #[error(transparent)]
+    Tls(#[from] EngineTlsError),
 }
 
 impl IntoDockerError for UpstreamError {
@@ -45,7 +50,10 @@ impl Upstream {
     /// A client for the configured engine. Connects lazily: an engine that is down at
     /// start-up is not an error, requests get a 502 until it is back.
     pub fn new(config: &EngineConfig) -> Result<Self, UpstreamError> {
-        let connector = Connector::new(config.url.clone(), config.connect_timeout);
+        let mut connector = Connector::new(config.url.clone(), config.connect_timeout);
+        if let (Address::Tcp(hp), Some(dir)) = (&config.url, &config.cert_path) {
+            connector = connector.with_tls(EngineTls::load(dir, hp)?);
+        }
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(60))

@@ -14,6 +14,7 @@
 //! | `allow` | | allows everything |
 //! | `deny` | `message` (default `denied by testkit`), `status` (default 403) | denies every request |
 //! | `patch-label` | `key`, `value` | on `container.create`, sets the label `key` to `value` with a JSON Patch (adds the whole `Labels` object when it is absent or `null`) |
+//! | `label-caller` | `key` | on `container.create`, sets the label `key` to the caller as the plugin sees it: `user=<user> groups=<g1,g2> auth=<auth-method>` |
 //! | `deny-if-label` | `key` | denies `container.create` when the body has the label `key` |
 //! | `deny-if` | `pointer`, `equals` | denies when the JSON body's value at the RFC 6901 `pointer` equals `equals` |
 //! | `filter-list` | `name_prefix` | in the response to `container.list`, removes the containers with a name starting with `/<name_prefix>` (JSON Patch `remove` ops, highest index first) |
@@ -68,6 +69,9 @@ enum Action {
     DenyIf {
         pointer: String,
         equals: Value,
+    },
+    LabelCaller {
+        key: String,
     },
     FilterList {
         name_prefix: String,
@@ -155,6 +159,15 @@ impl Testkit {
             Action::Allow {} => Verdict::Allow,
             Action::Deny { message, status } => Verdict::deny_with(*status, message.clone()),
             Action::PatchLabel { key, value } => patch_label(req, key, value),
+            Action::LabelCaller { key } => {
+                let c = &req.caller;
+                let auth = serde_json::to_value(c.auth)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                let value = format!("user={} groups={} auth={auth}", c.user, c.groups.join(","));
+                patch_label(req, key, &value)
+            }
             Action::DenyIfLabel { key } => match req.container_create() {
                 Some(c) if c.labels.contains_key(key) => {
                     Verdict::deny(format!("the label {key} is not allowed"))
@@ -310,6 +323,21 @@ mod tests {
         );
         let list = Request::new("GET", "/containers/json", "container.list");
         assert_eq!(p.on_request(&list), Verdict::Allow);
+    }
+
+    #[test]
+    fn label_caller_shows_the_caller() {
+        use portcullis_plugin::AuthMethod;
+        let p = plugin(json!({"action": "label-caller", "key": "who"}));
+        let mut req = create(json!({"Labels": {}}));
+        req.caller.user = "alice".into();
+        req.caller.groups = vec!["team-a".into(), "devs".into()];
+        req.caller.auth = AuthMethod::MutualTls;
+        assert_eq!(
+            ops(p.on_request(&req)),
+            vec![json!({"op": "add", "path": "/Labels/who",
+                        "value": "user=alice groups=team-a,devs auth=mutual-tls"})]
+        );
     }
 
     #[test]
