@@ -30,6 +30,76 @@ enum Command {
     /// Work with plugins offline.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Query and check the audit trail (the store is opened by one process at a time).
+    Audit(AuditArgs),
+}
+
+#[derive(clap::Args)]
+struct AuditArgs {
+    /// The gateway's configuration file: the store is its [audit] path.
+    #[arg(long, short, global = true, conflicts_with = "store")]
+    config: Option<PathBuf>,
+    /// The store directory itself.
+    #[arg(long, global = true)]
+    store: Option<PathBuf>,
+    #[command(subcommand)]
+    command: AuditCommand,
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// List records, newest first (a table; JSON lines with --json).
+    List {
+        /// Written at or after: a duration ago (1h, 30m, 2d) or an RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// Written at or before: a duration ago or an RFC 3339 time.
+        #[arg(long)]
+        until: Option<String>,
+        /// Only this user.
+        #[arg(long)]
+        user: Option<String>,
+        /// Only this decision: allow, deny or error.
+        #[arg(long)]
+        decision: Option<portcullis::audit::Decision>,
+        /// Only endpoints matching this glob, e.g. 'container.*'.
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// Only this object id or name (as the client named it).
+        #[arg(long)]
+        object: Option<String>,
+        /// At most this many records (0: all).
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one record as JSON.
+    Show {
+        /// The record's sequence number.
+        seq: u64,
+    },
+    /// Check the hash chain; exits non-zero naming the first bad record.
+    Verify,
+    /// Write every record, oldest first, with its chain hashes (streamed).
+    Export {
+        /// Output format.
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: ExportFormat,
+    },
+    /// Counts by user, decision and endpoint.
+    Stats {
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ExportFormat {
+    /// One JSON object per line.
+    Jsonl,
 }
 
 #[derive(Subcommand)]
@@ -111,7 +181,46 @@ fn run() -> Result<()> {
             Ok(())
         }
         Command::Plugin(cmd) => runtime()?.block_on(plugin_command(cmd)),
+        Command::Audit(args) => audit_command(args),
     }
+}
+
+fn audit_command(args: AuditArgs) -> Result<()> {
+    use portcullis::audit::{cli, Query};
+    let path = match (&args.store, &args.config) {
+        (Some(dir), _) => dir.clone(),
+        (None, Some(file)) => cli::store_path(&Config::load(file)?)?,
+        (None, None) => anyhow::bail!("name the store with --config FILE or --store DIR"),
+    };
+    let store = cli::open(&path)?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    match args.command {
+        AuditCommand::List { since, until, user, decision, endpoint, object, limit, json } => {
+            let time = |s: Option<String>| s.map(|s| cli::parse_time(&s)).transpose().map_err(anyhow::Error::msg);
+            let query = Query {
+                since: time(since)?,
+                until: time(until)?,
+                user,
+                decision,
+                endpoint,
+                object,
+                limit: (limit > 0).then_some(limit),
+            };
+            cli::list(&store, &query, json, &mut out)?;
+        }
+        AuditCommand::Show { seq } => cli::show(&store, seq, &mut out)?,
+        AuditCommand::Verify => {
+            cli::verify(&store, &mut out)?;
+        }
+        AuditCommand::Export { format: ExportFormat::Jsonl } => {
+            cli::export(&store, &mut out)?;
+        }
+        AuditCommand::Stats { json } => cli::stats(&store, json, &mut out)?,
+    }
+    use std::io::Write;
+    out.flush()?;
+    Ok(())
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {

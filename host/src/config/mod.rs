@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use address::{Address, AddressError};
+pub use crate::audit::AuditConfig;
 pub use plugins::{Grants, Mode, Phase, PluginConfig, RuntimeConfig};
 
 /// The whole gateway configuration.
@@ -32,6 +33,9 @@ pub struct Config {
     /// The plugin chain, in order.
     #[serde(default)]
     pub plugins: Vec<PluginConfig>,
+    /// The audit trail; off when absent.
+    #[serde(default)]
+    pub audit: Option<AuditConfig>,
     /// Directory relative plugin paths are resolved against (the config file's).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -226,6 +230,9 @@ impl Config {
         if self.runtime.max_instances == 0 {
             return Err(invalid("runtime.max_instances", "must be at least 1"));
         }
+        if let Some(Err((key, why))) = self.audit.as_ref().map(AuditConfig::validate) {
+            return Err(invalid(key, &why));
+        }
         Ok(())
     }
 
@@ -252,6 +259,20 @@ mod tests {
         let c = Config::load(path).unwrap();
         assert_eq!(c.server.listen.len(), 1);
         assert_eq!(c.socket_mode(), Some(0o660));
+        let audit = c.audit.expect("the example documents [audit]");
+        assert_eq!(audit.durability, crate::audit::Durability::Batch);
+    }
+
+    #[test]
+    fn audit_values_name_the_key() {
+        let err = Config::parse("[audit]\npath = \"a\"\ndurability = \"fast\"\n", Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("durability"), "{err}");
+        let err = Config::parse("[audit]\npath = \"a\"\nqueue = 0\n", Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("audit.queue"), "{err}");
     }
 
     #[test]
