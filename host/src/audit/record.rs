@@ -225,8 +225,9 @@ impl Draft {
         }
     }
 
-    /// The request as it is forwarded: final query and body (after mutating plugins).
-    pub fn forwarded(&mut self, query: &[(String, String)], body: Option<&Bytes>) {
+    /// The request's query and body: called as read (so that refusals show what was asked)
+    /// and again as forwarded (after mutating plugins: what the engine acts on).
+    pub fn request(&mut self, query: &[(String, String)], body: Option<&Bytes>) {
         let Some(p) = &mut self.partial else { return };
         let r = &mut p.record;
         if let Some(b) = body {

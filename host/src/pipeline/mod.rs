@@ -195,6 +195,7 @@ impl Gateway {
             }
         };
         let query = canonical::parse_query(parts.uri.query());
+        draft.request(&query, buffered.as_ref());
 
         let wants_response = self.chain.wants_response(endpoint.name);
         let mut canonical = None;
@@ -222,7 +223,7 @@ impl Gateway {
             (query, headers::forwardable(&parts.headers))
         };
 
-        draft.forwarded(&query, buffered.as_ref());
+        draft.request(&query, buffered.as_ref());
         let body = match (stream, buffered) {
             (Some(s), _) => Body::stream(s),
             (None, Some(b)) => Body::full(b),
