@@ -213,3 +213,45 @@ fn patches_are_recorded_as_data() {
     // The details are what the engine acted on: after the patch.
     assert_eq!(create.details.as_ref().unwrap()["Labels"]["team"], "blue");
 }
+
+/// The first-party `redact` plugin (`plugins/redact`, built by `just plugins`).
+fn redact_plugin() -> PathBuf {
+    let dir = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "/var/cache/portcullis/target".into());
+    let p = PathBuf::from(dir).join("wasm32-wasip2/release/portcullis_redact_plugin.wasm");
+    assert!(p.exists(), "{} is missing: run `just plugins`", p.display());
+    p
+}
+
+#[test]
+fn the_redact_plugin_keeps_secrets_out_of_the_record_but_not_from_the_engine() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = format!(
+        "[[plugins]]\nname = \"redact\"\npath = \"{}\"\nendpoints = [\"container.create\", \"container.exec\"]\n",
+        redact_plugin().display()
+    );
+    let gw = Gateway::start_with(config(dir.path(), &plugin));
+    let mut c = Cleanup::new();
+    let name = c.container(&unique("audit-redact"));
+    let secret = format!("hunter{}", std::process::id());
+    ok_timeout(
+        gw.docker()
+            .args(["create", "--name", &name, "--label", TEST_LABEL])
+            .args(["-e", &format!("DB_PASSWORD={secret}"), "-e", "PLAIN=visible", IMAGE, "true"]),
+        T,
+    );
+    // The engine got the real value: redaction shapes the record, never the request.
+    let env = ok(docker_direct().args(["inspect", "-f", "{{json .Config.Env}}", &name]));
+    assert!(env.contains(&format!("DB_PASSWORD={secret}")), "{env}");
+    drop(gw);
+
+    let records = records(dir.path());
+    let create = one(&records, "the create", |r| r.endpoint == "container.create");
+    let env = &create.details.as_ref().unwrap()["Env"];
+    assert_eq!(env, &serde_json::json!(["DB_PASSWORD=<redacted>", "PLAIN=visible"]));
+    let note = create.plugins.iter().find(|n| n.hook == "audit").expect("the audit hook ran");
+    assert_eq!((note.plugin.as_str(), note.verdict.as_str()), ("redact", "patch"));
+    let store = portcullis::audit::cli::open(&dir.path().join("store")).unwrap();
+    let mut all = Vec::new();
+    portcullis::audit::cli::export(&store, &mut all).unwrap();
+    assert!(!String::from_utf8_lossy(&all).contains(&secret), "the secret reached the audit trail");
+}
