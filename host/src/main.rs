@@ -94,6 +94,13 @@ enum AuditCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Measure the store on a new directory (--store): batch appends/s, `list --user U
+    /// --limit 100` latency, bytes per record.
+    Bench {
+        /// Records to append.
+        #[arg(long, default_value_t = 1_000_000)]
+        records: u64,
+    },
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -192,7 +199,15 @@ fn audit_command(args: AuditArgs) -> Result<()> {
         (None, Some(file)) => cli::store_path(&Config::load(file)?)?,
         (None, None) => anyhow::bail!("name the store with --config FILE or --store DIR"),
     };
-    let store = cli::open(&path)?;
+    // The benchmark creates its own store; every other command opens an existing one.
+    let store = match args.command {
+        AuditCommand::Bench { records } => {
+            let figures = runtime()?.block_on(portcullis::audit::bench::run(&path, records))?;
+            println!("{}", serde_json::to_string_pretty(&figures)?);
+            return Ok(());
+        }
+        _ => cli::open(&path)?,
+    };
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     match args.command {
@@ -217,6 +232,7 @@ fn audit_command(args: AuditArgs) -> Result<()> {
             cli::export(&store, &mut out)?;
         }
         AuditCommand::Stats { json } => cli::stats(&store, json, &mut out)?,
+        AuditCommand::Bench { .. } => {}
     }
     use std::io::Write;
     out.flush()?;

@@ -8,6 +8,7 @@
 //! - [`AuditLog`] (here): the gateway's handle, a bounded queue to one writer thread that
 //!   commits records in groups with the configured durability.
 
+pub mod bench;
 pub mod cli;
 mod config;
 pub mod query;
