@@ -226,8 +226,9 @@ fn redact_plugin() -> PathBuf {
 fn the_redact_plugin_keeps_secrets_out_of_the_record_but_not_from_the_engine() {
     let dir = tempfile::tempdir().unwrap();
     let plugin = format!(
-        "[[plugins]]\nname = \"redact\"\npath = \"{}\"\nendpoints = [\"container.create\", \"container.exec\"]\n",
-        redact_plugin().display()
+        "[[plugins]]\nname = \"redact\"\npath = \"{}\"\nendpoints = [\"container.create\", \"container.exec\"]\n{}",
+        redact_plugin().display(),
+        entry("labels", "endpoints = [\"container.create\"]", "action = \"deny-if-label\"\nkey = \"forbidden\"")
     );
     let gw = Gateway::start_with(config(dir.path(), &plugin));
     let mut c = Cleanup::new();
@@ -239,15 +240,33 @@ fn the_redact_plugin_keeps_secrets_out_of_the_record_but_not_from_the_engine() {
             .args(["-e", &format!("DB_PASSWORD={secret}"), "-e", "PLAIN=visible", IMAGE, "true"]),
         T,
     );
+    // A refused request's record is redacted too.
+    let refused = c.container(&unique("audit-redact-denied"));
+    let out = run_timeout(
+        gw.docker()
+            .args(["create", "--name", &refused, "--label", "forbidden=1"])
+            .args(["-e", &format!("API_TOKEN={secret}"), IMAGE, "true"]),
+        None,
+        T,
+    );
+    assert!(!out.status.success());
     // The engine got the real value: redaction shapes the record, never the request.
     let env = ok(docker_direct().args(["inspect", "-f", "{{json .Config.Env}}", &name]));
     assert!(env.contains(&format!("DB_PASSWORD={secret}")), "{env}");
     drop(gw);
 
     let records = records(dir.path());
-    let create = one(&records, "the create", |r| r.endpoint == "container.create");
-    let env = &create.details.as_ref().unwrap()["Env"];
-    assert_eq!(env, &serde_json::json!(["DB_PASSWORD=<redacted>", "PLAIN=visible"]));
+    let create = one(&records, "the create", |r| r.endpoint == "container.create" && r.decision == Decision::Allow);
+    let denied = one(&records, "the refused create", |r| r.object.as_deref() == Some(refused.as_str()));
+    assert_eq!(denied.details.as_ref().unwrap()["Env"][0], "API_TOKEN=<redacted>");
+    let mut env: Vec<&str> = create.details.as_ref().unwrap()["Env"]
+        .as_array()
+        .expect("Env")
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    env.sort();
+    assert_eq!(env, ["DB_PASSWORD=<redacted>", "PLAIN=visible"]);
     let note = create.plugins.iter().find(|n| n.hook == "audit").expect("the audit hook ran");
     assert_eq!((note.plugin.as_str(), note.verdict.as_str()), ("redact", "patch"));
     let store = portcullis::audit::cli::open(&dir.path().join("store")).unwrap();

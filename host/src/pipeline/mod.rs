@@ -211,6 +211,10 @@ impl Gateway {
                 None => None,
             };
             let mut c = Canonical::new(id, &parts.method, &route, query, parts.headers, json, caller);
+            if wants_audit {
+                // Audit hooks shape the records of refused requests too (redaction).
+                draft.keep_view(c.view());
+            }
             self.chain.on_request(id, &mut c, draft.trace()).await?;
             buffered = c.body_bytes();
             if wants_audit {
