@@ -98,8 +98,11 @@ const RETAIN_STEP: usize = 10_000;
 /// How often retention runs.
 const RETAIN_EVERY: Duration = Duration::from_secs(60);
 
+/// Tells a `sync` request that its record is on disk (its sequence) or why not.
+type Ack = oneshot::Sender<Result<u64, String>>;
+
 enum Job {
-    Append(Record, Option<oneshot::Sender<Result<u64, String>>>),
+    Append(Box<Record>, Option<Ack>),
     Retain,
     Stop,
 }
@@ -200,7 +203,12 @@ impl AuditLog {
         match self.durability {
             Durability::Sync => {
                 let (done, wait) = oneshot::channel();
-                if self.tx.send(Job::Append(record, Some(done))).await.is_err() {
+                if self
+                    .tx
+                    .send(Job::Append(Box::new(record), Some(done)))
+                    .await
+                    .is_err()
+                {
                     debug!("audit writer stopped; record not written");
                     return;
                 }
@@ -211,11 +219,16 @@ impl AuditLog {
                 }
             }
             Durability::Batch => {
-                if self.tx.send(Job::Append(record, None)).await.is_err() {
+                if self
+                    .tx
+                    .send(Job::Append(Box::new(record), None))
+                    .await
+                    .is_err()
+                {
                     debug!("audit writer stopped; record not written");
                 }
             }
-            Durability::Async => match self.tx.try_send(Job::Append(record, None)) {
+            Durability::Async => match self.tx.try_send(Job::Append(Box::new(record), None)) {
                 Ok(()) => {}
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     let n = self.shared.dropped.fetch_add(1, Ordering::Relaxed);
@@ -328,7 +341,7 @@ impl Writer {
         }
     }
 
-    fn commit(&mut self, group: Vec<(Record, Option<oneshot::Sender<Result<u64, String>>>)>) {
+    fn commit(&mut self, group: Vec<(Box<Record>, Option<Ack>)>) {
         let mut records = Vec::with_capacity(group.len() + 1);
         let dropped = self.shared.dropped.swap(0, Ordering::Relaxed);
         if dropped > 0 {
@@ -336,7 +349,7 @@ impl Writer {
         }
         let mut acks = Vec::with_capacity(group.len());
         for (r, done) in group {
-            records.push(r);
+            records.push(*r);
             acks.push(done);
         }
         let result = self

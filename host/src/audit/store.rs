@@ -249,7 +249,8 @@ impl Store {
                     source,
                 })?;
                 let empty = entries.next().is_none();
-                if !empty && !(path.join("conf").is_file() && path.join("db").is_file()) {
+                let sled_files = path.join("conf").is_file() && path.join("db").is_file();
+                if !(empty || sled_files) {
                     return Err(foreign(
                         "the directory holds other files (no sled database)",
                     ));
