@@ -14,7 +14,8 @@ const T: Duration = Duration::from_secs(60);
 
 /// The compiled test kit; `just plugins` builds it.
 fn testkit() -> PathBuf {
-    let dir = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "/var/cache/portcullis/target".into());
+    let dir =
+        std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "/var/cache/portcullis/target".into());
     let p = PathBuf::from(dir).join("wasm32-wasip2/release/portcullis_testkit_plugin.wasm");
     assert!(p.exists(), "{} is missing: run `just plugins`", p.display());
     p
@@ -38,13 +39,16 @@ fn config(dir: &Path, rest: &str) -> Config {
 
 /// Every record of the store, oldest first, once the gateway has let go of it.
 fn records(dir: &Path) -> Vec<Record> {
-    let store = wait_for("the gateway to release the audit store", T, || {
-        match portcullis::audit::cli::open(&dir.join("store")) {
-            Ok(s) => Some(s),
-            Err(AuditError::Locked { .. }) => None,
-            Err(e) => panic!("cannot open the store: {e}"),
-        }
-    });
+    let store =
+        wait_for(
+            "the gateway to release the audit store",
+            T,
+            || match portcullis::audit::cli::open(&dir.join("store")) {
+                Ok(s) => Some(s),
+                Err(AuditError::Locked { .. }) => None,
+                Err(e) => panic!("cannot open the store: {e}"),
+            },
+        );
     store.verify().expect("an intact chain");
     store.iter_chain().map(|r| r.expect("record").0).collect()
 }
@@ -56,7 +60,11 @@ fn exists(name: &str) -> bool {
 
 fn one<'a>(records: &'a [Record], what: &str, pred: impl Fn(&Record) -> bool) -> &'a Record {
     let found: Vec<&Record> = records.iter().filter(|r| pred(r)).collect();
-    assert_eq!(found.len(), 1, "expected one record of {what}, found {found:#?}");
+    assert_eq!(
+        found.len(),
+        1,
+        "expected one record of {what}, found {found:#?}"
+    );
     found[0]
 }
 
@@ -65,7 +73,11 @@ fn allowed_denied_and_failed_requests_are_all_recorded() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(
         dir.path(),
-        &entry("labels", "endpoints = [\"container.create\"]", "action = \"deny-if-label\"\nkey = \"forbidden\""),
+        &entry(
+            "labels",
+            "endpoints = [\"container.create\"]",
+            "action = \"deny-if-label\"\nkey = \"forbidden\"",
+        ),
     );
     cfg.limits.max_body_bytes = 4096;
     let gw = Gateway::start_with(cfg);
@@ -76,15 +88,33 @@ fn allowed_denied_and_failed_requests_are_all_recorded() {
     // Allowed, through the docker CLI.
     ok_timeout(
         gw.docker()
-            .args(["create", "--name", &allowed, "--label", TEST_LABEL, "--privileged", "-v", "/tmp:/host"])
+            .args([
+                "create",
+                "--name",
+                &allowed,
+                "--label",
+                TEST_LABEL,
+                "--privileged",
+                "-v",
+                "/tmp:/host",
+            ])
             .args(["-e", "PLAIN=1", IMAGE, "sleep", "5"]),
         T,
     );
     assert!(exists(&allowed));
     // Denied by the plugin: nothing is created.
     let out = run_timeout(
-        gw.docker()
-            .args(["create", "--name", &denied, "--label", TEST_LABEL, "--label", "forbidden=1", IMAGE, "true"]),
+        gw.docker().args([
+            "create",
+            "--name",
+            &denied,
+            "--label",
+            TEST_LABEL,
+            "--label",
+            "forbidden=1",
+            IMAGE,
+            "true",
+        ]),
         None,
         T,
     );
@@ -94,23 +124,43 @@ fn allowed_denied_and_failed_requests_are_all_recorded() {
     // Refused early: an unknown endpoint, and a body over the limit.
     let r = http(&gw.socket, &request("GET", "/v1.41/nothing/here", None), T);
     assert_eq!(r.status, 403);
-    let big = format!("{{\"Image\": \"{IMAGE}\", \"Labels\": {{\"pad\": \"{}\"}}}}", "x".repeat(8000));
-    let r = http(&gw.socket, &request("POST", "/v1.41/containers/create?name=pc-audit-big", Some(&big)), T);
+    let big = format!(
+        "{{\"Image\": \"{IMAGE}\", \"Labels\": {{\"pad\": \"{}\"}}}}",
+        "x".repeat(8000)
+    );
+    let r = http(
+        &gw.socket,
+        &request(
+            "POST",
+            "/v1.41/containers/create?name=pc-audit-big",
+            Some(&big),
+        ),
+        T,
+    );
     assert_eq!(r.status, 413);
     // The engine's own error is an allowed request with the engine's status.
-    let r = http(&gw.socket, &request("GET", &format!("/v1.41/containers/{denied}/json"), None), T);
+    let r = http(
+        &gw.socket,
+        &request("GET", &format!("/v1.41/containers/{denied}/json"), None),
+        T,
+    );
     assert_eq!(r.status, 404);
     drop(gw);
 
     let records = records(dir.path());
-    let create = one(&records, "the allowed create", |r| r.object.as_deref() == Some(allowed.as_str()) && r.endpoint == "container.create");
+    let create = one(&records, "the allowed create", |r| {
+        r.object.as_deref() == Some(allowed.as_str()) && r.endpoint == "container.create"
+    });
     assert_eq!(create.decision, Decision::Allow);
     assert_eq!(create.status, 201);
     assert_eq!(create.method, "POST");
     assert_eq!(create.path, "/containers/create");
     assert!(create.user().starts_with("uid:"), "{create:?}");
     assert_eq!(create.caller["auth"], "peer-credentials");
-    assert!(create.bytes_in.unwrap_or(0) > 0 && create.bytes_out.unwrap_or(0) > 0, "{create:?}");
+    assert!(
+        create.bytes_in.unwrap_or(0) > 0 && create.bytes_out.unwrap_or(0) > 0,
+        "{create:?}"
+    );
     let d = create.details.as_ref().expect("create details");
     assert_eq!(d["Image"], IMAGE);
     assert_eq!(d["Cmd"], serde_json::json!(["sleep", "5"]));
@@ -120,19 +170,38 @@ fn allowed_denied_and_failed_requests_are_all_recorded() {
     assert_eq!(create.plugins[0].plugin, "labels");
     assert_eq!(create.plugins[0].verdict, "allow");
 
-    let deny = one(&records, "the denied create", |r| r.object.as_deref() == Some(denied.as_str()) && r.endpoint == "container.create");
+    let deny = one(&records, "the denied create", |r| {
+        r.object.as_deref() == Some(denied.as_str()) && r.endpoint == "container.create"
+    });
     assert_eq!(deny.decision, Decision::Deny);
     assert_eq!(deny.status, 403);
     assert_eq!(deny.plugins[0].verdict, "deny");
-    assert_eq!(deny.plugins[0].message.as_deref(), Some("the label forbidden is not allowed"));
-    assert!(deny.error.as_deref().unwrap_or("").contains("labels: the label forbidden is not allowed"));
+    assert_eq!(
+        deny.plugins[0].message.as_deref(),
+        Some("the label forbidden is not allowed")
+    );
+    assert!(deny
+        .error
+        .as_deref()
+        .unwrap_or("")
+        .contains("labels: the label forbidden is not allowed"));
     assert_eq!(deny.details.as_ref().unwrap()["Labels"]["forbidden"], "1");
 
-    let unknown = one(&records, "the unknown endpoint", |r| r.path == "/v1.41/nothing/here");
-    assert_eq!((unknown.decision, unknown.status, unknown.endpoint.as_str()), (Decision::Deny, 403, "unknown"));
+    let unknown = one(&records, "the unknown endpoint", |r| {
+        r.path == "/v1.41/nothing/here"
+    });
+    assert_eq!(
+        (unknown.decision, unknown.status, unknown.endpoint.as_str()),
+        (Decision::Deny, 403, "unknown")
+    );
     let big = one(&records, "the oversized body", |r| r.status == 413);
-    assert_eq!((big.decision, big.endpoint.as_str()), (Decision::Error, "container.create"));
-    let inspect = one(&records, "the inspect", |r| r.endpoint == "container.inspect");
+    assert_eq!(
+        (big.decision, big.endpoint.as_str()),
+        (Decision::Error, "container.create")
+    );
+    let inspect = one(&records, "the inspect", |r| {
+        r.endpoint == "container.inspect"
+    });
     assert_eq!((inspect.decision, inspect.status), (Decision::Allow, 404));
     // Sequences and times follow each other.
     for w in records.windows(2) {
@@ -147,7 +216,11 @@ fn credentials_never_reach_a_record() {
     let gw = Gateway::start_with(config(
         dir.path(),
         // A plugin that sees (and could echo) every request, in audit mode.
-        &entry("watch", "mode = \"audit\"", "action = \"deny\"\nmessage = \"would refuse\""),
+        &entry(
+            "watch",
+            "mode = \"audit\"",
+            "action = \"deny\"\nmessage = \"would refuse\"",
+        ),
     ));
     let secret = format!("pc-secret-{}", std::process::id());
     for path in ["/v1.41/containers/json", "/v1.41/images/json"] {
@@ -165,29 +238,52 @@ fn credentials_never_reach_a_record() {
     let mut all = Vec::new();
     portcullis::audit::cli::export(&store, &mut all).unwrap();
     let all = String::from_utf8(all).unwrap();
-    assert!(all.contains("containers.list") || all.contains("container.list"), "{all}");
-    assert!(!all.contains(&secret), "a credential reached the audit trail: {all}");
+    assert!(
+        all.contains("containers.list") || all.contains("container.list"),
+        "{all}"
+    );
+    assert!(
+        !all.contains(&secret),
+        "a credential reached the audit trail: {all}"
+    );
 }
 
 #[test]
 fn the_store_is_opened_by_one_gateway_at_a_time() {
     let dir = tempfile::tempdir().unwrap();
     let gw = Gateway::start_with(config(dir.path(), ""));
-    assert_eq!(http(&gw.socket, &request("GET", "/_ping", None), T).status, 200);
+    assert_eq!(
+        http(&gw.socket, &request("GET", "/_ping", None), T).status,
+        200
+    );
 
     // The CLI, and a second gateway, are refused with a clear message.
-    let err = portcullis::audit::cli::open(&dir.path().join("store")).err().expect("locked");
-    assert!(err.to_string().contains("in use by another process"), "{err}");
+    let err = portcullis::audit::cli::open(&dir.path().join("store"))
+        .err()
+        .expect("locked");
+    assert!(
+        err.to_string().contains("in use by another process"),
+        "{err}"
+    );
     let second = config(dir.path(), "");
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let err = rt
         .block_on(portcullis::run(Vec::new(), second, async {}))
         .err()
         .expect("a second gateway on the same store must not start");
-    assert!(err.to_string().contains("in use by another process"), "{err}");
+    assert!(
+        err.to_string().contains("in use by another process"),
+        "{err}"
+    );
 
     // The first gateway still serves and records.
-    assert_eq!(http(&gw.socket, &request("GET", "/_ping", None), T).status, 200);
+    assert_eq!(
+        http(&gw.socket, &request("GET", "/_ping", None), T).status,
+        200
+    );
     drop(gw);
     assert_eq!(records(dir.path()).len(), 2);
 }
@@ -197,12 +293,22 @@ fn patches_are_recorded_as_data() {
     let dir = tempfile::tempdir().unwrap();
     let gw = Gateway::start_with(config(
         dir.path(),
-        &entry("team", "phase = \"mutate\"\nendpoints = [\"container.create\"]", "action = \"patch-label\"\nkey = \"team\"\nvalue = \"blue\""),
+        &entry(
+            "team",
+            "phase = \"mutate\"\nendpoints = [\"container.create\"]",
+            "action = \"patch-label\"\nkey = \"team\"\nvalue = \"blue\"",
+        ),
     ));
     let mut c = Cleanup::new();
     let name = c.container(&unique("audit-patch"));
-    ok_timeout(gw.docker().args(["create", "--name", &name, "--label", TEST_LABEL, IMAGE, "true"]), T);
-    let labels = ok(docker_direct().args(["inspect", "-f", "{{index .Config.Labels \"team\"}}", &name]));
+    ok_timeout(
+        gw.docker().args([
+            "create", "--name", &name, "--label", TEST_LABEL, IMAGE, "true",
+        ]),
+        T,
+    );
+    let labels =
+        ok(docker_direct().args(["inspect", "-f", "{{index .Config.Labels \"team\"}}", &name]));
     assert_eq!(labels.trim(), "blue");
     drop(gw);
     let records = records(dir.path());
@@ -216,7 +322,8 @@ fn patches_are_recorded_as_data() {
 
 /// The first-party `redact` plugin (`plugins/redact`, built by `just plugins`).
 fn redact_plugin() -> PathBuf {
-    let dir = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "/var/cache/portcullis/target".into());
+    let dir =
+        std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "/var/cache/portcullis/target".into());
     let p = PathBuf::from(dir).join("wasm32-wasip2/release/portcullis_redact_plugin.wasm");
     assert!(p.exists(), "{} is missing: run `just plugins`", p.display());
     p
@@ -237,7 +344,14 @@ fn the_redact_plugin_keeps_secrets_out_of_the_record_but_not_from_the_engine() {
     ok_timeout(
         gw.docker()
             .args(["create", "--name", &name, "--label", TEST_LABEL])
-            .args(["-e", &format!("DB_PASSWORD={secret}"), "-e", "PLAIN=visible", IMAGE, "true"]),
+            .args([
+                "-e",
+                &format!("DB_PASSWORD={secret}"),
+                "-e",
+                "PLAIN=visible",
+                IMAGE,
+                "true",
+            ]),
         T,
     );
     // A refused request's record is redacted too.
@@ -256,9 +370,16 @@ fn the_redact_plugin_keeps_secrets_out_of_the_record_but_not_from_the_engine() {
     drop(gw);
 
     let records = records(dir.path());
-    let create = one(&records, "the create", |r| r.endpoint == "container.create" && r.decision == Decision::Allow);
-    let denied = one(&records, "the refused create", |r| r.object.as_deref() == Some(refused.as_str()));
-    assert_eq!(denied.details.as_ref().unwrap()["Env"][0], "API_TOKEN=<redacted>");
+    let create = one(&records, "the create", |r| {
+        r.endpoint == "container.create" && r.decision == Decision::Allow
+    });
+    let denied = one(&records, "the refused create", |r| {
+        r.object.as_deref() == Some(refused.as_str())
+    });
+    assert_eq!(
+        denied.details.as_ref().unwrap()["Env"][0],
+        "API_TOKEN=<redacted>"
+    );
     let mut env: Vec<&str> = create.details.as_ref().unwrap()["Env"]
         .as_array()
         .expect("Env")
@@ -267,10 +388,20 @@ fn the_redact_plugin_keeps_secrets_out_of_the_record_but_not_from_the_engine() {
         .collect();
     env.sort();
     assert_eq!(env, ["DB_PASSWORD=<redacted>", "PLAIN=visible"]);
-    let note = create.plugins.iter().find(|n| n.hook == "audit").expect("the audit hook ran");
-    assert_eq!((note.plugin.as_str(), note.verdict.as_str()), ("redact", "patch"));
+    let note = create
+        .plugins
+        .iter()
+        .find(|n| n.hook == "audit")
+        .expect("the audit hook ran");
+    assert_eq!(
+        (note.plugin.as_str(), note.verdict.as_str()),
+        ("redact", "patch")
+    );
     let store = portcullis::audit::cli::open(&dir.path().join("store")).unwrap();
     let mut all = Vec::new();
     portcullis::audit::cli::export(&store, &mut all).unwrap();
-    assert!(!String::from_utf8_lossy(&all).contains(&secret), "the secret reached the audit trail");
+    assert!(
+        !String::from_utf8_lossy(&all).contains(&secret),
+        "the secret reached the audit trail"
+    );
 }

@@ -18,12 +18,21 @@ fn portcullis(args: &[&str]) -> Output {
 }
 
 fn stdout(o: &Output) -> String {
-    assert!(o.status.success(), "failed: {}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "failed: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 fn stderr(o: &Output) -> String {
-    assert!(!o.status.success(), "succeeded: {}", String::from_utf8_lossy(&o.stdout));
+    assert!(
+        !o.status.success(),
+        "succeeded: {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
@@ -39,7 +48,14 @@ fn record(user: &str, endpoint: &str, decision: &str, object: &str) -> Record {
 /// A store with `n` records: users alice (every third) and bob, endpoints cycling through
 /// container.start, container.create, image.list; decisions alternating allow/deny.
 fn build(dir: &Path, n: usize) -> Store {
-    let store = Store::open(dir, &OpenOptions { create: true, ..Default::default() }).unwrap();
+    let store = Store::open(
+        dir,
+        &OpenOptions {
+            create: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let (mut tail, mut ms) = store.tail().unwrap();
     for i in 0..n {
         let user = if i % 3 == 0 { "alice" } else { "bob" };
@@ -76,7 +92,10 @@ fn verify_names_the_first_edited_deleted_or_reordered_record() {
     records.insert(key(4), edited).unwrap();
     drop(store);
     let err = stderr(&verify(dir.path()));
-    assert!(err.contains("broken at record 4") && err.contains("edited"), "{err}");
+    assert!(
+        err.contains("broken at record 4") && err.contains("edited"),
+        "{err}"
+    );
 
     // Deleted.
     let dir = tempfile::tempdir().unwrap();
@@ -84,13 +103,19 @@ fn verify_names_the_first_edited_deleted_or_reordered_record() {
     store.raw_tree("records").unwrap().remove(key(3)).unwrap();
     drop(store);
     let err = stderr(&verify(dir.path()));
-    assert!(err.contains("broken at record 3") && err.contains("missing"), "{err}");
+    assert!(
+        err.contains("broken at record 3") && err.contains("missing"),
+        "{err}"
+    );
 
     // Reordered: records 2 and 5 swap places.
     let dir = tempfile::tempdir().unwrap();
     let store = build(dir.path(), 6);
     let records = store.raw_tree("records").unwrap();
-    let (two, five) = (records.get(key(2)).unwrap().unwrap(), records.get(key(5)).unwrap().unwrap());
+    let (two, five) = (
+        records.get(key(2)).unwrap().unwrap(),
+        records.get(key(5)).unwrap().unwrap(),
+    );
     records.insert(key(2), five).unwrap();
     records.insert(key(5), two).unwrap();
     drop(store);
@@ -104,7 +129,9 @@ fn verify_names_the_first_edited_deleted_or_reordered_record() {
     let records = store.raw_tree("records").unwrap();
     let v = records.get(key(3)).unwrap().unwrap().to_vec();
     let prev: [u8; 32] = v[33..65].try_into().unwrap();
-    let json = String::from_utf8_lossy(&v[65..]).replace("bob", "eve").into_bytes();
+    let json = String::from_utf8_lossy(&v[65..])
+        .replace("bob", "eve")
+        .into_bytes();
     let hash = portcullis::audit::store::record_hash(3, &prev, &json);
     let mut forged = vec![1u8];
     forged.extend_from_slice(&hash);
@@ -113,7 +140,10 @@ fn verify_names_the_first_edited_deleted_or_reordered_record() {
     records.insert(key(3), forged).unwrap();
     drop(store);
     let err = stderr(&verify(dir.path()));
-    assert!(err.contains("broken at record 4") && err.contains("does not link to record 3"), "{err}");
+    assert!(
+        err.contains("broken at record 4") && err.contains("does not link to record 3"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -122,7 +152,9 @@ fn list_filters_newest_first_as_a_table_or_json_lines() {
     drop(build(dir.path(), 12));
     let d = dir.path().to_str().unwrap();
 
-    let out = stdout(&portcullis(&["audit", "list", "--store", d, "--user", "alice", "--limit", "3", "--json"]));
+    let out = stdout(&portcullis(&[
+        "audit", "list", "--store", d, "--user", "alice", "--limit", "3", "--json",
+    ]));
     let seqs: Vec<u64> = out
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
@@ -131,28 +163,66 @@ fn list_filters_newest_first_as_a_table_or_json_lines() {
         .collect();
     assert_eq!(seqs, vec![10, 7, 4]);
 
-    let out = stdout(&portcullis(&["audit", "list", "--store", d, "--endpoint", "container.*", "--decision", "deny", "--json"]));
-    let seqs: Vec<u64> = out.lines().map(|l| serde_json::from_str::<Record>(l).unwrap().seq).collect();
+    let out = stdout(&portcullis(&[
+        "audit",
+        "list",
+        "--store",
+        d,
+        "--endpoint",
+        "container.*",
+        "--decision",
+        "deny",
+        "--json",
+    ]));
+    let seqs: Vec<u64> = out
+        .lines()
+        .map(|l| serde_json::from_str::<Record>(l).unwrap().seq)
+        .collect();
     assert_eq!(seqs, vec![10, 8, 4, 2]);
 
-    let out = stdout(&portcullis(&["audit", "list", "--store", d, "--object", "obj5", "--since", "1h"]));
+    let out = stdout(&portcullis(&[
+        "audit", "list", "--store", d, "--object", "obj5", "--since", "1h",
+    ]));
     let lines: Vec<&str> = out.lines().collect();
     assert!(lines[0].starts_with("     SEQ  TIME"), "{out}");
     assert_eq!(lines.len(), 2, "{out}");
-    assert!(lines[1].contains("bob") && lines[1].contains("deny") && lines[1].contains("image.list"), "{out}");
+    assert!(
+        lines[1].contains("bob") && lines[1].contains("deny") && lines[1].contains("image.list"),
+        "{out}"
+    );
 
-    let out = stdout(&portcullis(&["audit", "list", "--store", d, "--until", "2000-01-01T00:00:00Z"]));
+    let out = stdout(&portcullis(&[
+        "audit",
+        "list",
+        "--store",
+        d,
+        "--until",
+        "2000-01-01T00:00:00Z",
+    ]));
     assert_eq!(out.lines().count(), 1, "only the header: {out}");
 
-    let err = stderr(&portcullis(&["audit", "list", "--store", d, "--decision", "maybe"]));
+    let err = stderr(&portcullis(&[
+        "audit",
+        "list",
+        "--store",
+        d,
+        "--decision",
+        "maybe",
+    ]));
     assert!(err.contains("unknown decision"), "{err}");
 
-    let show: Record = serde_json::from_str(&stdout(&portcullis(&["audit", "show", "5", "--store", d]))).unwrap();
+    let show: Record =
+        serde_json::from_str(&stdout(&portcullis(&["audit", "show", "5", "--store", d]))).unwrap();
     assert_eq!((show.seq, show.object.as_deref()), (5, Some("obj4")));
     assert!(stderr(&portcullis(&["audit", "show", "99", "--store", d])).contains("no record 99"));
 
-    let out = stdout(&portcullis(&["audit", "export", "--format", "jsonl", "--store", d]));
-    let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let out = stdout(&portcullis(&[
+        "audit", "export", "--format", "jsonl", "--store", d,
+    ]));
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), 12);
     assert_eq!(lines[0]["seq"], 1);
     assert_eq!(lines[1]["prev"], lines[0]["hash"]);
@@ -176,23 +246,46 @@ fn locked_missing_and_foreign_stores_are_clear_errors() {
     // Through the gateway's config file.
     let cfg = dir.path().join("portcullis.toml");
     std::fs::write(&cfg, format!("[audit]\npath = \"{d}\"\n")).unwrap();
-    let out = stdout(&portcullis(&["audit", "verify", "--config", cfg.to_str().unwrap()]));
+    let out = stdout(&portcullis(&[
+        "audit",
+        "verify",
+        "--config",
+        cfg.to_str().unwrap(),
+    ]));
     assert!(out.starts_with("ok: 1 records"), "{out}");
     std::fs::write(&cfg, "[limits]\nmax_connections = 1\nmax_header_bytes = 9000\nmax_headers = 5\nmax_body_bytes = 5\nheader_read_timeout = \"1s\"\nshutdown_grace = \"1s\"\n").unwrap();
-    let err = stderr(&portcullis(&["audit", "verify", "--config", cfg.to_str().unwrap()]));
+    let err = stderr(&portcullis(&[
+        "audit",
+        "verify",
+        "--config",
+        cfg.to_str().unwrap(),
+    ]));
     assert!(err.contains("no [audit] table"), "{err}");
 
     let missing = dir.path().join("nope");
-    let err = stderr(&portcullis(&["audit", "stats", "--store", missing.to_str().unwrap()]));
+    let err = stderr(&portcullis(&[
+        "audit",
+        "stats",
+        "--store",
+        missing.to_str().unwrap(),
+    ]));
     assert!(err.contains("no audit store at"), "{err}");
     assert!(!missing.exists(), "the CLI never creates a store");
 
     let other = tempfile::tempdir().unwrap();
     std::fs::write(other.path().join("db"), b"not a database at all").unwrap();
     std::fs::write(other.path().join("data.csv"), b"a,b").unwrap();
-    let err = stderr(&portcullis(&["audit", "verify", "--store", other.path().to_str().unwrap()]));
+    let err = stderr(&portcullis(&[
+        "audit",
+        "verify",
+        "--store",
+        other.path().to_str().unwrap(),
+    ]));
     assert!(err.contains("not a portcullis audit store"), "{err}");
-    assert_eq!(std::fs::read(other.path().join("db")).unwrap(), b"not a database at all");
+    assert_eq!(
+        std::fs::read(other.path().join("db")).unwrap(),
+        b"not a database at all"
+    );
 
     let err = stderr(&portcullis(&["audit", "list"]));
     assert!(err.contains("--config FILE or --store DIR"), "{err}");

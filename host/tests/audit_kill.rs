@@ -49,7 +49,11 @@ fn serve(dir: &Path) -> (Child, PathBuf) {
         .expect("start portcullis serve");
     let deadline = Instant::now() + Duration::from_secs(30);
     while get(&socket, "/_ping").is_none() {
-        assert!(Instant::now() < deadline, "the gateway did not start: {}", std::fs::read_to_string(dir.join("serve.log")).unwrap_or_default());
+        assert!(
+            Instant::now() < deadline,
+            "the gateway did not start: {}",
+            std::fs::read_to_string(dir.join("serve.log")).unwrap_or_default()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     (child, socket)
@@ -59,7 +63,8 @@ fn serve(dir: &Path) -> (Child, PathBuf) {
 fn get(socket: &Path, path: &str) -> Option<u16> {
     let mut s = UnixStream::connect(socket).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(20))).ok()?;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n").as_bytes()).ok()?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n").as_bytes())
+        .ok()?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).ok()?;
     let end = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
@@ -67,7 +72,11 @@ fn get(socket: &Path, path: &str) -> Option<u16> {
     let status = head.split(' ').nth(1)?.parse().ok()?;
     let len: usize = head
         .lines()
-        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_owned()))?
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().to_owned())
+        })?
         .parse()
         .ok()?;
     // Complete only if every byte of the body arrived before the connection ended.
@@ -94,8 +103,13 @@ fn kill_9_under_load_loses_no_record_of_an_answered_request() {
     let stop = Arc::new(AtomicBool::new(false));
     let clients: Vec<_> = (0..8)
         .map(|t| {
-            let (socket, tag, answered, count, stop) =
-                (socket.clone(), tag.clone(), answered.clone(), count.clone(), stop.clone());
+            let (socket, tag, answered, count, stop) = (
+                socket.clone(),
+                tag.clone(),
+                answered.clone(),
+                count.clone(),
+                stop.clone(),
+            );
             std::thread::spawn(move || {
                 for i in 0.. {
                     if stop.load(Ordering::Relaxed) {
@@ -136,12 +150,23 @@ fn kill_9_under_load_loses_no_record_of_an_answered_request() {
     let (recorded, last) = objects(dir.path());
     let recorded: std::collections::HashSet<String> = recorded.into_iter().collect();
     let lost: Vec<&String> = answered.iter().filter(|n| !recorded.contains(*n)).collect();
-    assert!(lost.is_empty(), "{} of {} answered requests have no record: {:?}", lost.len(), answered.len(), &lost[..lost.len().min(10)]);
+    assert!(
+        lost.is_empty(),
+        "{} of {} answered requests have no record: {:?}",
+        lost.len(),
+        answered.len(),
+        &lost[..lost.len().min(10)]
+    );
 
     // The store survives: a new gateway opens it and the chain goes on.
     let (child, socket) = serve(dir.path());
-    assert_eq!(get(&socket, &format!("/v1.41/containers/{tag}-after/json")), Some(404));
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    assert_eq!(
+        get(&socket, &format!("/v1.41/containers/{tag}-after/json")),
+        Some(404)
+    );
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
     let mut child = child;
     child.wait().unwrap();
     let (recorded, after) = objects(dir.path());
