@@ -20,9 +20,12 @@
 //! - [`plugin`]: the WebAssembly plugin runtime (wasmtime): compile and cache components,
 //!   a fresh sandboxed instance per call, deadlines and memory caps.
 //! - [`upstream`]: the pooled client to the real engine (`unix://`, `tcp://`).
+//! - [`audit`]: the tamper-evident audit trail (sled store, hash chain, indexes) that every
+//!   request leaves, and the `portcullis audit` commands.
 //! - [`error`]: the single conversion of any failure to Docker's `{"message": ...}` format.
 //! - [`config`]: the strict TOML configuration and listen/engine addresses.
 
+pub mod audit;
 pub mod config;
 pub mod error;
 #[doc(hidden)]
@@ -50,6 +53,7 @@ pub enum RunError {
     Plugin(#[from] plugin::LoadError),
     #[error(transparent)]
     Identity(#[from] identity::SetupError),
+    Audit(#[from] audit::AuditError),
 }
 
 /// Serves the gateway on already-bound `listeners` until `shutdown` resolves, then stops
@@ -63,9 +67,16 @@ pub async fn run(
     let config = Arc::new(config);
     let upstream = upstream::Upstream::new(&config.engine)?;
     let chain = load_chain(&config).await?;
-    let gateway = Arc::new(pipeline::Gateway::new(config.clone(), upstream, chain));
+    let audit = match &config.audit {
+        Some(a) => Some(audit::AuditLog::start(a, &config.base_dir)?),
+        None => None,
+    };
+    let gateway = pipeline::Gateway::new(config.clone(), upstream, chain).with_audit(audit.clone());
     let resolver = Arc::new(identity::Resolver::from_config(&config)?);
-    listener::serve(listeners, gateway, resolver, &config.limits, shutdown).await;
+    listener::serve(listeners, Arc::new(gateway), resolver, &config.limits, shutdown).await;
+    if let Some(audit) = audit {
+        audit.shutdown().await;
+    }
     Ok(())
 }
 

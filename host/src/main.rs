@@ -39,6 +39,8 @@ enum Command {
     /// Bearer tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Query and check the audit trail (the store is opened by one process at a time).
+    Audit(AuditArgs),
 }
 
 #[derive(Subcommand)]
@@ -83,6 +85,81 @@ enum PolicyCommand {
         /// A directory of .rego files (policies and their `*_test.rego` files), or one file.
         dir: PathBuf,
     },
+}
+
+#[derive(clap::Args)]
+struct AuditArgs {
+    /// The gateway's configuration file: the store is its [audit] path.
+    #[arg(long, short, global = true, conflicts_with = "store")]
+    config: Option<PathBuf>,
+    /// The store directory itself.
+    #[arg(long, global = true)]
+    store: Option<PathBuf>,
+    #[command(subcommand)]
+    command: AuditCommand,
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// List records, newest first (a table; JSON lines with --json).
+    List {
+        /// Written at or after: a duration ago (1h, 30m, 2d) or an RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// Written at or before: a duration ago or an RFC 3339 time.
+        #[arg(long)]
+        until: Option<String>,
+        /// Only this user.
+        #[arg(long)]
+        user: Option<String>,
+        /// Only this decision: allow, deny or error.
+        #[arg(long)]
+        decision: Option<portcullis::audit::Decision>,
+        /// Only endpoints matching this glob, e.g. 'container.*'.
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// Only this object id or name (as the client named it).
+        #[arg(long)]
+        object: Option<String>,
+        /// At most this many records (0: all).
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one record as JSON.
+    Show {
+        /// The record's sequence number.
+        seq: u64,
+    },
+    /// Check the hash chain; exits non-zero naming the first bad record.
+    Verify,
+    /// Write every record, oldest first, with its chain hashes (streamed).
+    Export {
+        /// Output format.
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: ExportFormat,
+    },
+    /// Counts by user, decision and endpoint.
+    Stats {
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Measure the store on a new directory (--store): batch appends/s, `list --user U
+    /// --limit 100` latency, bytes per record.
+    Bench {
+        /// Records to append.
+        #[arg(long, default_value_t = 1_000_000)]
+        records: u64,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ExportFormat {
+    /// One JSON object per line.
+    Jsonl,
 }
 
 #[derive(Subcommand)]
@@ -204,6 +281,7 @@ fn run() -> Result<()> {
             println!("{token}");
             Ok(())
         }
+        Command::Audit(args) => audit_command(args),
     }
 }
 
@@ -256,6 +334,53 @@ fn certs_init(dir: PathBuf, users: Vec<String>, groups: Vec<String>) -> Result<(
             "client: DOCKER_HOST=tcp://127.0.0.1:2376 DOCKER_TLS_VERIFY=1 DOCKER_CERT_PATH={d}/{user} docker ps"
         );
     }
+    Ok(())
+}
+
+fn audit_command(args: AuditArgs) -> Result<()> {
+    use portcullis::audit::{cli, Query};
+    let path = match (&args.store, &args.config) {
+        (Some(dir), _) => dir.clone(),
+        (None, Some(file)) => cli::store_path(&Config::load(file)?)?,
+        (None, None) => anyhow::bail!("name the store with --config FILE or --store DIR"),
+    };
+    // The benchmark creates its own store; every other command opens an existing one.
+    let store = match args.command {
+        AuditCommand::Bench { records } => {
+            let figures = runtime()?.block_on(portcullis::audit::bench::run(&path, records))?;
+            println!("{}", serde_json::to_string_pretty(&figures)?);
+            return Ok(());
+        }
+        _ => cli::open(&path)?,
+    };
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    match args.command {
+        AuditCommand::List { since, until, user, decision, endpoint, object, limit, json } => {
+            let time = |s: Option<String>| s.map(|s| cli::parse_time(&s)).transpose().map_err(anyhow::Error::msg);
+            let query = Query {
+                since: time(since)?,
+                until: time(until)?,
+                user,
+                decision,
+                endpoint,
+                object,
+                limit: (limit > 0).then_some(limit),
+            };
+            cli::list(&store, &query, json, &mut out)?;
+        }
+        AuditCommand::Show { seq } => cli::show(&store, seq, &mut out)?,
+        AuditCommand::Verify => {
+            cli::verify(&store, &mut out)?;
+        }
+        AuditCommand::Export { format: ExportFormat::Jsonl } => {
+            cli::export(&store, &mut out)?;
+        }
+        AuditCommand::Stats { json } => cli::stats(&store, json, &mut out)?,
+        AuditCommand::Bench { .. } => {}
+    }
+    use std::io::Write;
+    out.flush()?;
     Ok(())
 }
 

@@ -16,6 +16,7 @@ pub use address::{Address, AddressError};
 pub use api::{ApiConfig, ApiVersion};
 pub use plugins::{Grants, Kind, Mode, Phase, PluginConfig, RuntimeConfig};
 pub use identity::{AnonymousIdentity, TlsConfig, UserFrom};
+pub use crate::audit::AuditConfig;
 
 /// The whole gateway configuration.
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -39,6 +40,9 @@ pub struct Config {
     /// The plugin chain, in order.
     #[serde(default)]
     pub plugins: Vec<PluginConfig>,
+    /// The audit trail; off when absent.
+    #[serde(default)]
+    pub audit: Option<AuditConfig>,
     /// Directory relative plugin paths are resolved against (the config file's).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -287,6 +291,9 @@ impl Config {
         if self.runtime.max_instances == 0 {
             return Err(invalid("runtime.max_instances", "must be at least 1"));
         }
+        if let Some(Err((key, why))) = self.audit.as_ref().map(AuditConfig::validate) {
+            return Err(invalid(key, &why));
+        }
         Ok(())
     }
 
@@ -313,6 +320,20 @@ mod tests {
         let c = Config::load(path).unwrap();
         assert_eq!(c.server.listen.len(), 1);
         assert_eq!(c.socket_mode(), Some(0o660));
+        let audit = c.audit.expect("the example documents [audit]");
+        assert_eq!(audit.durability, crate::audit::Durability::Batch);
+    }
+
+    #[test]
+    fn audit_values_name_the_key() {
+        let err = Config::parse("[audit]\npath = \"a\"\ndurability = \"fast\"\n", Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("durability"), "{err}");
+        let err = Config::parse("[audit]\npath = \"a\"\nqueue = 0\n", Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("audit.queue"), "{err}");
     }
 
     #[test]

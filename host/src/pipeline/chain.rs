@@ -10,6 +10,8 @@ use std::sync::Arc;
 use http::StatusCode;
 use tracing::{info, warn};
 
+use serde::{Deserialize, Serialize};
+
 use crate::config::{Mode, Phase};
 use crate::error::{DockerError, IntoDockerError};
 use crate::plugin::types::{self, Hooks, Verdict};
@@ -50,6 +52,87 @@ pub trait Patchable {
     fn view(&self) -> &types::Request;
 }
 
+/// What each plugin answered for one request, kept for the audit record. Collects nothing
+/// unless enabled, so a gateway without an audit store pays nothing for it.
+#[derive(Debug, Default, Clone)]
+pub struct Trace {
+    enabled: bool,
+    /// The answers, in the order the plugins ran.
+    pub notes: Vec<Note>,
+}
+
+impl Trace {
+    /// A trace that records every plugin answer.
+    pub fn enabled() -> Self {
+        Self {
+            enabled: true,
+            notes: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, plugin: &str, hook: &str, verdict: &str, message: Option<String>, patch: Option<&types::Patch>) {
+        if self.enabled {
+            self.notes.push(Note {
+                plugin: plugin.to_owned(),
+                hook: hook.to_owned(),
+                verdict: verdict.to_owned(),
+                message,
+                patch: patch.map(patch_json),
+            });
+        }
+    }
+}
+
+/// One plugin's answer: `allow`, `deny`, `patch`, `would-deny` / `would-patch` (audit
+/// mode), `failed` (fail-closed), `failed-open`, or `ignored` (a denial from an audit hook).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Note {
+    /// The plugin's configured name.
+    pub plugin: String,
+    /// `request`, `response` or `audit`.
+    pub hook: String,
+    /// What it answered, after mode and failure policy.
+    pub verdict: String,
+    /// Its message (denials) or what went wrong (failures).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The patch it asked for, as data (credential header values removed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patch: Option<serde_json::Value>,
+}
+
+/// A patch as JSON for the record. Values of credential headers a plugin sets are replaced,
+/// so that no credential reaches the audit trail.
+fn patch_json(p: &types::Patch) -> serde_json::Value {
+    use serde_json::{json, Value};
+    let edits = |edits: &[types::Edit], headers: bool| -> Vec<Value> {
+        edits
+            .iter()
+            .map(|e| match e {
+                types::Edit::Set(pair) => {
+                    let secret = headers
+                        && super::CREDENTIAL_HEADERS.contains(&pair.name.to_ascii_lowercase().as_str());
+                    let value = if secret { "<redacted>" } else { pair.value.as_str() };
+                    json!({"set": {"name": pair.name, "value": value}})
+                }
+                types::Edit::Remove(name) => json!({"remove": name}),
+            })
+            .collect()
+    };
+    let mut out = serde_json::Map::new();
+    if let Some(ops) = &p.body {
+        let ops = serde_json::from_str(ops).unwrap_or_else(|_| Value::String(ops.clone()));
+        out.insert("body".into(), ops);
+    }
+    if !p.headers.is_empty() {
+        out.insert("headers".into(), Value::Array(edits(&p.headers, true)));
+    }
+    if !p.query.is_empty() {
+        out.insert("query".into(), Value::Array(edits(&p.query, false)));
+    }
+    Value::Object(out)
+}
+
 /// The configured plugins.
 #[derive(Default, Clone)]
 pub struct Chain {
@@ -86,6 +169,49 @@ impl Chain {
             .any(|p| p.has(Hooks::RESPONSE) && p.applies_to(endpoint))
     }
 
+    /// Whether any plugin shapes the audit records of `endpoint`.
+    pub fn wants_audit(&self, endpoint: &str) -> bool {
+        self.plugins
+            .iter()
+            .any(|p| p.has(Hooks::AUDIT) && p.applies_to(endpoint))
+    }
+
+    /// Runs the audit hooks in order on `record` (a JSON object as text), each seeing the
+    /// previous one's result. The record is always written: a denial is ignored and a
+    /// failing plugin leaves the record as it was; both are noted in `trace` and logged.
+    pub async fn on_audit(
+        &self,
+        id: u64,
+        req: &types::Request,
+        record: &mut String,
+        trace: &mut Trace,
+        mut apply: impl FnMut(&mut String, &types::Patch) -> Result<(), String>,
+    ) {
+        for p in self.selected(&req.endpoint, Hooks::AUDIT) {
+            let name = p.name();
+            let (verdict, message) = match p.invoke(id, Hook::Audit(req, record)).await {
+                Ok(Verdict::Allow) => ("allow", None),
+                Ok(Verdict::Deny(d)) => {
+                    info!(id, plugin = name, message = %d.message, "audit hook denied; ignored, the record is written");
+                    ("ignored", Some(d.message))
+                }
+                Ok(Verdict::Patch(_)) if p.mode() == Mode::Audit => ("would-patch", None),
+                Ok(Verdict::Patch(patch)) => match apply(record, &patch) {
+                    Ok(()) => ("patch", None),
+                    Err(why) => {
+                        warn!(id, plugin = name, error = %why, "audit hook returned a malformed patch; record kept as it was");
+                        ("failed", Some(PluginFailure::Malformed(why).to_string()))
+                    }
+                },
+                Err(failure) => {
+                    warn!(id, plugin = name, error = %failure, "audit hook failed; record kept as it was");
+                    ("failed", Some(failure.to_string()))
+                }
+            };
+            trace.push(name, "audit", verdict, message, None);
+        }
+    }
+
     fn selected<'a>(
         &'a self,
         endpoint: &'a str,
@@ -97,14 +223,19 @@ impl Chain {
     }
 
     /// Runs the request hooks; on success `req` holds the request to forward.
-    pub async fn on_request(&self, id: u64, req: &mut impl Patchable) -> Result<(), ChainError> {
+    pub async fn on_request(
+        &self,
+        id: u64,
+        req: &mut impl Patchable,
+        trace: &mut Trace,
+    ) -> Result<(), ChainError> {
         let endpoint = req.view().endpoint.clone();
         for p in self.selected(&endpoint, Hooks::REQUEST) {
             if p.phase() != Phase::Mutate {
                 continue;
             }
             let verdict = p.invoke(id, Hook::Request(req.view())).await;
-            if let Some(denial) = self.settle(id, p, verdict, |patch| req.apply(patch))? {
+            if let Some(denial) = self.settle(id, p, verdict, trace, "request", |patch| req.apply(patch))? {
                 return Err(denied(vec![denial]));
             }
         }
@@ -115,7 +246,7 @@ impl Chain {
             }
             let verdict = p.invoke(id, Hook::Request(req.view())).await;
             let no_patches = |_: &types::Patch| Err("validating plugins cannot patch".to_string());
-            if let Some(denial) = self.settle(id, p, verdict, no_patches)? {
+            if let Some(denial) = self.settle(id, p, verdict, trace, "request", no_patches)? {
                 denials.push(denial);
             }
         }
@@ -132,11 +263,12 @@ impl Chain {
         id: u64,
         req: &types::Request,
         resp: &mut types::Response,
+        trace: &mut Trace,
         mut apply: impl FnMut(&mut types::Response, &types::Patch) -> Result<(), String>,
     ) -> Result<(), ChainError> {
         for p in self.selected(&req.endpoint, Hooks::RESPONSE) {
             let verdict = p.invoke(id, Hook::Response(req, resp)).await;
-            if let Some(denial) = self.settle(id, p, verdict, |patch| apply(resp, patch))? {
+            if let Some(denial) = self.settle(id, p, verdict, trace, "response", |patch| apply(resp, patch))? {
                 return Err(denied(vec![denial]));
             }
         }
@@ -149,12 +281,17 @@ impl Chain {
         id: u64,
         p: &Plugin,
         verdict: Result<Verdict, PluginFailure>,
+        trace: &mut Trace,
+        hook: &str,
         apply: impl FnOnce(&types::Patch) -> Result<(), String>,
     ) -> Result<Option<(StatusCode, String, String)>, ChainError> {
         let name = p.name();
         let audit_only = p.mode() == Mode::Audit;
         let failure = match verdict {
-            Ok(Verdict::Allow) => return Ok(None),
+            Ok(Verdict::Allow) => {
+                trace.push(name, hook, "allow", None, None);
+                return Ok(None);
+            }
             Ok(Verdict::Deny(d)) => {
                 let status = StatusCode::from_u16(d.status)
                     .ok()
@@ -162,17 +299,23 @@ impl Chain {
                     .unwrap_or(StatusCode::FORBIDDEN);
                 if audit_only {
                     info!(id, plugin = name, message = %d.message, "would deny (audit mode)");
+                    trace.push(name, hook, "would-deny", Some(d.message), None);
                     return Ok(None);
                 }
+                trace.push(name, hook, "deny", Some(d.message.clone()), None);
                 return Ok(Some((status, name.to_owned(), d.message)));
             }
             Ok(Verdict::Patch(patch)) => {
                 if audit_only {
                     info!(id, plugin = name, "would patch (audit mode)");
+                    trace.push(name, hook, "would-patch", None, Some(&patch));
                     return Ok(None);
                 }
                 match apply(&patch) {
-                    Ok(()) => return Ok(None),
+                    Ok(()) => {
+                        trace.push(name, hook, "patch", None, Some(&patch));
+                        return Ok(None);
+                    }
                     Err(why) => PluginFailure::Malformed(why),
                 }
             }
@@ -180,9 +323,11 @@ impl Chain {
         };
         if p.config().fail_open || audit_only {
             warn!(id, plugin = name, error = %failure, "plugin failed; letting the request through (fail_open)");
+            trace.push(name, hook, "failed-open", Some(failure.to_string()), None);
             return Ok(None);
         }
         warn!(id, plugin = name, error = %failure, "plugin failed; denying (fail-closed)");
+        trace.push(name, hook, "failed", Some(failure.to_string()), None);
         Err(ChainError::Failed {
             plugin: name.to_owned(),
             failure,

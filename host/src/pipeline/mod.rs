@@ -23,6 +23,7 @@ use hyper::body::Incoming;
 use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
+use crate::audit::{AuditError, AuditLog, Draft};
 use crate::config::Config;
 use crate::error::{DockerError, IntoDockerError};
 use crate::identity::Caller;
@@ -33,8 +34,8 @@ use chain::Patchable;
 use crate::upstream::{Upstream, UpstreamError};
 
 pub use body::Body;
-pub use canonical::CREDENTIAL_HEADERS;
-pub use chain::{Chain, ChainError};
+pub use canonical::{apply_json_patch, CREDENTIAL_HEADERS};
+pub use chain::{Chain, ChainError, Note, Trace};
 pub use target::TargetError;
 
 /// Why a request was not forwarded, or failed on the way.
@@ -82,6 +83,7 @@ pub enum PipelineError {
     Upstream(#[from] UpstreamError),
     #[error(transparent)]
     Target(#[from] TargetError),
+    Audit(#[from] AuditError),
 }
 
 impl IntoDockerError for PipelineError {
@@ -108,6 +110,7 @@ impl IntoDockerError for PipelineError {
             PipelineError::Chain(e) => return e.to_docker_error(),
             PipelineError::Upstream(e) => return e.to_docker_error(),
             PipelineError::Target(e) => return e.to_docker_error(),
+            PipelineError::Audit(e) => return e.to_docker_error(),
         };
         DockerError::new(status, format!("portcullis: {self}"))
     }
@@ -120,6 +123,7 @@ pub struct Gateway {
     chain: Chain,
     tunnels: Arc<Semaphore>,
     next_id: AtomicU64,
+    audit: Option<Arc<AuditLog>>,
 }
 
 impl Gateway {
@@ -132,7 +136,14 @@ impl Gateway {
             chain,
             tunnels,
             next_id: AtomicU64::new(1),
+            audit: None,
         }
+    }
+
+    /// Records every request in `audit` (none: no audit trail).
+    pub fn with_audit(mut self, audit: Option<Arc<AuditLog>>) -> Self {
+        self.audit = audit;
+        self
     }
 
     /// Handles one request; never fails: every error becomes a Docker-style response.
@@ -140,7 +151,13 @@ impl Gateway {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
         let method = req.method().clone();
-        match self.forward(id, req, &caller).await {
+        let mut draft = Draft::start(self.audit.is_some(), id, &req, &caller, started);
+        let refused = self.audit.as_ref().and_then(|a| a.refusal());
+        let result = match refused {
+            Some(e) => Err(PipelineError::Audit(e)),
+            None => self.forward(id, req, &caller, &mut draft).await,
+        };
+        let resp = match result {
             Ok((endpoint, resp)) => {
                 debug!(id, %method, endpoint, user = %caller.user, status = resp.status().as_u16(),
                        micros = started.elapsed().as_micros() as u64, "forwarded");
@@ -153,9 +170,15 @@ impl Gateway {
                 } else {
                     info!(id, %method, user = %caller.user, error = %e, "request refused");
                 }
+                draft.failed(&e, &err);
                 err.into_response()
             }
+        };
+        // With `sync` durability this returns only once the record is on disk.
+        if let Some(audit) = &self.audit {
+            audit.finish(&self.chain, draft, &resp).await;
         }
+        resp
     }
 
     async fn forward(
@@ -163,6 +186,7 @@ impl Gateway {
         id: u64,
         mut req: Request<Incoming>,
         caller: &Caller,
+        draft: &mut Draft,
     ) -> Result<(&'static str, Response<Body>), PipelineError> {
         // hyper's read buffer bound is soft (a head that arrives in one large read can pass
         // it), so the configured bound is enforced exactly here, before anything is forwarded.
@@ -172,6 +196,7 @@ impl Gateway {
         }
         let route = route::classify(req.method(), req.uri().path())?;
         let endpoint = route.endpoint;
+        draft.routed(&route);
         guard::check(&self.config.api, &route, req.headers())?;
 
         let wants_upgrade = headers::wants_upgrade(req.headers());
@@ -202,10 +227,12 @@ impl Gateway {
             }
         };
         let query = canonical::parse_query(parts.uri.query());
+        draft.request(&query, buffered.as_ref());
 
         let wants_response = self.chain.wants_response(endpoint.name);
         let mut canonical = None;
-        let (query, mut headers) = if self.chain.wants_request(endpoint.name) || wants_response {
+        let wants_audit = draft.is_on() && self.chain.wants_audit(endpoint.name);
+        let (query, mut headers) = if self.chain.wants_request(endpoint.name) || wants_response || wants_audit {
             let json = match &buffered {
                 Some(bytes) => Some(self.decode_json(endpoint.name, bytes)?),
                 None => None,
@@ -218,8 +245,15 @@ impl Gateway {
             };
             let mut c = Canonical::new(id, &parts.method, &route, query, parts.headers, json, caller);
             c.set_target(target);
-            self.chain.on_request(id, &mut c).await?;
+            if wants_audit {
+                // Audit hooks shape the records of refused requests too (redaction).
+                draft.keep_view(c.view());
+            }
+            self.chain.on_request(id, &mut c, draft.trace()).await?;
             buffered = c.body_bytes();
+            if wants_audit {
+                draft.keep_view(c.view());
+            }
             let forwarded = (c.query(), headers::forwardable(&c.headers));
             canonical = Some(c);
             forwarded
@@ -227,6 +261,7 @@ impl Gateway {
             (query, headers::forwardable(&parts.headers))
         };
 
+        draft.request(&query, buffered.as_ref());
         let body = match (stream, buffered) {
             (Some(s), _) => Body::stream(s),
             (None, Some(b)) => Body::full(b),
@@ -269,7 +304,9 @@ impl Gateway {
         let (mut parts, incoming) = resp.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers);
         if let (Some(c), true) = (&canonical, wants_response && !endpoint.streaming && is_json(&parts.headers)) {
-            let body = self.filter_response(id, c.view(), &mut parts, incoming, endpoint.name).await?;
+            let body = self
+                .filter_response(id, c.view(), &mut parts, incoming, endpoint.name, draft.trace())
+                .await?;
             return Ok((endpoint.name, Response::from_parts(parts, body)));
         }
         Ok((endpoint.name, Response::from_parts(parts, Body::stream(incoming))))
@@ -283,6 +320,7 @@ impl Gateway {
         parts: &mut http::response::Parts,
         incoming: Incoming,
         endpoint: &'static str,
+        trace: &mut Trace,
     ) -> Result<Body, PipelineError> {
         let unreadable = |reason: String| PipelineError::ResponseUnreadable { endpoint, reason };
         let limit = self.config.limits.max_body_bytes;
@@ -300,7 +338,7 @@ impl Gateway {
         };
         let mut headers = parts.headers.clone();
         self.chain
-            .on_response(id, req, &mut resp, |resp, patch| {
+            .on_response(id, req, &mut resp, trace, |resp, patch| {
                 if let Some(ops) = &patch.body {
                     canonical::apply_json_patch(&mut json, ops)?;
                     resp.body = Some(json.to_string());

@@ -1,0 +1,197 @@
+//! The `portcullis audit …` commands: the work behind `list`, `show`, `verify`, `export`
+//! and `stats`, writing to any `Write` so that tests and the binary share it.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use super::record::Record;
+use super::store::{OpenOptions, Store, Verified};
+use super::{AuditError, Query};
+use crate::config::Config;
+
+fn io_err(e: std::io::Error) -> AuditError {
+    AuditError::Io {
+        path: PathBuf::from("<output>"),
+        source: e,
+    }
+}
+
+/// The store directory a gateway configuration uses.
+pub fn store_path(config: &Config) -> Result<PathBuf, AuditError> {
+    config
+        .audit
+        .as_ref()
+        .map(|a| a.store_path(&config.base_dir))
+        .ok_or_else(|| {
+            AuditError::Query("the configuration has no [audit] table (or pass --store DIR)".into())
+        })
+}
+
+/// Opens an existing store for the CLI (never creates one).
+pub fn open(path: &Path) -> Result<Store, AuditError> {
+    Store::open(path, &OpenOptions::default())
+}
+
+/// Parses `--since` / `--until`: a duration ago (`90s`, `1h`, `2d`) or an RFC 3339 time.
+pub fn parse_time(s: &str) -> Result<SystemTime, String> {
+    if let Ok(d) = humantime::parse_duration(s) {
+        return SystemTime::now()
+            .checked_sub(d)
+            .ok_or_else(|| format!("{s:?} is too far back"));
+    }
+    humantime::parse_rfc3339_weak(s).map_err(|_| {
+        format!("{s:?} is neither a duration (1h, 30m) nor a time (2026-01-31T12:00:00Z)")
+    })
+}
+
+/// `audit list`: a table, or JSON lines with `json`. Returns the number of records.
+pub fn list(
+    store: &Store,
+    query: &Query,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<usize, AuditError> {
+    let mut n = 0;
+    if !json {
+        writeln!(
+            out,
+            "{:>8}  {:<24}  {:<12}  {:<8}  {:>6}  {:<7}  {:<22}  {:<20}  DETAIL",
+            "SEQ", "TIME", "USER", "DECISION", "STATUS", "METHOD", "ENDPOINT", "OBJECT"
+        )
+        .map_err(io_err)?;
+    }
+    for r in query.run(store)? {
+        let r = r?;
+        if json {
+            serde_json::to_writer(&mut *out, &r).map_err(|e| AuditError::Encode(e.to_string()))?;
+            writeln!(out).map_err(io_err)?;
+        } else {
+            writeln!(
+                out,
+                "{:>8}  {:<24}  {:<12}  {:<8}  {:>6}  {:<7}  {:<22}  {:<20}  {}",
+                r.seq,
+                r.time,
+                cut(r.user(), 12),
+                r.decision.as_str(),
+                r.status,
+                cut(&r.method, 7),
+                cut(&r.endpoint, 22),
+                cut(r.object.as_deref().unwrap_or("-"), 20),
+                cut(&detail(&r), 80),
+            )
+            .map_err(io_err)?;
+        }
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// The last column of the table: why it was refused, or which plugins changed it.
+fn detail(r: &Record) -> String {
+    if let Some(e) = &r.error {
+        return e.clone();
+    }
+    r.plugins
+        .iter()
+        .filter(|n| n.verdict != "allow")
+        .map(|n| format!("{}: {}", n.plugin, n.verdict))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn cut(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_owned()
+    } else {
+        let mut t: String = s.chars().take(n.saturating_sub(1)).collect();
+        t.push('…');
+        t
+    }
+}
+
+/// `audit show SEQ`: one record as pretty JSON.
+pub fn show(store: &Store, seq: u64, out: &mut dyn Write) -> Result<(), AuditError> {
+    let r = store.get(seq)?.ok_or_else(|| {
+        AuditError::Query(format!("no record {seq} in {}", store.path().display()))
+    })?;
+    serde_json::to_writer_pretty(&mut *out, &r).map_err(|e| AuditError::Encode(e.to_string()))?;
+    writeln!(out).map_err(io_err)
+}
+
+/// `audit verify`: checks the chain; prints a summary when intact.
+pub fn verify(store: &Store, out: &mut dyn Write) -> Result<Verified, AuditError> {
+    let v = store.verify()?;
+    match (v.first, v.last) {
+        (Some(f), Some(l)) => writeln!(
+            out,
+            "ok: {} records ({f}..{l}) chained{}; head hash {}",
+            v.records,
+            if v.anchor > 0 {
+                format!(" from the retention anchor {}", v.anchor)
+            } else {
+                String::new()
+            },
+            v.head_hash
+        ),
+        _ => writeln!(out, "ok: no records"),
+    }
+    .map_err(io_err)?;
+    Ok(v)
+}
+
+/// `audit export --format jsonl`: every record oldest first, one JSON object per line with
+/// its chain hashes (`prev`, `hash`), streamed in constant memory.
+pub fn export(store: &Store, out: &mut dyn Write) -> Result<u64, AuditError> {
+    let mut n = 0;
+    for item in store.iter_chain() {
+        let (r, prev, hash) = item?;
+        let mut v = serde_json::to_value(&r).map_err(|e| AuditError::Encode(e.to_string()))?;
+        if let Some(o) = v.as_object_mut() {
+            o.insert("prev".into(), prev.into());
+            o.insert("hash".into(), hash.into());
+        }
+        serde_json::to_writer(&mut *out, &v).map_err(|e| AuditError::Encode(e.to_string()))?;
+        writeln!(out).map_err(io_err)?;
+        n += 1;
+    }
+    out.flush().map_err(io_err)?;
+    Ok(n)
+}
+
+/// `audit stats`: counts by user, decision and endpoint (JSON with `json`).
+pub fn stats(store: &Store, json: bool, out: &mut dyn Write) -> Result<(), AuditError> {
+    let s = store.stats()?;
+    if json {
+        serde_json::to_writer_pretty(&mut *out, &s)
+            .map_err(|e| AuditError::Encode(e.to_string()))?;
+        return writeln!(out).map_err(io_err);
+    }
+    let w = &mut *out;
+    let mut put = |line: String| writeln!(w, "{line}").map_err(io_err);
+    put(format!(
+        "records: {} (seq {}..{}), {} to {}",
+        s.records,
+        s.first.map_or("-".into(), |v| v.to_string()),
+        s.last.map_or("-".into(), |v| v.to_string()),
+        s.oldest.as_deref().unwrap_or("-"),
+        s.newest.as_deref().unwrap_or("-"),
+    ))?;
+    put(format!(
+        "record bytes: {}, on disk: {}",
+        s.record_bytes, s.disk_bytes
+    ))?;
+    for (title, map) in [
+        ("decision", &s.by_decision),
+        ("user", &s.by_user),
+        ("endpoint", &s.by_endpoint),
+    ] {
+        put(format!("by {title}:"))?;
+        let mut rows: Vec<_> = map.iter().collect();
+        rows.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        for (k, v) in rows {
+            put(format!("  {v:>10}  {k}"))?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,439 @@
+//! The audit trail: a tamper-evident record of every request that reaches the pipeline,
+//! allowed, denied or failed, kept in an embedded sled store.
+//!
+//! - [`record`]: what a record holds and how the pipeline fills one in ([`Draft`]).
+//! - [`store`]: the sled store: hash chain, indexes, retention, verification.
+//! - [`query`]: `audit list` filters answered from the indexes.
+//! - [`cli`]: the `portcullis audit …` commands (main only parses arguments).
+//! - [`AuditLog`] (here): the gateway's handle, a bounded queue to one writer thread that
+//!   commits records in groups with the configured durability.
+
+pub mod bench;
+pub mod cli;
+mod config;
+pub mod query;
+pub mod record;
+pub mod store;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use http::{Response, StatusCode};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, error, warn};
+
+use crate::error::{DockerError, IntoDockerError};
+use crate::pipeline::{Body, Chain};
+use crate::plugin::types;
+
+pub use config::{AuditConfig, Durability, OnFullDisk};
+pub use query::Query;
+pub use record::{Decision, Draft, Record};
+pub use store::{OpenOptions, Store, Verified};
+
+/// What can go wrong with the audit store.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("audit store {path} is in use by another process (a running gateway?); it is opened by one process at a time")]
+    Locked { path: PathBuf },
+    #[error("no audit store at {path}")]
+    NotFound { path: PathBuf },
+    #[error("{path} is not a portcullis audit store: {reason}; refusing to touch it")]
+    Foreign { path: PathBuf, reason: String },
+    #[error("audit store {path} is damaged: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("audit store {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("audit store {path}: {message}")]
+    Store { path: PathBuf, message: String },
+    #[error("audit chain broken at record {seq}: {what}")]
+    Tampered { seq: u64, what: String },
+    #[error("cannot encode an audit record: {0}")]
+    Encode(String),
+    #[error("{0}")]
+    Query(String),
+    #[error("the audit store cannot write ({0}); requests are refused until it can (audit.on_full_disk = \"deny\")")]
+    Unavailable(String),
+}
+
+impl AuditError {
+    fn from_sled(path: &Path, e: sled::Error) -> Self {
+        let path = path.to_owned();
+        match e {
+            sled::Error::Io(source) if source.to_string().contains("could not acquire lock") => {
+                AuditError::Locked { path }
+            }
+            sled::Error::Io(source) => AuditError::Io { path, source },
+            sled::Error::Corruption { at, .. } => AuditError::Corrupt {
+                path,
+                reason: format!("corrupt data at {at:?}"),
+            },
+            other => AuditError::Store {
+                path,
+                message: other.to_string(),
+            },
+        }
+    }
+}
+
+impl IntoDockerError for AuditError {
+    fn to_docker_error(&self) -> DockerError {
+        // Only the refusal reaches clients; its text names no path.
+        DockerError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("portcullis: {self}"),
+        )
+    }
+}
+
+/// Most records committed in one transaction.
+const MAX_GROUP: usize = 512;
+/// Records removed per retention step (one transaction), so appends never wait long.
+const RETAIN_STEP: usize = 10_000;
+/// How often retention runs.
+const RETAIN_EVERY: Duration = Duration::from_secs(60);
+
+/// Tells a `sync` request that its record is on disk (its sequence) or why not.
+type Ack = oneshot::Sender<Result<u64, String>>;
+
+enum Job {
+    Append(Box<Record>, Option<Ack>),
+    Retain,
+    Stop,
+}
+
+struct Shared {
+    /// Why the last write failed, until a write succeeds again.
+    failing: Mutex<Option<String>>,
+    /// Async records dropped because the queue was full, not yet reported in the store.
+    dropped: AtomicU64,
+}
+
+/// The gateway's handle on the audit store.
+pub struct AuditLog {
+    tx: mpsc::Sender<Job>,
+    durability: Durability,
+    on_full_disk: OnFullDisk,
+    shared: Arc<Shared>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    ticker: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl AuditLog {
+    /// Opens (or creates) the store and starts its writer. Must run inside a tokio runtime.
+    pub fn start(config: &AuditConfig, base_dir: &Path) -> Result<Arc<Self>, AuditError> {
+        let path = config.store_path(base_dir);
+        let flush_every = match config.durability {
+            Durability::Sync => None,
+            Durability::Batch => Some(config.batch_window),
+            Durability::Async => Some(Duration::from_secs(1)),
+        };
+        let store = Store::open(
+            &path,
+            &OpenOptions {
+                create: true,
+                cache_bytes: config.cache.as_u64(),
+                flush_every,
+            },
+        )?;
+        let (tail, last_ms) = store.tail()?;
+        let (tx, rx) = mpsc::channel(config.queue);
+        let shared = Arc::new(Shared {
+            failing: Mutex::new(None),
+            dropped: AtomicU64::new(0),
+        });
+        let writer = Writer {
+            store,
+            rx,
+            tail,
+            last_ms,
+            sync: config.durability == Durability::Sync,
+            max_age: config.max_age,
+            max_size: config.max_size.map(|s| s.as_u64()),
+            shared: shared.clone(),
+        };
+        let handle = std::thread::Builder::new()
+            .name("portcullis-audit".into())
+            .spawn(move || writer.run())
+            .map_err(|source| AuditError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        let ticker = (config.max_age.is_some() || config.max_size.is_some()).then(|| {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(RETAIN_EVERY);
+                loop {
+                    every.tick().await;
+                    if tx.send(Job::Retain).await.is_err() {
+                        return;
+                    }
+                }
+            })
+        });
+        Ok(Arc::new(Self {
+            tx,
+            durability: config.durability,
+            on_full_disk: config.on_full_disk,
+            shared,
+            writer: Mutex::new(Some(handle)),
+            ticker: Mutex::new(ticker),
+        }))
+    }
+
+    /// Why new requests must be refused now (the store cannot write and the configuration
+    /// says deny), if they must.
+    pub fn refusal(&self) -> Option<AuditError> {
+        if self.on_full_disk == OnFullDisk::Allow {
+            return None;
+        }
+        let failing = self.shared.failing.lock().ok()?.clone()?;
+        Some(AuditError::Unavailable(failing))
+    }
+
+    /// Hands a record to the writer with the configured durability: `sync` waits until it
+    /// is on disk, `batch` waits only for room in the queue, `async` never waits (a full
+    /// queue drops the record and counts it).
+    pub async fn append(&self, record: Record) {
+        match self.durability {
+            Durability::Sync => {
+                let (done, wait) = oneshot::channel();
+                if self
+                    .tx
+                    .send(Job::Append(Box::new(record), Some(done)))
+                    .await
+                    .is_err()
+                {
+                    debug!("audit writer stopped; record not written");
+                    return;
+                }
+                match wait.await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => error!(error = %e, "audit record not written"),
+                    Err(_) => error!("audit writer stopped before writing a record"),
+                }
+            }
+            Durability::Batch => {
+                if self
+                    .tx
+                    .send(Job::Append(Box::new(record), None))
+                    .await
+                    .is_err()
+                {
+                    debug!("audit writer stopped; record not written");
+                }
+            }
+            Durability::Async => match self.tx.try_send(Job::Append(Box::new(record), None)) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    let n = self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+                    if n.is_power_of_two() || n == 0 {
+                        warn!(dropped = n + 1, "audit queue full: async records dropped");
+                    }
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => debug!("audit writer stopped"),
+            },
+        }
+    }
+
+    /// Completes `draft` with the response head, lets audit plugins shape it, and appends
+    /// it. Called by the pipeline before the response is released.
+    pub async fn finish(&self, chain: &Chain, draft: Draft, resp: &Response<Body>) {
+        let Some((mut record, view)) = draft.finish(resp) else {
+            return;
+        };
+        if let Some(view) = view.filter(|v| chain.wants_audit(&v.endpoint)) {
+            shape(chain, &view, &mut record).await;
+        }
+        self.append(record).await;
+    }
+
+    /// Writes what is queued, flushes, and stops the writer.
+    pub async fn shutdown(&self) {
+        if let Some(t) = self.ticker.lock().ok().and_then(|mut t| t.take()) {
+            t.abort();
+        }
+        let _ = self.tx.send(Job::Stop).await;
+        let handle = self.writer.lock().ok().and_then(|mut w| w.take());
+        if let Some(h) = handle {
+            let _ = tokio::task::spawn_blocking(move || h.join()).await;
+        }
+    }
+}
+
+/// Runs the audit hooks on the record's JSON; a patched record that is no longer a valid
+/// record is refused and the original kept.
+async fn shape(chain: &Chain, view: &types::Request, record: &mut Record) {
+    let Ok(mut text) = serde_json::to_string(&*record) else {
+        return;
+    };
+    let mut trace = crate::pipeline::Trace::enabled();
+    chain
+        .on_audit(view.id, view, &mut text, &mut trace, |text, patch| {
+            let Some(ops) = &patch.body else {
+                return Ok(());
+            };
+            let mut json: serde_json::Value =
+                serde_json::from_str(text).map_err(|e| e.to_string())?;
+            crate::pipeline::apply_json_patch(&mut json, ops)?;
+            serde_json::from_value::<Record>(json.clone())
+                .map_err(|e| format!("the patched record is not a valid audit record: {e}"))?;
+            *text = json.to_string();
+            Ok(())
+        })
+        .await;
+    if let Ok(shaped) = serde_json::from_str::<Record>(&text) {
+        *record = shaped;
+    }
+    record.plugins.extend(trace.notes);
+}
+
+/// The writer thread: the only code that appends to the store.
+struct Writer {
+    store: Store,
+    rx: mpsc::Receiver<Job>,
+    tail: store::Link,
+    last_ms: u64,
+    sync: bool,
+    max_age: Option<Duration>,
+    max_size: Option<u64>,
+    shared: Arc<Shared>,
+}
+
+impl Writer {
+    fn run(mut self) {
+        let mut retain_pending = self.max_age.is_some() || self.max_size.is_some();
+        loop {
+            let Some(first) = self.rx.blocking_recv() else {
+                break;
+            };
+            let mut group = Vec::new();
+            let mut stop = false;
+            let mut next = Some(first);
+            // Group commit: take whatever queued up while the last group was written.
+            while let Some(job) = next.take() {
+                match job {
+                    Job::Append(r, done) => group.push((r, done)),
+                    Job::Retain => retain_pending = true,
+                    Job::Stop => stop = true,
+                }
+                if group.len() < MAX_GROUP && !stop {
+                    next = self.rx.try_recv().ok();
+                }
+            }
+            if !group.is_empty() {
+                self.commit(group);
+            }
+            if retain_pending {
+                retain_pending = self.retain_step();
+            }
+            if stop {
+                break;
+            }
+        }
+        if let Err(e) = self.store.flush() {
+            error!(error = %e, "audit store: final flush failed");
+        }
+    }
+
+    fn commit(&mut self, group: Vec<(Box<Record>, Option<Ack>)>) {
+        let mut records = Vec::with_capacity(group.len() + 1);
+        let dropped = self.shared.dropped.swap(0, Ordering::Relaxed);
+        if dropped > 0 {
+            records.push(dropped_marker(dropped));
+        }
+        let mut acks = Vec::with_capacity(group.len());
+        for (r, done) in group {
+            records.push(*r);
+            acks.push(done);
+        }
+        let result = self
+            .store
+            .append(self.tail, self.last_ms, &mut records, SystemTime::now())
+            .and_then(|tail| {
+                if self.sync {
+                    self.store.flush()?;
+                }
+                Ok(tail)
+            });
+        match result {
+            Ok((tail, ms)) => {
+                self.tail = tail;
+                self.last_ms = ms;
+                if let Ok(mut f) = self.shared.failing.lock() {
+                    *f = None;
+                }
+                let first = records.len() - acks.len();
+                for (done, r) in acks.into_iter().zip(&records[first..]) {
+                    if let Some(done) = done {
+                        let _ = done.send(Ok(r.seq));
+                    }
+                }
+            }
+            Err(e) => {
+                // The transaction wrote nothing: no partial records. The tail is unchanged.
+                error!(error = %e, records = records.len(), "audit store: write failed; records lost");
+                if let Ok(mut f) = self.shared.failing.lock() {
+                    *f = Some(e.to_string());
+                }
+                self.shared
+                    .dropped
+                    .fetch_add(acks.len() as u64, Ordering::Relaxed);
+                for done in acks.into_iter().flatten() {
+                    let _ = done.send(Err(e.to_string()));
+                }
+            }
+        }
+    }
+
+    /// One bounded retention step; returns whether more may be due.
+    fn retain_step(&mut self) -> bool {
+        match self
+            .store
+            .retain(self.max_age, self.max_size, SystemTime::now(), RETAIN_STEP)
+        {
+            Ok(n) => {
+                if n > 0 {
+                    debug!(removed = n, "audit retention");
+                }
+                n == RETAIN_STEP
+            }
+            Err(e) => {
+                error!(error = %e, "audit retention failed");
+                false
+            }
+        }
+    }
+}
+
+/// A record that says records were lost (async queue full, or failed writes), so that the
+/// gap is in the trail itself.
+fn dropped_marker(n: u64) -> Record {
+    Record {
+        seq: 0,
+        time: String::new(),
+        request_id: 0,
+        caller: serde_json::json!({"user": "portcullis"}),
+        method: String::new(),
+        path: String::new(),
+        api_version: None,
+        endpoint: "audit.dropped".into(),
+        object: None,
+        target: None,
+        decision: Decision::Error,
+        plugins: Vec::new(),
+        error: Some(format!(
+            "{n} audit records were lost (queue full or store unable to write)"
+        )),
+        status: 0,
+        duration_us: 0,
+        bytes_in: None,
+        bytes_out: None,
+        details: None,
+    }
+}
