@@ -53,6 +53,7 @@ pub enum RunError {
     Plugin(#[from] plugin::LoadError),
     #[error(transparent)]
     Identity(#[from] identity::SetupError),
+    #[error(transparent)]
     Audit(#[from] audit::AuditError),
 }
 

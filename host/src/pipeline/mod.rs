@@ -83,6 +83,7 @@ pub enum PipelineError {
     Upstream(#[from] UpstreamError),
     #[error(transparent)]
     Target(#[from] TargetError),
+    #[error(transparent)]
     Audit(#[from] AuditError),
 }
 
