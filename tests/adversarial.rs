@@ -4,7 +4,7 @@
 //! engine's state afterwards — did the forbidden thing come to exist? — not by the status
 //! code the gateway answered.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use portcullis::Config;
@@ -12,18 +12,11 @@ use portcullis_tests::*;
 
 const T: Duration = Duration::from_secs(60);
 
-fn baseline_component() -> PathBuf {
-    let dir = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "/var/cache/portcullis/target".into());
-    let p = PathBuf::from(dir).join("wasm32-wasip2/release/portcullis_baseline_plugin.wasm");
-    assert!(p.exists(), "{} is missing: run `just plugins`", p.display());
-    p
-}
-
 /// A gateway with `baseline`, host binds allowed only under `allowed`.
 fn guarded(allowed: &Path) -> Gateway {
     let text = format!(
         "[[plugins]]\nname = \"baseline\"\npath = \"{}\"\n[plugins.config]\nallowed_bind_paths = [\"{}\"]\n",
-        baseline_component().display(),
+        plugin_component("baseline").display(),
         allowed.display()
     );
     Gateway::start_with(Config::parse(&text, Path::new("adversarial.toml")).expect("config"))

@@ -3,7 +3,7 @@
 //! store, with what the engine was asked to do; credentials never do; and the store is
 //! opened by one gateway at a time.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use portcullis::audit::{AuditError, Decision, Record};
@@ -11,22 +11,6 @@ use portcullis::Config;
 use portcullis_tests::*;
 
 const T: Duration = Duration::from_secs(60);
-
-/// The compiled test kit; `just plugins` builds it.
-fn testkit() -> PathBuf {
-    let dir =
-        std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "/var/cache/portcullis/target".into());
-    let p = PathBuf::from(dir).join("wasm32-wasip2/release/portcullis_testkit_plugin.wasm");
-    assert!(p.exists(), "{} is missing: run `just plugins`", p.display());
-    p
-}
-
-fn entry(name: &str, extra: &str, config: &str) -> String {
-    format!(
-        "[[plugins]]\nname = \"{name}\"\npath = \"{}\"\n{extra}\n[plugins.config]\n{config}\n",
-        testkit().display()
-    )
-}
 
 /// A config with a sync audit store in `dir` and `rest` (limits, plugins).
 fn config(dir: &Path, rest: &str) -> Config {
@@ -324,21 +308,12 @@ fn patches_are_recorded_as_data() {
     assert_eq!(create.details.as_ref().unwrap()["Labels"]["team"], "blue");
 }
 
-/// The first-party `redact` plugin (`plugins/redact`, built by `just plugins`).
-fn redact_plugin() -> PathBuf {
-    let dir =
-        std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "/var/cache/portcullis/target".into());
-    let p = PathBuf::from(dir).join("wasm32-wasip2/release/portcullis_redact_plugin.wasm");
-    assert!(p.exists(), "{} is missing: run `just plugins`", p.display());
-    p
-}
-
 #[test]
 fn the_redact_plugin_keeps_secrets_out_of_the_record_but_not_from_the_engine() {
     let dir = tempfile::tempdir().unwrap();
     let plugin = format!(
         "[[plugins]]\nname = \"redact\"\npath = \"{}\"\nendpoints = [\"container.create\", \"container.exec\"]\n{}",
-        redact_plugin().display(),
+        plugin_component("redact").display(),
         entry("labels", "endpoints = [\"container.create\"]", "action = \"deny-if-label\"\nkey = \"forbidden\"")
     );
     let gw = Gateway::start_with(config(dir.path(), &plugin));

@@ -21,15 +21,6 @@ const T: Duration = Duration::from_secs(60);
 /// The label the test kit's `label-caller` action writes.
 const WHO: &str = "portcullis-test-who";
 
-/// The compiled test kit; `just plugins` builds it.
-fn testkit() -> PathBuf {
-    let dir =
-        std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "/var/cache/portcullis/target".into());
-    let p = PathBuf::from(dir).join("wasm32-wasip2/release/portcullis_testkit_plugin.wasm");
-    assert!(p.exists(), "{} is missing: run `just plugins`", p.display());
-    p
-}
-
 /// A gateway on the listeners `config.server.listen` names (port 0 allowed), in front of
 /// the test engine, with the `label-caller` plugin; stopped on drop.
 struct Served {

@@ -3,41 +3,21 @@
 //! allowed or denied as `tests/plugin-conformance/owner.json` says, and the engine's state
 //! shows it (a denied container does not exist, an allowed one carries its owner label).
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use portcullis::Config;
 use portcullis_tests::*;
 
 const T: Duration = Duration::from_secs(60);
 
-/// Where `scripts/build-plugin-examples` puts the components.
-fn component(lang: &str) -> PathBuf {
-    let dir =
-        std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "/var/cache/portcullis/target".into());
-    let p = PathBuf::from(dir).join(format!("plugin-examples/owner-{lang}.wasm"));
-    assert!(
-        p.exists(),
-        "{} is missing: run `just plugin-examples`",
-        p.display()
-    );
-    p
-}
 
 fn gateway(lang: &str) -> Gateway {
     // A generous timeout: this test is about verdicts, not speed (`just bench` measures it).
-    let text = format!(
-        "[[plugins]]\nname = \"owner-{lang}\"\npath = \"{}\"\nendpoints = [\"container.create\"]\ntimeout = \"2s\"\n\
-         [plugins.config]\nrepositories = [\"portcullis/busybox\"]\n",
-        component(lang).display()
-    );
-    let config = Config::parse(&text, std::path::Path::new("languages.toml")).expect("test config");
-    Gateway::start_with(config)
-}
-
-fn exists(name: &str) -> bool {
-    let out = run(docker_direct().args(["ps", "-a", "-q", "--filter", &format!("name=^/{name}$")]));
-    !String::from_utf8_lossy(&out.stdout).trim().is_empty()
+    portcullis_tests::gateway(&[plugin_entry(
+        &format!("owner-{lang}"),
+        &owner_example(lang),
+        "endpoints = [\"container.create\"]\ntimeout = \"2s\"",
+        "repositories = [\"portcullis/busybox\"]",
+    )])
 }
 
 fn create(gw: &Gateway, name: &str, image: &str, labels: &[&str]) -> std::process::Output {

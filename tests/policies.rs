@@ -15,29 +15,9 @@ use portcullis_tests::*;
 
 const T: Duration = Duration::from_secs(60);
 
-/// A first-party plugin component, as `just plugins` builds it.
-fn component(name: &str) -> PathBuf {
-    let dir =
-        std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "/var/cache/portcullis/target".into());
-    let p = PathBuf::from(dir).join(format!(
-        "wasm32-wasip2/release/portcullis_{name}_plugin.wasm"
-    ));
-    assert!(p.exists(), "{} is missing: run `just plugins`", p.display());
-    p
-}
-
-/// One `[[plugins]]` entry; `extra` holds more keys, `config` the TOML of its config table.
+/// One `[[plugins]]` entry for the first-party plugin `name`.
 fn entry(name: &str, extra: &str, config: &str) -> String {
-    format!(
-        "[[plugins]]\nname = \"{name}\"\npath = \"{}\"\n{extra}\n[plugins.config]\n{config}\n",
-        component(name).display()
-    )
-}
-
-fn gateway(entries: &[String]) -> Gateway {
-    let config =
-        Config::parse(&entries.concat(), std::path::Path::new("test.toml")).expect("test config");
-    Gateway::start_with(config)
+    plugin_entry(name, &plugin_component(name), extra, config)
 }
 
 fn stderr(o: &Output) -> String {

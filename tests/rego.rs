@@ -65,7 +65,7 @@ fn an_opa_docker_authz_policy_decides_on_the_canonical_request() {
 
 #[test]
 fn config_reaches_the_policy_as_data() {
-    let gw = rego_gateway("[plugins.config]\nread_only_users = [\"uid:0\", \"root\"]");
+    let gw = rego_gateway("[plugins.config]\nread_only_users = [\"root\"]");
     let out = run_timeout(gw.docker().args(["ps", "-q"]), None, T);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let mut clean = Cleanup::new();

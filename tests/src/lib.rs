@@ -728,21 +728,43 @@ pub fn engine_connections_of_this_process() -> usize {
 
 // --- Plugin chains built from the test kit component (`tests/plugins/testkit`). ---
 
-/// The compiled test kit; `just plugins` builds it.
-pub fn testkit() -> std::path::PathBuf {
+/// A component in the target directory, `rel` below it; `recipe` builds it.
+fn built(rel: &str, recipe: &str) -> std::path::PathBuf {
     let dir = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "/var/cache/portcullis/target".into());
-    let p = std::path::PathBuf::from(dir).join("wasm32-wasip2/release/portcullis_testkit_plugin.wasm");
-    assert!(p.exists(), "{} is missing: run `just plugins`", p.display());
+    let p = std::path::PathBuf::from(dir).join(rel);
+    assert!(p.exists(), "{} is missing: run `{recipe}`", p.display());
     p
 }
 
-/// One `[[plugins]]` entry for the test kit. `extra` holds more keys of the entry
+/// A plugin crate's component (`tests/plugins/<name>` or `plugins/<name>`), as `just plugins`
+/// builds it: `portcullis_<name>_plugin.wasm`.
+pub fn plugin_component(name: &str) -> std::path::PathBuf {
+    built(&format!("wasm32-wasip2/release/portcullis_{name}_plugin.wasm"), "just plugins")
+}
+
+/// The owner policy example built in `lang` (`rust`, `python`, `js`, `c`) by
+/// `just plugin-examples`.
+pub fn owner_example(lang: &str) -> std::path::PathBuf {
+    built(&format!("plugin-examples/owner-{lang}.wasm"), "just plugin-examples")
+}
+
+/// The compiled test kit.
+pub fn testkit() -> std::path::PathBuf {
+    plugin_component("testkit")
+}
+
+/// One `[[plugins]]` entry for `component`. `extra` holds more keys of the entry
 /// (`phase = "mutate"`, `timeout = "50ms"`, ...), `config` the TOML body of its config table.
-pub fn entry(name: &str, extra: &str, config: &str) -> String {
+pub fn plugin_entry(name: &str, component: &Path, extra: &str, config: &str) -> String {
     format!(
         "[[plugins]]\nname = \"{name}\"\npath = \"{}\"\n{extra}\n[plugins.config]\n{config}\n",
-        testkit().display()
+        component.display()
     )
+}
+
+/// One `[[plugins]]` entry for the test kit (see [`plugin_entry`]).
+pub fn entry(name: &str, extra: &str, config: &str) -> String {
+    plugin_entry(name, &testkit(), extra, config)
 }
 
 /// A gateway in front of the test engine whose plugin chain is `entries`.
