@@ -4,18 +4,14 @@
 //! missing or foreign store.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::SystemTime;
 
 use portcullis::audit::{OpenOptions, Record, Store};
 
-fn portcullis(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(args)
-        .env("PORTCULLIS_LOG", "error")
-        .output()
-        .expect("run portcullis")
-}
+mod common;
+use common::portcullis;
+
 
 fn stdout(o: &Output) -> String {
     assert!(

@@ -3,15 +3,11 @@
 //! component offline.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
-fn portcullis(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(args)
-        .env("PORTCULLIS_LOG", "error")
-        .output()
-        .expect("run portcullis")
-}
+mod common;
+use common::portcullis;
+
 
 fn text(o: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
@@ -19,10 +15,7 @@ fn text(o: &Output) -> String {
 
 /// The test kit component, when built (`just plugins`).
 fn testkit() -> PathBuf {
-    let dir = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "/var/cache/portcullis/target".into());
-    let p = PathBuf::from(dir).join("wasm32-wasip2/release/portcullis_testkit_plugin.wasm");
-    assert!(p.exists(), "{} is missing: run `just plugins`", p.display());
-    p
+    common::built("wasm32-wasip2/release/portcullis_testkit_plugin.wasm", "just plugins")
 }
 
 fn config_with_plugin(dir: &Path, plugin: &Path, config: &str) -> PathBuf {

@@ -8,17 +8,11 @@ use std::process::Command;
 
 use serde_json::Value;
 
+mod common;
+
 /// Where `scripts/build-plugin-examples` puts the components.
 fn component(lang: &str) -> PathBuf {
-    let dir =
-        std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "/var/cache/portcullis/target".into());
-    let p = PathBuf::from(dir).join(format!("plugin-examples/owner-{lang}.wasm"));
-    assert!(
-        p.exists(),
-        "{} is missing: run `just plugin-examples`",
-        p.display()
-    );
-    p
+    common::built(&format!("plugin-examples/owner-{lang}.wasm"), "just plugin-examples")
 }
 
 fn table() -> Value {
