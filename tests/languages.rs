@@ -9,13 +9,18 @@ use portcullis_tests::*;
 
 const T: Duration = Duration::from_secs(60);
 
+/// The entry's extra keys for a fresh instance per call.
+const FRESH: &str = "";
+/// One instance kept and reused for every call (`[plugins.reuse]`): the verdicts must not
+/// change when an interpreter answers several requests in turn.
+const REUSED: &str = "reuse = { instances = 1 }";
 
-fn gateway(lang: &str) -> Gateway {
+fn gateway(lang: &str, extra: &str) -> Gateway {
     // A generous timeout: this test is about verdicts, not speed (`just bench` measures it).
     portcullis_tests::gateway(&[plugin_entry(
         &format!("owner-{lang}"),
         &owner_example(lang),
-        "endpoints = [\"container.create\"]\ntimeout = \"2s\"",
+        &format!("endpoints = [\"container.create\"]\ntimeout = \"2s\"\n{extra}"),
         "repositories = [\"portcullis/busybox\"]",
     )])
 }
@@ -36,8 +41,8 @@ fn stderr(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-fn owner_policy_through_the_gateway(lang: &str) {
-    let gw = gateway(lang);
+fn owner_policy_through_the_gateway(lang: &str, extra: &str) {
+    let gw = gateway(lang, extra);
     let mut clean = Cleanup::new();
 
     // Allowed: the right repository and an owner. The engine has it, with the label.
@@ -99,20 +104,30 @@ fn owner_policy_through_the_gateway(lang: &str) {
 
 #[test]
 fn rust_owner_policy_against_the_engine() {
-    owner_policy_through_the_gateway("rust");
+    owner_policy_through_the_gateway("rust", FRESH);
 }
 
 #[test]
 fn python_owner_policy_against_the_engine() {
-    owner_policy_through_the_gateway("python");
+    owner_policy_through_the_gateway("python", FRESH);
 }
 
 #[test]
 fn js_owner_policy_against_the_engine() {
-    owner_policy_through_the_gateway("js");
+    owner_policy_through_the_gateway("js", FRESH);
 }
 
 #[test]
 fn c_owner_policy_against_the_engine() {
-    owner_policy_through_the_gateway("c");
+    owner_policy_through_the_gateway("c", FRESH);
+}
+
+#[test]
+fn python_owner_policy_with_instance_reuse() {
+    owner_policy_through_the_gateway("python", REUSED);
+}
+
+#[test]
+fn js_owner_policy_with_instance_reuse() {
+    owner_policy_through_the_gateway("js", REUSED);
 }

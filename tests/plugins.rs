@@ -114,6 +114,8 @@ fn failing_plugins_fail_closed_and_the_gateway_keeps_serving() {
         ("spin", "timeout = \"50ms\"", "action = \"spin\"", "timed out after 50ms"),
         ("hog", "memory_limit = \"16MiB\"", "action = \"hog\"\nmb = 64", "exceeded its memory limit of 16.0 MiB"),
         ("nonsense", "phase = \"mutate\"", "action = \"bad-verdict\"", "malformed verdict"),
+        // A reused instance that crashed is dropped, not handed to the next call.
+        ("crash-reused", "reuse = { instances = 1 }", "action = \"trap\"", "crashed"),
     ];
     for (name, extra, config, expect) in cases {
         let extra = format!("{extra}\nendpoints = [\"container.create\"]");
@@ -239,4 +241,33 @@ fn two_hundred_parallel_requests_through_a_three_plugin_chain() {
         assert_eq!(idx % 2, 0, "forbidden container {n} exists");
         assert_eq!(label, "stamped", "{n} was not patched");
     }
+}
+
+/// The message of a denied `GET /_ping`.
+fn ping_denial(gw: &Gateway) -> String {
+    let out = raw_http(&gw.socket, b"GET /_ping HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n", T);
+    let text = String::from_utf8_lossy(&out).into_owned();
+    assert!(text.starts_with("HTTP/1.1 403"), "not denied: {text}");
+    let body = &text[text.find("\r\n\r\n").map_or(0, |i| i + 4)..];
+    let json: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    json["message"].as_str().unwrap_or_default().to_owned()
+}
+
+/// By default every call gets a fresh instance: what one call leaves in the plugin's memory is
+/// gone for the next. With `[plugins.reuse]` one initialized instance serves the calls in turn
+/// and is replaced after `calls` of them.
+#[test]
+fn instances_are_fresh_per_call_unless_reuse_is_configured() {
+    let fresh = gateway(&[entry("count", "endpoints = [\"system.ping\"]", "action = \"count\"")]);
+    let seen: Vec<String> = (0..3).map(|_| ping_denial(&fresh)).collect();
+    assert_eq!(seen, ["count: call 1"; 3], "state survived a call on a fresh instance");
+
+    let reused = gateway(&[entry(
+        "count",
+        "endpoints = [\"system.ping\"]\nreuse = { instances = 1, calls = 3 }",
+        "action = \"count\"",
+    )]);
+    let seen: Vec<String> = (0..6).map(|_| ping_denial(&reused)).collect();
+    let want: Vec<String> = [1, 2, 3, 1, 2, 3].iter().map(|n| format!("count: call {n}")).collect();
+    assert_eq!(seen, want, "one instance should serve three calls, then be replaced");
 }

@@ -37,6 +37,27 @@ pub fn create_body() -> Bytes {
     )
 }
 
+/// The owner label the default chain's `tenancy` plugin stamps, with the user this harness runs
+/// as (what the gateway learns from the socket's peer credentials), so that the containers the
+/// harness creates directly are the caller's own through `portcullis-default` too.
+fn owned_create_body() -> Bytes {
+    let user = std::process::Command::new("id")
+        .arg("-un")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    Bytes::from(
+        json!({
+            "Image": IMAGE,
+            "Cmd": ["true"],
+            "Labels": { LABEL: run_id(), "io.portcullis.owner": user },
+            "HostConfig": { "NetworkMode": "none" },
+        })
+        .to_string(),
+    )
+}
+
 /// One connection to the engine's own socket.
 pub struct Engine {
     socket: PathBuf,
@@ -93,7 +114,7 @@ impl Engine {
     /// Creates a stopped, labelled container; returns its id.
     pub async fn create(&mut self) -> Result<String> {
         let (status, body) = self
-            .call(Method::POST, "/containers/create", Some(create_body()))
+            .call(Method::POST, "/containers/create", Some(owned_create_body()))
             .await?;
         if status != StatusCode::CREATED {
             bail!(

@@ -338,6 +338,7 @@ async fn run(plan: &Plan) -> Result<Results> {
         dir: dir.0.clone(),
         portcullis: plan.portcullis.clone(),
         plugin: plan.plugin.clone(),
+        workspace: workspace(),
     };
     let mut running: Vec<Target> = Vec::new();
     let mut skipped = Vec::new();

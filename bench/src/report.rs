@@ -270,6 +270,30 @@ pub fn checks(r: &Results) -> Vec<Check> {
             out.push(missing("3", "3 plugins add ≤ 100 µs p50, ≤ 300 µs p99"));
         }
     }
+    // Issue 6: the default chain (labels, tenancy, baseline, redact, a Rego policy, audit on).
+    // Create + remove is two requests; the target is per create, so half the pair's added
+    // latency is held against it.
+    for (scenario, limit, per) in [
+        ("GET /containers/json?all=1", 150.0, 1.0),
+        ("create + remove", 250.0, 2.0),
+    ] {
+        let target = format!(
+            "default chain adds ≤ {limit:.0} µs p50: `{}`",
+            if per > 1.0 { "create (half of create + remove)" } else { scenario }
+        );
+        match (find(scenario, 1, "portcullis-default"), find(scenario, 1, "portcullis")) {
+            (Some(chain), Some(bare)) => {
+                let d50 = paired(&chain.rounds, &bare.rounds, |x, y| (x.p50_us - y.p50_us) / per);
+                out.push(Check {
+                    issue: "6",
+                    target,
+                    measured: d50.map_or("?".into(), |x| format!("{x:+.0} µs p50 (c=1)")),
+                    met: d50.map(|x| x <= limit),
+                });
+            }
+            _ => out.push(missing("6", &target)),
+        }
+    }
     match r
         .memory
         .iter()

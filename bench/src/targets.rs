@@ -1,6 +1,7 @@
 //! The configurations under test, each a unix socket in front of the same engine, started
 //! (and stopped) by the harness itself: the engine directly, socat, HAProxy configured like
-//! docker-socket-proxy, and portcullis without and with a chain of plugins.
+//! docker-socket-proxy, and portcullis without plugins, with a chain of 3 testkit plugins, and
+//! with the default policy chain of `policies/portcullis.toml` plus a Rego policy.
 
 use std::fs;
 use std::os::unix::process::CommandExt;
@@ -19,7 +20,14 @@ use http_body_util::Full;
 use crate::client;
 
 /// Every configuration, in report order. `direct` is the baseline every ratio refers to.
-pub const ALL: [&str; 5] = ["direct", "socat", "haproxy", "portcullis", "portcullis-3"];
+pub const ALL: [&str; 6] = [
+    "direct",
+    "socat",
+    "haproxy",
+    "portcullis",
+    "portcullis-3",
+    "portcullis-default",
+];
 
 /// What the targets need from the outside.
 pub struct Setup {
@@ -31,6 +39,8 @@ pub struct Setup {
     pub portcullis: PathBuf,
     /// The testkit plugin component.
     pub plugin: PathBuf,
+    /// The workspace root (for `policies/`).
+    pub workspace: PathBuf,
 }
 
 /// One running configuration.
@@ -106,7 +116,7 @@ pub async fn start(name: &'static str, setup: &Setup) -> Result<Target> {
             c.env("POST", "1");
             c
         }
-        "portcullis" | "portcullis-3" => {
+        "portcullis" | "portcullis-3" | "portcullis-default" => {
             if !setup.portcullis.is_file() {
                 bail!(
                     "{} is missing (cargo build --release -p portcullis)",
@@ -129,6 +139,11 @@ pub async fn start(name: &'static str, setup: &Setup) -> Result<Target> {
                 }
                 let config = setup.dir.join("portcullis-3.toml");
                 fs::write(&config, plugin_chain_config(&setup.plugin))?;
+                c.arg("--config").arg(config);
+            }
+            if name == "portcullis-default" {
+                let config = setup.dir.join("portcullis-default.toml");
+                fs::write(&config, default_chain_config(&setup.workspace, &setup.dir)?)?;
                 c.arg("--config").arg(config);
             }
             c
@@ -306,6 +321,39 @@ fn plugin_chain_config(plugin: &Path) -> String {
         ));
     }
     config
+}
+
+/// `policies/portcullis.toml` as shipped (labels, tenancy, baseline, redact, the audit store in
+/// `batch` mode) with its plugin paths made absolute and the store in `dir`, plus the example
+/// Rego policy `policies/rego/authz.rego`: the default chain issue #6 measures.
+fn default_chain_config(workspace: &Path, dir: &Path) -> Result<String> {
+    let policies = workspace.join("policies");
+    for p in ["labels", "tenancy", "baseline", "redact"] {
+        let wasm = policies.join("plugins").join(format!("{p}.wasm"));
+        if !wasm.is_file() {
+            bail!("{} is missing (just plugins)", wasm.display());
+        }
+    }
+    let shipped = fs::read_to_string(policies.join("portcullis.toml"))?;
+    let store = dir.join("audit-default");
+    let _ = fs::remove_dir_all(&store);
+    let mut config = String::new();
+    for line in shipped.lines() {
+        let line = if let Some(rest) = line.strip_prefix("path = \"plugins/") {
+            format!("path = {:?}", format!("{}/plugins/{}", policies.display(), rest.trim_end_matches('"')))
+        } else if line.starts_with("path = \"/var/tmp/portcullis/audit\"") {
+            format!("path = {:?}", store.display().to_string())
+        } else {
+            line.to_owned()
+        };
+        config.push_str(&line);
+        config.push('\n');
+    }
+    config.push_str(&format!(
+        "\n[[plugins]]\nname = \"authz\"\nkind = \"rego\"\npath = {:?}\n",
+        policies.join("rego/authz.rego").display().to_string()
+    ));
+    Ok(config)
 }
 
 /// Samples a process's resident memory (`VmRSS`) every 10 ms on its own thread, keeping the

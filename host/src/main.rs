@@ -191,6 +191,10 @@ enum PluginCommand {
         /// Iterations of each measurement.
         #[arg(long, default_value_t = 2000)]
         iterations: usize,
+        /// Measure calls on a reused, initialized instance (`[plugins.reuse]`) instead of a
+        /// fresh instance per call.
+        #[arg(long)]
+        reuse: bool,
     },
     /// Create a plugin from the template of a language; it builds with `./build.sh` and
     /// passes its own test with `./test.sh`.
@@ -399,13 +403,14 @@ async fn load_for_test(
     plugin: &std::path::Path,
     request: &std::path::Path,
     config: Option<&std::path::Path>,
+    reuse: Option<portcullis::config::Reuse>,
 ) -> Result<(portcullis::plugin::Plugin, portcullis::plugin::types::Request)> {
     use portcullis::plugin::offline;
     let config = match config {
         Some(p) => read_json(p)?,
         None => serde_json::json!({}),
     };
-    let loaded = offline::load_one(plugin, config, true).await?;
+    let loaded = offline::load_one(plugin, config, true, reuse).await?;
     let request = read_json::<offline::RequestFile>(request)?
         .into_request()
         .map_err(|e| anyhow::anyhow!("{}: {e}", request.display()))?;
@@ -416,7 +421,7 @@ async fn plugin_command(cmd: PluginCommand) -> Result<()> {
     use portcullis::plugin::offline;
     match cmd {
         PluginCommand::Test { plugin, request, response, config } => {
-            let (loaded, request) = load_for_test(&plugin, &request, config.as_deref()).await?;
+            let (loaded, request) = load_for_test(&plugin, &request, config.as_deref(), None).await?;
             let response = match response {
                 Some(p) => Some(read_json::<offline::ResponseFile>(&p)?.into_response()),
                 None => None,
@@ -427,8 +432,13 @@ async fn plugin_command(cmd: PluginCommand) -> Result<()> {
             println!("{}", serde_json::to_string_pretty(&offline::verdict_json(&verdict))?);
             Ok(())
         }
-        PluginCommand::Bench { plugin, request, config, iterations } => {
-            let (loaded, request) = load_for_test(&plugin, &request, config.as_deref()).await?;
+        PluginCommand::Bench { plugin, request, config, iterations, reuse } => {
+            // One instance, never retired: the figure is the hook call alone.
+            let reuse = reuse.then_some(portcullis::config::Reuse {
+                instances: 1,
+                calls: u32::MAX,
+            });
+            let (loaded, request) = load_for_test(&plugin, &request, config.as_deref(), reuse).await?;
             let figures = offline::bench(&loaded, &request, iterations)
                 .await
                 .map_err(|f| anyhow::anyhow!("plugin {f}"))?;
@@ -445,7 +455,7 @@ async fn plugin_command(cmd: PluginCommand) -> Result<()> {
             Ok(())
         }
         PluginCommand::Inspect { plugin } => {
-            let loaded = offline::load_one(&plugin, serde_json::json!({}), false).await?;
+            let loaded = offline::load_one(&plugin, serde_json::json!({}), false, None).await?;
             println!("{}", serde_json::to_string_pretty(&offline::describe(&loaded))?);
             Ok(())
         }

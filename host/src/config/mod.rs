@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 pub use address::{Address, AddressError};
 pub use api::{ApiConfig, ApiVersion};
-pub use plugins::{Grants, Kind, Mode, Phase, PluginConfig, RuntimeConfig};
+pub use plugins::{Grants, Kind, Mode, Phase, PluginConfig, Reuse, RuntimeConfig};
 pub use identity::{AnonymousIdentity, TlsConfig, UserFrom};
 pub use crate::audit::AuditConfig;
 
@@ -291,6 +291,33 @@ impl Config {
         if self.runtime.max_instances == 0 {
             return Err(invalid("runtime.max_instances", "must be at least 1"));
         }
+        let mut kept = 0u64;
+        for p in &self.plugins {
+            let Some(reuse) = p.reuse else { continue };
+            if p.kind != Kind::Wasm {
+                return Err(invalid(
+                    "plugins.reuse",
+                    &format!("plugin {}: instance reuse is for kind = \"wasm\" only", p.name),
+                ));
+            }
+            if reuse.instances == 0 || reuse.calls == 0 {
+                return Err(invalid(
+                    "plugins.reuse",
+                    &format!("plugin {}: `instances` and `calls` must be at least 1", p.name),
+                ));
+            }
+            kept += u64::from(reuse.instances);
+        }
+        // Idle reused instances hold pool slots; fresh calls must still find some.
+        if kept >= u64::from(self.runtime.max_instances) {
+            return Err(invalid(
+                "plugins.reuse",
+                &format!(
+                    "{kept} reused instances would take all of runtime.max_instances ({}); raise it or keep fewer",
+                    self.runtime.max_instances
+                ),
+            ));
+        }
         if let Some(Err((key, why))) = self.audit.as_ref().map(AuditConfig::validate) {
             return Err(invalid(key, &why));
         }
@@ -334,6 +361,26 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("audit.queue"), "{err}");
+    }
+
+    #[test]
+    fn instance_reuse_is_validated() {
+        let entry = |extra: &str| {
+            format!("[runtime]\nmax_instances = 4\n[[plugins]]\nname = \"p\"\npath = \"p.wasm\"\n{extra}\n")
+        };
+        let c = Config::parse(&entry("reuse = { instances = 3 }"), Path::new("c.toml")).unwrap();
+        assert_eq!(c.plugins[0].reuse, Some(Reuse { instances: 3, calls: 1000 }));
+        for (extra, why) in [
+            ("reuse = { instances = 4 }", "max_instances"),
+            ("reuse = { instances = 0 }", "at least 1"),
+            ("reuse = { calls = 0 }", "at least 1"),
+            ("reuse = { instance = 1 }", "instance"),
+            ("kind = \"rego\"\nreuse = {}", "wasm"),
+        ] {
+            let err = Config::parse(&entry(extra), Path::new("c.toml")).unwrap_err().to_string();
+            assert!(err.contains("reuse") || err.contains(why), "{extra}: {err}");
+            assert!(err.contains(why), "{extra}: {err}");
+        }
     }
 
     #[test]

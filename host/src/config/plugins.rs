@@ -96,6 +96,32 @@ pub struct PluginConfig {
     /// Free-form table handed to the plugin's `init` as JSON.
     #[serde(default)]
     pub config: toml::Table,
+    /// Keep initialized instances and reuse them for later calls (`wasm` only; opt-in). Absent:
+    /// a fresh instance per call. Faster for interpreters, at the cost of isolation between
+    /// calls (README, "Instance reuse").
+    #[serde(default)]
+    pub reuse: Option<Reuse>,
+}
+
+/// `[plugins.reuse]`: how long an initialized instance lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reuse {
+    /// Initialized instances kept idle between calls (default 2). Each holds one of
+    /// `runtime.max_instances` while it waits.
+    #[serde(default = "default_reuse_instances")]
+    pub instances: u32,
+    /// Calls after which an instance is dropped and a fresh one takes its place (default
+    /// 1000), which bounds what one instance can accumulate.
+    #[serde(default = "default_reuse_calls")]
+    pub calls: u32,
+}
+
+fn default_reuse_instances() -> u32 {
+    2
+}
+fn default_reuse_calls() -> u32 {
+    1000
 }
 
 fn all_endpoints() -> Vec<String> {

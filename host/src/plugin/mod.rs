@@ -15,18 +15,18 @@ pub mod scaffold;
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use tokio::sync::Semaphore;
 use wasmtime::component::{Component, Linker};
-use wasmtime::{Engine, PoolingAllocationConfig, Store, UpdateDeadline};
+use wasmtime::{Engine, PoolingAllocationConfig, Store};
 
 use crate::config::{Config, Mode, Phase, PluginConfig, RuntimeConfig};
 pub use bindings::types;
 pub use bindings::CONTRACT_VERSION;
 use bindings::PluginPre;
-use sandbox::State;
+use sandbox::{DeadlineExceeded, State, TICK};
 
 /// Why a plugin could not be loaded. Start-up and `portcullis check` stop on these.
 #[derive(Debug, thiserror::Error)]
@@ -109,8 +109,6 @@ pub(crate) const DENSE_IMAGE_LIMIT: u64 = 256 << 20;
 /// memory only for pages calls actually use.
 const KEEP_RESIDENT: usize = 32 << 20;
 
-/// Epoch granularity: deadlines are checked this often.
-const TICK: Duration = Duration::from_millis(1);
 
 impl Runtime {
     /// Creates the engine (pooling allocator sized from `config`) and the linker with the
@@ -251,6 +249,7 @@ impl Runtime {
             })?,
             backend: Backend::Wasm(pre),
             runtime: self.clone(),
+            warm: cfg.reuse.as_ref().map(WarmPool::new),
         };
         plugin.info = plugin.probe().await.map_err(|failure| LoadError::Probe {
             name: name.clone(),
@@ -283,6 +282,7 @@ impl Runtime {
             endpoints: endpoints.build().map_err(|e| config_error(e.to_string()))?,
             backend: Backend::Rego(Box::new(policy)),
             runtime: self.clone(),
+            warm: None,
         })
     }
 }
@@ -321,6 +321,8 @@ pub struct Plugin {
     endpoints: GlobSet,
     backend: Backend,
     runtime: Arc<Runtime>,
+    /// Initialized instances kept between calls, when the configuration opts in.
+    warm: Option<WarmPool>,
 }
 
 /// How a plugin runs.
@@ -413,21 +415,17 @@ impl Plugin {
             Backend::Wasm(pre) => pre,
             Backend::Rego(policy) => return rego_call(&self.info, policy, what),
         };
-        let rt = &self.runtime;
+        if let (Some(warm), Call::Hook(hook)) = (&self.warm, &what) {
+            return self.call_reused(pre, warm, request_id, hook).await.map(Output::Verdict);
+        }
         // Bounded like every resource: calls beyond the pool wait for a free instance.
-        let _permit = rt
+        let _permit = self
+            .runtime
             .instances
             .acquire()
             .await
             .map_err(|_| PluginFailure::Trap("plugin runtime closed".into()))?;
-        let limit = self.cfg.memory_limit;
-        let state = State::new(&self.cfg.name, request_id, limit.as_u64() as usize, &self.cfg.grants);
-        let mut store = Store::new(&rt.engine, state);
-        store.limiter(|s| s.limiter());
-        let timeout = self.cfg.timeout;
-        let mut clock = RunClock::new(timeout);
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |_| clock.tick());
+        let mut store = self.new_store(request_id);
         let result: wasmtime::Result<Result<Output, PluginFailure>> = async {
             let instance = pre.instantiate_async(&mut store).await?;
             let policy = instance.portcullis_plugin_policy();
@@ -442,30 +440,143 @@ impl Plugin {
             }
             Ok(Ok(match hook {
                 None => Output::Initialized,
-                Some(Hook::Request(r)) => Output::Verdict(policy.call_on_request(&mut store, r).await?),
-                Some(Hook::Response(r, resp)) => {
-                    Output::Verdict(policy.call_on_response(&mut store, r, resp).await?)
-                }
-                Some(Hook::Audit(r, rec)) => Output::Verdict(policy.call_on_audit(&mut store, r, rec).await?),
+                Some(hook) => Output::Verdict(run_hook(&instance, &mut store, &hook).await?),
             }))
         }
         .await;
-        match result {
-            Ok(r) => r,
-            Err(e) => {
-                let state = store.data();
-                Err(if e.root_cause().is::<DeadlineExceeded>() {
-                    PluginFailure::Timeout(timeout)
-                } else if state.memory_exceeded() {
-                    PluginFailure::Memory(limit)
-                } else {
-                    let stderr = state.stderr();
-                    let root = e.root_cause().to_string();
-                    PluginFailure::Trap(if stderr.is_empty() { root } else { format!("{root}: {stderr}") })
-                })
+        result.unwrap_or_else(|e| Err(self.failure(&store, &e)))
+    }
+
+    /// A hook call on an initialized instance kept from an earlier call (`[plugins.reuse]`),
+    /// or on a new one that is kept afterwards. An instance that failed in any way, wrote to
+    /// stderr, or served its `calls` is dropped instead of kept.
+    async fn call_reused(
+        &self,
+        pre: &PluginPre<State>,
+        warm: &WarmPool,
+        request_id: u64,
+        hook: &Hook<'_>,
+    ) -> Result<types::Verdict, PluginFailure> {
+        let idle = warm.idle.lock().map(|mut v| v.pop()).unwrap_or(None);
+        let mut instance = match idle {
+            Some(mut w) => {
+                w.store.data_mut().start_call(request_id, self.cfg.timeout);
+                w
             }
+            None => {
+                let permit = self
+                    .runtime
+                    .instances
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| PluginFailure::Trap("plugin runtime closed".into()))?;
+                let mut store = self.new_store(request_id);
+                let made: wasmtime::Result<Result<bindings::Plugin, String>> = async {
+                    let instance = pre.instantiate_async(&mut store).await?;
+                    let init = instance
+                        .portcullis_plugin_policy()
+                        .call_init(&mut store, &self.config_json)
+                        .await?;
+                    Ok(init.map(|()| instance))
+                }
+                .await;
+                match made {
+                    Ok(Ok(bindings)) => Warm {
+                        store,
+                        bindings,
+                        calls: 0,
+                        _permit: permit,
+                    },
+                    Ok(Err(reason)) => return Err(PluginFailure::Init(reason)),
+                    Err(e) => return Err(self.failure(&store, &e)),
+                }
+            }
+        };
+        let result = run_hook(&instance.bindings, &mut instance.store, hook).await;
+        instance.calls += 1;
+        match result {
+            Ok(verdict) => {
+                let spent = instance.calls >= warm.calls || !instance.store.data().stderr().is_empty();
+                if !spent {
+                    if let Ok(mut idle) = warm.idle.lock() {
+                        if idle.len() < warm.keep {
+                            idle.push(instance);
+                        }
+                    }
+                }
+                Ok(verdict)
+            }
+            Err(e) => Err(self.failure(&instance.store, &e)),
         }
     }
+
+    /// A store for one instance: the memory cap, the granted capabilities, the deadline.
+    fn new_store(&self, request_id: u64) -> Store<State> {
+        let limit = self.cfg.memory_limit.as_u64() as usize;
+        let state = State::new(&self.cfg.name, request_id, limit, &self.cfg.grants, self.cfg.timeout);
+        let mut store = Store::new(&self.runtime.engine, state);
+        store.limiter(|s| s.limiter());
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|mut ctx| ctx.data_mut().tick());
+        store
+    }
+
+    /// Names what stopped a call: its deadline, its memory cap, or a trap (with the panic
+    /// message the guest wrote to stderr).
+    fn failure(&self, store: &Store<State>, e: &wasmtime::Error) -> PluginFailure {
+        let state = store.data();
+        if e.root_cause().is::<DeadlineExceeded>() {
+            PluginFailure::Timeout(self.cfg.timeout)
+        } else if state.memory_exceeded() {
+            PluginFailure::Memory(self.cfg.memory_limit)
+        } else {
+            let stderr = state.stderr();
+            let root = e.root_cause().to_string();
+            PluginFailure::Trap(if stderr.is_empty() { root } else { format!("{root}: {stderr}") })
+        }
+    }
+}
+
+/// Calls `hook` on an initialized instance.
+async fn run_hook(
+    instance: &bindings::Plugin,
+    store: &mut Store<State>,
+    hook: &Hook<'_>,
+) -> wasmtime::Result<types::Verdict> {
+    let policy = instance.portcullis_plugin_policy();
+    match *hook {
+        Hook::Request(r) => policy.call_on_request(store, r).await,
+        Hook::Response(r, resp) => policy.call_on_response(store, r, resp).await,
+        Hook::Audit(r, rec) => policy.call_on_audit(store, r, rec).await,
+    }
+}
+
+/// Initialized instances of one plugin, kept for reuse (`[plugins.reuse]`).
+struct WarmPool {
+    idle: std::sync::Mutex<Vec<Warm>>,
+    /// Idle instances kept at most.
+    keep: usize,
+    /// Calls after which an instance is dropped.
+    calls: u32,
+}
+
+impl WarmPool {
+    fn new(reuse: &crate::config::Reuse) -> Self {
+        Self {
+            idle: std::sync::Mutex::new(Vec::new()),
+            keep: reuse.instances as usize,
+            calls: reuse.calls,
+        }
+    }
+}
+
+/// One initialized instance with its store and the pool slot it holds.
+struct Warm {
+    store: Store<State>,
+    bindings: bindings::Plugin,
+    calls: u32,
+    _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
 /// A call on a Rego policy: only requests are judged; an evaluation error (a builtin
@@ -495,68 +606,6 @@ enum Output {
     Info(types::Info),
     Initialized,
     Verdict(types::Verdict),
-}
-
-/// The deadline of one call, counted in time the plugin *runs*: under load a call is
-/// descheduled between epoch ticks, and waiting for a CPU must not make a well-behaved plugin
-/// time out. A wall-clock backstop of [`WALL_FACTOR`] × the timeout bounds it all the same.
-struct RunClock {
-    timeout: Duration,
-    started: Instant,
-    last: Instant,
-    ran: Duration,
-    since_yield: Duration,
-}
-
-/// Run time after which a call yields to the gateway's other tasks.
-const SLICE: Duration = Duration::from_millis(2);
-/// Wall-clock backstop, as a multiple of the timeout.
-const WALL_FACTOR: u32 = 10;
-
-/// The error a call is stopped with when its time is up.
-#[derive(Debug)]
-struct DeadlineExceeded;
-
-impl std::fmt::Display for DeadlineExceeded {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("plugin deadline exceeded")
-    }
-}
-
-impl std::error::Error for DeadlineExceeded {}
-
-impl RunClock {
-    fn new(timeout: Duration) -> Self {
-        let now = Instant::now();
-        Self {
-            timeout,
-            started: now,
-            last: now,
-            ran: Duration::ZERO,
-            since_yield: Duration::ZERO,
-        }
-    }
-
-    /// Called at each epoch tick the plugin runs across.
-    fn tick(&mut self) -> wasmtime::Result<UpdateDeadline> {
-        let now = Instant::now();
-        let gap = now - self.last;
-        self.last = now;
-        // A gap of a few ticks means the call was running; a longer one means it was
-        // parked (yielded and not yet polled again) and only the last tick counts.
-        let ran = if gap <= TICK * 3 { gap } else { TICK };
-        self.ran += ran;
-        self.since_yield += ran;
-        if self.ran >= self.timeout || now - self.started >= self.timeout * WALL_FACTOR {
-            return Err(wasmtime::Error::new(DeadlineExceeded));
-        }
-        if self.since_yield >= SLICE {
-            self.since_yield = Duration::ZERO;
-            // Yield so a slow plugin never holds a gateway worker thread for long.
-            return Ok(UpdateDeadline::Yield(1));
-        }
-        Ok(UpdateDeadline::Continue(1))
-    }
 }
 
 /// Advances the engine's epoch every [`TICK`] on a small thread; stops with the runtime.

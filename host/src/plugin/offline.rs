@@ -196,8 +196,13 @@ pub fn verdict_json(v: &types::Verdict) -> Value {
 }
 
 /// Loads one component for offline use, with `config` as its `init` configuration (checked
-/// when `check_config`).
-pub async fn load_one(path: &Path, config: Value, check_config: bool) -> Result<Plugin, LoadError> {
+/// when `check_config`), reusing instances as `reuse` says.
+pub async fn load_one(
+    path: &Path,
+    config: Value,
+    check_config: bool,
+    reuse: Option<crate::config::Reuse>,
+) -> Result<Plugin, LoadError> {
     let table: toml::Table = serde_json::from_value(config).map_err(|e| LoadError::Config {
         name: path.display().to_string(),
         reason: format!("config must be a JSON object: {e}"),
@@ -209,6 +214,7 @@ pub async fn load_one(path: &Path, config: Value, check_config: bool) -> Result<
             .unwrap_or_else(|| "plugin".into()),
         path: path.to_owned(),
         config: table,
+        reuse,
         ..serde_json::from_value(json!({"name": "", "path": ""})).map_err(|e| LoadError::Engine(e.to_string()))?
     };
     let runtime = Arc::new(Runtime::new(&RuntimeConfig::default(), cfg.memory_limit.as_u64())?);
@@ -262,8 +268,8 @@ pub fn percentiles(mut samples: Vec<std::time::Duration>) -> Value {
     json!({"n": samples.len(), "p50_us": at(0.5), "p99_us": at(0.99), "max_us": at(1.0)})
 }
 
-/// Measures instantiation alone and a whole call (instantiate, `init`, hook), `n` times each
-/// after a warm-up, sequentially.
+/// Measures instantiation alone and a whole call (instantiate, `init`, hook; or only the hook
+/// when the plugin reuses instances), `n` times each after a warm-up, sequentially.
 pub async fn bench(plugin: &Plugin, request: &types::Request, n: usize) -> Result<Value, PluginFailure> {
     use std::time::Instant;
     for _ in 0..n.min(100) {

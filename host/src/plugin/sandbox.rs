@@ -1,11 +1,12 @@
 //! The sandbox one plugin call runs in: a store with a memory cap, a WASI context that grants
 //! nothing unless the configuration says so (no files, no network, no environment, a frozen
-//! clock), a bounded stderr capture for panic messages, and the `host.log` import.
+//! clock), a bounded stderr capture for panic messages, the `host.log` import, and the
+//! deadline of the current call.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use wasmtime::component::ResourceTable;
-use wasmtime::ResourceLimiter;
+use wasmtime::{ResourceLimiter, UpdateDeadline};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
 
@@ -28,11 +29,12 @@ pub struct State {
     plugin: String,
     request_id: u64,
     log_lines: u32,
+    clock: RunClock,
 }
 
 impl State {
     /// Fresh state for one call of `plugin`.
-    pub fn new(plugin: &str, request_id: u64, memory_limit: usize, grants: &Grants) -> Self {
+    pub fn new(plugin: &str, request_id: u64, memory_limit: usize, grants: &Grants, timeout: Duration) -> Self {
         let stderr = MemoryOutputPipe::new(STDERR_CAPTURE);
         let mut b = WasiCtx::builder();
         b.stderr(stderr.clone())
@@ -59,7 +61,20 @@ impl State {
             plugin: plugin.to_owned(),
             request_id,
             log_lines: 0,
+            clock: RunClock::new(timeout),
         }
+    }
+
+    /// Starts the next call on a reused instance: a new deadline, a new log budget.
+    pub fn start_call(&mut self, request_id: u64, timeout: Duration) {
+        self.request_id = request_id;
+        self.log_lines = 0;
+        self.clock = RunClock::new(timeout);
+    }
+
+    /// Called at each epoch tick while the plugin runs (`Store::epoch_deadline_callback`).
+    pub fn tick(&mut self) -> wasmtime::Result<UpdateDeadline> {
+        self.clock.tick()
     }
 
     /// The memory limiter for `Store::limiter`.
@@ -142,6 +157,71 @@ impl ResourceLimiter for MemoryCap {
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         Ok(desired <= 100_000)
+    }
+}
+
+/// Epoch granularity: deadlines are checked this often.
+pub const TICK: Duration = Duration::from_millis(1);
+
+/// The deadline of one call, counted in time the plugin *runs*: under load a call is
+/// descheduled between epoch ticks, and waiting for a CPU must not make a well-behaved plugin
+/// time out. A wall-clock backstop of [`WALL_FACTOR`] × the timeout bounds it all the same.
+pub(super) struct RunClock {
+    timeout: Duration,
+    started: Instant,
+    last: Instant,
+    ran: Duration,
+    since_yield: Duration,
+}
+
+/// Run time after which a call yields to the gateway's other tasks.
+const SLICE: Duration = Duration::from_millis(2);
+/// Wall-clock backstop, as a multiple of the timeout.
+const WALL_FACTOR: u32 = 10;
+
+/// The error a call is stopped with when its time is up.
+#[derive(Debug)]
+pub(super) struct DeadlineExceeded;
+
+impl std::fmt::Display for DeadlineExceeded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("plugin deadline exceeded")
+    }
+}
+
+impl std::error::Error for DeadlineExceeded {}
+
+impl RunClock {
+    pub(super) fn new(timeout: Duration) -> Self {
+        let now = Instant::now();
+        Self {
+            timeout,
+            started: now,
+            last: now,
+            ran: Duration::ZERO,
+            since_yield: Duration::ZERO,
+        }
+    }
+
+    /// Called at each epoch tick the plugin runs across.
+    pub(super) fn tick(&mut self) -> wasmtime::Result<UpdateDeadline> {
+        let now = Instant::now();
+        let gap = now - self.last;
+        self.last = now;
+        // A gap of a few ticks means the call was running; a longer one means it was
+        // parked (yielded and not yet polled again) and only the last tick counts.
+        let ran = if gap <= TICK * 3 { gap } else { TICK };
+        self.ran += ran;
+        self.since_yield += ran;
+        if self.ran >= self.timeout || now - self.started >= self.timeout * WALL_FACTOR {
+            return Err(wasmtime::Error::new(DeadlineExceeded));
+        }
+        if self.since_yield >= SLICE {
+            self.since_yield = Duration::ZERO;
+            // Yield so a slow plugin never holds a gateway worker thread for long.
+            return Ok(UpdateDeadline::Yield(1));
+        }
+        Ok(UpdateDeadline::Continue(1))
     }
 }
 

@@ -22,6 +22,7 @@
 //! | `spin` | | loops forever, until the gateway's deadline interrupts it |
 //! | `hog` | `mb` | allocates and writes `mb` MiB, to run into the memory cap; allows if it survives |
 //! | `bad-verdict` | | returns a patch whose body is not a valid JSON Patch (an unknown `op`) |
+//! | `count` | | denies with `call <n>`, `n` counting the hook calls this instance has seen: always 1 on a fresh instance, growing on a reused one (`[plugins.reuse]`) |
 //!
 //! Two optional fields work with every action:
 //!
@@ -82,6 +83,7 @@ enum Action {
         mb: usize,
     },
     BadVerdict {},
+    Count {},
 }
 
 /// The hook an action runs in.
@@ -196,9 +198,17 @@ impl Testkit {
             Action::BadVerdict {} => Patch::new()
                 .op(json!({"op": "explode", "path": "/Image"}))
                 .into(),
+            Action::Count {} => {
+                // State that outlives a call only when the gateway reuses the instance.
+                let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                Verdict::deny(format!("call {n}"))
+            }
         }
     }
 }
+
+/// Hook calls this instance has run the `count` action in.
+static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Sets the label `key` on a `container.create` body.
 fn patch_label(req: &Request, key: &str, value: &str) -> Verdict {
