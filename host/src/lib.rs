@@ -22,9 +22,11 @@
 //! - [`upstream`]: the pooled client to the real engine (`unix://`, `tcp://`).
 //! - [`audit`]: the tamper-evident audit trail (sled store, hash chain, indexes) that every
 //!   request leaves, and the `portcullis audit` commands.
+//! - [`admin`]: the admin listener (off unless configured): the audit queries over HTTP.
 //! - [`error`]: the single conversion of any failure to Docker's `{"message": ...}` format.
 //! - [`config`]: the strict TOML configuration and listen/engine addresses.
 
+pub mod admin;
 pub mod audit;
 pub mod config;
 pub mod error;
@@ -55,6 +57,8 @@ pub enum RunError {
     Identity(#[from] identity::SetupError),
     #[error(transparent)]
     Audit(#[from] audit::AuditError),
+    #[error(transparent)]
+    Admin(#[from] admin::AdminError),
 }
 
 /// Serves the gateway on already-bound `listeners` until `shutdown` resolves, then stops
@@ -74,7 +78,24 @@ pub async fn run(
     };
     let gateway = pipeline::Gateway::new(config.clone(), upstream, chain).with_audit(audit.clone());
     let resolver = Arc::new(identity::Resolver::from_config(&config)?);
+    // The admin listener stops with the gateway's listeners.
+    let (admin_stop, admin_task) = match (&config.admin, &audit) {
+        (Some(a), Some(log)) => {
+            let l = admin::bind(a).await?;
+            let (tx, mut rx) = tokio::sync::watch::channel(false);
+            let stopped = async move {
+                let _ = rx.wait_for(|s| *s).await;
+            };
+            (Some(tx), Some(tokio::spawn(admin::serve(l, log.reader(), stopped))))
+        }
+        (Some(_), None) => return Err(admin::AdminError::NoAudit.into()),
+        _ => (None, None),
+    };
     listener::serve(listeners, Arc::new(gateway), resolver, &config.limits, shutdown).await;
+    if let (Some(stop), Some(task)) = (admin_stop, admin_task) {
+        let _ = stop.send(true);
+        let _ = task.await;
+    }
     if let Some(audit) = audit {
         audit.shutdown().await;
     }

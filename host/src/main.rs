@@ -343,9 +343,10 @@ fn certs_init(dir: PathBuf, users: Vec<String>, groups: Vec<String>) -> Result<(
 
 fn audit_command(args: AuditArgs) -> Result<()> {
     use portcullis::audit::{cli, Query};
-    let path = match (&args.store, &args.config) {
+    let config = args.config.as_ref().map(|f| Config::load(f)).transpose()?;
+    let path = match (&args.store, &config) {
         (Some(dir), _) => dir.clone(),
-        (None, Some(file)) => cli::store_path(&Config::load(file)?)?,
+        (None, Some(config)) => cli::store_path(config)?,
         (None, None) => anyhow::bail!("name the store with --config FILE or --store DIR"),
     };
     // The benchmark creates its own store; every other command opens an existing one.
@@ -355,7 +356,7 @@ fn audit_command(args: AuditArgs) -> Result<()> {
             println!("{}", serde_json::to_string_pretty(&figures)?);
             return Ok(());
         }
-        _ => cli::open(&path)?,
+        _ => cli::open_for_command(&path, config.as_ref())?,
     };
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Output;
 use std::time::SystemTime;
 
-use portcullis::audit::{OpenOptions, Record, Store};
+use portcullis::audit::{Encoded, OpenOptions, Record, Store};
 
 mod common;
 use common::portcullis;
@@ -57,8 +57,8 @@ fn build(dir: &Path, n: usize) -> Store {
         let user = if i % 3 == 0 { "alice" } else { "bob" };
         let endpoint = ["container.start", "container.create", "image.list"][i % 3];
         let decision = if i % 2 == 0 { "allow" } else { "deny" };
-        let mut rs = vec![record(user, endpoint, decision, &format!("obj{i}"))];
-        (tail, ms) = store.append(tail, ms, &mut rs, SystemTime::now()).unwrap();
+        let rs = [Encoded::new(&record(user, endpoint, decision, &format!("obj{i}"))).unwrap()];
+        (tail, ms) = store.append(tail, ms, &rs, SystemTime::now()).unwrap();
     }
     store
 }
@@ -82,8 +82,9 @@ fn verify_names_the_first_edited_deleted_or_reordered_record() {
     let records = store.raw_tree("records").unwrap();
     let v = records.get(key(4)).unwrap().unwrap().to_vec();
     let text = String::from_utf8_lossy(&v).replace("\"status\":204", "\"status\":200");
-    let mut edited = v[..65].to_vec();
-    edited.extend_from_slice(&text.as_bytes()[text.len() - (v.len() - 65)..]);
+    // A block of one record: 11 bytes of block header, 68 of record header.
+    let mut edited = v[..79].to_vec();
+    edited.extend_from_slice(&text.as_bytes()[text.len() - (v.len() - 79)..]);
     assert_ne!(edited, v);
     records.insert(key(4), edited).unwrap();
     drop(store);
@@ -124,12 +125,13 @@ fn verify_names_the_first_edited_deleted_or_reordered_record() {
     let store = build(dir.path(), 6);
     let records = store.raw_tree("records").unwrap();
     let v = records.get(key(3)).unwrap().unwrap().to_vec();
-    let prev: [u8; 32] = v[33..65].try_into().unwrap();
-    let json = String::from_utf8_lossy(&v[65..])
+    let prev: [u8; 32] = v[47..79].try_into().unwrap();
+    let ms = u64::from_be_bytes(v[1..9].try_into().unwrap());
+    let json = String::from_utf8_lossy(&v[79..])
         .replace("bob", "eve")
         .into_bytes();
-    let hash = portcullis::audit::store::record_hash(3, &prev, &json);
-    let mut forged = vec![1u8];
+    let hash = portcullis::audit::store::record_hash(3, &prev, ms, &json);
+    let mut forged = v[..15].to_vec();
     forged.extend_from_slice(&hash);
     forged.extend_from_slice(&prev);
     forged.extend_from_slice(&json);
@@ -235,7 +237,21 @@ fn locked_missing_and_foreign_stores_are_clear_errors() {
     let store = build(dir.path(), 1);
     let d = dir.path().to_str().unwrap();
     let err = stderr(&portcullis(&["audit", "list", "--store", d]));
-    assert!(err.contains("in use by another process"), "{err}");
+    assert!(err.contains("in use by a running gateway"), "{err}");
+    assert!(err.contains("configure an [admin] listener"), "{err}");
+    // With the gateway's config, the error names its admin listener.
+    let admin_cfg = dir.path().join("admin.toml");
+    std::fs::write(
+        &admin_cfg,
+        format!("[audit]\npath = \"{d}\"\n[admin]\nlisten = \"unix:///tmp/pc-admin-x.sock\"\n"),
+    )
+    .unwrap();
+    let err = stderr(&portcullis(&["audit", "stats", "--config", admin_cfg.to_str().unwrap()]));
+    assert!(
+        err.contains("admin listener at unix:///tmp/pc-admin-x.sock") && err.contains("GET /audit"),
+        "{err}"
+    );
+    std::fs::remove_file(&admin_cfg).unwrap();
     drop(store);
     stdout(&portcullis(&["audit", "list", "--store", d]));
 

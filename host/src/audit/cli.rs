@@ -33,6 +33,35 @@ pub fn open(path: &Path) -> Result<Store, AuditError> {
     Store::open(path, &OpenOptions::default())
 }
 
+/// Opens the store for an `audit` command. sled lets one process open a store, so a store
+/// held by a running gateway is an error that says where the same queries are served: the
+/// admin listener of `config`, or how to configure one.
+pub fn open_for_command(path: &Path, config: Option<&Config>) -> Result<Store, AuditError> {
+    match open(path) {
+        Err(AuditError::Locked { path }) => {
+            let hint = match config.and_then(|c| c.admin.as_ref()) {
+                Some(a) => format!(
+                    "query the running gateway through its admin listener at {}: GET /audit?user=U&limit=100, /audit/SEQ, /audit/verify, /audit/stats{}",
+                    a.listen,
+                    match &a.listen {
+                        crate::config::Address::Unix(p) => format!(
+                            " (e.g. curl --unix-socket {} 'http://admin/audit?limit=10')",
+                            p.display()
+                        ),
+                        _ => String::new(),
+                    }
+                ),
+                None => "stop the gateway, or configure an [admin] listener to query it while it runs (GET /audit, /audit/verify, /audit/stats)".into(),
+            };
+            Err(AuditError::Query(format!(
+                "audit store {} is in use by a running gateway (a store is opened by one process at a time); {hint}",
+                path.display()
+            )))
+        }
+        other => other,
+    }
+}
+
 /// Parses `--since` / `--until`: a duration ago (`90s`, `1h`, `2d`) or an RFC 3339 time.
 pub fn parse_time(s: &str) -> Result<SystemTime, String> {
     if let Ok(d) = humantime::parse_duration(s) {

@@ -31,7 +31,7 @@ use crate::plugin::types;
 pub use config::{AuditConfig, Durability, OnFullDisk};
 pub use query::Query;
 pub use record::{Decision, Draft, Record};
-pub use store::{OpenOptions, Store, Verified};
+pub use store::{Encoded, OpenOptions, Store, Verified};
 
 /// What can go wrong with the audit store.
 #[derive(Debug, thiserror::Error)]
@@ -91,8 +91,9 @@ impl IntoDockerError for AuditError {
     }
 }
 
-/// Most records committed in one transaction.
-const MAX_GROUP: usize = 512;
+/// Most records committed in one transaction (one group: its index entries are shared,
+/// so large groups under load make appends cheaper).
+const MAX_GROUP: usize = 2048;
 /// Records removed per retention step (one transaction), so appends never wait long.
 const RETAIN_STEP: usize = 10_000;
 /// How often retention runs.
@@ -102,7 +103,7 @@ const RETAIN_EVERY: Duration = Duration::from_secs(60);
 type Ack = oneshot::Sender<Result<u64, String>>;
 
 enum Job {
-    Append(Box<Record>, Option<Ack>),
+    Append(Box<Encoded>, Option<Ack>),
     Retain,
     Stop,
 }
@@ -120,6 +121,7 @@ pub struct AuditLog {
     durability: Durability,
     on_full_disk: OnFullDisk,
     shared: Arc<Shared>,
+    reader: Store,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     ticker: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -147,6 +149,7 @@ impl AuditLog {
             failing: Mutex::new(None),
             dropped: AtomicU64::new(0),
         });
+        let reader = store.clone();
         let writer = Writer {
             store,
             rx,
@@ -181,9 +184,16 @@ impl AuditLog {
             durability: config.durability,
             on_full_disk: config.on_full_disk,
             shared,
+            reader,
             writer: Mutex::new(Some(handle)),
             ticker: Mutex::new(ticker),
         }))
+    }
+
+    /// A read handle on the store (queries while the gateway writes; sled allows one
+    /// opening process, so this is the only way to read a live store).
+    pub fn reader(&self) -> Store {
+        self.reader.clone()
     }
 
     /// Why new requests must be refused now (the store cannot write and the configuration
@@ -200,6 +210,14 @@ impl AuditLog {
     /// is on disk, `batch` waits only for room in the queue, `async` never waits (a full
     /// queue drops the record and counts it).
     pub async fn append(&self, record: Record) {
+        // Encoding happens here, on the request's task: the single writer only hashes.
+        let record = match Encoded::new(&record) {
+            Ok(e) => e,
+            Err(e) => {
+                error!(error = %e, "audit record not written");
+                return;
+            }
+        };
         match self.durability {
             Durability::Sync => {
                 let (done, wait) = oneshot::channel();
@@ -341,11 +359,13 @@ impl Writer {
         }
     }
 
-    fn commit(&mut self, group: Vec<(Box<Record>, Option<Ack>)>) {
+    fn commit(&mut self, group: Vec<(Box<Encoded>, Option<Ack>)>) {
         let mut records = Vec::with_capacity(group.len() + 1);
         let dropped = self.shared.dropped.swap(0, Ordering::Relaxed);
         if dropped > 0 {
-            records.push(dropped_marker(dropped));
+            if let Ok(marker) = Encoded::new(&dropped_marker(dropped)) {
+                records.push(marker);
+            }
         }
         let mut acks = Vec::with_capacity(group.len());
         for (r, done) in group {
@@ -354,7 +374,7 @@ impl Writer {
         }
         let result = self
             .store
-            .append(self.tail, self.last_ms, &mut records, SystemTime::now())
+            .append(self.tail, self.last_ms, &records, SystemTime::now())
             .and_then(|tail| {
                 if self.sync {
                     self.store.flush()?;
@@ -368,10 +388,11 @@ impl Writer {
                 if let Ok(mut f) = self.shared.failing.lock() {
                     *f = None;
                 }
-                let first = records.len() - acks.len();
-                for (done, r) in acks.into_iter().zip(&records[first..]) {
+                // The group's records took the sequences after the old tail, in order.
+                let first = tail.seq + 1 - acks.len() as u64;
+                for (i, done) in acks.into_iter().enumerate() {
                     if let Some(done) = done {
-                        let _ = done.send(Ok(r.seq));
+                        let _ = done.send(Ok(first + i as u64));
                     }
                 }
             }

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::error::DockerError;
-use crate::identity::Caller;
+use crate::identity::{Caller, IdentityError, Peer};
 use crate::pipeline::{Body, ChainError, Note, PipelineError, Trace};
 use crate::plugin::types;
 use crate::route::{Route, RouteError};
@@ -64,7 +64,7 @@ pub struct Record {
     pub seq: u64,
     /// When the record was written (RFC 3339, UTC, ms): the response head was ready.
     /// Never decreases along the sequence.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub time: String,
     /// The gateway's request id (also in its logs; restarts from 1 with the gateway).
     pub request_id: u64,
@@ -125,6 +125,9 @@ impl Record {
             .unwrap_or("")
     }
 }
+
+/// The user of records of requests refused because nothing named their caller.
+pub const UNIDENTIFIED: &str = "unknown";
 
 /// Longest raw path kept for requests that could not be classified.
 const MAX_RAW_PATH: usize = 1024;
@@ -202,6 +205,37 @@ impl Draft {
             })),
             trace: Trace::enabled(),
         }
+    }
+
+    /// The record of a request refused before it had a caller (the identity layer's 401):
+    /// decision deny, user `unknown`, how identification failed, the transport peer, and
+    /// the endpoint it asked for when the path can be classified.
+    pub fn unidentified<B>(
+        id: u64,
+        req: &Request<B>,
+        peer: &Peer,
+        why: &IdentityError,
+        sent: &DockerError,
+        started: Instant,
+    ) -> Self {
+        let nobody = Caller {
+            user: UNIDENTIFIED.into(),
+            groups: Vec::new(),
+            auth: crate::identity::AuthMethod::None,
+            peer: peer.clone(),
+        };
+        let mut draft = Self::start(true, id, req, &nobody, started);
+        if let Some(p) = &mut draft.partial {
+            if let Some(c) = p.record.caller.as_object_mut() {
+                c.insert("refused".into(), Value::String(why.to_string()));
+            }
+            p.record.decision = Decision::Deny;
+            p.record.error = Some(sent.message.clone());
+        }
+        if let Ok(route) = crate::route::classify(req.method(), req.uri().path()) {
+            draft.routed(&route);
+        }
+        draft
     }
 
     /// Whether this draft records anything.

@@ -1,52 +1,63 @@
 //! The audit store: an embedded sled database, opened by one process at a time.
 //!
+//! Records are written in *groups* (what the writer took from its queue at once) and
+//! stored in *blocks* of consecutive records, so that a group of hundreds of records costs
+//! a handful of sled inserts instead of several per record (sled's per-insert cost, not
+//! the bytes, bounded the append rate at a few thousand records per second).
+//!
 //! Trees:
-//! - `records`: sequence (u64, big-endian) → `[1][hash: 32][prev: 32][record JSON]`, where
-//!   `hash = sha256(seq ‖ prev ‖ JSON)` and `prev` is the previous record's hash. Editing a
-//!   record breaks its hash; deleting or reordering records breaks the links.
+//! - `records`: first sequence of a block (u64, big-endian) → block:
+//!   `[2][ms: u64][count: u16]` then per record `[len: u32][hash: 32][prev: 32][JSON]`,
+//!   where `hash = sha256(seq ‖ prev ‖ ms ‖ JSON)` and `prev` is the previous record's
+//!   hash. `ms` is the write time of the whole group (times never decrease along the
+//!   sequence); the JSON holds neither the sequence nor the time (key and header do).
+//!   Editing a record breaks its hash; deleting or reordering records breaks the links.
 //! - `meta`: the format tag, the `head` (last sequence and hash, written with each group)
 //!   and the retention `anchor` (the last removed record's sequence and hash, so the first
 //!   remaining record still links to something known), and the records' stored byte count.
-//! - indexes, each key ending with the sequence, so a prefix scanned backwards lists
-//!   newest first without reading records: `by_time` (ms ‖ seq), `by_user`, `by_decision`,
-//!   `by_endpoint`, `by_object` (term ‖ 0 ‖ seq).
+//! - `index`: one composite tree, entries per group: `kind ‖ term ‖ 0 ‖ group` → the
+//!   offsets (u16) of the group's records with that term, for kinds `u` (user), `d`
+//!   (decision), `e` (endpoint), `o` (object); and `t ‖ ms ‖ group` → the group's last
+//!   sequence. Scanned backwards, a term's entries list newest first without reading
+//!   records.
 //!
-//! Every group of records (and every retention step) is one multi-tree transaction: a
-//! crash leaves whole groups or nothing, never a record without its index entries.
+//! Every group (and every retention step) is one multi-tree transaction: a crash leaves
+//! whole groups or nothing, never a record without its index entries.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
-use sled::{Batch, Tree};
+use sled::{Batch, IVec, Tree};
 
-use super::record::Record;
+use super::record::{Decision, Record};
 use super::AuditError;
 
 /// Tag stored in `meta` so that a foreign sled database is never taken for a store.
-const FORMAT: &[u8] = b"portcullis-audit/1";
-const VERSION: u8 = 1;
-const HEADER: usize = 1 + 32 + 32;
+const FORMAT: &[u8] = b"portcullis-audit/2";
+const VERSION: u8 = 2;
+/// `[version][ms][count]`.
+const BLOCK_HEADER: usize = 1 + 8 + 2;
+/// `[len][hash][prev]` before each record's JSON.
+const ENTRY_HEADER: usize = 4 + 32 + 32;
+/// A block closes at this many records or bytes. sled keeps up to 17 values in a leaf
+/// and writes a leaf whole when it consolidates it; a leaf above a quarter of a segment
+/// (128 KiB) goes to a separate blob file, one per write. 17 blocks of 6 KiB stay below.
+const MAX_BLOCK_RECORDS: usize = 256;
+const MAX_BLOCK_BYTES: usize = 6 << 10;
+/// Most records in one group (index offsets are u16).
+pub const MAX_GROUP_RECORDS: usize = 4096;
 /// Seeded into the chain before the first record.
 const GENESIS: [u8; 32] = [0; 32];
 
 const RECORDS: usize = 0;
 const META: usize = 1;
-const BY_TIME: usize = 2;
-const BY_USER: usize = 3;
-const BY_DECISION: usize = 4;
-const BY_ENDPOINT: usize = 5;
-const BY_OBJECT: usize = 6;
-const TREE_NAMES: [&str; 7] = [
-    "records",
-    "meta",
-    "by_time",
-    "by_user",
-    "by_decision",
-    "by_endpoint",
-    "by_object",
-];
+const INDEX: usize = 2;
+const TREE_NAMES: [&str; 3] = ["records", "meta", "index"];
+
+const TIME: u8 = b't';
 
 /// A position in the chain: a sequence and the hash of the record there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +85,59 @@ impl Link {
     }
 }
 
+/// A record encoded for the store with its index terms. Built where the record is made
+/// (the request's task), so the single writer only hashes and copies bytes.
+#[derive(Debug, Clone)]
+pub struct Encoded {
+    json: Vec<u8>,
+    user: String,
+    decision: Decision,
+    endpoint: String,
+    object: Option<String>,
+}
+
+impl Encoded {
+    /// Encodes `r` without its sequence and time (the store's key and block header hold
+    /// them).
+    pub fn new(r: &Record) -> Result<Self, AuditError> {
+        let json = if r.seq == 0 && r.time.is_empty() {
+            serde_json::to_vec(r)
+        } else {
+            let mut bare = r.clone();
+            bare.seq = 0;
+            bare.time.clear();
+            serde_json::to_vec(&bare)
+        }
+        .map_err(|e| AuditError::Encode(e.to_string()))?;
+        Ok(Self {
+            json,
+            user: r.user().to_owned(),
+            decision: r.decision,
+            endpoint: r.endpoint.clone(),
+            object: r.object.clone(),
+        })
+    }
+
+    fn terms(&self) -> [Option<(u8, &str)>; 4] {
+        [
+            Some((b'u', self.user.as_str())),
+            Some((b'd', self.decision.as_str())),
+            Some((b'e', self.endpoint.as_str())),
+            self.object.as_deref().map(|o| (b'o', o)),
+        ]
+    }
+}
+
+/// The parts of a stored record retention needs to find its index entries.
+#[derive(serde::Deserialize)]
+struct Terms {
+    caller: serde_json::Value,
+    decision: Decision,
+    endpoint: String,
+    #[serde(default)]
+    object: Option<String>,
+}
+
 /// How to open a store.
 #[derive(Debug, Clone)]
 pub struct OpenOptions {
@@ -96,7 +160,9 @@ impl Default for OpenOptions {
     }
 }
 
-/// An open audit store.
+/// An open audit store. Clones share the same open database (sled handles), so the
+/// gateway's admin listener reads the store its writer appends to.
+#[derive(Clone)]
 pub struct Store {
     db: sled::Db,
     path: PathBuf,
@@ -104,7 +170,7 @@ pub struct Store {
 }
 
 /// The result of a successful `verify`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Verified {
     /// Records checked.
     pub records: u64,
@@ -137,34 +203,34 @@ pub struct Stats {
     /// The store's size on disk, indexes and overhead included.
     pub disk_bytes: u64,
     /// Records per user.
-    pub by_user: std::collections::BTreeMap<String, u64>,
+    pub by_user: BTreeMap<String, u64>,
     /// Records per decision.
-    pub by_decision: std::collections::BTreeMap<String, u64>,
+    pub by_decision: BTreeMap<String, u64>,
     /// Records per endpoint.
-    pub by_endpoint: std::collections::BTreeMap<String, u64>,
+    pub by_endpoint: BTreeMap<String, u64>,
 }
 
 fn sled_err(path: &Path) -> impl Fn(sled::Error) -> AuditError + '_ {
     move |e| AuditError::from_sled(path, e)
 }
 
-fn index_key(term: &str, seq: u64) -> Vec<u8> {
+fn index_key(kind: u8, term: &str, group: u64) -> Vec<u8> {
     // The terminator keeps "bob" from matching "bobby"; a NUL inside a term (never in real
     // user names or endpoints) is replaced so the key stays unambiguous. Queries filter on
     // the record itself as well.
-    let mut k: Vec<u8> = term
-        .bytes()
-        .map(|b| if b == 0 { b'?' } else { b })
-        .collect();
+    let mut k = Vec::with_capacity(term.len() + 10);
+    k.push(kind);
+    k.extend(term.bytes().map(|b| if b == 0 { b'?' } else { b }));
     k.push(0);
-    k.extend_from_slice(&seq.to_be_bytes());
+    k.extend_from_slice(&group.to_be_bytes());
     k
 }
 
-fn time_key(ms: u64, seq: u64) -> [u8; 16] {
-    let mut k = [0u8; 16];
-    k[..8].copy_from_slice(&ms.to_be_bytes());
-    k[8..].copy_from_slice(&seq.to_be_bytes());
+fn time_key(ms: u64, group: u64) -> [u8; 17] {
+    let mut k = [0u8; 17];
+    k[0] = TIME;
+    k[1..9].copy_from_slice(&ms.to_be_bytes());
+    k[9..].copy_from_slice(&group.to_be_bytes());
     k
 }
 
@@ -173,25 +239,56 @@ fn key_seq(key: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(key[tail..].try_into().ok()?))
 }
 
-/// `sha256(seq ‖ prev ‖ json)`.
-pub fn record_hash(seq: u64, prev: &[u8; 32], json: &[u8]) -> [u8; 32] {
+fn be_u64(b: &[u8]) -> Option<u64> {
+    b.get(..8)?.try_into().ok().map(u64::from_be_bytes)
+}
+
+/// `sha256(seq ‖ prev ‖ ms ‖ json)`.
+pub fn record_hash(seq: u64, prev: &[u8; 32], ms: u64, json: &[u8]) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(seq.to_be_bytes());
     h.update(prev);
+    h.update(ms.to_be_bytes());
     h.update(json);
     h.finalize().into()
 }
 
-/// Splits a stored value into (hash, prev, json).
-fn split_value(v: &[u8]) -> Option<([u8; 32], [u8; 32], &[u8])> {
-    if v.len() < HEADER || v[0] != VERSION {
+/// One record inside a block.
+pub struct Entry<'a> {
+    /// Its hash.
+    pub hash: [u8; 32],
+    /// The previous record's hash, as stored.
+    pub prev: [u8; 32],
+    /// The record without sequence and time.
+    pub json: &'a [u8],
+}
+
+/// A parsed block: its time and records (`None`: malformed).
+pub fn parse_block(v: &[u8]) -> Option<(u64, Vec<Entry<'_>>)> {
+    if v.len() < BLOCK_HEADER || v[0] != VERSION {
         return None;
     }
-    Some((
-        v[1..33].try_into().ok()?,
-        v[33..65].try_into().ok()?,
-        &v[HEADER..],
-    ))
+    let ms = be_u64(&v[1..])?;
+    let count = u16::from_be_bytes([v[9], v[10]]) as usize;
+    let mut entries = Vec::with_capacity(count);
+    let mut at = BLOCK_HEADER;
+    for _ in 0..count {
+        let head = v.get(at..at + ENTRY_HEADER)?;
+        let len = u32::from_be_bytes(head[..4].try_into().ok()?) as usize;
+        let json = v.get(at + ENTRY_HEADER..at + ENTRY_HEADER + len)?;
+        entries.push(Entry {
+            hash: head[4..36].try_into().ok()?,
+            prev: head[36..68].try_into().ok()?,
+            json,
+        });
+        at += ENTRY_HEADER + len;
+    }
+    (at == v.len()).then_some((ms, entries))
+}
+
+/// The number of records a block says it holds.
+fn block_count(v: &[u8]) -> Option<u64> {
+    (v.len() >= BLOCK_HEADER && v[0] == VERSION).then(|| u16::from_be_bytes([v[9], v[10]]) as u64)
 }
 
 /// Milliseconds since the epoch.
@@ -203,6 +300,21 @@ pub fn millis(t: SystemTime) -> u64 {
 
 fn format_ms(ms: u64) -> String {
     humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+/// Sequences (newest first) from index values, kept within `[lo, hi]`; stops at the first
+/// below `lo` (the stream is descending).
+fn bounded(
+    it: impl Iterator<Item = Result<Vec<u64>, AuditError>>,
+    lo: u64,
+    hi: u64,
+) -> impl Iterator<Item = Result<u64, AuditError>> {
+    it.flat_map(|r| match r {
+        Ok(v) => v.into_iter().rev().map(Ok).collect::<Vec<_>>(),
+        Err(e) => vec![Err(e)],
+    })
+    .filter(move |r| !matches!(r, Ok(s) if *s > hi))
+    .take_while(move |r| !matches!(r, Ok(s) if *s < lo))
 }
 
 impl Store {
@@ -222,18 +334,19 @@ impl Store {
                 reason: "the database could not be read".into(),
             })?
             .map_err(sled_err(path))?;
+        let store = Store {
+            path: path.to_owned(),
+            trees: Vec::new(),
+            db,
+        };
+        // Check the format before creating trees, so a foreign database is left as found.
+        store.check_format(opts.create)?;
         let trees = TREE_NAMES
             .iter()
-            .map(|n| db.open_tree(n))
+            .map(|n| store.db.open_tree(n))
             .collect::<Result<Vec<_>, _>>()
             .map_err(sled_err(path))?;
-        let store = Store {
-            db,
-            path: path.to_owned(),
-            trees,
-        };
-        store.check_format(opts.create)?;
-        Ok(store)
+        Ok(Store { trees, ..store })
     }
 
     fn check_directory(path: &Path, create: bool) -> Result<(), AuditError> {
@@ -274,12 +387,16 @@ impl Store {
     }
 
     fn check_format(&self, create: bool) -> Result<(), AuditError> {
-        let meta = &self.trees[META];
+        let meta = self.db.open_tree("meta").map_err(sled_err(&self.path))?;
         match meta.get("format").map_err(sled_err(&self.path))? {
             Some(f) if f.as_ref() == FORMAT => Ok(()),
             Some(f) => Err(AuditError::Foreign {
                 path: self.path.clone(),
-                reason: format!("unsupported format {:?}", String::from_utf8_lossy(&f)),
+                reason: format!(
+                    "unsupported format {:?} (this portcullis reads {:?})",
+                    String::from_utf8_lossy(&f),
+                    String::from_utf8_lossy(FORMAT)
+                ),
             }),
             None => {
                 // Only a database with nothing in it may become a store.
@@ -330,96 +447,136 @@ impl Store {
         Ok(self.trees[META]
             .get(key)
             .map_err(sled_err(&self.path))?
-            .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
+            .and_then(|v| be_u64(&v))
             .unwrap_or(0))
+    }
+
+    fn corrupt(&self, reason: String) -> AuditError {
+        AuditError::Corrupt {
+            path: self.path.clone(),
+            reason,
+        }
     }
 
     /// Where the next record links: the last record, else the retention anchor, else the
     /// start; and the time of the last record (records never go back in time).
     pub fn tail(&self) -> Result<(Link, u64), AuditError> {
         let last = self.trees[RECORDS].last().map_err(sled_err(&self.path))?;
-        let link = match last {
+        match last {
             Some((k, v)) => {
-                let seq = key_seq(&k).filter(|_| k.len() == 8);
-                let hash = split_value(&v).map(|(h, _, _)| h);
-                match (seq, hash) {
-                    (Some(seq), Some(hash)) => Link { seq, hash },
-                    _ => {
-                        return Err(AuditError::Corrupt {
-                            path: self.path.clone(),
-                            reason: "the last record is malformed (run `portcullis audit verify`)"
-                                .into(),
-                        })
+                let first = key_seq(&k).filter(|_| k.len() == 8);
+                let parsed = parse_block(&v);
+                match (first, parsed) {
+                    (Some(first), Some((ms, entries))) if !entries.is_empty() => {
+                        let n = entries.len() as u64;
+                        let hash = entries[entries.len() - 1].hash;
+                        Ok((
+                            Link {
+                                seq: first + n - 1,
+                                hash,
+                            },
+                            ms,
+                        ))
                     }
+                    _ => Err(self.corrupt(
+                        "the last block of records is malformed (run `portcullis audit verify`)"
+                            .into(),
+                    )),
                 }
             }
-            None => match (self.meta_link("head")?, self.meta_link("anchor")?) {
-                (Some(h), _) => h,
-                (None, Some(a)) => a,
-                (None, None) => Link {
-                    seq: 0,
-                    hash: GENESIS,
-                },
-            },
-        };
-        let time = self.trees[BY_TIME]
-            .last()
-            .map_err(sled_err(&self.path))?
-            .and_then(|(k, _)| {
-                k.get(..8)
-                    .and_then(|b| b.try_into().ok())
-                    .map(u64::from_be_bytes)
-            })
-            .unwrap_or(0);
-        Ok((link, time))
+            None => {
+                let link = match (self.meta_link("head")?, self.meta_link("anchor")?) {
+                    (Some(h), _) => h,
+                    (None, Some(a)) => a,
+                    (None, None) => Link {
+                        seq: 0,
+                        hash: GENESIS,
+                    },
+                };
+                Ok((link, 0))
+            }
+        }
     }
 
-    /// Appends `records` after `tail` as one transaction: assigns sequences and times
-    /// (never earlier than `last_ms`), links the chain, and writes the index entries.
-    /// Returns the new tail. Nothing is written when it fails.
+    /// Appends `records` after `tail` as one group in one transaction: assigns sequences
+    /// and the time (never earlier than `last_ms`), links the chain, and writes the
+    /// index entries. Returns the new tail and the group's time. Nothing is written when
+    /// it fails. At most [`MAX_GROUP_RECORDS`] records.
     pub fn append(
         &self,
         tail: Link,
         last_ms: u64,
-        records: &mut [Record],
+        records: &[Encoded],
         now: SystemTime,
     ) -> Result<(Link, u64), AuditError> {
-        let mut batches: Vec<Batch> = (0..TREE_NAMES.len()).map(|_| Batch::default()).collect();
-        let mut link = tail;
-        let ms = millis(now).max(last_ms);
-        let time = format_ms(ms);
-        let mut bytes = 0u64;
-        for r in records.iter_mut() {
-            let seq = link.seq + 1;
-            r.seq = 0; // the key holds it
-            r.time = time.clone();
-            let json = serde_json::to_vec(&r).map_err(|e| AuditError::Encode(e.to_string()))?;
-            r.seq = seq;
-            let hash = record_hash(seq, &link.hash, &json);
-            let mut value = Vec::with_capacity(HEADER + json.len());
-            value.push(VERSION);
-            value.extend_from_slice(&hash);
-            value.extend_from_slice(&link.hash);
-            value.extend_from_slice(&json);
-            bytes += value.len() as u64;
-            batches[RECORDS].insert(&seq.to_be_bytes(), value);
-            batches[BY_TIME].insert(&time_key(ms, seq), &[]);
-            batches[BY_USER].insert(index_key(r.user(), seq), &[]);
-            batches[BY_DECISION].insert(index_key(r.decision.as_str(), seq), &[]);
-            batches[BY_ENDPOINT].insert(index_key(&r.endpoint, seq), &[]);
-            if let Some(o) = &r.object {
-                batches[BY_OBJECT].insert(index_key(o, seq), &[]);
-            }
-            link = Link { seq, hash };
+        if records.len() > MAX_GROUP_RECORDS {
+            return Err(AuditError::Encode(format!(
+                "a group of {} records (at most {MAX_GROUP_RECORDS})",
+                records.len()
+            )));
         }
+        let ms = millis(now).max(last_ms);
+        if records.is_empty() {
+            return Ok((tail, ms));
+        }
+        let group = tail.seq + 1;
+        let mut blocks = Batch::default();
+        let mut index = Batch::default();
+        let mut meta = Batch::default();
+        let mut terms: BTreeMap<(u8, &str), Vec<u8>> = BTreeMap::new();
+        let mut link = tail;
+        let mut bytes = 0u64;
+        let mut rest = records;
+        while !rest.is_empty() {
+            // Fill one block.
+            let mut take = 0;
+            let mut size = BLOCK_HEADER;
+            while take < rest.len() && take < MAX_BLOCK_RECORDS {
+                let add = ENTRY_HEADER + rest[take].json.len();
+                if take > 0 && size + add > MAX_BLOCK_BYTES {
+                    break;
+                }
+                size += add;
+                take += 1;
+            }
+            let (now_block, later) = rest.split_at(take);
+            rest = later;
+            let first = link.seq + 1;
+            let mut value = Vec::with_capacity(size);
+            value.push(VERSION);
+            value.extend_from_slice(&ms.to_be_bytes());
+            value.extend_from_slice(&(take as u16).to_be_bytes());
+            for r in now_block {
+                let seq = link.seq + 1;
+                let hash = record_hash(seq, &link.hash, ms, &r.json);
+                value.extend_from_slice(&(r.json.len() as u32).to_be_bytes());
+                value.extend_from_slice(&hash);
+                value.extend_from_slice(&link.hash);
+                value.extend_from_slice(&r.json);
+                let offset = ((seq - group) as u16).to_be_bytes();
+                for (kind, term) in r.terms().into_iter().flatten() {
+                    terms
+                        .entry((kind, term))
+                        .or_default()
+                        .extend_from_slice(&offset);
+                }
+                link = Link { seq, hash };
+            }
+            bytes += value.len() as u64;
+            blocks.insert(&first.to_be_bytes(), value);
+        }
+        for ((kind, term), offsets) in terms {
+            index.insert(index_key(kind, term, group), offsets);
+        }
+        index.insert(&time_key(ms, group), &link.seq.to_be_bytes());
         let total = self.meta_u64("bytes")? + bytes;
-        batches[META].insert("head", link.encode());
-        batches[META].insert("bytes", &total.to_be_bytes());
-        self.apply(&batches)?;
+        meta.insert("head", link.encode());
+        meta.insert("bytes", &total.to_be_bytes());
+        self.apply(&[blocks, meta, index])?;
         Ok((link, ms))
     }
 
-    fn apply(&self, batches: &[Batch]) -> Result<(), AuditError> {
+    fn apply(&self, batches: &[Batch; 3]) -> Result<(), AuditError> {
         self.trees[..]
             .transaction(|t| {
                 for (tree, batch) in t.iter().zip(batches) {
@@ -433,9 +590,10 @@ impl Store {
             })
     }
 
-    /// Removes up to `limit` of the oldest records that are older than `max_age` or while
-    /// the stored bytes exceed `max_size`, keeping the chain verifiable (the last removed
-    /// record becomes the anchor). Returns how many were removed.
+    /// Removes the oldest groups while they are older than `max_age` or the stored bytes
+    /// exceed `max_size`, until at least `limit` records are gone, keeping the chain
+    /// verifiable (the last removed record becomes the anchor). Returns how many records
+    /// were removed.
     pub fn retain(
         &self,
         max_age: Option<Duration>,
@@ -446,76 +604,94 @@ impl Store {
         let cutoff = max_age
             .map(|a| millis(now).saturating_sub(u64::try_from(a.as_millis()).unwrap_or(u64::MAX)));
         let mut bytes = self.meta_u64("bytes")?;
-        let mut batches: Vec<Batch> = (0..TREE_NAMES.len()).map(|_| Batch::default()).collect();
+        let (mut blocks, mut index, mut meta) =
+            (Batch::default(), Batch::default(), Batch::default());
         let mut anchor = None;
         let mut removed = 0;
-        for item in self.trees[BY_TIME].iter() {
+        for item in self.trees[INDEX].range([TIME]..[TIME + 1]) {
             if removed >= limit {
                 break;
             }
-            let (k, _) = item.map_err(sled_err(&self.path))?;
-            let ms = k
-                .get(..8)
-                .and_then(|b| b.try_into().ok())
-                .map(u64::from_be_bytes)
-                .unwrap_or(0);
+            let (k, v) = item.map_err(sled_err(&self.path))?;
+            let ms = be_u64(&k[1..]).unwrap_or(0);
             let too_old = cutoff.is_some_and(|c| ms < c);
             let too_big = max_size.is_some_and(|m| bytes > m);
             if !too_old && !too_big {
                 break;
             }
-            let Some(seq) = key_seq(&k) else { continue };
-            batches[BY_TIME].remove(k.as_ref());
-            if let Some(v) = self.trees[RECORDS]
-                .get(seq.to_be_bytes())
-                .map_err(sled_err(&self.path))?
-            {
-                if let Some((hash, _, json)) = split_value(&v) {
-                    if let Ok(r) = serde_json::from_slice::<Record>(json) {
-                        batches[BY_USER].remove(index_key(r.user(), seq));
-                        batches[BY_DECISION].remove(index_key(r.decision.as_str(), seq));
-                        batches[BY_ENDPOINT].remove(index_key(&r.endpoint, seq));
-                        if let Some(o) = &r.object {
-                            batches[BY_OBJECT].remove(index_key(o, seq));
+            let (Some(group), Some(last)) = (key_seq(&k), be_u64(&v)) else {
+                continue;
+            };
+            index.remove(k.as_ref());
+            let mut keys = std::collections::BTreeSet::new();
+            for item in self.trees[RECORDS].range(group.to_be_bytes()..=last.to_be_bytes()) {
+                let (bk, bv) = item.map_err(sled_err(&self.path))?;
+                let Some(first) = key_seq(&bk) else { continue };
+                if let Some((_, entries)) = parse_block(&bv) {
+                    for (i, e) in entries.iter().enumerate() {
+                        if let Ok(t) = serde_json::from_slice::<Terms>(e.json) {
+                            let user = t.caller.get("user").and_then(|u| u.as_str());
+                            keys.insert(index_key(b'u', user.unwrap_or(""), group));
+                            keys.insert(index_key(b'd', t.decision.as_str(), group));
+                            keys.insert(index_key(b'e', &t.endpoint, group));
+                            if let Some(o) = &t.object {
+                                keys.insert(index_key(b'o', o, group));
+                            }
                         }
+                        anchor = Some(Link {
+                            seq: first + i as u64,
+                            hash: e.hash,
+                        });
+                        removed += 1;
                     }
-                    anchor = Some(Link { seq, hash });
                 }
-                bytes = bytes.saturating_sub(v.len() as u64);
-                batches[RECORDS].remove(&seq.to_be_bytes());
+                bytes = bytes.saturating_sub(bv.len() as u64);
+                blocks.remove(bk);
             }
-            removed += 1;
+            for k in keys {
+                index.remove(k);
+            }
         }
         if removed == 0 {
             return Ok(0);
         }
         if let Some(a) = anchor {
-            batches[META].insert("anchor", a.encode());
+            meta.insert("anchor", a.encode());
         }
-        batches[META].insert("bytes", &bytes.to_be_bytes());
-        self.apply(&batches)?;
+        meta.insert("bytes", &bytes.to_be_bytes());
+        self.apply(&[blocks, meta, index])?;
         Ok(removed)
+    }
+
+    /// The block holding `seq`: its first sequence and bytes.
+    fn block_of(&self, seq: u64) -> Result<Option<(u64, IVec)>, AuditError> {
+        let found = self.trees[RECORDS]
+            .range(..=seq.to_be_bytes())
+            .next_back()
+            .transpose()
+            .map_err(sled_err(&self.path))?;
+        Ok(found.and_then(|(k, v)| key_seq(&k).map(|first| (first, v))))
     }
 
     /// The record at `seq`, if present.
     pub fn get(&self, seq: u64) -> Result<Option<Record>, AuditError> {
-        let Some(v) = self.trees[RECORDS]
-            .get(seq.to_be_bytes())
-            .map_err(sled_err(&self.path))?
-        else {
+        let Some((first, v)) = self.block_of(seq)? else {
             return Ok(None);
         };
-        self.decode(seq, &v).map(Some)
+        let Some((ms, entries)) = parse_block(&v) else {
+            return Err(self.corrupt(format!("block {first}: malformed")));
+        };
+        match entries.get((seq - first) as usize) {
+            Some(e) => self.decode(seq, ms, e.json).map(Some),
+            None => Ok(None),
+        }
     }
 
-    fn decode(&self, seq: u64, v: &[u8]) -> Result<Record, AuditError> {
-        let bad = |reason: String| AuditError::Corrupt {
-            path: self.path.clone(),
-            reason: format!("record {seq}: {reason}"),
-        };
-        let (_, _, json) = split_value(v).ok_or_else(|| bad("malformed header".into()))?;
-        let mut r: Record = serde_json::from_slice(json).map_err(|e| bad(e.to_string()))?;
+    fn decode(&self, seq: u64, ms: u64, json: &[u8]) -> Result<Record, AuditError> {
+        let mut r: Record =
+            serde_json::from_slice(json).map_err(|e| self.corrupt(format!("record {seq}: {e}")))?;
         r.seq = seq;
+        r.time = format_ms(ms);
         Ok(r)
     }
 
@@ -533,9 +709,10 @@ impl Store {
         };
         let (mut first, mut last, mut n) = (None, None, 0u64);
         let mut last_hash = anchor.hash;
+        let mut last_ms = 0;
         for item in self.trees[RECORDS].iter() {
             let (k, v) = item.map_err(sled_err(&self.path))?;
-            let seq = match key_seq(&k) {
+            let block = match key_seq(&k) {
                 Some(s) if k.len() == 8 => s,
                 _ => {
                     return Err(broken(
@@ -544,44 +721,59 @@ impl Store {
                     ))
                 }
             };
-            if seq < expect.seq {
-                return Err(broken(
-                    seq,
+            if block < expect.seq {
+                let what = if block <= anchor.seq {
                     format!(
                         "comes before the retention anchor (sequence {})",
                         anchor.seq
-                    ),
-                ));
+                    )
+                } else {
+                    "overlaps the records before it".into()
+                };
+                return Err(broken(block, what));
             }
-            if seq > expect.seq {
-                let what = if seq == expect.seq + 1 {
+            if block > expect.seq {
+                let what = if block == expect.seq + 1 {
                     "is missing (deleted)".to_string()
                 } else {
-                    format!("to {} are missing (deleted)", seq - 1)
+                    format!("to {} are missing (deleted)", block - 1)
                 };
                 return Err(broken(expect.seq, format!("record {} {what}", expect.seq)));
             }
-            let Some((hash, prev, json)) = split_value(&v) else {
-                return Err(broken(seq, "malformed record header".into()));
+            let Some((ms, entries)) = parse_block(&v) else {
+                return Err(broken(block, "malformed block of records".into()));
             };
-            if record_hash(seq, &prev, json) != hash {
-                return Err(broken(
-                    seq,
-                    "content does not match its hash: edited, or moved from another sequence"
-                        .into(),
-                ));
+            if entries.is_empty() {
+                return Err(broken(block, "an empty block of records".into()));
             }
-            if prev != expect.hash {
-                return Err(broken(seq, format!("does not link to record {}: records before it were edited, removed or reordered", seq - 1)));
+            for (i, e) in entries.iter().enumerate() {
+                let seq = block + i as u64;
+                if record_hash(seq, &e.prev, ms, e.json) != e.hash {
+                    return Err(broken(
+                        seq,
+                        "content does not match its hash: edited, or moved from another sequence"
+                            .into(),
+                    ));
+                }
+                if e.prev != expect.hash {
+                    return Err(broken(seq, format!("does not link to record {}: records before it were edited, removed or reordered", seq - 1)));
+                }
+                if ms < last_ms {
+                    return Err(broken(seq, "is older than the record before it".into()));
+                }
+                if serde_json::from_slice::<Record>(e.json).is_err() {
+                    return Err(broken(seq, "is not a valid audit record".into()));
+                }
+                first.get_or_insert(seq);
+                last = Some(seq);
+                n += 1;
+                last_hash = e.hash;
+                last_ms = ms;
+                expect = Link {
+                    seq: seq + 1,
+                    hash: e.hash,
+                };
             }
-            if serde_json::from_slice::<Record>(json).is_err() {
-                return Err(broken(seq, "is not a valid audit record".into()));
-            }
-            first.get_or_insert(seq);
-            last = Some(seq);
-            n += 1;
-            last_hash = hash;
-            expect = Link { seq: seq + 1, hash };
         }
         if let Some(head) = self.meta_link("head")? {
             if head.seq >= expect.seq {
@@ -610,54 +802,65 @@ impl Store {
     }
 
     /// Every record, oldest first, with its chain hashes (hex): `(record, prev, hash)`.
+    /// Holds one block at a time.
     pub fn iter_chain(
         &self,
     ) -> impl Iterator<Item = Result<(Record, String, String), AuditError>> + '_ {
-        self.trees[RECORDS].iter().map(move |item| {
-            let (k, v) = item.map_err(sled_err(&self.path))?;
-            let seq = key_seq(&k).unwrap_or(0);
-            let r = self.decode(seq, &v)?;
-            let (hash, prev, _) = split_value(&v).unwrap_or(([0; 32], [0; 32], &[]));
-            Ok((r, hex::encode(prev), hex::encode(hash)))
+        self.trees[RECORDS].iter().flat_map(move |item| {
+            let block =
+                || -> Result<Vec<Result<(Record, String, String), AuditError>>, AuditError> {
+                    let (k, v) = item.map_err(sled_err(&self.path))?;
+                    let first = key_seq(&k).unwrap_or(0);
+                    let (ms, entries) = parse_block(&v)
+                        .ok_or_else(|| self.corrupt(format!("block {first}: malformed")))?;
+                    Ok(entries
+                        .iter()
+                        .enumerate()
+                        .map(|(i, e)| {
+                            let r = self.decode(first + i as u64, ms, e.json)?;
+                            Ok((r, hex::encode(e.prev), hex::encode(e.hash)))
+                        })
+                        .collect())
+                };
+            block().unwrap_or_else(|e| vec![Err(e)])
         })
     }
 
-    /// Counts by user, decision and endpoint, from the indexes (records are not read).
+    /// Counts by user, decision and endpoint, from the index (records are not read).
     pub fn stats(&self) -> Result<Stats, AuditError> {
         let mut s = Stats::default();
-        let count = |tree: &Tree,
-                     into: &mut std::collections::BTreeMap<String, u64>|
-         -> Result<(), AuditError> {
-            for item in tree.iter().keys() {
-                let k = item.map_err(sled_err(&self.path))?;
-                let term = &k[..k.len().saturating_sub(9)];
+        for (kind, into) in [
+            (b'u', &mut s.by_user),
+            (b'd', &mut s.by_decision),
+            (b'e', &mut s.by_endpoint),
+        ] {
+            for item in self.trees[INDEX].range([kind]..[kind + 1]) {
+                let (k, v) = item.map_err(sled_err(&self.path))?;
+                let term = &k[1..k.len().saturating_sub(9).max(1)];
                 *into
                     .entry(String::from_utf8_lossy(term).into_owned())
-                    .or_default() += 1;
+                    .or_default() += v.len() as u64 / 2;
             }
-            Ok(())
-        };
-        count(&self.trees[BY_USER], &mut s.by_user)?;
-        count(&self.trees[BY_DECISION], &mut s.by_decision)?;
-        count(&self.trees[BY_ENDPOINT], &mut s.by_endpoint)?;
-        s.records = self.trees[RECORDS].len() as u64;
-        let ends = |t: &Tree| -> Result<(Option<sled::IVec>, Option<sled::IVec>), AuditError> {
-            let f = t.first().map_err(sled_err(&self.path))?.map(|(k, _)| k);
-            let l = t.last().map_err(sled_err(&self.path))?.map(|(k, _)| k);
-            Ok((f, l))
-        };
-        let (f, l) = ends(&self.trees[RECORDS])?;
-        s.first = f.and_then(|k| key_seq(&k));
-        s.last = l.and_then(|k| key_seq(&k));
-        let (f, l) = ends(&self.trees[BY_TIME])?;
-        let ms = |k: sled::IVec| {
-            k.get(..8)
-                .and_then(|b| b.try_into().ok())
-                .map(u64::from_be_bytes)
-                .map(format_ms)
-        };
-        s.oldest = f.and_then(ms);
-        s.newest = l.and_then(ms);
+        }
+        s.records = s.by_decision.values().sum();
+        let first = self.trees[RECORDS].first().map_err(sled_err(&self.path))?;
+        s.first = first.and_then(|(k, _)| key_seq(&k));
+        let last = self.trees[RECORDS].last().map_err(sled_err(&self.path))?;
+        s.last = last.and_then(|(k, v)| Some(key_seq(&k)? + block_count(&v)?.checked_sub(1)?));
+        let times = &self.trees[INDEX];
+        let ms = |k: IVec| be_u64(&k[1..]).map(format_ms);
+        s.oldest = times
+            .range([TIME]..[TIME + 1])
+            .next()
+            .transpose()
+            .map_err(sled_err(&self.path))?
+            .and_then(|(k, _)| ms(k));
+        s.newest = times
+            .range([TIME]..[TIME + 1])
+            .next_back()
+            .transpose()
+            .map_err(sled_err(&self.path))?
+            .and_then(|(k, _)| ms(k));
         s.record_bytes = self.meta_u64("bytes")?;
         s.disk_bytes = self.db.size_on_disk().map_err(sled_err(&self.path))?;
         Ok(s)
@@ -670,19 +873,19 @@ impl Store {
         since: Option<u64>,
         until: Option<u64>,
     ) -> Result<Option<(u64, u64)>, AuditError> {
-        let t = &self.trees[BY_TIME];
+        let t = &self.trees[INDEX];
         let lo = t
-            .range(time_key(since.unwrap_or(0), 0)..)
+            .range(time_key(since.unwrap_or(0), 0).to_vec()..vec![TIME + 1])
             .next()
             .transpose()
             .map_err(sled_err(&self.path))?
             .and_then(|(k, _)| key_seq(&k));
         let hi = t
-            .range(..=time_key(until.unwrap_or(u64::MAX), u64::MAX))
+            .range(time_key(0, 0)..=time_key(until.unwrap_or(u64::MAX), u64::MAX))
             .next_back()
             .transpose()
             .map_err(sled_err(&self.path))?
-            .and_then(|(k, _)| key_seq(&k));
+            .and_then(|(_, v)| be_u64(&v));
         Ok(match (lo, hi) {
             (Some(lo), Some(hi)) if lo <= hi => Some((lo, hi)),
             _ => None,
@@ -698,14 +901,18 @@ impl Store {
         lo: u64,
         hi: u64,
     ) -> impl Iterator<Item = Result<u64, AuditError>> + '_ {
-        let tree = &self.trees[which.tree()];
-        tree.range(index_key(term, lo)..=index_key(term, hi))
-            .keys()
+        let kind = which.kind();
+        let entries = self.trees[INDEX]
+            .range(index_key(kind, term, 0)..=index_key(kind, term, hi))
             .rev()
-            .map(move |k| {
-                k.map_err(sled_err(&self.path))
-                    .map(|k| key_seq(&k).unwrap_or(0))
-            })
+            .map(move |item| {
+                let (k, v) = item.map_err(sled_err(&self.path))?;
+                let group = key_seq(&k).unwrap_or(0);
+                Ok(v.chunks_exact(2)
+                    .map(|c| group + u16::from_be_bytes([c[0], c[1]]) as u64)
+                    .collect())
+            });
+        bounded(entries, lo, hi)
     }
 
     /// The distinct terms of index `which` that start with `prefix`.
@@ -714,20 +921,22 @@ impl Store {
         which: Index,
         prefix: &str,
     ) -> Result<Vec<String>, AuditError> {
-        let tree = &self.trees[which.tree()];
+        let tree = &self.trees[INDEX];
+        let mut start = vec![which.kind()];
+        start.extend_from_slice(prefix.as_bytes());
         let mut out = Vec::new();
-        let mut cursor = prefix.as_bytes().to_vec();
+        let mut cursor = start.clone();
         loop {
             let Some(item) = tree.range(cursor.clone()..).keys().next() else {
                 break;
             };
             let k = item.map_err(sled_err(&self.path))?;
-            if !k.starts_with(prefix.as_bytes()) || k.len() < 9 {
+            if !k.starts_with(&start) || k.len() < 10 {
                 break;
             }
             let term = k[..k.len() - 9].to_vec();
-            out.push(String::from_utf8_lossy(&term).into_owned());
-            // Skip every entry of this term: its keys are term ‖ 0 ‖ seq.
+            out.push(String::from_utf8_lossy(&term[1..]).into_owned());
+            // Skip every entry of this term: its keys are kind ‖ term ‖ 0 ‖ group.
             cursor = term;
             cursor.push(1);
             if out.len() > 10_000 {
@@ -743,14 +952,15 @@ impl Store {
         lo: u64,
         hi: u64,
     ) -> impl Iterator<Item = Result<u64, AuditError>> + '_ {
-        self.trees[RECORDS]
-            .range(lo.to_be_bytes()..=hi.to_be_bytes())
-            .keys()
+        let blocks = self.trees[RECORDS]
+            .range(..=hi.to_be_bytes())
             .rev()
-            .map(move |k| {
-                k.map_err(sled_err(&self.path))
-                    .map(|k| key_seq(&k).unwrap_or(0))
-            })
+            .map(move |item| {
+                let (k, v) = item.map_err(sled_err(&self.path))?;
+                let first = key_seq(&k).unwrap_or(0);
+                Ok((first..first + block_count(&v).unwrap_or(0)).collect())
+            });
+        bounded(blocks, lo, hi)
     }
 
     /// Direct access to the underlying trees, for tools and tests that must reach below
@@ -773,12 +983,12 @@ pub(crate) enum Index {
 }
 
 impl Index {
-    fn tree(self) -> usize {
+    fn kind(self) -> u8 {
         match self {
-            Index::User => BY_USER,
-            Index::Decision => BY_DECISION,
-            Index::Endpoint => BY_ENDPOINT,
-            Index::Object => BY_OBJECT,
+            Index::User => b'u',
+            Index::Decision => b'd',
+            Index::Endpoint => b'e',
+            Index::Object => b'o',
         }
     }
 }
@@ -814,7 +1024,7 @@ mod tests {
         for i in 0..n {
             let user = if i % 3 == 0 { "alice" } else { "bob" };
             let endpoint = ["container.create", "container.list", "image.list"][i % 3];
-            let mut rs = vec![record(
+            let r = record(
                 user,
                 endpoint,
                 if i % 2 == 0 {
@@ -822,8 +1032,9 @@ mod tests {
                 } else {
                     Decision::Deny
                 },
-            )];
-            (tail, ms) = store.append(tail, ms, &mut rs, SystemTime::now()).unwrap();
+            );
+            let rs = [Encoded::new(&r).unwrap()];
+            (tail, ms) = store.append(tail, ms, &rs, SystemTime::now()).unwrap();
         }
     }
 
@@ -962,6 +1173,86 @@ mod tests {
             .unwrap();
         assert!(matches!(err, AuditError::NotFound { .. }), "{err}");
         assert!(!missing.exists());
+    }
+
+    /// Appends `n` records as one group (several blocks when large).
+    fn group(store: &Store, n: usize, user: &str) {
+        let (tail, ms) = store.tail().unwrap();
+        let rs: Vec<Encoded> = (0..n)
+            .map(|i| {
+                let mut r = record(user, "container.list", Decision::Allow);
+                r.object = Some(format!("o{}", i % 7));
+                Encoded::new(&r).unwrap()
+            })
+            .collect();
+        store.append(tail, ms, &rs, SystemTime::now()).unwrap();
+    }
+
+    #[test]
+    fn groups_span_blocks_and_stay_verifiable_queryable_and_retainable() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = create(dir.path());
+        group(&store, 100, "alice");
+        group(&store, 1, "bob");
+        group(&store, 300, "carol");
+        let records = store.raw_tree("records").unwrap();
+        assert!(records.len() > 3, "large groups are split into blocks");
+        let v = store.verify().unwrap();
+        assert_eq!((v.records, v.first, v.last), (401, Some(1), Some(401)));
+        assert_eq!(store.get(101).unwrap().unwrap().user(), "bob");
+        assert_eq!(store.get(250).unwrap().unwrap().seq, 250);
+        assert!(store.get(402).unwrap().is_none());
+        let seqs =
+            |q: Query| -> Vec<u64> { q.run(&store).unwrap().map(|r| r.unwrap().seq).collect() };
+        let alice = seqs(Query {
+            user: Some("alice".into()),
+            limit: Some(3),
+            ..Default::default()
+        });
+        assert_eq!(alice, vec![100, 99, 98]);
+        let o3 = seqs(Query {
+            object: Some("o3".into()),
+            ..Default::default()
+        });
+        assert_eq!(o3.len(), 14 + 43);
+        assert!(o3.windows(2).all(|w| w[0] > w[1]), "newest first");
+        assert_eq!(seqs(Query::default()).len(), 401);
+        let stats = store.stats().unwrap();
+        assert_eq!((stats.records, stats.last), (401, Some(401)));
+        assert_eq!(stats.by_user["carol"], 300);
+
+        // An edit in the middle of a block names that record.
+        let (k, v) = records
+            .range(..=200u64.to_be_bytes())
+            .next_back()
+            .unwrap()
+            .unwrap();
+        let first = key_seq(&k).unwrap();
+        let (_, entries) = parse_block(&v).unwrap();
+        let offset = (200 - first) as usize;
+        let at = v.len()
+            - entries[offset + 1..]
+                .iter()
+                .map(|e| e.json.len() + ENTRY_HEADER)
+                .sum::<usize>()
+            - 3;
+        let mut edited = v.to_vec();
+        edited[at] ^= 1;
+        records.insert(&k, edited).unwrap();
+        assert_eq!(broken_at(&store), 200);
+        records.insert(&k, v).unwrap();
+
+        // Retention removes whole groups, oldest first, and the rest still verifies.
+        let later = SystemTime::now() + Duration::from_secs(3600);
+        assert_eq!(store.retain(None, Some(1), later, 50).unwrap(), 100);
+        let v = store.verify().unwrap();
+        assert_eq!((v.records, v.first, v.anchor), (301, Some(101), 100));
+        assert!(seqs(Query {
+            user: Some("alice".into()),
+            ..Default::default()
+        })
+        .is_empty());
+        assert_eq!(store.stats().unwrap().by_user.get("alice"), None);
     }
 
     #[test]

@@ -43,6 +43,9 @@ pub struct Config {
     /// The audit trail; off when absent.
     #[serde(default)]
     pub audit: Option<AuditConfig>,
+    /// The admin listener (audit queries over HTTP); off when absent.
+    #[serde(default)]
+    pub admin: Option<crate::admin::AdminConfig>,
     /// Directory relative plugin paths are resolved against (the config file's).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -320,6 +323,14 @@ impl Config {
         }
         if let Some(Err((key, why))) = self.audit.as_ref().map(AuditConfig::validate) {
             return Err(invalid(key, &why));
+        }
+        if let Some(admin) = &self.admin {
+            if self.audit.is_none() {
+                return Err(invalid("admin", "needs an [audit] table: the admin listener serves the audit trail"));
+            }
+            if let Err((key, why)) = admin.validate() {
+                return Err(invalid(key, &why));
+            }
         }
         Ok(())
     }

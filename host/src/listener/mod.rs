@@ -23,7 +23,6 @@ use tokio::net::TcpStream;
 use tracing::{debug, info, warn};
 
 use crate::config::{Address, Config, Limits};
-use crate::error::IntoDockerError;
 use crate::identity::{Peer, Proof, Resolver};
 use crate::net::Stream;
 use crate::pipeline::Gateway;
@@ -346,7 +345,7 @@ async fn accept_loop(
                         Ok(caller) => gateway.handle(req, caller).await,
                         Err(e) => {
                             info!(peer = %identity.peer(), error = %e, "request refused: no caller");
-                            e.to_docker_error().into_response()
+                            gateway.unidentified(&req, identity.peer(), &e).await
                         }
                     };
                     Ok::<_, Infallible>(resp)

@@ -182,6 +182,24 @@ impl Gateway {
         resp
     }
 
+    /// Answers a request the identity layer refused (no caller: 401) and leaves its audit
+    /// record, so that failed attempts are in the trail as well.
+    pub async fn unidentified(
+        &self,
+        req: &Request<Incoming>,
+        peer: &crate::identity::Peer,
+        why: &crate::identity::IdentityError,
+    ) -> Response<Body> {
+        let sent = why.to_docker_error();
+        let resp = sent.clone().into_response();
+        if let Some(audit) = &self.audit {
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            let draft = Draft::unidentified(id, req, peer, why, &sent, Instant::now());
+            audit.finish(&self.chain, draft, &resp).await;
+        }
+        resp
+    }
+
     async fn forward(
         &self,
         id: u64,
