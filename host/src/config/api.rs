@@ -58,6 +58,12 @@ pub struct ApiConfig {
     /// gateway to see the host's filesystem as the engine does.
     #[serde(default = "yes")]
     pub resolve_bind_sources: bool,
+    /// Forward requests to endpoints the gateway does not know (newer API additions,
+    /// experimental paths) instead of refusing them with 403 "unknown endpoint". Plugins
+    /// still run and see the endpoint name `unknown`, but never the request body, which the
+    /// gateway cannot canonicalize: a policy can judge only method, path and query.
+    #[serde(default)]
+    pub pass_unknown_endpoints: bool,
 }
 
 impl Default for ApiConfig {
@@ -67,6 +73,7 @@ impl Default for ApiConfig {
             max_version: None,
             allow_buildkit: false,
             resolve_bind_sources: true,
+            pass_unknown_endpoints: false,
         }
     }
 }

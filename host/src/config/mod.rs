@@ -174,6 +174,11 @@ pub struct Limits {
     /// Time in-flight requests get to finish on shutdown.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// An attach or exec tunnel with no bytes in either direction for this long is closed
+    /// (none: never). Tunnels have no total-time limit; a quiet `docker attach` is normal,
+    /// so this is off unless set.
+    #[serde(default, with = "humantime_serde")]
+    pub stream_idle_timeout: Option<Duration>,
 }
 
 impl Default for Limits {
@@ -185,6 +190,7 @@ impl Default for Limits {
             max_body_bytes: 16 * 1024 * 1024,
             header_read_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(10),
+            stream_idle_timeout: None,
         }
     }
 }
@@ -256,6 +262,9 @@ impl Config {
         }
         if l.max_header_bytes < 8192 {
             return Err(invalid("limits.max_header_bytes", "must be at least 8192"));
+        }
+        if l.stream_idle_timeout.is_some_and(|d| d.is_zero()) {
+            return Err(invalid("limits.stream_idle_timeout", "must be more than zero (leave it out for none)"));
         }
         if l.max_headers == 0 {
             return Err(invalid("limits.max_headers", "must be at least 1"));

@@ -6,9 +6,11 @@
 //! request then goes to the [`Gateway`]; upgraded connections (attach, exec) are handed over
 //! by hyper once the engine agreed.
 
+mod conn_io;
 pub mod tls;
 
 use std::convert::Infallible;
+use std::future::Future as _;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -25,7 +27,9 @@ use tracing::{debug, info, warn};
 use crate::config::{Address, Config, Limits};
 use crate::identity::{Peer, Proof, Resolver};
 use crate::net::Stream;
+use crate::pipeline::tunnel::{self, Handover};
 use crate::pipeline::Gateway;
+use conn_io::ConnIo;
 use tls::{TlsError, TlsSetup};
 
 /// A bound listening socket.
@@ -210,6 +214,31 @@ impl Listener {
     }
 }
 
+/// Sends the Docker-style answer in place of hyper's empty one to a request it could not
+/// parse (see `conn_io`), then closes.
+async fn answer_parse_error(client: &mut Stream, status: u16, e: &hyper::Error, limits: &Limits) {
+    use tokio::io::AsyncWriteExt;
+    let message = match status {
+        431 => format!(
+            "request headers too large (limit {} bytes, {} headers)",
+            limits.max_header_bytes, limits.max_headers
+        ),
+        414 => "request URI too long".to_owned(),
+        _ => format!("malformed HTTP request: {e}"),
+    };
+    let status = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::BAD_REQUEST);
+    let body = crate::error::DockerError::new(status, format!("portcullis: {message}")).body();
+    let head = format!(
+        "HTTP/1.1 {} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        status.as_str(),
+        status.canonical_reason().unwrap_or(""),
+        body.len()
+    );
+    let _ = client.write_all(head.as_bytes()).await;
+    let _ = client.write_all(&body).await;
+    let _ = client.shutdown().await;
+}
+
 /// An accepted connection: ready to serve, or still to go through a TLS handshake (done in
 /// the connection's own task, so a slow handshake never holds up the accept loop).
 enum Accepted {
@@ -265,6 +294,7 @@ pub async fn serve(
         .keep_alive(true);
     let builder = Arc::new(builder);
 
+    let shared_limits = Arc::new(limits.clone());
     let listeners: Vec<Arc<Listener>> = listeners.into_iter().map(Arc::new).collect();
     let mut tasks = tokio::task::JoinSet::new();
     for listener in &listeners {
@@ -275,7 +305,7 @@ pub async fn serve(
             listener.clone(),
             gateway.clone(),
             resolver.clone(),
-            limits.header_read_timeout,
+            shared_limits.clone(),
             builder.clone(),
             slots.clone(),
             drain_rx.clone(),
@@ -307,7 +337,7 @@ async fn accept_loop(
     listener: Arc<Listener>,
     gateway: Arc<Gateway>,
     resolver: Arc<Resolver>,
-    handshake_deadline: std::time::Duration,
+    limits: Arc<Limits>,
     builder: Arc<http1::Builder>,
     slots: Arc<Semaphore>,
     drain: tokio::sync::watch::Receiver<bool>,
@@ -330,6 +360,8 @@ async fn accept_loop(
         let gateway = gateway.clone();
         let resolver = resolver.clone();
         let builder = builder.clone();
+        let limits = limits.clone();
+        let handshake_deadline = limits.header_read_timeout;
         let mut drain = drain.clone();
         tokio::spawn(async move {
             let Some((stream, peer, proof)) = accepted.establish(handshake_deadline).await else {
@@ -337,10 +369,16 @@ async fn accept_loop(
                 return;
             };
             let identity = Arc::new(resolver.connection(peer, proof));
-            let service = service_fn(move |mut req| {
+            let handover = Arc::new(Handover::default());
+            let conn_handover = handover.clone();
+            let service = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
                 let gateway = gateway.clone();
                 let identity = identity.clone();
-                async move {
+                // The pipeline leaves attach/exec tunnels here for this task to open.
+                req.extensions_mut().insert(conn_handover.clone());
+                // Boxed: taking the connection back from hyper (`poll_without_shutdown`)
+                // needs an `Unpin` service future.
+                Box::pin(async move {
                     let resp = match identity.caller(req.headers_mut()) {
                         Ok(caller) => gateway.handle(req, caller).await,
                         Err(e) => {
@@ -349,22 +387,48 @@ async fn accept_loop(
                         }
                     };
                     Ok::<_, Infallible>(resp)
-                }
+                })
             });
-            let conn = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            tokio::pin!(conn);
-            let result = tokio::select! {
-                r = conn.as_mut() => r,
-                _ = async { drain.wait_for(|d| *d).await.map(|_| ()) } => {
+            let io = TokioIo::new(ConnIo::new(stream, handover.clone()));
+            // Not `with_upgrades()`: hyper hands a connection over only after a 101, and
+            // the legacy hijack answers 200. The connection is taken back by hand in both
+            // cases once hyper is done with it (see `pipeline::tunnel`).
+            let mut conn = builder.serve_connection(io, service);
+            let mut draining = false;
+            let mut drained = Box::pin(async move {
+                let _ = drain.wait_for(|d| *d).await;
+            });
+            let result = std::future::poll_fn(|cx| {
+                if !draining && drained.as_mut().poll(cx).is_ready() {
                     // Finish the request in flight, then close instead of keeping alive.
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
+                    draining = true;
+                    std::pin::Pin::new(&mut conn).graceful_shutdown();
                 }
-            };
+                conn.poll_without_shutdown(cx)
+            })
+            .await;
+            let parts = conn.into_parts();
+            let io = parts.io.into_inner();
             if let Err(e) = result {
                 debug!(error = %e, "client connection ended with an error");
+                if let Some(status) = io.parse_error() {
+                    answer_parse_error(&mut io.into_inner(), status, &e, &limits).await;
+                }
+                drop(permit);
+                return;
+            }
+            let mut client = io.into_inner();
+            match handover.take() {
+                Some(pending) => {
+                    // A tunnel counts against the tunnel limit, not the connection limit.
+                    drop(permit);
+                    tunnel::run(client, parts.read_buf, pending).await;
+                    return;
+                }
+                None => {
+                    use tokio::io::AsyncWriteExt;
+                    let _ = client.shutdown().await;
+                }
             }
             drop(permit);
         });

@@ -10,7 +10,7 @@ pub(crate) mod gojson;
 mod guard;
 mod headers;
 mod target;
-mod tunnel;
+pub mod tunnel;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -73,6 +73,8 @@ pub enum PipelineError {
     Bind(#[from] binds::BindError),
     #[error("{endpoint} cannot be upgraded to another protocol")]
     UpgradeRefused { endpoint: &'static str },
+    #[error("the client is not reading its earlier responses; cannot start the attached stream")]
+    ClientNotReading,
     #[error("too many attached sessions (limit {limit}); try again later")]
     TooManyTunnels { limit: usize },
     #[error("the engine's response to {endpoint} is too large or unreadable for response plugins: {reason}")]
@@ -104,7 +106,9 @@ impl IntoDockerError for PipelineError {
             | PipelineError::UnexpectedBody { .. }
             | PipelineError::BadJson { .. }
             | PipelineError::UpgradeRefused { .. } => StatusCode::BAD_REQUEST,
-            PipelineError::TooManyTunnels { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            PipelineError::TooManyTunnels { .. } | PipelineError::ClientNotReading => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             PipelineError::ResponseUnreadable { .. } => StatusCode::BAD_GATEWAY,
             // Plugin messages go to the client as they are: the CLI shows
             // "Error response from daemon: <plugin>: <message>".
@@ -213,7 +217,11 @@ impl Gateway {
         if head_size(&req) > limit {
             return Err(PipelineError::HeadTooLarge { limit });
         }
-        let route = route::classify(req.method(), req.uri().path())?;
+        let route = if self.config.api.pass_unknown_endpoints {
+            route::classify_or_unknown(req.method(), req.uri().path())?
+        } else {
+            route::classify(req.method(), req.uri().path())?
+        };
         let endpoint = route.endpoint;
         draft.routed(&route);
         guard::check(&self.config.api, &route, req.headers())?;
@@ -224,7 +232,10 @@ impl Gateway {
                 endpoint: endpoint.name,
             });
         }
-        let client_upgrade = wants_upgrade.then(|| hyper::upgrade::on(&mut req));
+        // dockerd also hijacks attach and exec start sent without `Upgrade` (the legacy
+        // hijack); the gateway asks the engine to upgrade either way (see `tunnel`).
+        let legacy_hijack = !wants_upgrade && tunnel::legacy_hijackable(endpoint.name);
+        let handover = req.extensions_mut().remove::<Arc<tunnel::Handover>>();
         let upgrade_protocol = req.headers().get(header::UPGRADE).cloned();
         let (parts, incoming) = req.into_parts();
 
@@ -293,6 +304,16 @@ impl Gateway {
                 headers.insert(header::UPGRADE, proto);
             }
             headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        } else if legacy_hijack {
+            headers.insert(header::UPGRADE, HeaderValue::from_static("tcp"));
+            headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+            // The engine-style answer replaces hyper's head on the client connection: wait
+            // until nothing of an earlier response is still on its way out.
+            if let Some(h) = &handover {
+                h.settle(self.config.limits.header_read_timeout)
+                    .await
+                    .map_err(|_| PipelineError::ClientNotReading)?;
+            }
         }
         let mut upstream_req = Request::new(body);
         *upstream_req.method_mut() = parts.method.clone();
@@ -302,9 +323,9 @@ impl Gateway {
         let mut resp = self.upstream.send(upstream_req).await?;
 
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-            let Some(client_upgrade) = client_upgrade else {
-                // The engine switched protocols on a request that never asked to: nothing
-                // sane can be relayed.
+            let (Some(handover), true) = (handover, wants_upgrade || legacy_hijack) else {
+                // The engine switched protocols on a request that never asked to (or on a
+                // connection that cannot be handed over): nothing sane can be relayed.
                 return Err(PipelineError::UpgradeRefused {
                     endpoint: endpoint.name,
                 });
@@ -315,8 +336,17 @@ impl Gateway {
                 }
             })?;
             let engine_upgrade = hyper::upgrade::on(&mut resp);
-            tunnel::splice(client_upgrade, engine_upgrade, permit);
             let (parts, _) = resp.into_parts();
+            if legacy_hijack {
+                let head = tunnel::legacy_head(&parts.headers);
+                handover.put(engine_upgrade, permit, Some(head), self.config.limits.stream_idle_timeout);
+                // hyper writes (and the connection swallows) this; the client gets `head`.
+                let mut resp = Response::new(Body::empty());
+                resp.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                return Ok((endpoint.name, resp));
+            }
+            handover.put(engine_upgrade, permit, None, self.config.limits.stream_idle_timeout);
             return Ok((endpoint.name, Response::from_parts(parts, Body::empty())));
         }
 

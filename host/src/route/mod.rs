@@ -157,6 +157,35 @@ pub fn classify(method: &Method, raw_path: &str) -> Result<Route, RouteError> {
     Err(unknown())
 }
 
+/// The endpoint of a request no route matches, when `[api] pass_unknown_endpoints` lets it
+/// through: its body is streamed as it comes (the gateway does not know its format, so
+/// plugins never see it) and its answer is relayed as a stream.
+pub const UNKNOWN: Endpoint = Endpoint {
+    name: "unknown",
+    body: BodyKind::Stream,
+    hijack: false,
+    streaming: true,
+};
+
+/// Like [`classify`], but a path no route matches becomes the [`UNKNOWN`] endpoint instead
+/// of an error (the path is still cleaned and its version prefix read, as for any request).
+pub fn classify_or_unknown(method: &Method, raw_path: &str) -> Result<Route, RouteError> {
+    match classify(method, raw_path) {
+        Err(RouteError::UnknownEndpoint { .. }) => {
+            let clean = canonicalize(raw_path)?;
+            let (version, path) = split_version(&clean)?;
+            Ok(Route {
+                endpoint: UNKNOWN,
+                version,
+                path: path.to_owned(),
+                object_id: None,
+                params: Vec::new(),
+            })
+        }
+        other => other,
+    }
+}
+
 /// Every endpoint the classifier knows, once per route (an endpoint served on two methods,
 /// like `system.ping`, appears twice). For validating endpoint names in configuration.
 pub fn endpoints() -> impl Iterator<Item = &'static Endpoint> {
@@ -406,6 +435,17 @@ mod tests {
 
     fn name(method: Method, path: &str) -> &'static str {
         ok(method, path).endpoint.name
+    }
+
+    #[test]
+    fn unknown_paths_pass_as_the_unknown_endpoint_only_when_asked() {
+        let r = classify_or_unknown(&Method::GET, "/v1.41//nope/./x").unwrap();
+        assert_eq!(r.endpoint.name, "unknown");
+        assert_eq!(r.version, Some((1, 41)));
+        assert_eq!(r.path, "/nope/x");
+        let known = classify_or_unknown(&Method::GET, "/v1.41/containers/json").unwrap();
+        assert_eq!(known.endpoint.name, "container.list");
+        assert!(classify_or_unknown(&Method::GET, "/v1.41/a%00b").is_err());
     }
 
     fn unknown(method: Method, path: &str) -> bool {

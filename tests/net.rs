@@ -1,0 +1,287 @@
+//! Connection handling against the real engine: the legacy hijack (attach and exec start
+//! without `Upgrade`), Docker-style answers to malformed HTTP, idle timeouts, per-caller
+//! concurrency and the unknown-endpoint pass-through switch.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use portcullis::config::Address;
+use portcullis_tests::*;
+
+const T: Duration = Duration::from_secs(60);
+const SOON: Duration = Duration::from_secs(20);
+
+fn engine_socket() -> PathBuf {
+    match engine_address() {
+        Address::Unix(p) => p,
+        other => panic!("these tests need a unix engine, not {other}"),
+    }
+}
+
+/// Starts `sh -c script` with stdin open in a new container (directly on the engine) and
+/// returns its id.
+fn start_interactive(c: &mut Cleanup, prefix: &str, script: &str) -> String {
+    let name = c.container(&unique(prefix));
+    ok_timeout(
+        docker_direct()
+            .args(["run", "-d", "-i", "--name", &name, "--label", TEST_LABEL])
+            .args([IMAGE, "sh", "-c", script]),
+        T,
+    );
+    ok_timeout(docker_direct().args(["inspect", "-f", "{{.Id}}", &name]), T)
+        .trim()
+        .to_owned()
+}
+
+/// The head of a legacy hijack: `200 OK`, the raw-stream media type and no framing.
+fn assert_legacy_head(head: &HttpResponse) {
+    assert_eq!(head.status, 200, "{head:?}");
+    assert_eq!(
+        head.header("Content-Type"),
+        Some("application/vnd.docker.raw-stream"),
+        "{head:?}"
+    );
+    assert_eq!(head.header("Content-Length"), None, "{head:?}");
+    assert_eq!(head.header("Transfer-Encoding"), None, "{head:?}");
+}
+
+fn still_serves(socket: &Path) {
+    let r = http(socket, &request("GET", "/_ping", None), SOON);
+    assert_eq!(r.status, 200, "gateway stopped serving: {r:?}");
+}
+
+// ---------------------------------------------------------------------------------------
+// legacy hijack
+
+#[test]
+fn legacy_exec_start_without_upgrade_streams_stdin_and_output() {
+    let gw = Gateway::start();
+    let mut c = Cleanup::new();
+    let id = start_interactive(&mut c, "legacy-exec", "sleep 600");
+    let created = http(
+        &gw.socket,
+        &request(
+            "POST",
+            &format!("/v1.41/containers/{id}/exec"),
+            Some(r#"{"AttachStdin":true,"AttachStdout":true,"AttachStderr":true,"Cmd":["sh","-c","cat; exit 7"]}"#),
+        ),
+        SOON,
+    );
+    assert_eq!(created.status, 201, "{created:?}");
+    let exec_id = created.json()["Id"].as_str().expect("exec Id").to_owned();
+
+    let body = r#"{"Detach":false,"Tty":false}"#;
+    let req = format!(
+        "POST /v1.41/exec/{exec_id}/start HTTP/1.1\r\nHost: docker\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut exec = Upgraded::open(&gw.socket, req.as_bytes(), SOON);
+    assert_legacy_head(&exec.head);
+    exec.stream.write_all(b"hi\n").expect("write stdin");
+    assert_eq!(exec.read_frame(), (1, b"hi\n".to_vec()));
+    // Half-close: cat sees EOF, the shell exits 7, the engine ends the stream.
+    exec.stream
+        .shutdown(std::net::Shutdown::Write)
+        .expect("shutdown");
+    let rest = exec.read_to_eof();
+    assert!(rest.is_empty(), "unexpected trailing bytes {rest:?}");
+    let state = wait_for("the exec to finish on the engine", SOON, || {
+        let r = http(
+            &engine_socket(),
+            &request("GET", &format!("/v1.41/exec/{exec_id}/json"), None),
+            SOON,
+        );
+        let v = r.json();
+        (v["Running"] == false).then_some(v)
+    });
+    assert_eq!(state["ExitCode"], 7, "{state}");
+    still_serves(&gw.socket);
+}
+
+#[test]
+fn legacy_attach_without_upgrade_after_a_kept_alive_request() {
+    let gw = Gateway::start();
+    let mut c = Cleanup::new();
+    let id = start_interactive(&mut c, "legacy-attach", "while read l; do echo got-$l; done");
+    // A first request on the same connection, answered and kept alive: the hijack must
+    // start cleanly after it.
+    let req = format!(
+        "GET /v1.41/containers/{id}/json HTTP/1.1\r\nHost: docker\r\n\r\n\
+         POST /v1.41/containers/{id}/attach?stream=1&stdin=1&stdout=1&stderr=1 HTTP/1.1\r\n\
+         Host: docker\r\n\r\n"
+    );
+    let mut attach = Upgraded::open(&gw.socket, req.as_bytes(), SOON);
+    assert_eq!(attach.head.status, 200, "{:?}", attach.head);
+    let len: usize = attach
+        .head
+        .header("Content-Length")
+        .and_then(|v| v.parse().ok())
+        .expect("the inspect answer has a length");
+    let inspect = attach.read_exact(len);
+    let v: serde_json::Value = serde_json::from_slice(&inspect).expect("inspect JSON");
+    assert_eq!(v["Id"], id.as_str());
+    // Now the second answer: the engine-style hijack head.
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.extend(attach.read_exact(1));
+    }
+    let head = HttpResponse::parse(&head).expect("second head");
+    assert_legacy_head(&head);
+    attach.stream.write_all(b"abc\n").expect("write stdin");
+    assert_eq!(attach.read_frame(), (1, b"got-abc\n".to_vec()));
+    attach.stream.write_all(b"again\n").expect("write stdin");
+    assert_eq!(attach.read_frame(), (1, b"got-again\n".to_vec()));
+    // The container really read it: its logs say so.
+    let logs = ok_timeout(docker_direct().args(["logs", &id]), T);
+    assert!(logs.contains("got-again"), "{logs}");
+}
+
+#[test]
+fn legacy_exec_start_detached_is_a_plain_answer() {
+    let gw = Gateway::start();
+    let mut c = Cleanup::new();
+    let id = start_interactive(&mut c, "legacy-detach", "sleep 600");
+    let created = http(
+        &gw.socket,
+        &request(
+            "POST",
+            &format!("/v1.41/containers/{id}/exec"),
+            Some(r#"{"Cmd":["touch","/detached-ran"]}"#),
+        ),
+        SOON,
+    );
+    let exec_id = created.json()["Id"].as_str().expect("exec Id").to_owned();
+    let r = http(
+        &gw.socket,
+        &request(
+            "POST",
+            &format!("/v1.41/exec/{exec_id}/start"),
+            Some(r#"{"Detach":true}"#),
+        ),
+        SOON,
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    wait_for("the detached exec to run", SOON, || {
+        run(docker_direct().args(["exec", &id, "test", "-e", "/detached-ran"]))
+            .status
+            .success()
+            .then_some(())
+    });
+    still_serves(&gw.socket);
+}
+
+// ---------------------------------------------------------------------------------------
+// bad input: Docker-style answers from the gateway itself
+
+fn message_of(r: &HttpResponse) -> String {
+    assert_eq!(r.header("Content-Type"), Some("application/json"), "{r:?}");
+    r.json()["message"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no message in {r:?}"))
+        .to_owned()
+}
+
+#[test]
+fn malformed_http_gets_400_with_a_docker_message() {
+    let gw = Gateway::start();
+    for raw in [
+        &b"GARBAGE\r\n\r\n"[..],
+        b"GET /_ping HTTP/1.1\r\nHost: docker\r\nBad Header Name: x\r\n\r\n",
+        b"GET /_ping HTTP/9.9\r\nHost: docker\r\n\r\n",
+    ] {
+        let r = http(&gw.socket, raw, SOON);
+        assert_eq!(r.status, 400, "{:?}: {r:?}", String::from_utf8_lossy(raw));
+        let msg = message_of(&r);
+        assert!(msg.contains("malformed HTTP request"), "{msg}");
+        still_serves(&gw.socket);
+    }
+}
+
+#[test]
+fn oversized_or_too_many_headers_get_431_with_the_limit() {
+    let gw = Gateway::start();
+    let big = "a".repeat(200 * 1024);
+    let req = format!("GET /_ping HTTP/1.1\r\nHost: docker\r\nX-Big: {big}\r\n\r\n");
+    let r = http(&gw.socket, req.as_bytes(), SOON);
+    assert_eq!(r.status, 431, "{r:?}");
+    let msg = message_of(&r);
+    assert!(msg.contains("request headers too large (limit 65536 bytes"), "{msg}");
+    still_serves(&gw.socket);
+
+    let mut req = String::from("GET /_ping HTTP/1.1\r\nHost: docker\r\n");
+    for i in 0..300 {
+        req.push_str(&format!("X-H{i}: v\r\n"));
+    }
+    req.push_str("\r\n");
+    let r = http(&gw.socket, req.as_bytes(), SOON);
+    assert_eq!(r.status, 431, "{r:?}");
+    assert!(message_of(&r).contains("100 headers"), "{r:?}");
+    still_serves(&gw.socket);
+}
+
+#[test]
+fn a_good_request_then_garbage_on_one_connection_gets_both_answers() {
+    let gw = Gateway::start();
+    let raw = b"GET /_ping HTTP/1.1\r\nHost: docker\r\n\r\nGARBAGE\r\n\r\n";
+    let out = raw_http(&gw.socket, raw, Duration::from_secs(5));
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+    let second = text.find("HTTP/1.1 400").unwrap_or_else(|| panic!("no 400 in {text}"));
+    assert!(text[second..].contains("malformed HTTP request"), "{text}");
+    still_serves(&gw.socket);
+}
+
+// ---------------------------------------------------------------------------------------
+// [api] pass_unknown_endpoints
+
+#[test]
+fn unknown_endpoints_are_refused_unless_passed_through() {
+    let path = "/v1.41/portcullis-not-an-endpoint/x";
+    let gw = Gateway::start();
+    let r = http(&gw.socket, &request("GET", path, None), SOON);
+    assert_eq!(r.status, 403, "{r:?}");
+    assert!(message_of(&r).contains("unknown endpoint"), "{r:?}");
+    drop(gw);
+
+    let mut config = portcullis::Config::default();
+    config.api.pass_unknown_endpoints = true;
+    let gw = Gateway::start_with(config);
+    let r = http(&gw.socket, &request("GET", path, None), SOON);
+    // The engine's own answer: it was forwarded.
+    let direct = http(&engine_socket(), &request("GET", path, None), SOON);
+    assert_eq!(r.status, direct.status, "{r:?} vs {direct:?}");
+    assert_eq!(r.json(), direct.json());
+    assert!(!message_of(&r).contains("portcullis"), "{r:?}");
+    // Known endpoints are untouched by the switch.
+    still_serves(&gw.socket);
+}
+
+// ---------------------------------------------------------------------------------------
+// [limits] stream_idle_timeout
+
+#[test]
+fn a_quiet_tunnel_is_closed_after_the_stream_idle_timeout() {
+    let mut config = portcullis::Config::default();
+    config.limits.stream_idle_timeout = Some(Duration::from_secs(2));
+    let gw = Gateway::start_with(config);
+    let mut c = Cleanup::new();
+    let id = start_interactive(&mut c, "idle-tunnel", "while read l; do echo got-$l; done");
+    let req = format!(
+        "POST /v1.41/containers/{id}/attach?stream=1&stdin=1&stdout=1&stderr=1 HTTP/1.1\r\n\
+         Host: docker\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n"
+    );
+    let mut attach = Upgraded::open(&gw.socket, req.as_bytes(), SOON);
+    assert_eq!(attach.head.status, 101, "{:?}", attach.head);
+    // Traffic keeps it open ...
+    attach.stream.write_all(b"one\n").expect("write stdin");
+    assert_eq!(attach.read_frame(), (1, b"got-one\n".to_vec()));
+    // ... silence closes it (read_to_eof fails the test if no EOF comes within 20 s).
+    let rest = attach.read_to_eof();
+    assert!(rest.is_empty(), "{rest:?}");
+    // Only the tunnel went away: the container still runs.
+    let state = ok_timeout(docker_direct().args(["inspect", "-f", "{{.State.Running}}", &id]), T);
+    assert_eq!(state.trim(), "true");
+    still_serves(&gw.socket);
+}
