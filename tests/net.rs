@@ -106,9 +106,10 @@ fn legacy_attach_without_upgrade_after_a_kept_alive_request() {
     let mut c = Cleanup::new();
     let id = start_interactive(&mut c, "legacy-attach", "while read l; do echo got-$l; done");
     // A first request on the same connection, answered and kept alive: the hijack must
-    // start cleanly after it.
+    // start cleanly after it. (`/_ping` because the engine frames it with a length; an
+    // inspect answer of more than 2 KiB comes chunked.)
     let req = format!(
-        "GET /v1.41/containers/{id}/json HTTP/1.1\r\nHost: docker\r\n\r\n\
+        "GET /v1.41/_ping HTTP/1.1\r\nHost: docker\r\n\r\n\
          POST /v1.41/containers/{id}/attach?stream=1&stdin=1&stdout=1&stderr=1 HTTP/1.1\r\n\
          Host: docker\r\n\r\n"
     );
@@ -118,10 +119,8 @@ fn legacy_attach_without_upgrade_after_a_kept_alive_request() {
         .head
         .header("Content-Length")
         .and_then(|v| v.parse().ok())
-        .expect("the inspect answer has a length");
-    let inspect = attach.read_exact(len);
-    let v: serde_json::Value = serde_json::from_slice(&inspect).expect("inspect JSON");
-    assert_eq!(v["Id"], id.as_str());
+        .expect("the ping answer has a length");
+    assert_eq!(attach.read_exact(len), b"OK");
     // Now the second answer: the engine-style hijack head.
     let mut head = Vec::new();
     while !head.ends_with(b"\r\n\r\n") {
