@@ -122,7 +122,7 @@ bench *args:
     "{{just_executable()}}" plugins || echo "bench: the plugins did not build; portcullis-3 will be skipped"
     export PORTCULLIS_TEST_ENGINE={{engine}}
     export PORTCULLIS_BENCH_COMMAND="just bench${*:+ $*}"
-    exec cargo run --release -p portcullis-bench -- "$@"
+    exec cargo run --release -p portcullis-bench --bin portcullis-bench -- "$@"
 
 # Format the code.
 fmt:
