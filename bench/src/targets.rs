@@ -1,7 +1,8 @@
 //! The configurations under test, each a unix socket in front of the same engine, started
 //! (and stopped) by the harness itself: the engine directly, socat, HAProxy configured like
 //! docker-socket-proxy, and portcullis without plugins, with a chain of 3 testkit plugins, and
-//! with the default policy chain of `policies/portcullis.toml` plus a Rego policy.
+//! with the default policy chain of `policies/portcullis.toml` plus a Rego policy, and with
+//! the audit trail alone (no plugins).
 
 use std::fs;
 use std::os::unix::process::CommandExt;
@@ -20,13 +21,14 @@ use http_body_util::Full;
 use crate::client;
 
 /// Every configuration, in report order. `direct` is the baseline every ratio refers to.
-pub const ALL: [&str; 6] = [
+pub const ALL: [&str; 7] = [
     "direct",
     "socat",
     "haproxy",
     "portcullis",
     "portcullis-3",
     "portcullis-default",
+    "portcullis-audit",
 ];
 
 /// What the targets need from the outside.
@@ -116,7 +118,7 @@ pub async fn start(name: &'static str, setup: &Setup) -> Result<Target> {
             c.env("POST", "1");
             c
         }
-        "portcullis" | "portcullis-3" | "portcullis-default" => {
+        "portcullis" | "portcullis-3" | "portcullis-default" | "portcullis-audit" => {
             if !setup.portcullis.is_file() {
                 bail!(
                     "{} is missing (cargo build --release -p portcullis)",
@@ -139,6 +141,14 @@ pub async fn start(name: &'static str, setup: &Setup) -> Result<Target> {
                 }
                 let config = setup.dir.join("portcullis-3.toml");
                 fs::write(&config, plugin_chain_config(&setup.plugin))?;
+                c.arg("--config").arg(config);
+            }
+            if name == "portcullis-audit" {
+                // No plugins, every request recorded (batch durability, the default).
+                let store = setup.dir.join("audit-only");
+                let _ = fs::remove_dir_all(&store);
+                let config = setup.dir.join("portcullis-audit.toml");
+                fs::write(&config, format!("[audit]\npath = {:?}\n", store.display().to_string()))?;
                 c.arg("--config").arg(config);
             }
             if name == "portcullis-default" {
