@@ -3,39 +3,12 @@
 //! store, with what the engine was asked to do; credentials never do; and the store is
 //! opened by one gateway at a time.
 
-use std::path::Path;
 use std::time::Duration;
 
-use portcullis::audit::{AuditError, Decision, Record};
-use portcullis::Config;
+use portcullis::audit::{Decision, Record};
 use portcullis_tests::*;
 
 const T: Duration = Duration::from_secs(60);
-
-/// A config with a sync audit store in `dir` and `rest` (limits, plugins).
-fn config(dir: &Path, rest: &str) -> Config {
-    let text = format!(
-        "[audit]\npath = \"{}\"\ndurability = \"sync\"\n{rest}",
-        dir.join("store").display()
-    );
-    Config::parse(&text, Path::new("test.toml")).expect("test config")
-}
-
-/// Every record of the store, oldest first, once the gateway has let go of it.
-fn records(dir: &Path) -> Vec<Record> {
-    let store =
-        wait_for(
-            "the gateway to release the audit store",
-            T,
-            || match portcullis::audit::cli::open(&dir.join("store")) {
-                Ok(s) => Some(s),
-                Err(AuditError::Locked { .. }) => None,
-                Err(e) => panic!("cannot open the store: {e}"),
-            },
-        );
-    store.verify().expect("an intact chain");
-    store.iter_chain().map(|r| r.expect("record").0).collect()
-}
 
 fn exists(name: &str) -> bool {
     let out = run(docker_direct().args(["ps", "-a", "-q", "--filter", &format!("name=^/{name}$")]));
@@ -55,7 +28,7 @@ fn one<'a>(records: &'a [Record], what: &str, pred: impl Fn(&Record) -> bool) ->
 #[test]
 fn allowed_denied_and_failed_requests_are_all_recorded() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = config(
+    let mut cfg = audit_config(
         dir.path(),
         &entry(
             "labels",
@@ -131,7 +104,7 @@ fn allowed_denied_and_failed_requests_are_all_recorded() {
     assert_eq!(r.status, 404);
     drop(gw);
 
-    let records = records(dir.path());
+    let records = audit_records(dir.path());
     let create = one(&records, "the allowed create", |r| {
         r.object.as_deref() == Some(allowed.as_str()) && r.endpoint == "container.create"
     });
@@ -199,7 +172,7 @@ fn allowed_denied_and_failed_requests_are_all_recorded() {
 #[test]
 fn credentials_never_reach_a_record() {
     let dir = tempfile::tempdir().unwrap();
-    let gw = Gateway::start_with(config(
+    let gw = Gateway::start_with(audit_config(
         dir.path(),
         // A plugin that sees (and could echo) every request, in audit mode.
         &entry(
@@ -219,7 +192,7 @@ fn credentials_never_reach_a_record() {
         assert_eq!(http(&gw.socket, req.as_bytes(), T).status, 200);
     }
     drop(gw);
-    let records = records(dir.path());
+    let records = audit_records(dir.path());
     assert_eq!(records.len(), 2);
     assert_eq!(records[0].plugins[0].verdict, "would-deny");
     let store = portcullis::audit::cli::open(&dir.path().join("store")).unwrap();
@@ -239,7 +212,7 @@ fn credentials_never_reach_a_record() {
 #[test]
 fn the_store_is_opened_by_one_gateway_at_a_time() {
     let dir = tempfile::tempdir().unwrap();
-    let gw = Gateway::start_with(config(dir.path(), ""));
+    let gw = Gateway::start_with(audit_config(dir.path(), ""));
     assert_eq!(
         http(&gw.socket, &request("GET", "/_ping", None), T).status,
         200
@@ -253,7 +226,7 @@ fn the_store_is_opened_by_one_gateway_at_a_time() {
         err.to_string().contains("in use by another process"),
         "{err}"
     );
-    let second = config(dir.path(), "");
+    let second = audit_config(dir.path(), "");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -273,13 +246,13 @@ fn the_store_is_opened_by_one_gateway_at_a_time() {
         200
     );
     drop(gw);
-    assert_eq!(records(dir.path()).len(), 2);
+    assert_eq!(audit_records(dir.path()).len(), 2);
 }
 
 #[test]
 fn patches_are_recorded_as_data() {
     let dir = tempfile::tempdir().unwrap();
-    let gw = Gateway::start_with(config(
+    let gw = Gateway::start_with(audit_config(
         dir.path(),
         &entry(
             "team",
@@ -299,7 +272,7 @@ fn patches_are_recorded_as_data() {
         ok(docker_direct().args(["inspect", "-f", "{{index .Config.Labels \"team\"}}", &name]));
     assert_eq!(labels.trim(), "blue");
     drop(gw);
-    let records = records(dir.path());
+    let records = audit_records(dir.path());
     let create = one(&records, "the create", |r| r.endpoint == "container.create");
     assert_eq!(create.plugins[0].verdict, "patch");
     let patch = create.plugins[0].patch.as_ref().expect("the patch");
@@ -316,7 +289,7 @@ fn the_redact_plugin_keeps_secrets_out_of_the_record_but_not_from_the_engine() {
         plugin_component("redact").display(),
         entry("labels", "endpoints = [\"container.create\"]", "action = \"deny-if-label\"\nkey = \"forbidden\"")
     );
-    let gw = Gateway::start_with(config(dir.path(), &plugin));
+    let gw = Gateway::start_with(audit_config(dir.path(), &plugin));
     let mut c = Cleanup::new();
     let name = c.container(&unique("audit-redact"));
     let secret = format!("hunter{}", std::process::id());
@@ -348,7 +321,7 @@ fn the_redact_plugin_keeps_secrets_out_of_the_record_but_not_from_the_engine() {
     assert!(env.contains(&format!("DB_PASSWORD={secret}")), "{env}");
     drop(gw);
 
-    let records = records(dir.path());
+    let records = audit_records(dir.path());
     let create = one(&records, "the create", |r| {
         r.endpoint == "container.create" && r.decision == Decision::Allow
     });

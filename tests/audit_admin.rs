@@ -11,30 +11,6 @@ use portcullis_tests::*;
 
 const T: Duration = Duration::from_secs(60);
 
-/// A config with a sync audit store in `dir`, plus `rest`.
-fn config(dir: &Path, rest: &str) -> Config {
-    let text = format!(
-        "[audit]\npath = \"{}\"\ndurability = \"sync\"\n{rest}",
-        dir.join("store").display()
-    );
-    Config::parse(&text, Path::new("test.toml")).expect("test config")
-}
-
-fn records(dir: &Path) -> Vec<Record> {
-    let store =
-        wait_for(
-            "the gateway to release the audit store",
-            T,
-            || match portcullis::audit::cli::open(&dir.join("store")) {
-                Ok(s) => Some(s),
-                Err(AuditError::Locked { .. }) => None,
-                Err(e) => panic!("cannot open the store: {e}"),
-            },
-        );
-    store.verify().expect("an intact chain");
-    store.iter_chain().map(|r| r.expect("record").0).collect()
-}
-
 /// A request with extra header lines.
 fn with_headers(method: &str, path: &str, headers: &[&str]) -> Vec<u8> {
     let mut r = format!("{method} {path} HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n");
@@ -49,7 +25,7 @@ fn with_headers(method: &str, path: &str, headers: &[&str]) -> Vec<u8> {
 #[test]
 fn requests_refused_by_identity_are_recorded() {
     let dir = tempfile::tempdir().unwrap();
-    let gw = Gateway::start_with(config(dir.path(), ""));
+    let gw = Gateway::start_with(audit_config(dir.path(), ""));
     // No tokens file: a bearer token cannot name anyone.
     let r = http(
         &gw.socket,
@@ -82,7 +58,7 @@ fn requests_refused_by_identity_are_recorded() {
     );
     drop(gw);
 
-    let all = records(dir.path());
+    let all = audit_records(dir.path());
     assert_eq!(all.len(), 3, "{all:#?}");
     let refused: Vec<&Record> = all.iter().filter(|r| r.status == 401).collect();
     assert_eq!(refused.len(), 2);
@@ -117,7 +93,7 @@ fn requests_refused_by_identity_are_recorded() {
 fn the_admin_listener_serves_the_trail_while_the_gateway_runs() {
     let dir = tempfile::tempdir().unwrap();
     let admin = dir.path().join("admin.sock");
-    let gw = Gateway::start_with(config(
+    let gw = Gateway::start_with(audit_config(
         dir.path(),
         &format!("[admin]\nlisten = \"unix://{}\"\n", admin.display()),
     ));
@@ -210,7 +186,7 @@ fn the_admin_listener_serves_the_trail_while_the_gateway_runs() {
     assert_eq!(mode, 0o600);
     drop(gw);
     assert!(!admin.exists());
-    assert_eq!(records(dir.path()).len(), 4);
+    assert_eq!(audit_records(dir.path()).len(), 4);
 }
 
 #[test]

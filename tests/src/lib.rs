@@ -779,3 +779,27 @@ pub fn exists(name: &str) -> bool {
     let out = run(docker_direct().args(["ps", "-a", "-q", "--filter", &format!("name=^/{name}$")]));
     !String::from_utf8_lossy(&out.stdout).trim().is_empty()
 }
+
+/// A config with a `sync` audit store in `dir/store`, plus `rest` (limits, plugins, ...).
+pub fn audit_config(dir: &Path, rest: &str) -> Config {
+    let text = format!(
+        "[audit]\npath = \"{}\"\ndurability = \"sync\"\n{rest}",
+        dir.join("store").display()
+    );
+    Config::parse(&text, Path::new("test.toml")).expect("test config")
+}
+
+/// Every record of the store in `dir/store`, oldest first, once the gateway has let go of it;
+/// the chain must verify.
+pub fn audit_records(dir: &Path) -> Vec<portcullis::audit::Record> {
+    use portcullis::audit::AuditError;
+    let store = wait_for("the gateway to release the audit store", Duration::from_secs(60), || {
+        match portcullis::audit::cli::open(&dir.join("store")) {
+            Ok(s) => Some(s),
+            Err(AuditError::Locked { .. }) => None,
+            Err(e) => panic!("cannot open the store: {e}"),
+        }
+    });
+    store.verify().expect("an intact chain");
+    store.iter_chain().map(|r| r.expect("record").0).collect()
+}
