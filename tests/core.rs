@@ -42,14 +42,6 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// The engine's socket path (the raw-HTTP checks talk to it directly).
-fn engine_socket() -> std::path::PathBuf {
-    match engine_address() {
-        Address::Unix(p) => p,
-        other => panic!("these tests need a unix engine socket, not {other}"),
-    }
-}
-
 /// A detached `sleep` container started through the gateway.
 fn start_sleeper(gw: &Gateway, c: &mut Cleanup, prefix: &str) -> String {
     let name = c.container(&unique(prefix));
@@ -936,15 +928,7 @@ fn raw_attach_and_exec_upgrade_handshake_and_multiplexed_stream() {
     let rest = exec.read_to_eof();
     assert!(rest.is_empty(), "unexpected trailing bytes {rest:?}");
     // The engine agrees the exec finished cleanly.
-    let state = wait_for("the exec to finish on the engine", SOON, || {
-        let r = http(
-            &engine_socket(),
-            &request("GET", &format!("/v1.41/exec/{exec_id}/json"), None),
-            SOON,
-        );
-        let v = r.json();
-        (v["Running"] == false).then_some(v)
-    });
+    let state = finished_exec(&exec_id);
     assert_eq!(state["ExitCode"], 0, "{state}");
 
     // The attach tunnel is still alive after all that.

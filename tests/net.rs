@@ -3,21 +3,13 @@
 //! concurrency and the unknown-endpoint pass-through switch.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use portcullis::config::Address;
 use portcullis_tests::*;
 
 const T: Duration = Duration::from_secs(60);
 const SOON: Duration = Duration::from_secs(20);
-
-fn engine_socket() -> PathBuf {
-    match engine_address() {
-        Address::Unix(p) => p,
-        other => panic!("these tests need a unix engine, not {other}"),
-    }
-}
 
 /// Starts `sh -c script` with stdin open in a new container (directly on the engine) and
 /// returns its id.
@@ -87,15 +79,7 @@ fn legacy_exec_start_without_upgrade_streams_stdin_and_output() {
         .expect("shutdown");
     let rest = exec.read_to_eof();
     assert!(rest.is_empty(), "unexpected trailing bytes {rest:?}");
-    let state = wait_for("the exec to finish on the engine", SOON, || {
-        let r = http(
-            &engine_socket(),
-            &request("GET", &format!("/v1.41/exec/{exec_id}/json"), None),
-            SOON,
-        );
-        let v = r.json();
-        (v["Running"] == false).then_some(v)
-    });
+    let state = finished_exec(&exec_id);
     assert_eq!(state["ExitCode"], 7, "{state}");
     still_serves(&gw.socket);
 }

@@ -803,3 +803,24 @@ pub fn audit_records(dir: &Path) -> Vec<portcullis::audit::Record> {
     store.verify().expect("an intact chain");
     store.iter_chain().map(|r| r.expect("record").0).collect()
 }
+
+/// The engine's inspect of exec `exec_id` once it has stopped running (asked directly).
+pub fn finished_exec(exec_id: &str) -> serde_json::Value {
+    wait_for("the exec to finish on the engine", Duration::from_secs(30), || {
+        let r = http(
+            &engine_socket(),
+            &request("GET", &format!("/v1.41/exec/{exec_id}/json"), None),
+            Duration::from_secs(30),
+        );
+        let v = r.json();
+        (v["Running"] == false).then_some(v)
+    })
+}
+
+/// The engine's socket path, for raw-HTTP checks that talk to it directly.
+pub fn engine_socket() -> PathBuf {
+    match engine_address() {
+        Address::Unix(p) => p,
+        other => panic!("these tests need a unix engine socket, not {other}"),
+    }
+}
