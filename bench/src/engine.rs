@@ -41,12 +41,15 @@ pub fn create_body() -> Bytes {
 /// as (what the gateway learns from the socket's peer credentials), so that the containers the
 /// harness creates directly are the caller's own through `portcullis-default` too.
 fn owned_create_body() -> Bytes {
-    let user = std::process::Command::new("id")
-        .arg("-un")
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_default();
+    static USER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let user = USER.get_or_init(|| {
+        std::process::Command::new("id")
+            .arg("-un")
+            .output()
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_default()
+    });
     Bytes::from(
         json!({
             "Image": IMAGE,

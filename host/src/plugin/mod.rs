@@ -497,7 +497,7 @@ impl Plugin {
         instance.calls += 1;
         match result {
             Ok(verdict) => {
-                let spent = instance.calls >= warm.calls || !instance.store.data().stderr().is_empty();
+                let spent = instance.calls >= warm.calls || instance.store.data().wrote_stderr();
                 if !spent {
                     if let Ok(mut idle) = warm.idle.lock() {
                         if idle.len() < warm.keep {

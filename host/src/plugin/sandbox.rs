@@ -87,6 +87,11 @@ impl State {
         self.limits.exceeded
     }
 
+    /// Whether the plugin wrote anything to stderr.
+    pub fn wrote_stderr(&self) -> bool {
+        !self.stderr.contents().is_empty()
+    }
+
     /// What the plugin wrote to stderr (e.g. a panic message), trimmed.
     pub fn stderr(&self) -> String {
         String::from_utf8_lossy(&self.stderr.contents())
