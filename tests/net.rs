@@ -268,3 +268,71 @@ fn a_quiet_tunnel_is_closed_after_the_stream_idle_timeout() {
     assert_eq!(state.trim(), "true");
     still_serves(&gw.socket);
 }
+
+#[test]
+fn a_quiet_response_stream_is_closed_after_the_stream_idle_timeout_and_a_busy_one_is_not() {
+    let mut config = portcullis::Config::default();
+    config.limits.stream_idle_timeout = Some(Duration::from_secs(2));
+    let gw = Gateway::start_with(config);
+    let mut c = Cleanup::new();
+    let name = c.container(&unique("idle-logs"));
+    ok_timeout(
+        docker_direct()
+            .args(["run", "-d", "--name", &name, "--label", TEST_LABEL])
+            .args([IMAGE, "sh", "-c", TICKER]),
+        T,
+    );
+    // A container printing every 100 ms: its `logs -f` outlives the idle limit several times.
+    let mut logs = Streaming::spawn(gw.docker().args(["logs", "-f", &name]));
+    let mut last = String::new();
+    for _ in 0..60 {
+        last = logs.expect_line(SOON, |l| l.starts_with("line "));
+    }
+    assert!(logs.is_running(), "a busy stream was closed (last line {last:?})");
+    logs.kill();
+    // Nothing happens on an event stream filtered to a label nobody uses: it is quiet, so
+    // the gateway ends it (read_to_eof fails the test if no EOF comes within 20 s).
+    // {"label":["portcullis-test-never-used=1"]}
+    let filters = "%7B%22label%22%3A%5B%22portcullis-test-never-used%3D1%22%5D%7D";
+    let req = format!("GET /v1.41/events?filters={filters} HTTP/1.1\r\nHost: docker\r\n\r\n");
+    let mut events = Upgraded::open(&gw.socket, req.as_bytes(), SOON);
+    assert_eq!(events.head.status, 200, "{:?}", events.head);
+    let rest = events.read_to_eof();
+    // Ended by the gateway, not finished: no terminating chunk, so the client sees an error
+    // rather than a stream that seemed to end normally.
+    assert!(!String::from_utf8_lossy(&rest).contains("0\r\n\r\n"), "{rest:?}");
+    still_serves(&gw.socket);
+}
+
+// ---------------------------------------------------------------------------------------
+// [limits] max_requests_per_caller
+
+#[test]
+fn a_caller_with_too_many_requests_in_flight_gets_429_until_one_finishes() {
+    let mut config = portcullis::Config::default();
+    config.limits.max_requests_per_caller = 2;
+    let gw = Gateway::start_with(config);
+    let mut c = Cleanup::new();
+    let events = || {
+        let s = Upgraded::open(&gw.socket, b"GET /v1.41/events HTTP/1.1\r\nHost: docker\r\n\r\n", SOON);
+        assert_eq!(s.head.status, 200, "{:?}", s.head);
+        s
+    };
+    let first = events();
+    let _second = events();
+    // Both streams are in flight: a third request is refused before anything reaches the engine.
+    let name = c.container(&unique("per-caller"));
+    let body = format!(r#"{{"Image": "{IMAGE}", "Labels": {{"portcullis-test": "1"}}}}"#);
+    let create = request("POST", &format!("/v1.41/containers/create?name={name}"), Some(&body));
+    let r = http(&gw.socket, &create, SOON);
+    assert_eq!(r.status, 429, "{r:?}");
+    assert!(message_of(&r).contains("max_requests_per_caller"), "{r:?}");
+    assert!(!exists(&name), "a refused create reached the engine");
+    // A finished stream gives its slot back.
+    drop(first);
+    wait_for("the slot of the closed stream", SOON, || {
+        let r = http(&gw.socket, &create, SOON);
+        (r.status == 201).then_some(())
+    });
+    assert!(exists(&name));
+}

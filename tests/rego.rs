@@ -85,3 +85,28 @@ fn a_broken_policy_stops_the_start() {
     let err = rt.block_on(portcullis::load_chain(&config)).err().expect("a broken policy loaded");
     assert!(err.to_string().contains("authz"), "{err}");
 }
+
+/// `portcullis plugin test` and `plugin bench` load a `.rego` file (or a directory of them)
+/// as a policy, so a policy can be tried offline like a component.
+#[test]
+fn a_rego_policy_runs_offline_like_a_component() {
+    use portcullis::plugin::offline;
+    use portcullis::plugin::types::Verdict;
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/rego/authz.rego");
+    let judge = |body: serde_json::Value| {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let plugin = offline::load_one(&file, serde_json::json!({}), true, None)
+                .await
+                .expect("a .rego file loads as a policy");
+            let req: offline::RequestFile = serde_json::from_value(serde_json::json!({
+                "method": "POST", "path": "/v1.41/containers/create", "body": body,
+            }))
+            .unwrap();
+            offline::run(&plugin, &req.into_request().unwrap(), None).await.unwrap()
+        })
+    };
+    assert!(matches!(judge(serde_json::json!({"Image": IMAGE})), Verdict::Allow));
+    let privileged = judge(serde_json::json!({"Image": IMAGE, "HostConfig": {"Privileged": true}}));
+    assert!(matches!(privileged, Verdict::Deny(_)), "{privileged:?}");
+}

@@ -166,7 +166,7 @@ enum ExportFormat {
 enum PluginCommand {
     /// Run one plugin on a request (and optionally a response) and print its verdict as JSON.
     Test {
-        /// The plugin component (.wasm).
+        /// The plugin component (.wasm), or a Rego policy (.rego file or directory).
         plugin: PathBuf,
         /// The request, as JSON (see the README for the format).
         #[arg(long)]
@@ -180,7 +180,7 @@ enum PluginCommand {
     },
     /// Measure a plugin: instantiation alone and a whole request-hook call, p50/p99 in µs.
     Bench {
-        /// The plugin component (.wasm).
+        /// The plugin component (.wasm), or a Rego policy (.rego file or directory).
         plugin: PathBuf,
         /// The request, as JSON.
         #[arg(long)]

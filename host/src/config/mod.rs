@@ -155,9 +155,10 @@ fn default_connect_timeout() -> Duration {
     Duration::from_secs(5)
 }
 
-/// `[limits]`: every resource the gateway holds has a bound.
+/// `[limits]`: every resource the gateway holds has a bound. Keys left out keep their
+/// defaults, so a table may name only the limits it changes.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct Limits {
     /// Client connections served at once; further connections wait in the accept backlog.
     pub max_connections: usize,
@@ -179,6 +180,10 @@ pub struct Limits {
     /// so this is off unless set.
     #[serde(default, with = "humantime_serde")]
     pub stream_idle_timeout: Option<Duration>,
+    /// Requests one caller (by user name) may have in flight at once, streams and tunnels
+    /// included; more are answered 429 at once. Keeps one user or runaway CI job from
+    /// taking every connection and plugin instance of a shared gateway.
+    pub max_requests_per_caller: usize,
 }
 
 impl Default for Limits {
@@ -191,6 +196,7 @@ impl Default for Limits {
             header_read_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(10),
             stream_idle_timeout: None,
+            max_requests_per_caller: 256,
         }
     }
 }
@@ -265,6 +271,9 @@ impl Config {
         }
         if l.stream_idle_timeout.is_some_and(|d| d.is_zero()) {
             return Err(invalid("limits.stream_idle_timeout", "must be more than zero (leave it out for none)"));
+        }
+        if l.max_requests_per_caller == 0 {
+            return Err(invalid("limits.max_requests_per_caller", "must be at least 1"));
         }
         if l.max_headers == 0 {
             return Err(invalid("limits.max_headers", "must be at least 1"));
@@ -409,6 +418,14 @@ mod tests {
             .to_string();
         assert!(err.contains("x.toml"), "{err}");
         assert!(err.contains("max_conections"), "{err}");
+    }
+
+    #[test]
+    fn a_limits_table_may_name_only_what_it_changes() {
+        let c = Config::parse("[limits]\nmax_connections = 5\n", Path::new("x.toml")).unwrap();
+        assert_eq!(c.limits.max_connections, 5);
+        assert_eq!(c.limits.max_headers, Limits::default().max_headers);
+        assert_eq!(c.limits.max_requests_per_caller, 256);
     }
 
     #[test]

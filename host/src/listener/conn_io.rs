@@ -185,7 +185,7 @@ mod tests {
             ((), hyper::upgrade::on(&mut req))
         };
         let permit = Arc::new(tokio::sync::Semaphore::new(1)).try_acquire_owned().unwrap();
-        handover.put(engine, permit, Some(bytes::Bytes::from_static(b"HEAD")), None);
+        handover.put(engine, permit, None, Some(bytes::Bytes::from_static(b"HEAD")), None);
         io.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").await.unwrap();
         io.flush().await.unwrap();
         let mut inner = io.into_inner();

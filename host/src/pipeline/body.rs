@@ -1,18 +1,39 @@
 //! The one body type the gateway sends in both directions: either a stream passed through
 //! frame by frame (never buffered whole), or bytes the gateway holds (a canonical JSON body,
 //! an error). An enum rather than a boxed trait object: no allocation per request.
+//!
+//! A body may also carry its request's [`CallerSlot`] (so a long stream counts against its
+//! caller until it ends) and, for streams, an idle limit (`limits.stream_idle_timeout`):
+//! a stream with no frame for that long fails, which closes the connection.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
+use tokio::time::{Instant, Sleep};
+
+use super::slots::CallerSlot;
+
+/// Why a body stopped: the other side's error, or the idle limit.
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
 pin_project_lite::pin_project! {
     /// A request or response body.
-    #[project = BodyProj]
-    pub enum Body {
+    pub struct Body {
+        #[pin]
+        kind: Kind,
+        idle: Option<Idle>,
+        slot: Option<CallerSlot>,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = KindProj]
+    enum Kind {
         /// Streamed through as it arrives.
         Stream { #[pin] inner: Incoming },
         /// Held in memory; sent with an exact Content-Length.
@@ -20,51 +41,102 @@ pin_project_lite::pin_project! {
     }
 }
 
+/// The idle limit of a stream: re-armed by every frame. The timer is boxed so that the body
+/// stays `Unpin`, as hyper's client requires.
+struct Idle {
+    limit: Duration,
+    timer: Pin<Box<Sleep>>,
+}
+
+/// A stream went quiet for longer than `limits.stream_idle_timeout`.
+#[derive(Debug, thiserror::Error)]
+#[error("no data for {0:?} (limits.stream_idle_timeout); stream closed")]
+pub struct IdleTimeout(Duration);
+
 impl Body {
+    fn new(kind: Kind) -> Self {
+        Body {
+            kind,
+            idle: None,
+            slot: None,
+        }
+    }
+
     /// A body of exactly these bytes.
     pub fn full(data: impl Into<Bytes>) -> Self {
         let data: Bytes = data.into();
-        Body::Full {
+        Self::new(Kind::Full {
             data: (!data.is_empty()).then_some(data),
-        }
+        })
     }
 
     /// No body.
     pub fn empty() -> Self {
-        Body::Full { data: None }
+        Self::new(Kind::Full { data: None })
     }
 
     /// A body streamed from the other side.
     pub fn stream(inner: Incoming) -> Self {
-        Body::Stream { inner }
+        Self::new(Kind::Stream { inner })
+    }
+
+    /// Fails the stream when no frame arrives for `limit` (none: no idle limit). Held bodies
+    /// are not affected: they are already complete.
+    pub fn idle_limit(mut self, limit: Option<Duration>) -> Self {
+        if let (Some(limit), Kind::Stream { .. }) = (limit, &self.kind) {
+            self.idle = Some(Idle {
+                limit,
+                timer: Box::pin(tokio::time::sleep(limit)),
+            });
+        }
+        self
+    }
+
+    /// Keeps `slot` taken until the body is finished or dropped.
+    pub fn holding(mut self, slot: Option<CallerSlot>) -> Self {
+        self.slot = slot;
+        self
     }
 }
 
 impl http_body::Body for Body {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match self.project() {
-            BodyProj::Stream { inner } => inner.poll_frame(cx),
-            BodyProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self.project();
+        match this.kind.project() {
+            KindProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            KindProj::Stream { inner } => {
+                let polled = inner.poll_frame(cx);
+                let Some(idle) = this.idle.as_mut() else {
+                    return polled.map_err(Into::into);
+                };
+                match polled {
+                    Poll::Ready(frame) => {
+                        idle.timer.as_mut().reset(Instant::now() + idle.limit);
+                        Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+                    }
+                    Poll::Pending => match idle.timer.as_mut().poll(cx) {
+                        Poll::Ready(()) => Poll::Ready(Some(Err(IdleTimeout(idle.limit).into()))),
+                        Poll::Pending => Poll::Pending,
+                    },
+                }
+            }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        match self {
-            Body::Stream { inner } => inner.is_end_stream(),
-            Body::Full { data } => data.is_none(),
+        match &self.kind {
+            Kind::Stream { inner } => inner.is_end_stream(),
+            Kind::Full { data } => data.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self {
-            Body::Stream { inner } => inner.size_hint(),
-            Body::Full { data } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+        match &self.kind {
+            Kind::Stream { inner } => inner.size_hint(),
+            Kind::Full { data } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
         }
     }
 }

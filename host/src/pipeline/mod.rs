@@ -9,6 +9,7 @@ mod chain;
 pub(crate) mod gojson;
 mod guard;
 mod headers;
+mod slots;
 mod target;
 pub mod tunnel;
 
@@ -75,6 +76,8 @@ pub enum PipelineError {
     UpgradeRefused { endpoint: &'static str },
     #[error("the client is not reading its earlier responses; cannot start the attached stream")]
     ClientNotReading,
+    #[error("{user} has {limit} requests in flight already (limits.max_requests_per_caller); try again when one has finished")]
+    TooManyRequests { user: String, limit: usize },
     #[error("too many attached sessions (limit {limit}); try again later")]
     TooManyTunnels { limit: usize },
     #[error("the engine's response to {endpoint} is too large or unreadable for response plugins: {reason}")]
@@ -106,6 +109,7 @@ impl IntoDockerError for PipelineError {
             | PipelineError::UnexpectedBody { .. }
             | PipelineError::BadJson { .. }
             | PipelineError::UpgradeRefused { .. } => StatusCode::BAD_REQUEST,
+            PipelineError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             PipelineError::TooManyTunnels { .. } | PipelineError::ClientNotReading => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -127,6 +131,7 @@ pub struct Gateway {
     upstream: Upstream,
     chain: Chain,
     tunnels: Arc<Semaphore>,
+    slots: Arc<slots::CallerSlots>,
     next_id: AtomicU64,
     audit: Option<Arc<AuditLog>>,
 }
@@ -135,11 +140,13 @@ impl Gateway {
     /// A gateway forwarding to `upstream` through `chain`.
     pub fn new(config: Arc<Config>, upstream: Upstream, chain: Chain) -> Self {
         let tunnels = Arc::new(Semaphore::new(config.limits.max_connections));
+        let slots = slots::CallerSlots::new(config.limits.max_requests_per_caller);
         Self {
             config,
             upstream,
             chain,
             tunnels,
+            slots,
             next_id: AtomicU64::new(1),
             audit: None,
         }
@@ -158,9 +165,16 @@ impl Gateway {
         let method = req.method().clone();
         let mut draft = Draft::start(self.audit.is_some(), id, &req, &caller, started);
         let refused = self.audit.as_ref().and_then(|a| a.refusal());
-        let result = match refused {
-            Some(e) => Err(PipelineError::Audit(e)),
-            None => self.forward(id, req, &caller, &mut draft).await,
+        // Taken before any work is done for the request, held until its answer (or
+        // tunnel) is finished.
+        let mut slot = self.slots.take(&caller.user);
+        let result = match (refused, &slot) {
+            (Some(e), _) => Err(PipelineError::Audit(e)),
+            (None, None) => Err(PipelineError::TooManyRequests {
+                user: caller.user.clone(),
+                limit: self.slots.limit(),
+            }),
+            (None, Some(_)) => self.forward(id, req, &caller, &mut slot, &mut draft).await,
         };
         let resp = match result {
             Ok((endpoint, resp)) => {
@@ -183,7 +197,7 @@ impl Gateway {
         if let Some(audit) = &self.audit {
             audit.finish(&self.chain, draft, &resp).await;
         }
-        resp
+        resp.map(|body| body.holding(slot))
     }
 
     /// Answers a request the identity layer refused (no caller: 401) and leaves its audit
@@ -209,6 +223,7 @@ impl Gateway {
         id: u64,
         mut req: Request<Incoming>,
         caller: &Caller,
+        slot: &mut Option<slots::CallerSlot>,
         draft: &mut Draft,
     ) -> Result<(&'static str, Response<Body>), PipelineError> {
         // hyper's read buffer bound is soft (a head that arrives in one large read can pass
@@ -293,7 +308,7 @@ impl Gateway {
 
         draft.request(&query, buffered.as_ref());
         let body = match (stream, buffered) {
-            (Some(s), _) => Body::stream(s),
+            (Some(s), _) => Body::stream(s).idle_limit(self.config.limits.stream_idle_timeout),
             (None, Some(b)) => Body::full(b),
             (None, None) => Body::empty(),
         };
@@ -339,14 +354,14 @@ impl Gateway {
             let (parts, _) = resp.into_parts();
             if legacy_hijack {
                 let head = tunnel::legacy_head(&parts.headers);
-                handover.put(engine_upgrade, permit, Some(head), self.config.limits.stream_idle_timeout);
+                handover.put(engine_upgrade, permit, slot.take(), Some(head), self.config.limits.stream_idle_timeout);
                 // hyper writes (and the connection swallows) this; the client gets `head`.
                 let mut resp = Response::new(Body::empty());
                 resp.headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
                 return Ok((endpoint.name, resp));
             }
-            handover.put(engine_upgrade, permit, None, self.config.limits.stream_idle_timeout);
+            handover.put(engine_upgrade, permit, slot.take(), None, self.config.limits.stream_idle_timeout);
             return Ok((endpoint.name, Response::from_parts(parts, Body::empty())));
         }
 
@@ -358,7 +373,8 @@ impl Gateway {
                 .await?;
             return Ok((endpoint.name, Response::from_parts(parts, body)));
         }
-        Ok((endpoint.name, Response::from_parts(parts, Body::stream(incoming))))
+        let body = Body::stream(incoming).idle_limit(self.config.limits.stream_idle_timeout);
+        Ok((endpoint.name, Response::from_parts(parts, body)))
     }
 
     /// Reads a JSON response whole (within the body bound) and runs the response plugins.

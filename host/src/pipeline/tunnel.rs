@@ -28,6 +28,8 @@ const BUF: usize = 16 * 1024;
 pub struct Pending {
     engine: OnUpgrade,
     permit: OwnedSemaphorePermit,
+    /// The caller's in-flight slot: an open tunnel counts as a request until it closes.
+    caller: Option<super::slots::CallerSlot>,
     /// The engine-style `200 OK` head of a legacy hijack, written to the client by the
     /// tunnel itself (hyper's own head for that response is discarded, see [`Handover`]).
     head: Option<Bytes>,
@@ -95,6 +97,7 @@ impl Handover {
         &self,
         engine: OnUpgrade,
         permit: OwnedSemaphorePermit,
+        caller: Option<super::slots::CallerSlot>,
         legacy_head: Option<Bytes>,
         idle: Option<Duration>,
     ) {
@@ -104,6 +107,7 @@ impl Handover {
         let pending = Pending {
             engine,
             permit,
+            caller,
             head: legacy_head,
             idle,
         };
@@ -127,6 +131,7 @@ where
     let Pending {
         engine,
         permit: _permit,
+        caller: _caller,
         head,
         idle,
     } = pending;

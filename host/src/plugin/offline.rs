@@ -195,7 +195,7 @@ pub fn verdict_json(v: &types::Verdict) -> Value {
     }
 }
 
-/// Loads one component for offline use, with `config` as its `init` configuration (checked
+/// Loads one component (or Rego policy) for offline use, with `config` as its `init` configuration (checked
 /// when `check_config`), reusing instances as `reuse` says.
 pub async fn load_one(
     path: &Path,
@@ -218,7 +218,14 @@ pub async fn load_one(
         ..serde_json::from_value(json!({"name": "", "path": ""})).map_err(|e| LoadError::Engine(e.to_string()))?
     };
     let runtime = Arc::new(Runtime::new(&RuntimeConfig::default(), cfg.memory_limit.as_u64())?);
-    let plugin = runtime.load(&cfg, path).await?;
+    // A `.rego` file (or a directory of them) is a Rego policy, so that `plugin run` and
+    // `plugin bench` work for policies too.
+    let rego = path.is_dir() || path.extension().is_some_and(|e| e == "rego");
+    let plugin = if rego {
+        runtime.load_rego(&cfg, path)?
+    } else {
+        runtime.load(&cfg, path).await?
+    };
     if check_config {
         plugin.check_config().await?;
     }
