@@ -16,6 +16,33 @@ pub struct Results {
     pub latency: Vec<LatencyResult>,
     pub throughput: Vec<ThroughputResult>,
     pub memory: Vec<MemoryResult>,
+    /// The event-streams scenario (absent from results of older runs).
+    #[serde(default)]
+    pub events: Vec<EventsResult>,
+}
+
+/// The direction (row name) of the logs scenario among the [`ThroughputResult`]s.
+pub const LOGS: &str = "docker logs (GET logs)";
+
+/// Many `GET /events` streams held open through one configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EventsResult {
+    pub config: String,
+    /// Streams asked for, per round.
+    pub streams: usize,
+    /// Per round: streams established (response head 200), and of those, how many saw the
+    /// event emitted while they were open.
+    pub established: Vec<usize>,
+    pub saw_event: Vec<usize>,
+    /// Per round: seconds from the first connect to the last stream established, and from
+    /// emitting the event to the last stream seeing it.
+    pub establish_s: Vec<f64>,
+    pub deliver_s: Vec<f64>,
+    /// The proxy's resident memory just before the streams were opened, and its peak while
+    /// they were open (any round), KiB.
+    pub rss_before_kib: Option<u64>,
+    pub rss_peak_kib: Option<u64>,
+    pub first_error: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -35,6 +62,12 @@ pub struct Meta {
     pub warmup_s: f64,
     pub rounds: usize,
     pub archive_bytes: u64,
+    /// The size of the log the logs scenario reads (0: not run).
+    #[serde(default)]
+    pub log_bytes: u64,
+    /// Event streams held open at once (0: not run).
+    #[serde(default)]
+    pub event_streams: usize,
     /// How many containers `GET /containers/json?all=1` listed when the run began.
     pub containers_listed: Option<usize>,
     pub configs: Vec<String>,
@@ -109,6 +142,11 @@ pub struct MemoryResult {
     pub peak_cp_kib: Option<u64>,
     /// A second after all the load.
     pub after_kib: Option<u64>,
+    /// The highest value during the logs scenario and with the event streams open.
+    #[serde(default)]
+    pub peak_logs_kib: Option<u64>,
+    #[serde(default)]
+    pub peak_events_kib: Option<u64>,
 }
 
 /// The median; `None` for no values.
@@ -208,7 +246,11 @@ pub fn checks(r: &Results) -> Vec<Check> {
             "portcullis p50 ≤ HAProxy p50, `GET /_ping` c=1",
         )),
     }
-    for t in r.throughput.iter().filter(|t| t.config == "portcullis") {
+    for t in r
+        .throughput
+        .iter()
+        .filter(|t| t.config == "portcullis" && t.direction != LOGS)
+    {
         out.push(Check {
             issue: "2",
             target: format!("`docker cp` {}: portcullis ≥ 90% of direct", t.direction),
@@ -296,11 +338,20 @@ pub fn checks(r: &Results) -> Vec<Check> {
     ] {
         let target = format!(
             "default chain adds ≤ {limit:.0} µs p50: `{}`",
-            if per > 1.0 { "create (half of create + remove)" } else { scenario }
+            if per > 1.0 {
+                "create (half of create + remove)"
+            } else {
+                scenario
+            }
         );
-        match (find(scenario, 1, "portcullis-default"), find(scenario, 1, "portcullis")) {
+        match (
+            find(scenario, 1, "portcullis-default"),
+            find(scenario, 1, "portcullis"),
+        ) {
             (Some(chain), Some(bare)) => {
-                let d50 = paired(&chain.rounds, &bare.rounds, |x, y| (x.p50_us - y.p50_us) / per);
+                let d50 = paired(&chain.rounds, &bare.rounds, |x, y| {
+                    (x.p50_us - y.p50_us) / per
+                });
                 out.push(Check {
                     issue: "6",
                     target,
@@ -328,7 +379,130 @@ pub fn checks(r: &Results) -> Vec<Check> {
             "100 concurrent requests through the chain: RSS < 200 MiB",
         )),
     }
+    issue9_checks(r, &mut out);
     out
+}
+
+/// Issue 9's own targets: throughput and p50 against HAProxy, streams against direct, memory.
+fn issue9_checks(r: &Results, out: &mut Vec<Check>) {
+    let find = |scenario: &str, c: usize, config: &str| {
+        r.latency
+            .iter()
+            .find(|x| x.scenario == scenario && x.concurrency == c && x.config == config)
+    };
+    let target = "portcullis (no plugins) rps ≥ HAProxy rps, `GET /_ping` c=10";
+    match (
+        find("GET /_ping", 10, "portcullis"),
+        find("GET /_ping", 10, "haproxy"),
+    ) {
+        (Some(p), Some(h)) => {
+            let ratio = paired(&p.rounds, &h.rounds, |x, y| x.rps / y.rps);
+            out.push(Check {
+                issue: "9",
+                target: target.into(),
+                measured: format!(
+                    "{:.0} vs {:.0} requests/s ({} of HAProxy)",
+                    p.rps,
+                    h.rps,
+                    ratio.map_or("?".into(), |x| format!("{x:.2}×"))
+                ),
+                met: ratio.map(|x| x >= 1.0),
+            });
+        }
+        _ => out.push(missing("9", target)),
+    }
+    let list = "GET /containers/json?all=1";
+    let target = "default chain p50 ≤ 1.5× HAProxy p50, `GET /containers/json` c=1";
+    match (
+        find(list, 1, "portcullis-default"),
+        find(list, 1, "haproxy"),
+    ) {
+        (Some(d), Some(h)) => {
+            let ratio = paired(&d.rounds, &h.rounds, |x, y| x.p50_us / y.p50_us);
+            out.push(Check {
+                issue: "9",
+                target: target.into(),
+                measured: format!(
+                    "{:.0} µs vs {:.0} µs ({} of HAProxy)",
+                    d.p50_us,
+                    h.p50_us,
+                    ratio.map_or("?".into(), |x| format!("{x:.2}×"))
+                ),
+                met: ratio.map(|x| x <= 1.5),
+            });
+        }
+        _ => out.push(missing("9", target)),
+    }
+    for (config, direction) in [
+        ("portcullis", LOGS),
+        ("portcullis-default", LOGS),
+        ("portcullis", "in (PUT archive)"),
+        ("portcullis", "out (GET archive)"),
+    ] {
+        let target = format!("streams ≥ 95% of direct MB/s: {config}, {direction}");
+        match r
+            .throughput
+            .iter()
+            .find(|t| t.config == config && t.direction == direction)
+        {
+            Some(t) => out.push(Check {
+                issue: "9",
+                target,
+                measured: format!(
+                    "{:.0} MB/s, {}",
+                    t.mb_s,
+                    t.vs_direct
+                        .map_or("?".into(), |x| format!("{:.0}% of direct", x * 100.0))
+                ),
+                met: t.vs_direct.map(|x| x >= 0.95),
+            }),
+            None => out.push(missing("9", &target)),
+        }
+    }
+    for config in ["portcullis", "portcullis-default"] {
+        let target = format!("RSS ≤ 50 MiB idle: {config}");
+        match r
+            .memory
+            .iter()
+            .find(|m| m.config == config)
+            .and_then(|m| m.idle_kib)
+        {
+            Some(kib) => out.push(Check {
+                issue: "9",
+                target,
+                measured: format!("{:.1} MiB", kib as f64 / 1024.0),
+                met: Some(kib as f64 <= 50.0 * 1024.0),
+            }),
+            None => out.push(missing("9", &target)),
+        }
+    }
+    for config in ["portcullis", "portcullis-default"] {
+        let target = format!(
+            "RSS ≤ 150 MiB with {} `GET /events` streams open, all established and delivered: {config}",
+            r.meta.event_streams.max(500)
+        );
+        match r.events.iter().find(|e| e.config == config) {
+            Some(e) => {
+                let all_open = e.established.iter().all(|&n| n == e.streams);
+                let all_saw = e.saw_event.iter().all(|&n| n == e.streams);
+                let established = e.established.iter().min().copied().unwrap_or(0);
+                let saw = e.saw_event.iter().min().copied().unwrap_or(0);
+                out.push(Check {
+                    issue: "9",
+                    target,
+                    measured: format!(
+                        "{} MiB peak; {established}/{n} established, {saw}/{n} saw the event (worst round)",
+                        mib(e.rss_peak_kib),
+                        n = e.streams
+                    ),
+                    met: e
+                        .rss_peak_kib
+                        .map(|k| k as f64 <= 150.0 * 1024.0 && all_open && all_saw),
+                });
+            }
+            None => out.push(missing("9", &target)),
+        }
+    }
 }
 
 fn missing(issue: &'static str, target: &str) -> Check {
@@ -453,7 +627,12 @@ pub fn markdown(r: &Results) -> String {
     let _ = writeln!(s);
 
     if !r.throughput.is_empty() {
-        let _ = writeln!(s, "#### `docker cp` ({} MiB)\n", m.archive_bytes >> 20);
+        let _ = writeln!(
+            s,
+            "#### Streams: `docker logs` ({} MB), `docker cp` ({} MiB)\n",
+            m.log_bytes / 1_000_000,
+            m.archive_bytes >> 20
+        );
         let _ = writeln!(
             s,
             "| direction | config | MB/s | / direct | proxy peak RSS MiB |"
@@ -479,22 +658,71 @@ pub fn markdown(r: &Results) -> String {
 
     if !r.memory.is_empty() {
         let _ = writeln!(s, "#### Proxy memory (RSS, MiB)\n");
-        let _ = writeln!(s, "| config | idle | peak, requests | peak, `/_ping` c=100 | before cp | peak, cp | after load |");
-        let _ = writeln!(s, "|---|--:|--:|--:|--:|--:|--:|");
+        let _ = writeln!(s, "| config | idle | peak, requests | peak, `/_ping` c=100 | peak, logs | before cp | peak, cp | peak, {} event streams | after load |", m.event_streams);
+        let _ = writeln!(s, "|---|--:|--:|--:|--:|--:|--:|--:|--:|");
         for x in &r.memory {
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 x.config,
                 mib(x.idle_kib),
                 mib(x.peak_requests_kib),
                 mib(x.peak_c100_kib),
+                mib(x.peak_logs_kib),
                 mib(x.before_cp_kib),
                 mib(x.peak_cp_kib),
+                mib(x.peak_events_kib),
                 mib(x.after_kib)
             );
         }
         let _ = writeln!(s);
+    }
+
+    if !r.events.is_empty() {
+        let _ = writeln!(
+            s,
+            "#### {} `GET /events` streams held open\n",
+            m.event_streams
+        );
+        let _ = writeln!(
+            s,
+            "| config | established | saw the event | time to establish all, s | time to deliver to all, s | proxy RSS before, MiB | proxy RSS peak, MiB |"
+        );
+        let _ = writeln!(s, "|---|--:|--:|--:|--:|--:|--:|");
+        for e in &r.events {
+            let worst = |v: &[usize]| v.iter().min().map_or("–".into(), |n| n.to_string());
+            let secs =
+                |v: &[f64]| median(v.iter().copied()).map_or("–".into(), |x| format!("{x:.2}"));
+            let _ = writeln!(
+                s,
+                "| {} | {}/{} | {}/{} | {} | {} | {} | {} |",
+                e.config,
+                worst(&e.established),
+                e.streams,
+                worst(&e.saw_event),
+                e.streams,
+                secs(&e.establish_s),
+                secs(&e.deliver_s),
+                mib(e.rss_before_kib),
+                mib(e.rss_peak_kib)
+            );
+        }
+        let _ = writeln!(s);
+        let errors: Vec<_> = r
+            .events
+            .iter()
+            .filter_map(|e| Some((&e.config, e.first_error.as_ref()?)))
+            .collect();
+        for (config, e) in errors {
+            let _ = writeln!(
+                s,
+                "- event streams, {config}: first failure `{}`",
+                e.replace('`', "'")
+            );
+        }
+        if r.events.iter().any(|e| e.first_error.is_some()) {
+            let _ = writeln!(s);
+        }
     }
 
     let errors: Vec<_> = r
