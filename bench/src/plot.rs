@@ -153,3 +153,22 @@ pub fn latency(r: &Results, out: &Path) -> Result<()> {
         .with_context(|| format!("writing {}", out.display()))?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn draws_a_png() {
+        if !FONTS.iter().any(|p| Path::new(p).is_file()) {
+            eprintln!("no DejaVu font here: nothing to draw with");
+            return;
+        }
+        let out =
+            std::env::temp_dir().join(format!("portcullis-bench-plot-{}.png", std::process::id()));
+        latency(&crate::report::tests::sample(1.0, 500), &out).unwrap();
+        let bytes = std::fs::read(&out).unwrap();
+        let _ = std::fs::remove_file(&out);
+        assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
+    }
+}

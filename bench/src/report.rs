@@ -830,7 +830,11 @@ pub fn compare(old: &Results, new: &Results, threshold: f64) -> (Vec<String>, us
         else {
             continue;
         };
-        let key = format!("docker cp {} {}", n.direction, n.config);
+        let key = if n.direction == LOGS {
+            format!("{} {}", n.direction, n.config)
+        } else {
+            format!("docker cp {} {}", n.direction, n.config)
+        };
         if n.config == "direct" {
             check(format!("{key} MB/s"), Some(o.mb_s), Some(n.mb_s), false);
         } else {
@@ -842,11 +846,38 @@ pub fn compare(old: &Results, new: &Results, threshold: f64) -> (Vec<String>, us
             );
         }
     }
+    // Event streams: the proxy's memory with them open (absolute: no ratio to direct exists
+    // for memory), and whether all were established and saw the event.
+    for n in &new.events {
+        let Some(o) = old.events.iter().find(|o| o.config == n.config) else {
+            continue;
+        };
+        let key = format!("{} event streams {}", n.streams, n.config);
+        check(
+            format!("{key} peak RSS MiB"),
+            o.rss_peak_kib.map(|k| k as f64 / 1024.0),
+            n.rss_peak_kib.map(|k| k as f64 / 1024.0),
+            true,
+        );
+        let worst = |v: &[usize]| v.iter().min().map(|&x| x as f64);
+        check(
+            format!("{key} established"),
+            worst(&o.established),
+            worst(&n.established),
+            false,
+        );
+        check(
+            format!("{key} saw the event"),
+            worst(&o.saw_event),
+            worst(&n.saw_event),
+            false,
+        );
+    }
     (lines, regressions)
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -861,6 +892,136 @@ mod tests {
         let a = [Some(2.0), None, Some(6.0)];
         let b = [Some(1.0), Some(1.0), Some(2.0)];
         assert_eq!(paired(&a, &b, |x, y| x / y), Some(2.5));
+    }
+
+    /// A run with `direct`, `haproxy` and `portcullis` on `/_ping` c=10, the logs scenario and
+    /// the event streams; `scale` multiplies portcullis's rps and its streams' memory.
+    pub(crate) fn sample(scale: f64, established: usize) -> Results {
+        let round = |rps: f64, p50_us: f64| {
+            Some(LatencyRound {
+                rps,
+                p50_us,
+                p99_us: p50_us * 3.0,
+                requests: 1000,
+                errors: 0,
+            })
+        };
+        let latency = |config: &str, rps: f64, p50: f64| LatencyResult {
+            scenario: "GET /_ping".into(),
+            concurrency: 10,
+            config: config.into(),
+            rounds: vec![round(rps, p50)],
+            rps: f64::NAN,
+            p50_us: f64::NAN,
+            p99_us: f64::NAN,
+            p50_vs_direct: None,
+            rps_vs_direct: None,
+            errors: 0,
+            first_error: None,
+            rss_peak_kib: None,
+        };
+        let logs = |config: &str, mb_s: f64| ThroughputResult {
+            direction: LOGS.into(),
+            config: config.into(),
+            rounds: vec![Some(mb_s)],
+            mb_s: f64::NAN,
+            vs_direct: None,
+            errors: 0,
+            first_error: None,
+            rss_peak_kib: None,
+        };
+        let mut r = Results {
+            meta: Meta {
+                date: "2026-11-23 20:00 UTC".into(),
+                command: "just bench".into(),
+                nproc: 2,
+                cpu: "cpu".into(),
+                memory: "1 GiB".into(),
+                kernel: "6".into(),
+                loadavg_start: "0 0 0".into(),
+                loadavg_end: "0 0 0".into(),
+                versions: BTreeMap::new(),
+                duration_s: 3.0,
+                warmup_s: 0.5,
+                rounds: 1,
+                archive_bytes: 0,
+                log_bytes: 100_000_000,
+                event_streams: 500,
+                containers_listed: None,
+                configs: vec!["direct".into(), "haproxy".into(), "portcullis".into()],
+            },
+            skipped: vec![],
+            latency: vec![
+                latency("direct", 20000.0, 300.0),
+                latency("haproxy", 6000.0, 1400.0),
+                latency("portcullis", 8000.0 * scale, 900.0),
+            ],
+            throughput: vec![logs("direct", 100.0), logs("portcullis", 97.0)],
+            memory: vec![],
+            events: vec![EventsResult {
+                config: "portcullis".into(),
+                streams: 500,
+                established: vec![established],
+                saw_event: vec![established],
+                establish_s: vec![0.2],
+                deliver_s: vec![0.1],
+                rss_before_kib: Some(10 * 1024),
+                rss_peak_kib: Some((30.0 * 1024.0 / scale) as u64),
+                first_error: None,
+            }],
+        };
+        summarize(&mut r.latency, &mut r.throughput);
+        r
+    }
+
+    #[test]
+    fn issue9_targets_are_judged() {
+        let all = checks(&sample(1.0, 500));
+        let find = |needle: &str| {
+            all.iter()
+                .find(|c| c.issue == "9" && c.target.contains(needle))
+                .unwrap_or_else(|| panic!("no check {needle}"))
+        };
+        assert_eq!(find("rps ≥ HAProxy").met, Some(true));
+        assert_eq!(find("portcullis, docker logs").met, Some(true));
+        assert_eq!(
+            find("streams open, all established and delivered: portcullis").met,
+            Some(true)
+        );
+        // A missing figure is reported as not measured, never as met.
+        assert_eq!(find("1.5× HAProxy").met, None);
+        let short = checks(&sample(1.0, 499));
+        assert!(short
+            .iter()
+            .any(|c| c.target.contains("events` streams open") && c.met == Some(false)));
+    }
+
+    #[test]
+    fn compare_flags_regressions_beyond_the_threshold() {
+        let old = sample(1.0, 500);
+        let (lines, regressions) = compare(&old, &sample(1.0, 500), 0.10);
+        assert!(lines.is_empty(), "{lines:?}");
+        assert_eq!(regressions, 0);
+        // Half the throughput, twice the memory, fewer streams established and delivered: four.
+        let (lines, regressions) = compare(&old, &sample(0.5, 400), 0.10);
+        assert_eq!(regressions, 4, "{lines:?}");
+        assert!(lines
+            .iter()
+            .any(|l| l.contains("GET /_ping c=10 portcullis rps/direct")));
+        assert!(lines
+            .iter()
+            .any(|l| l.contains("500 event streams portcullis established")));
+    }
+
+    #[test]
+    fn old_results_without_the_new_scenarios_still_parse() {
+        let mut v = serde_json::to_value(sample(1.0, 500)).unwrap();
+        let obj = v.as_object_mut().unwrap();
+        obj.remove("events");
+        obj["meta"].as_object_mut().unwrap().remove("log_bytes");
+        let r: Results = serde_json::from_value(v).unwrap();
+        assert!(r.events.is_empty());
+        assert_eq!(r.meta.log_bytes, 0);
     }
 
     #[test]
