@@ -429,8 +429,9 @@ async fn run(plan: &Plan) -> Result<Results> {
         .any(|p| p.scenario.starts_with("GET /containers"));
     if needs_containers {
         eprintln!(
-            "bench: creating {LISTED} stopped containers labelled {}=1",
-            engine::LABEL
+            "bench: creating {LISTED} stopped containers labelled {}={}",
+            engine::LABEL,
+            engine::run_id()
         );
         for _ in 0..LISTED {
             engine.create().await?;

@@ -799,7 +799,9 @@ pub fn compare(old: &Results, new: &Results, threshold: f64) -> (Vec<String>, us
         let Some(o) = old.latency.iter().find(|o| o.key() == n.key()) else {
             continue;
         };
-        if n.config == "direct" {
+        // `direct` by its absolute figures, and so are points `direct` does not run (the
+        // denied create): they have no ratio.
+        if n.config == "direct" || n.p50_vs_direct.is_none() {
             check(
                 format!("{} p50 µs", n.key()),
                 Some(o.p50_us),
