@@ -569,12 +569,16 @@ pub fn markdown(r: &Results) -> String {
         s,
         "Each point: {} s measured after {} s of warm-up, {} round(s), configurations interleaved; \
          medians over rounds; ratios are to `direct` in the same round, then the median. \
-         {} containers were listed by `GET /containers/json?all=1`. `docker cp` moved {} MiB.",
+         {} containers were listed by `GET /containers/json?all=1`. `docker cp` moved {} MiB; \
+         `docker logs` read a {} MB log; {} `GET /events` streams were held open. \
+         The denied create runs only on the configurations whose policy refuses it.",
         m.duration_s,
         m.warmup_s,
         m.rounds,
         m.containers_listed.map_or("?".into(), |n| n.to_string()),
-        m.archive_bytes >> 20
+        m.archive_bytes >> 20,
+        m.log_bytes / 1_000_000,
+        m.event_streams
     );
     let _ = writeln!(s);
     for k in &r.skipped {
