@@ -154,14 +154,17 @@ impl Engine {
     }
 
     /// Creates, runs and waits for a labelled container that writes `bytes` bytes to its
-    /// stdout, in lines of 1,000 bytes (999 `x` and a newline), for the logs scenario; returns
+    /// stdout, in lines of `line` bytes (`x`s and a newline), for the logs scenario; returns
     /// its id. The engine keeps the output in its log (json-file) after the container exits.
-    pub async fn create_logger(&mut self, bytes: u64) -> Result<String> {
+    pub async fn create_logger(&mut self, bytes: u64, line: u64) -> Result<String> {
         let mut body: Value = serde_json::from_slice(&owned_create_body())?;
         body["Cmd"] = json!([
             "sh",
             "-c",
-            format!("s=$(head -c 999 /dev/zero | tr '\\0' x); yes \"$s\" | head -c {bytes}")
+            format!(
+                "s=$(head -c {} /dev/zero | tr '\\0' x); yes \"$s\" | head -c {bytes}",
+                line.saturating_sub(1)
+            )
         ]);
         let (status, answer) = self
             .call(

@@ -69,6 +69,10 @@ struct Args {
     /// Size of the log `docker logs` reads, in MB (default 100; 25 with --quick).
     #[arg(long)]
     log_mb: Option<u64>,
+    /// Length of each log line in bytes, newline included (default 1000; at most 16384, the
+    /// engine's json-file log splits longer lines).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(2..=16384))]
+    log_line_bytes: u64,
     /// `GET /events` streams held open at once (default 500).
     #[arg(long, default_value_t = 500)]
     streams: usize,
@@ -125,6 +129,7 @@ struct Plan {
     cp: bool,
     logs: bool,
     log_bytes: u64,
+    log_line_bytes: u64,
     events: bool,
     streams: usize,
     rounds: usize,
@@ -220,6 +225,7 @@ impl Plan {
             cp: has("cp"),
             logs: has("logs"),
             log_bytes: args.log_mb.unwrap_or(if args.quick { 25 } else { 100 }) * 1_000_000,
+            log_line_bytes: args.log_line_bytes,
             events: has("events"),
             streams: args.streams.max(1),
             rounds: args.rounds.unwrap_or(if args.quick { 1 } else { 3 }).max(1),
@@ -447,7 +453,11 @@ async fn run(plan: &Plan) -> Result<Results> {
             "bench: writing a {} MB container log",
             plan.log_bytes / 1_000_000
         );
-        Some(engine.create_logger(plan.log_bytes).await?)
+        Some(
+            engine
+                .create_logger(plan.log_bytes, plan.log_line_bytes)
+                .await?,
+        )
     } else {
         None
     };
@@ -802,6 +812,7 @@ async fn run(plan: &Plan) -> Result<Results> {
         rounds: plan.rounds,
         archive_bytes: if plan.cp { plan.cp_bytes } else { 0 },
         log_bytes: if plan.logs { plan.log_bytes } else { 0 },
+        log_line_bytes: plan.log_line_bytes,
         event_streams: if plan.events { plan.streams } else { 0 },
         containers_listed,
         configs: running.iter().map(|t| t.name.to_string()).collect(),

@@ -65,6 +65,9 @@ pub struct Meta {
     /// The size of the log the logs scenario reads (0: not run).
     #[serde(default)]
     pub log_bytes: u64,
+    /// The length of each of its lines, newline included (0: an older run, 1000).
+    #[serde(default)]
+    pub log_line_bytes: u64,
     /// Event streams held open at once (0: not run).
     #[serde(default)]
     pub event_streams: usize,
@@ -570,7 +573,7 @@ pub fn markdown(r: &Results) -> String {
         "Each point: {} s measured after {} s of warm-up, {} round(s), configurations interleaved; \
          medians over rounds; ratios are to `direct` in the same round, then the median. \
          {} containers were listed by `GET /containers/json?all=1`. `docker cp` moved {} MiB; \
-         `docker logs` read a {} MB log; {} `GET /events` streams were held open. \
+         `docker logs` read a {} MB log of {}-byte lines; {} `GET /events` streams were held open. \
          The denied create runs only on the configurations whose policy refuses it.",
         m.duration_s,
         m.warmup_s,
@@ -578,6 +581,7 @@ pub fn markdown(r: &Results) -> String {
         m.containers_listed.map_or("?".into(), |n| n.to_string()),
         m.archive_bytes >> 20,
         m.log_bytes / 1_000_000,
+        if m.log_line_bytes == 0 { 1000 } else { m.log_line_bytes },
         m.event_streams
     );
     let _ = writeln!(s);
@@ -952,6 +956,7 @@ pub(crate) mod tests {
                 rounds: 1,
                 archive_bytes: 0,
                 log_bytes: 100_000_000,
+                log_line_bytes: 1000,
                 event_streams: 500,
                 containers_listed: None,
                 configs: vec!["direct".into(), "haproxy".into(), "portcullis".into()],
