@@ -27,7 +27,8 @@ setup:
     set -euo pipefail
     sudo=; [ "$(id -u)" = 0 ] || sudo=sudo
     missing=()
-    for pkg in docker.io busybox-static socat haproxy iproute2 curl; do
+    # fonts-dejavu-core: the font `just bench` draws its latency plot with.
+    for pkg in docker.io busybox-static socat haproxy iproute2 curl fonts-dejavu-core; do
         dpkg-query -W -f '${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
     done
     if [ "${#missing[@]}" -gt 0 ]; then
@@ -120,6 +121,16 @@ bench *args:
     cargo build --release -p portcullis
     # Without the plugins the bench still runs; it skips the plugin-chain configuration and says so.
     "{{just_executable()}}" plugins || echo "bench: the plugins did not build; portcullis-3 will be skipped"
+    # The Python and JavaScript configurations need the owner policy built with componentize-py
+    # and componentize-js; build them when those toolchains are installed (the bench skips the
+    # configuration and says so otherwise: scripts/install-plugin-toolchains python js).
+    tools=${PORTCULLIS_TOOLS:-/var/cache/portcullis}
+    if [ -x "$tools/venv/bin/componentize-py" ]; then
+        scripts/build-plugin-examples python || echo "bench: the Python plugin did not build; portcullis-python will be skipped"
+    fi
+    if [ -f "$tools/npm/node_modules/@bytecodealliance/componentize-js/src/componentize.js" ]; then
+        scripts/build-plugin-examples js || echo "bench: the JavaScript plugin did not build; portcullis-js will be skipped"
+    fi
     export PORTCULLIS_TEST_ENGINE={{engine}}
     export PORTCULLIS_BENCH_COMMAND="just bench${*:+ $*}"
     exec cargo run --release -p portcullis-bench --bin portcullis-bench -- "$@"

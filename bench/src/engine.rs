@@ -37,6 +37,26 @@ pub fn create_body() -> Bytes {
     )
 }
 
+/// A create every policy configuration of the bench refuses: a privileged container (denied
+/// by the default chain's `baseline`) from a repository outside the allowed list (denied by the
+/// owner policy of `portcullis-python` and `portcullis-js`). The image does not exist on the
+/// engine either, and the container would carry the run's label: should a configuration let
+/// it through, the engine answers 404 and nothing is left behind.
+pub fn denied_create_body() -> Bytes {
+    Bytes::from(
+        json!({
+            "Image": DENIED_IMAGE,
+            "Cmd": ["true"],
+            "Labels": { LABEL: run_id() },
+            "HostConfig": { "NetworkMode": "none", "Privileged": true },
+        })
+        .to_string(),
+    )
+}
+
+/// The image of [`denied_create_body`]: not in any allowed repository, not on the engine.
+pub const DENIED_IMAGE: &str = "portcullis/bench-denied:latest";
+
 /// The owner label the default chain's `tenancy` plugin stamps, with the user this harness runs
 /// as (what the gateway learns from the socket's peer credentials), so that the containers the
 /// harness creates directly are the caller's own through `portcullis-default` too.
@@ -117,7 +137,11 @@ impl Engine {
     /// Creates a stopped, labelled container; returns its id.
     pub async fn create(&mut self) -> Result<String> {
         let (status, body) = self
-            .call(Method::POST, "/containers/create", Some(owned_create_body()))
+            .call(
+                Method::POST,
+                "/containers/create",
+                Some(owned_create_body()),
+            )
             .await?;
         if status != StatusCode::CREATED {
             bail!(
@@ -127,6 +151,75 @@ impl Engine {
         }
         let v: Value = serde_json::from_slice(&body)?;
         Ok(v["Id"].as_str().context("no Id")?.to_owned())
+    }
+
+    /// Creates, runs and waits for a labelled container that writes `bytes` bytes to its
+    /// stdout, in lines of `line` bytes (`x`s and a newline), for the logs scenario; returns
+    /// its id. The engine keeps the output in its log (json-file) after the container exits.
+    pub async fn create_logger(&mut self, bytes: u64, line: u64) -> Result<String> {
+        let mut body: Value = serde_json::from_slice(&owned_create_body())?;
+        body["Cmd"] = json!([
+            "sh",
+            "-c",
+            format!(
+                "s=$(head -c {} /dev/zero | tr '\\0' x); yes \"$s\" | head -c {bytes}",
+                line.saturating_sub(1)
+            )
+        ]);
+        let (status, answer) = self
+            .call(
+                Method::POST,
+                "/containers/create",
+                Some(Bytes::from(body.to_string())),
+            )
+            .await?;
+        if status != StatusCode::CREATED {
+            bail!(
+                "creating the logging container: {status}: {}",
+                String::from_utf8_lossy(&answer)
+            );
+        }
+        let id = serde_json::from_slice::<Value>(&answer)?["Id"]
+            .as_str()
+            .context("no Id")?
+            .to_owned();
+        let (status, answer) = self
+            .call(Method::POST, &format!("/containers/{id}/start"), None)
+            .await?;
+        if status != StatusCode::NO_CONTENT {
+            bail!(
+                "starting the logging container: {status}: {}",
+                String::from_utf8_lossy(&answer)
+            );
+        }
+        let (status, answer) = self
+            .call(Method::POST, &format!("/containers/{id}/wait"), None)
+            .await?;
+        let code = serde_json::from_slice::<Value>(&answer)
+            .ok()
+            .and_then(|v| v["StatusCode"].as_i64());
+        if status != StatusCode::OK || code != Some(0) {
+            bail!(
+                "the logging container failed: {status}: {}",
+                String::from_utf8_lossy(&answer)
+            );
+        }
+        Ok(id)
+    }
+
+    /// Creates and removes a labelled container: the events the event streams wait for.
+    pub async fn emit_events(&mut self) -> Result<()> {
+        let id = self.create().await?;
+        let (status, body) = self
+            .call(Method::DELETE, &format!("/containers/{id}?force=1"), None)
+            .await?;
+        if status != StatusCode::NO_CONTENT {
+            bail!(
+                "removing {id}: {status}: {}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+        Ok(())
     }
 
     /// How many containers `GET /containers/json?all=1` lists (other users' included).
@@ -174,8 +267,8 @@ impl Engine {
     }
 }
 
-/// Percent-encodes a query value (everything but unreserved characters).
-fn form_encode(value: &str) -> String {
+/// Percent-encodes a query value (pub: the event streams' filter) (everything but unreserved characters).
+pub fn form_encode(value: &str) -> String {
     value
         .bytes()
         .map(|b| match b {

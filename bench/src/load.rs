@@ -24,6 +24,9 @@ pub enum Op {
     /// `POST /containers/create` with `body` (201), then `DELETE /containers/{id}?force=1`
     /// (204): one latency for the pair, as `docker create` + `docker rm` would see it.
     CreateRemove { body: Bytes },
+    /// `POST /containers/create` with `body`, which the configuration's policy refuses:
+    /// expects 403, so the request never reaches the engine.
+    DeniedCreate { body: Bytes },
 }
 
 impl Op {
@@ -52,6 +55,14 @@ impl Op {
                     sender,
                     client::request(Method::DELETE, &format!("/containers/{id}?force=1"), None),
                     StatusCode::NO_CONTENT,
+                )
+                .await?;
+            }
+            Op::DeniedCreate { body } => {
+                client::expect(
+                    sender,
+                    client::request(Method::POST, "/containers/create", Some(body.clone())),
+                    StatusCode::FORBIDDEN,
                 )
                 .await?;
             }

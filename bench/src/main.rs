@@ -12,14 +12,18 @@
 //!
 //! - [`client`]: hyper HTTP/1 over unix sockets, and the streamed tar body for `docker cp`.
 //! - [`load`]: the closed-loop load generator and its HDR histograms.
-//! - [`transfer`]: `docker cp` in and out, timed.
+//! - [`transfer`]: `docker cp` in and out and `docker logs`, timed.
+//! - [`events`]: many `GET /events` streams held open at once.
+//! - [`plot`]: the PNG of p50 latency per scenario and configuration.
 //! - [`targets`]: starting and stopping the configurations; their memory.
 //! - [`engine`]: fixtures on the engine (containers to list, a container to copy into).
 //! - [`report`]: medians, ratios, the issues' targets, markdown, JSON, comparison.
 
 mod client;
 mod engine;
+mod events;
 mod load;
+mod plot;
 mod report;
 mod targets;
 mod transfer;
@@ -35,7 +39,8 @@ use clap::Parser;
 use crate::engine::Engine;
 use crate::load::Op;
 use crate::report::{
-    LatencyResult, LatencyRound, MemoryResult, Meta, Results, Skipped, ThroughputResult,
+    EventsResult, LatencyResult, LatencyRound, MemoryResult, Meta, Results, Skipped,
+    ThroughputResult, LOGS,
 };
 use crate::targets::Target;
 
@@ -61,10 +66,20 @@ struct Args {
     /// Size of the `docker cp` file in MiB (default 1024; 256 with --quick).
     #[arg(long)]
     cp_mib: Option<u64>,
+    /// Size of the log `docker logs` reads, in MB (default 100; 25 with --quick).
+    #[arg(long)]
+    log_mb: Option<u64>,
+    /// Length of each log line in bytes, newline included (default 1000; at most 16384, the
+    /// engine's json-file log splits longer lines).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(2..=16384))]
+    log_line_bytes: u64,
+    /// `GET /events` streams held open at once (default 500).
+    #[arg(long, default_value_t = 500)]
+    streams: usize,
     /// Configurations to run, comma-separated (`direct` always runs: it is the baseline).
     #[arg(long, value_delimiter = ',', default_values_t = targets::ALL.map(String::from))]
     configs: Vec<String>,
-    /// Scenarios to run, comma-separated: ping, list, create, cp.
+    /// Scenarios to run, comma-separated: ping, list, create, denied, logs, cp, events.
     #[arg(long, value_delimiter = ',', default_values_t = SCENARIOS.map(String::from))]
     scenarios: Vec<String>,
     /// The engine's socket (default: PORTCULLIS_TEST_ENGINE, else the dev engine).
@@ -76,12 +91,15 @@ struct Args {
     /// The testkit plugin component (default: the wasm32-wasip2 release build).
     #[arg(long)]
     plugin: Option<PathBuf>,
+    /// The owner policy built in every language (default: `just plugin-examples`'s output).
+    #[arg(long)]
+    plugin_examples: Option<PathBuf>,
     /// Do not write BENCHMARKS.md (it is written only by full runs of every configuration and scenario).
     #[arg(long)]
     no_markdown: bool,
 }
 
-const SCENARIOS: [&str; 4] = ["ping", "list", "create", "cp"];
+const SCENARIOS: [&str; 7] = ["ping", "list", "create", "denied", "logs", "cp", "events"];
 /// Containers present for the list scenario.
 const LISTED: usize = 50;
 const DEV_ENGINE: &str = "unix:///var/tmp/portcullis-engine/docker.sock";
@@ -99,6 +117,9 @@ struct Point {
     scenario: &'static str,
     concurrency: usize,
     op: Op,
+    /// Measured only on the configurations whose policy refuses the request
+    /// ([`targets::DENYING`]); the others would forward it.
+    denying_only: bool,
 }
 
 /// Everything decided before the run starts.
@@ -106,6 +127,11 @@ struct Plan {
     configs: Vec<&'static str>,
     points: Vec<Point>,
     cp: bool,
+    logs: bool,
+    log_bytes: u64,
+    log_line_bytes: u64,
+    events: bool,
+    streams: usize,
     rounds: usize,
     duration: Duration,
     warmup: Duration,
@@ -113,6 +139,7 @@ struct Plan {
     engine: PathBuf,
     portcullis: PathBuf,
     plugin: PathBuf,
+    plugin_examples: PathBuf,
     write_markdown: bool,
 }
 
@@ -143,6 +170,7 @@ impl Plan {
                     scenario: "GET /_ping",
                     concurrency: c,
                     op: Op::Get("/_ping".into()),
+                    denying_only: false,
                 });
             }
         }
@@ -152,6 +180,7 @@ impl Plan {
                     scenario: "GET /containers/json?all=1",
                     concurrency: c,
                     op: Op::Get("/containers/json?all=1".into()),
+                    denying_only: false,
                 });
             }
         }
@@ -162,6 +191,17 @@ impl Plan {
                 op: Op::CreateRemove {
                     body: engine::create_body(),
                 },
+                denying_only: false,
+            });
+        }
+        if has("denied") {
+            points.push(Point {
+                scenario: "denied create",
+                concurrency: 1,
+                op: Op::DeniedCreate {
+                    body: engine::denied_create_body(),
+                },
+                denying_only: true,
             });
         }
         let engine_url = args
@@ -183,6 +223,11 @@ impl Plan {
             configs,
             points,
             cp: has("cp"),
+            logs: has("logs"),
+            log_bytes: args.log_mb.unwrap_or(if args.quick { 25 } else { 100 }) * 1_000_000,
+            log_line_bytes: args.log_line_bytes,
+            events: has("events"),
+            streams: args.streams.max(1),
             rounds: args.rounds.unwrap_or(if args.quick { 1 } else { 3 }).max(1),
             duration: Duration::from_secs_f64(args.duration.unwrap_or(if args.quick {
                 1.0
@@ -199,6 +244,10 @@ impl Plan {
             plugin: args.plugin.clone().unwrap_or_else(|| {
                 exe_dir.join("../wasm32-wasip2/release/portcullis_testkit_plugin.wasm")
             }),
+            plugin_examples: args
+                .plugin_examples
+                .clone()
+                .unwrap_or_else(|| exe_dir.join("../plugin-examples")),
             write_markdown: full && !args.quick && !args.no_markdown,
         })
     }
@@ -257,7 +306,23 @@ fn main() -> Result<()> {
     std::fs::write(&json_path, serde_json::to_string_pretty(&results)? + "\n")?;
     eprintln!("bench: results written to {}", json_path.display());
 
+    let png = args.out.join("latency.png");
+    let plotted = match plot::latency(&results, &png) {
+        Ok(()) => {
+            eprintln!("bench: latency plot written to {}", png.display());
+            true
+        }
+        Err(e) => {
+            eprintln!("bench: no latency plot: {e:#}");
+            false
+        }
+    };
+
     if plan.write_markdown {
+        // The committed copy BENCHMARKS.md and README.md show.
+        if plotted {
+            std::fs::copy(&png, workspace().join("bench/latency.png"))?;
+        }
         let path = workspace().join("BENCHMARKS.md");
         let doc = std::fs::read_to_string(&path).unwrap_or_default();
         let updated = report::splice(&doc, &generated).unwrap_or_else(|| {
@@ -305,6 +370,8 @@ struct Memory {
     peak_c100: Option<u64>,
     before_cp: Option<u64>,
     peak_cp: Option<u64>,
+    peak_logs: Option<u64>,
+    peak_events: Option<u64>,
     after: Option<u64>,
 }
 
@@ -339,6 +406,7 @@ async fn run(plan: &Plan) -> Result<Results> {
         portcullis: plan.portcullis.clone(),
         plugin: plan.plugin.clone(),
         workspace: workspace(),
+        plugin_examples: plan.plugin_examples.clone(),
     };
     let mut running: Vec<Target> = Vec::new();
     let mut skipped = Vec::new();
@@ -367,8 +435,9 @@ async fn run(plan: &Plan) -> Result<Results> {
         .any(|p| p.scenario.starts_with("GET /containers"));
     if needs_containers {
         eprintln!(
-            "bench: creating {LISTED} stopped containers labelled {}=1",
-            engine::LABEL
+            "bench: creating {LISTED} stopped containers labelled {}={}",
+            engine::LABEL,
+            engine::run_id()
         );
         for _ in 0..LISTED {
             engine.create().await?;
@@ -376,6 +445,19 @@ async fn run(plan: &Plan) -> Result<Results> {
     }
     let cp_container = if plan.cp {
         Some(engine.create().await?)
+    } else {
+        None
+    };
+    let log_container = if plan.logs {
+        eprintln!(
+            "bench: writing a {} MB container log",
+            plan.log_bytes / 1_000_000
+        );
+        Some(
+            engine
+                .create_logger(plan.log_bytes, plan.log_line_bytes)
+                .await?,
+        )
     } else {
         None
     };
@@ -406,6 +488,9 @@ async fn run(plan: &Plan) -> Result<Results> {
         for (pi, p) in plan.points.iter().enumerate() {
             for ti in order(running.len(), round + pi) {
                 let t = &running[ti];
+                if p.denying_only && !targets::DENYING.contains(&t.name) {
+                    continue;
+                }
                 if let Some(probe) = &t.rss {
                     probe.start_window();
                 }
@@ -464,9 +549,72 @@ async fn run(plan: &Plan) -> Result<Results> {
         }
     }
 
-    // docker cp: a fresh upload and download per configuration per round.
+    // A denied create is not measured on configurations that let it through.
+    latency
+        .retain(|r| r.scenario != "denied create" || targets::DENYING.contains(&r.config.as_str()));
+
+    // docker logs: the whole log, on a fresh connection per configuration per round.
     let mut throughput: Vec<ThroughputResult> = Vec::new();
+    if let Some(id) = &log_container {
+        let first = throughput.len();
+        for t in &running {
+            throughput.push(ThroughputResult {
+                direction: LOGS.into(),
+                config: t.name.into(),
+                rounds: vec![None; plan.rounds],
+                mb_s: f64::NAN,
+                vs_direct: None,
+                errors: 0,
+                first_error: None,
+                rss_peak_kib: None,
+            });
+        }
+        for round in 0..plan.rounds {
+            for ti in order(running.len(), round) {
+                let t = &running[ti];
+                if let Some(probe) = &t.rss {
+                    probe.start_window();
+                }
+                let outcome = transfer::logs(&t.socket, id, plan.log_bytes).await;
+                let peak = t.rss.as_ref().map(|probe| probe.window_peak_kib());
+                memory[ti].peak_logs = max_opt(memory[ti].peak_logs, peak);
+                let r = &mut throughput[first + ti];
+                r.rss_peak_kib = max_opt(r.rss_peak_kib, peak);
+                match outcome {
+                    Ok((elapsed, bytes)) => {
+                        let mb_s = bytes as f64 / 1e6 / elapsed.as_secs_f64();
+                        eprintln!(
+                            "[{}/{}] docker logs {:<18} {:>7.0} MB/s ({} bytes){}",
+                            round + 1,
+                            plan.rounds,
+                            t.name,
+                            mb_s,
+                            bytes,
+                            peak.map_or(String::new(), |p| format!(
+                                "  peak RSS {:.1} MiB",
+                                p as f64 / 1024.0
+                            ))
+                        );
+                        r.rounds[round] = Some(mb_s);
+                    }
+                    Err(e) => {
+                        eprintln!(
+                            "[{}/{}] docker logs {}: failed: {e:#}",
+                            round + 1,
+                            plan.rounds,
+                            t.name
+                        );
+                        r.errors += 1;
+                        r.first_error.get_or_insert(format!("{e:#}"));
+                    }
+                }
+            }
+        }
+    }
+
+    // docker cp: a fresh upload and download per configuration per round.
     if let Some(id) = &cp_container {
+        let first = throughput.len();
         for direction in ["in (PUT archive)", "out (GET archive)"] {
             for t in &running {
                 throughput.push(ThroughputResult {
@@ -499,7 +647,7 @@ async fn run(plan: &Plan) -> Result<Results> {
                 let peak = t.rss.as_ref().map(|probe| probe.window_peak_kib());
                 memory[ti].peak_cp = max_opt(memory[ti].peak_cp, peak);
                 for (k, outcome) in [(0, put), (1, get)] {
-                    let r = &mut throughput[k * n + ti];
+                    let r = &mut throughput[first + k * n + ti];
                     r.rss_peak_kib = max_opt(r.rss_peak_kib, peak);
                     match outcome {
                         Ok(elapsed) => {
@@ -535,6 +683,76 @@ async fn run(plan: &Plan) -> Result<Results> {
         }
     }
 
+    // Event streams: every configuration in turn holds `streams` of them open for the
+    // measured duration, and an event emitted meanwhile must reach each one.
+    let mut events: Vec<EventsResult> = Vec::new();
+    if plan.events {
+        for t in &running {
+            events.push(EventsResult {
+                config: t.name.into(),
+                streams: plan.streams,
+                established: Vec::new(),
+                saw_event: Vec::new(),
+                establish_s: Vec::new(),
+                deliver_s: Vec::new(),
+                rss_before_kib: None,
+                rss_peak_kib: None,
+                first_error: None,
+            });
+        }
+        for round in 0..plan.rounds {
+            for ti in order(running.len(), round) {
+                let t = &running[ti];
+                let e = &mut events[ti];
+                if let Some(probe) = &t.rss {
+                    if e.rss_before_kib.is_none() {
+                        e.rss_before_kib = probe.now_kib();
+                    }
+                    probe.start_window();
+                }
+                let streams = events::Streams::open(&t.socket, plan.streams).await;
+                let delivered = streams.deliver(&mut engine).await;
+                // Hold them open for the rest of the measured time.
+                tokio::time::sleep(
+                    plan.duration
+                        .saturating_sub(streams.establish_time.min(plan.duration)),
+                )
+                .await;
+                let peak = t.rss.as_ref().map(|probe| probe.window_peak_kib());
+                memory[ti].peak_events = max_opt(memory[ti].peak_events, peak);
+                e.rss_peak_kib = max_opt(e.rss_peak_kib, peak);
+                e.established.push(streams.established());
+                e.saw_event.push(streams.saw_event());
+                e.establish_s.push(streams.establish_time.as_secs_f64());
+                let error = match &delivered {
+                    Ok(d) => {
+                        e.deliver_s.push(d.as_secs_f64());
+                        streams.first_error()
+                    }
+                    Err(err) => Some(format!("emitting the event: {err:#}")),
+                };
+                if e.first_error.is_none() {
+                    e.first_error = error;
+                }
+                eprintln!(
+                    "[{}/{}] {} event streams {:<18} {} established in {:.2} s, {} saw the event{}{}",
+                    round + 1,
+                    plan.rounds,
+                    plan.streams,
+                    t.name,
+                    streams.established(),
+                    streams.establish_time.as_secs_f64(),
+                    streams.saw_event(),
+                    delivered.as_ref().map_or(String::new(), |d| format!(" after {:.2} s", d.as_secs_f64())),
+                    peak.map_or(String::new(), |p| format!("  peak RSS {:.1} MiB", p as f64 / 1024.0))
+                );
+                streams.close().await;
+                // Let the proxy and the engine close their side before the next one.
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+
     tokio::time::sleep(Duration::from_secs(1)).await;
     for (t, m) in running.iter().zip(&mut memory) {
         m.after = t.rss.as_ref().and_then(|p| p.now_kib());
@@ -551,6 +769,8 @@ async fn run(plan: &Plan) -> Result<Results> {
             before_cp_kib: m.before_cp,
             peak_cp_kib: m.peak_cp,
             after_kib: m.after,
+            peak_logs_kib: m.peak_logs,
+            peak_events_kib: m.peak_events,
         })
         .collect();
 
@@ -591,6 +811,9 @@ async fn run(plan: &Plan) -> Result<Results> {
         warmup_s: plan.warmup.as_secs_f64(),
         rounds: plan.rounds,
         archive_bytes: if plan.cp { plan.cp_bytes } else { 0 },
+        log_bytes: if plan.logs { plan.log_bytes } else { 0 },
+        log_line_bytes: plan.log_line_bytes,
+        event_streams: if plan.events { plan.streams } else { 0 },
         containers_listed,
         configs: running.iter().map(|t| t.name.to_string()).collect(),
     };
@@ -601,6 +824,7 @@ async fn run(plan: &Plan) -> Result<Results> {
         latency,
         throughput,
         memory,
+        events,
     })
 }
 

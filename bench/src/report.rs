@@ -16,6 +16,33 @@ pub struct Results {
     pub latency: Vec<LatencyResult>,
     pub throughput: Vec<ThroughputResult>,
     pub memory: Vec<MemoryResult>,
+    /// The event-streams scenario (absent from results of older runs).
+    #[serde(default)]
+    pub events: Vec<EventsResult>,
+}
+
+/// The direction (row name) of the logs scenario among the [`ThroughputResult`]s.
+pub const LOGS: &str = "docker logs (GET logs)";
+
+/// Many `GET /events` streams held open through one configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EventsResult {
+    pub config: String,
+    /// Streams asked for, per round.
+    pub streams: usize,
+    /// Per round: streams established (response head 200), and of those, how many saw the
+    /// event emitted while they were open.
+    pub established: Vec<usize>,
+    pub saw_event: Vec<usize>,
+    /// Per round: seconds from the first connect to the last stream established, and from
+    /// emitting the event to the last stream seeing it.
+    pub establish_s: Vec<f64>,
+    pub deliver_s: Vec<f64>,
+    /// The proxy's resident memory just before the streams were opened, and its peak while
+    /// they were open (any round), KiB.
+    pub rss_before_kib: Option<u64>,
+    pub rss_peak_kib: Option<u64>,
+    pub first_error: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -35,6 +62,15 @@ pub struct Meta {
     pub warmup_s: f64,
     pub rounds: usize,
     pub archive_bytes: u64,
+    /// The size of the log the logs scenario reads (0: not run).
+    #[serde(default)]
+    pub log_bytes: u64,
+    /// The length of each of its lines, newline included (0: an older run, 1000).
+    #[serde(default)]
+    pub log_line_bytes: u64,
+    /// Event streams held open at once (0: not run).
+    #[serde(default)]
+    pub event_streams: usize,
     /// How many containers `GET /containers/json?all=1` listed when the run began.
     pub containers_listed: Option<usize>,
     pub configs: Vec<String>,
@@ -109,6 +145,11 @@ pub struct MemoryResult {
     pub peak_cp_kib: Option<u64>,
     /// A second after all the load.
     pub after_kib: Option<u64>,
+    /// The highest value during the logs scenario and with the event streams open.
+    #[serde(default)]
+    pub peak_logs_kib: Option<u64>,
+    #[serde(default)]
+    pub peak_events_kib: Option<u64>,
 }
 
 /// The median; `None` for no values.
@@ -208,7 +249,11 @@ pub fn checks(r: &Results) -> Vec<Check> {
             "portcullis p50 ≤ HAProxy p50, `GET /_ping` c=1",
         )),
     }
-    for t in r.throughput.iter().filter(|t| t.config == "portcullis") {
+    for t in r
+        .throughput
+        .iter()
+        .filter(|t| t.config == "portcullis" && t.direction != LOGS)
+    {
         out.push(Check {
             issue: "2",
             target: format!("`docker cp` {}: portcullis ≥ 90% of direct", t.direction),
@@ -296,11 +341,20 @@ pub fn checks(r: &Results) -> Vec<Check> {
     ] {
         let target = format!(
             "default chain adds ≤ {limit:.0} µs p50: `{}`",
-            if per > 1.0 { "create (half of create + remove)" } else { scenario }
+            if per > 1.0 {
+                "create (half of create + remove)"
+            } else {
+                scenario
+            }
         );
-        match (find(scenario, 1, "portcullis-default"), find(scenario, 1, "portcullis")) {
+        match (
+            find(scenario, 1, "portcullis-default"),
+            find(scenario, 1, "portcullis"),
+        ) {
             (Some(chain), Some(bare)) => {
-                let d50 = paired(&chain.rounds, &bare.rounds, |x, y| (x.p50_us - y.p50_us) / per);
+                let d50 = paired(&chain.rounds, &bare.rounds, |x, y| {
+                    (x.p50_us - y.p50_us) / per
+                });
                 out.push(Check {
                     issue: "6",
                     target,
@@ -328,7 +382,130 @@ pub fn checks(r: &Results) -> Vec<Check> {
             "100 concurrent requests through the chain: RSS < 200 MiB",
         )),
     }
+    issue9_checks(r, &mut out);
     out
+}
+
+/// Issue 9's own targets: throughput and p50 against HAProxy, streams against direct, memory.
+fn issue9_checks(r: &Results, out: &mut Vec<Check>) {
+    let find = |scenario: &str, c: usize, config: &str| {
+        r.latency
+            .iter()
+            .find(|x| x.scenario == scenario && x.concurrency == c && x.config == config)
+    };
+    let target = "portcullis (no plugins) rps ≥ HAProxy rps, `GET /_ping` c=10";
+    match (
+        find("GET /_ping", 10, "portcullis"),
+        find("GET /_ping", 10, "haproxy"),
+    ) {
+        (Some(p), Some(h)) => {
+            let ratio = paired(&p.rounds, &h.rounds, |x, y| x.rps / y.rps);
+            out.push(Check {
+                issue: "9",
+                target: target.into(),
+                measured: format!(
+                    "{:.0} vs {:.0} requests/s ({} of HAProxy)",
+                    p.rps,
+                    h.rps,
+                    ratio.map_or("?".into(), |x| format!("{x:.2}×"))
+                ),
+                met: ratio.map(|x| x >= 1.0),
+            });
+        }
+        _ => out.push(missing("9", target)),
+    }
+    let list = "GET /containers/json?all=1";
+    let target = "default chain p50 ≤ 1.5× HAProxy p50, `GET /containers/json` c=1";
+    match (
+        find(list, 1, "portcullis-default"),
+        find(list, 1, "haproxy"),
+    ) {
+        (Some(d), Some(h)) => {
+            let ratio = paired(&d.rounds, &h.rounds, |x, y| x.p50_us / y.p50_us);
+            out.push(Check {
+                issue: "9",
+                target: target.into(),
+                measured: format!(
+                    "{:.0} µs vs {:.0} µs ({} of HAProxy)",
+                    d.p50_us,
+                    h.p50_us,
+                    ratio.map_or("?".into(), |x| format!("{x:.2}×"))
+                ),
+                met: ratio.map(|x| x <= 1.5),
+            });
+        }
+        _ => out.push(missing("9", target)),
+    }
+    for (config, direction) in [
+        ("portcullis", LOGS),
+        ("portcullis-default", LOGS),
+        ("portcullis", "in (PUT archive)"),
+        ("portcullis", "out (GET archive)"),
+    ] {
+        let target = format!("streams ≥ 95% of direct MB/s: {config}, {direction}");
+        match r
+            .throughput
+            .iter()
+            .find(|t| t.config == config && t.direction == direction)
+        {
+            Some(t) => out.push(Check {
+                issue: "9",
+                target,
+                measured: format!(
+                    "{:.0} MB/s, {}",
+                    t.mb_s,
+                    t.vs_direct
+                        .map_or("?".into(), |x| format!("{:.0}% of direct", x * 100.0))
+                ),
+                met: t.vs_direct.map(|x| x >= 0.95),
+            }),
+            None => out.push(missing("9", &target)),
+        }
+    }
+    for config in ["portcullis", "portcullis-default"] {
+        let target = format!("RSS ≤ 50 MiB idle: {config}");
+        match r
+            .memory
+            .iter()
+            .find(|m| m.config == config)
+            .and_then(|m| m.idle_kib)
+        {
+            Some(kib) => out.push(Check {
+                issue: "9",
+                target,
+                measured: format!("{:.1} MiB", kib as f64 / 1024.0),
+                met: Some(kib as f64 <= 50.0 * 1024.0),
+            }),
+            None => out.push(missing("9", &target)),
+        }
+    }
+    for config in ["portcullis", "portcullis-default"] {
+        let target = format!(
+            "RSS ≤ 150 MiB with {} `GET /events` streams open, all established and delivered: {config}",
+            r.meta.event_streams.max(500)
+        );
+        match r.events.iter().find(|e| e.config == config) {
+            Some(e) => {
+                let all_open = e.established.iter().all(|&n| n == e.streams);
+                let all_saw = e.saw_event.iter().all(|&n| n == e.streams);
+                let established = e.established.iter().min().copied().unwrap_or(0);
+                let saw = e.saw_event.iter().min().copied().unwrap_or(0);
+                out.push(Check {
+                    issue: "9",
+                    target,
+                    measured: format!(
+                        "{} MiB peak; {established}/{n} established, {saw}/{n} saw the event (worst round)",
+                        mib(e.rss_peak_kib),
+                        n = e.streams
+                    ),
+                    met: e
+                        .rss_peak_kib
+                        .map(|k| k as f64 <= 150.0 * 1024.0 && all_open && all_saw),
+                });
+            }
+            None => out.push(missing("9", &target)),
+        }
+    }
 }
 
 fn missing(issue: &'static str, target: &str) -> Check {
@@ -395,12 +572,17 @@ pub fn markdown(r: &Results) -> String {
         s,
         "Each point: {} s measured after {} s of warm-up, {} round(s), configurations interleaved; \
          medians over rounds; ratios are to `direct` in the same round, then the median. \
-         {} containers were listed by `GET /containers/json?all=1`. `docker cp` moved {} MiB.",
+         {} containers were listed by `GET /containers/json?all=1`. `docker cp` moved {} MiB; \
+         `docker logs` read a {} MB log of {}-byte lines; {} `GET /events` streams were held open. \
+         The denied create runs only on the configurations whose policy refuses it.",
         m.duration_s,
         m.warmup_s,
         m.rounds,
         m.containers_listed.map_or("?".into(), |n| n.to_string()),
-        m.archive_bytes >> 20
+        m.archive_bytes >> 20,
+        m.log_bytes / 1_000_000,
+        if m.log_line_bytes == 0 { 1000 } else { m.log_line_bytes },
+        m.event_streams
     );
     let _ = writeln!(s);
     for k in &r.skipped {
@@ -453,7 +635,12 @@ pub fn markdown(r: &Results) -> String {
     let _ = writeln!(s);
 
     if !r.throughput.is_empty() {
-        let _ = writeln!(s, "#### `docker cp` ({} MiB)\n", m.archive_bytes >> 20);
+        let _ = writeln!(
+            s,
+            "#### Streams: `docker logs` ({} MB), `docker cp` ({} MiB)\n",
+            m.log_bytes / 1_000_000,
+            m.archive_bytes >> 20
+        );
         let _ = writeln!(
             s,
             "| direction | config | MB/s | / direct | proxy peak RSS MiB |"
@@ -479,22 +666,71 @@ pub fn markdown(r: &Results) -> String {
 
     if !r.memory.is_empty() {
         let _ = writeln!(s, "#### Proxy memory (RSS, MiB)\n");
-        let _ = writeln!(s, "| config | idle | peak, requests | peak, `/_ping` c=100 | before cp | peak, cp | after load |");
-        let _ = writeln!(s, "|---|--:|--:|--:|--:|--:|--:|");
+        let _ = writeln!(s, "| config | idle | peak, requests | peak, `/_ping` c=100 | peak, logs | before cp | peak, cp | peak, {} event streams | after load |", m.event_streams);
+        let _ = writeln!(s, "|---|--:|--:|--:|--:|--:|--:|--:|--:|");
         for x in &r.memory {
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 x.config,
                 mib(x.idle_kib),
                 mib(x.peak_requests_kib),
                 mib(x.peak_c100_kib),
+                mib(x.peak_logs_kib),
                 mib(x.before_cp_kib),
                 mib(x.peak_cp_kib),
+                mib(x.peak_events_kib),
                 mib(x.after_kib)
             );
         }
         let _ = writeln!(s);
+    }
+
+    if !r.events.is_empty() {
+        let _ = writeln!(
+            s,
+            "#### {} `GET /events` streams held open\n",
+            m.event_streams
+        );
+        let _ = writeln!(
+            s,
+            "| config | established | saw the event | time to establish all, s | time to deliver to all, s | proxy RSS before, MiB | proxy RSS peak, MiB |"
+        );
+        let _ = writeln!(s, "|---|--:|--:|--:|--:|--:|--:|");
+        for e in &r.events {
+            let worst = |v: &[usize]| v.iter().min().map_or("–".into(), |n| n.to_string());
+            let secs =
+                |v: &[f64]| median(v.iter().copied()).map_or("–".into(), |x| format!("{x:.2}"));
+            let _ = writeln!(
+                s,
+                "| {} | {}/{} | {}/{} | {} | {} | {} | {} |",
+                e.config,
+                worst(&e.established),
+                e.streams,
+                worst(&e.saw_event),
+                e.streams,
+                secs(&e.establish_s),
+                secs(&e.deliver_s),
+                mib(e.rss_before_kib),
+                mib(e.rss_peak_kib)
+            );
+        }
+        let _ = writeln!(s);
+        let errors: Vec<_> = r
+            .events
+            .iter()
+            .filter_map(|e| Some((&e.config, e.first_error.as_ref()?)))
+            .collect();
+        for (config, e) in errors {
+            let _ = writeln!(
+                s,
+                "- event streams, {config}: first failure `{}`",
+                e.replace('`', "'")
+            );
+        }
+        if r.events.iter().any(|e| e.first_error.is_some()) {
+            let _ = writeln!(s);
+        }
     }
 
     let errors: Vec<_> = r
@@ -571,7 +807,9 @@ pub fn compare(old: &Results, new: &Results, threshold: f64) -> (Vec<String>, us
         let Some(o) = old.latency.iter().find(|o| o.key() == n.key()) else {
             continue;
         };
-        if n.config == "direct" {
+        // `direct` by its absolute figures, and so are points `direct` does not run (the
+        // denied create): they have no ratio.
+        if n.config == "direct" || n.p50_vs_direct.is_none() {
             check(
                 format!("{} p50 µs", n.key()),
                 Some(o.p50_us),
@@ -602,7 +840,11 @@ pub fn compare(old: &Results, new: &Results, threshold: f64) -> (Vec<String>, us
         else {
             continue;
         };
-        let key = format!("docker cp {} {}", n.direction, n.config);
+        let key = if n.direction == LOGS {
+            format!("{} {}", n.direction, n.config)
+        } else {
+            format!("docker cp {} {}", n.direction, n.config)
+        };
         if n.config == "direct" {
             check(format!("{key} MB/s"), Some(o.mb_s), Some(n.mb_s), false);
         } else {
@@ -614,11 +856,38 @@ pub fn compare(old: &Results, new: &Results, threshold: f64) -> (Vec<String>, us
             );
         }
     }
+    // Event streams: the proxy's memory with them open (absolute: no ratio to direct exists
+    // for memory), and whether all were established and saw the event.
+    for n in &new.events {
+        let Some(o) = old.events.iter().find(|o| o.config == n.config) else {
+            continue;
+        };
+        let key = format!("{} event streams {}", n.streams, n.config);
+        check(
+            format!("{key} peak RSS MiB"),
+            o.rss_peak_kib.map(|k| k as f64 / 1024.0),
+            n.rss_peak_kib.map(|k| k as f64 / 1024.0),
+            true,
+        );
+        let worst = |v: &[usize]| v.iter().min().map(|&x| x as f64);
+        check(
+            format!("{key} established"),
+            worst(&o.established),
+            worst(&n.established),
+            false,
+        );
+        check(
+            format!("{key} saw the event"),
+            worst(&o.saw_event),
+            worst(&n.saw_event),
+            false,
+        );
+    }
     (lines, regressions)
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -633,6 +902,137 @@ mod tests {
         let a = [Some(2.0), None, Some(6.0)];
         let b = [Some(1.0), Some(1.0), Some(2.0)];
         assert_eq!(paired(&a, &b, |x, y| x / y), Some(2.5));
+    }
+
+    /// A run with `direct`, `haproxy` and `portcullis` on `/_ping` c=10, the logs scenario and
+    /// the event streams; `scale` multiplies portcullis's rps and its streams' memory.
+    pub(crate) fn sample(scale: f64, established: usize) -> Results {
+        let round = |rps: f64, p50_us: f64| {
+            Some(LatencyRound {
+                rps,
+                p50_us,
+                p99_us: p50_us * 3.0,
+                requests: 1000,
+                errors: 0,
+            })
+        };
+        let latency = |config: &str, rps: f64, p50: f64| LatencyResult {
+            scenario: "GET /_ping".into(),
+            concurrency: 10,
+            config: config.into(),
+            rounds: vec![round(rps, p50)],
+            rps: f64::NAN,
+            p50_us: f64::NAN,
+            p99_us: f64::NAN,
+            p50_vs_direct: None,
+            rps_vs_direct: None,
+            errors: 0,
+            first_error: None,
+            rss_peak_kib: None,
+        };
+        let logs = |config: &str, mb_s: f64| ThroughputResult {
+            direction: LOGS.into(),
+            config: config.into(),
+            rounds: vec![Some(mb_s)],
+            mb_s: f64::NAN,
+            vs_direct: None,
+            errors: 0,
+            first_error: None,
+            rss_peak_kib: None,
+        };
+        let mut r = Results {
+            meta: Meta {
+                date: "2026-11-23 20:00 UTC".into(),
+                command: "just bench".into(),
+                nproc: 2,
+                cpu: "cpu".into(),
+                memory: "1 GiB".into(),
+                kernel: "6".into(),
+                loadavg_start: "0 0 0".into(),
+                loadavg_end: "0 0 0".into(),
+                versions: BTreeMap::new(),
+                duration_s: 3.0,
+                warmup_s: 0.5,
+                rounds: 1,
+                archive_bytes: 0,
+                log_bytes: 100_000_000,
+                log_line_bytes: 1000,
+                event_streams: 500,
+                containers_listed: None,
+                configs: vec!["direct".into(), "haproxy".into(), "portcullis".into()],
+            },
+            skipped: vec![],
+            latency: vec![
+                latency("direct", 20000.0, 300.0),
+                latency("haproxy", 6000.0, 1400.0),
+                latency("portcullis", 8000.0 * scale, 900.0),
+            ],
+            throughput: vec![logs("direct", 100.0), logs("portcullis", 97.0)],
+            memory: vec![],
+            events: vec![EventsResult {
+                config: "portcullis".into(),
+                streams: 500,
+                established: vec![established],
+                saw_event: vec![established],
+                establish_s: vec![0.2],
+                deliver_s: vec![0.1],
+                rss_before_kib: Some(10 * 1024),
+                rss_peak_kib: Some((30.0 * 1024.0 / scale) as u64),
+                first_error: None,
+            }],
+        };
+        summarize(&mut r.latency, &mut r.throughput);
+        r
+    }
+
+    #[test]
+    fn issue9_targets_are_judged() {
+        let all = checks(&sample(1.0, 500));
+        let find = |needle: &str| {
+            all.iter()
+                .find(|c| c.issue == "9" && c.target.contains(needle))
+                .unwrap_or_else(|| panic!("no check {needle}"))
+        };
+        assert_eq!(find("rps ≥ HAProxy").met, Some(true));
+        assert_eq!(find("portcullis, docker logs").met, Some(true));
+        assert_eq!(
+            find("streams open, all established and delivered: portcullis").met,
+            Some(true)
+        );
+        // A missing figure is reported as not measured, never as met.
+        assert_eq!(find("1.5× HAProxy").met, None);
+        let short = checks(&sample(1.0, 499));
+        assert!(short
+            .iter()
+            .any(|c| c.target.contains("events` streams open") && c.met == Some(false)));
+    }
+
+    #[test]
+    fn compare_flags_regressions_beyond_the_threshold() {
+        let old = sample(1.0, 500);
+        let (lines, regressions) = compare(&old, &sample(1.0, 500), 0.10);
+        assert!(lines.is_empty(), "{lines:?}");
+        assert_eq!(regressions, 0);
+        // Half the throughput, twice the memory, fewer streams established and delivered: four.
+        let (lines, regressions) = compare(&old, &sample(0.5, 400), 0.10);
+        assert_eq!(regressions, 4, "{lines:?}");
+        assert!(lines
+            .iter()
+            .any(|l| l.contains("GET /_ping c=10 portcullis rps/direct")));
+        assert!(lines
+            .iter()
+            .any(|l| l.contains("500 event streams portcullis established")));
+    }
+
+    #[test]
+    fn old_results_without_the_new_scenarios_still_parse() {
+        let mut v = serde_json::to_value(sample(1.0, 500)).unwrap();
+        let obj = v.as_object_mut().unwrap();
+        obj.remove("events");
+        obj["meta"].as_object_mut().unwrap().remove("log_bytes");
+        let r: Results = serde_json::from_value(v).unwrap();
+        assert!(r.events.is_empty());
+        assert_eq!(r.meta.log_bytes, 0);
     }
 
     #[test]

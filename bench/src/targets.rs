@@ -2,7 +2,7 @@
 //! (and stopped) by the harness itself: the engine directly, socat, HAProxy configured like
 //! docker-socket-proxy, and portcullis without plugins, with a chain of 3 testkit plugins, and
 //! with the default policy chain of `policies/portcullis.toml` plus a Rego policy, and with
-//! the audit trail alone (no plugins).
+//! the audit trail alone (no plugins), and with one plugin written in Python or JavaScript.
 
 use std::fs;
 use std::os::unix::process::CommandExt;
@@ -21,7 +21,7 @@ use http_body_util::Full;
 use crate::client;
 
 /// Every configuration, in report order. `direct` is the baseline every ratio refers to.
-pub const ALL: [&str; 7] = [
+pub const ALL: [&str; 9] = [
     "direct",
     "socat",
     "haproxy",
@@ -29,7 +29,13 @@ pub const ALL: [&str; 7] = [
     "portcullis-3",
     "portcullis-default",
     "portcullis-audit",
+    "portcullis-python",
+    "portcullis-js",
 ];
+
+/// The configurations whose policy refuses [`crate::engine::denied_create_body`]: the denied
+/// create is measured on these only (the others would forward it to the engine).
+pub const DENYING: [&str; 3] = ["portcullis-default", "portcullis-python", "portcullis-js"];
 
 /// What the targets need from the outside.
 pub struct Setup {
@@ -43,6 +49,9 @@ pub struct Setup {
     pub plugin: PathBuf,
     /// The workspace root (for `policies/`).
     pub workspace: PathBuf,
+    /// Where `just plugin-examples` puts the owner policy in every language
+    /// (`owner-python.wasm`, `owner-js.wasm`).
+    pub plugin_examples: PathBuf,
 }
 
 /// One running configuration.
@@ -118,7 +127,8 @@ pub async fn start(name: &'static str, setup: &Setup) -> Result<Target> {
             c.env("POST", "1");
             c
         }
-        "portcullis" | "portcullis-3" | "portcullis-default" | "portcullis-audit" => {
+        "portcullis" | "portcullis-3" | "portcullis-default" | "portcullis-audit"
+        | "portcullis-python" | "portcullis-js" => {
             if !setup.portcullis.is_file() {
                 bail!(
                     "{} is missing (cargo build --release -p portcullis)",
@@ -148,7 +158,26 @@ pub async fn start(name: &'static str, setup: &Setup) -> Result<Target> {
                 let store = setup.dir.join("audit-only");
                 let _ = fs::remove_dir_all(&store);
                 let config = setup.dir.join("portcullis-audit.toml");
-                fs::write(&config, format!("[audit]\npath = {:?}\n", store.display().to_string()))?;
+                fs::write(
+                    &config,
+                    format!("[audit]\npath = {:?}\n", store.display().to_string()),
+                )?;
+                c.arg("--config").arg(config);
+            }
+            if let Some(lang) = name
+                .strip_prefix("portcullis-")
+                .filter(|l| ["python", "js"].contains(l))
+            {
+                let wasm = setup.plugin_examples.join(format!("owner-{lang}.wasm"));
+                if !wasm.is_file() {
+                    bail!(
+                        "{} is missing (just plugin-examples {lang}; it needs the {} toolchain, scripts/install-plugin-toolchains {lang})",
+                        wasm.display(),
+                        if lang == "js" { "componentize-js" } else { "componentize-py" }
+                    );
+                }
+                let config = setup.dir.join(format!("{name}.toml"));
+                fs::write(&config, language_plugin_config(lang, &wasm))?;
                 c.arg("--config").arg(config);
             }
             if name == "portcullis-default" {
@@ -333,6 +362,20 @@ fn plugin_chain_config(plugin: &Path) -> String {
     config
 }
 
+/// One plugin written in `lang` (Python or JavaScript): the owner policy of
+/// `sdk/examples/owner/`, on every endpoint (it allows everything but `container.create`,
+/// where it wants an image from `portcullis/busybox` and the bench's label), with instance
+/// reuse on, as README's "Cost per language" recommends for interpreters.
+fn language_plugin_config(lang: &str, wasm: &Path) -> String {
+    format!(
+        "[[plugins]]\nname = \"owner-{lang}\"\npath = {path:?}\nendpoints = [\"*\"]\n\
+         reuse = {{ instances = 2, calls = 1000 }}\n\
+         [plugins.config]\nrepositories = [\"portcullis/busybox\"]\nowner_label = {label:?}\n",
+        path = wasm.display().to_string(),
+        label = crate::engine::LABEL,
+    )
+}
+
 /// `policies/portcullis.toml` as shipped (labels, tenancy, baseline, redact, the audit store in
 /// `batch` mode) with its plugin paths made absolute and the store in `dir`, plus the example
 /// Rego policy `policies/rego/authz.rego`: the default chain issue #6 measures.
@@ -350,7 +393,14 @@ fn default_chain_config(workspace: &Path, dir: &Path) -> Result<String> {
     let mut config = String::new();
     for line in shipped.lines() {
         let line = if let Some(rest) = line.strip_prefix("path = \"plugins/") {
-            format!("path = {:?}", format!("{}/plugins/{}", policies.display(), rest.trim_end_matches('"')))
+            format!(
+                "path = {:?}",
+                format!(
+                    "{}/plugins/{}",
+                    policies.display(),
+                    rest.trim_end_matches('"')
+                )
+            )
         } else if line.starts_with("path = \"/var/tmp/portcullis/audit\"") {
             format!("path = {:?}", store.display().to_string())
         } else {
@@ -463,6 +513,14 @@ mod tests {
         assert_eq!(cfg.matches("phase = \"mutate\"").count(), 1);
         assert_eq!(cfg.matches("phase = \"validate\"").count(), 2);
         assert!(cfg.contains("path = \"/p/x.wasm\""));
+    }
+
+    #[test]
+    fn language_config_names_the_component_and_the_bench_label() {
+        let cfg = language_plugin_config("python", Path::new("/p/owner-python.wasm"));
+        assert!(cfg.contains("path = \"/p/owner-python.wasm\""));
+        assert!(cfg.contains("owner_label = \"portcullis-bench\""));
+        assert!(cfg.contains("reuse = { instances = 2, calls = 1000 }"));
     }
 
     #[test]

@@ -81,3 +81,43 @@ pub async fn get(socket: &Path, id: &str, size: u64) -> Result<Duration> {
         .context("GET archive timed out")??;
     Ok(start.elapsed())
 }
+
+/// Reads the whole log of container `id` (`GET /containers/{id}/logs?stdout=1`, what `docker
+/// logs` asks for) on a fresh connection; returns the elapsed time and the bytes received (the
+/// log lines and the engine's 8-byte frame header per line). Fails unless at least `size`
+/// bytes arrive.
+pub async fn logs(socket: &Path, id: &str, size: u64) -> Result<(Duration, u64)> {
+    let mut sender = client::connect::<Full<Bytes>>(socket).await?;
+    let req = client::request(
+        Method::GET,
+        &format!("/containers/{id}/logs?stdout=1"),
+        None,
+    );
+    let start = Instant::now();
+    let run = async {
+        sender.ready().await?;
+        let response = sender
+            .send_request(req)
+            .await
+            .context("asking for the logs")?;
+        let status = response.status();
+        let mut body = response.into_body();
+        let mut received: u64 = 0;
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame.context("reading the logs")?.into_data() {
+                received += data.len() as u64;
+            }
+        }
+        if status != StatusCode::OK {
+            bail!("GET logs: {status}");
+        }
+        if received < size {
+            bail!("GET logs: only {received} of {size} bytes arrived");
+        }
+        Ok(received)
+    };
+    let received = tokio::time::timeout(timeout(size), run)
+        .await
+        .context("GET logs timed out")??;
+    Ok((start.elapsed(), received))
+}
