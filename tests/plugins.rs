@@ -105,6 +105,29 @@ fn response_plugin_filters_the_container_list() {
     assert!(!via_gateway.contains(&hidden), "filtered entry still listed: {via_gateway}");
 }
 
+/// `response_endpoints` narrows where a response hook runs: a response hook that denies
+/// refuses the container list it is configured for, and every other endpoint's response
+/// passes without reaching it, while its request hook still runs everywhere.
+#[test]
+fn response_endpoints_narrow_the_response_hook() {
+    let gw = gateway(&[entry(
+        "resp-deny",
+        "response_endpoints = [\"container.list\"]",
+        "action = \"deny\"\nhook = \"response\"\nmessage = \"no lists\"",
+    )]);
+    let mut clean = Cleanup::new();
+    let name = clean.container(&unique("resp-narrow"));
+    let out = run(gw.docker().args(["ps", "-a"]));
+    assert!(!out.status.success(), "the list passed its response hook");
+    assert!(stderr(&out).contains("resp-deny: no lists"), "{}", stderr(&out));
+    // A create's response (JSON, from another endpoint) is not handed to the hook.
+    let out = create(&gw, &name, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(exists(&name));
+    let images = run(gw.docker().args(["images"]));
+    assert!(images.status.success(), "{}", stderr(&images));
+}
+
 /// A crash, a spin, a memory hog and nonsense each deny with a message naming the plugin and
 /// the failure, and the gateway keeps serving.
 #[test]

@@ -80,6 +80,12 @@ pub struct PluginConfig {
     /// Endpoint name globs this plugin applies to (`container.*`); default all.
     #[serde(default = "all_endpoints")]
     pub endpoints: Vec<String>,
+    /// Endpoint name globs whose responses the response hook is called for (default: every
+    /// endpoint of `endpoints`). A JSON response handed to a response hook is read whole
+    /// first, so narrowing this to the endpoints a plugin rewrites lets every other response
+    /// stream straight through.
+    #[serde(default)]
+    pub response_endpoints: Option<Vec<String>>,
     /// Time one call may take (default 100ms).
     #[serde(default = "default_timeout", with = "humantime_serde")]
     pub timeout: Duration,

@@ -159,21 +159,21 @@ impl Chain {
     pub fn wants_request(&self, endpoint: &str) -> bool {
         self.plugins
             .iter()
-            .any(|p| p.has(Hooks::REQUEST) && p.applies_to(endpoint))
+            .any(|p| p.hooks(Hooks::REQUEST, endpoint))
     }
 
     /// Whether any plugin looks at responses of `endpoint`.
     pub fn wants_response(&self, endpoint: &str) -> bool {
         self.plugins
             .iter()
-            .any(|p| p.has(Hooks::RESPONSE) && p.applies_to(endpoint))
+            .any(|p| p.hooks(Hooks::RESPONSE, endpoint))
     }
 
     /// Whether any plugin shapes the audit records of `endpoint`.
     pub fn wants_audit(&self, endpoint: &str) -> bool {
         self.plugins
             .iter()
-            .any(|p| p.has(Hooks::AUDIT) && p.applies_to(endpoint))
+            .any(|p| p.hooks(Hooks::AUDIT, endpoint))
     }
 
     /// Runs the audit hooks in order on `record` (a JSON object as text), each seeing the
@@ -219,7 +219,7 @@ impl Chain {
     ) -> impl Iterator<Item = &'a Arc<Plugin>> + 'a {
         self.plugins
             .iter()
-            .filter(move |p| p.has(hook) && p.applies_to(endpoint))
+            .filter(move |p| p.hooks(hook, endpoint))
     }
 
     /// Runs the request hooks; on success `req` holds the request to forward.

@@ -378,6 +378,9 @@ impl Gateway {
     }
 
     /// Reads a JSON response whole (within the body bound) and runs the response plugins.
+    /// The engine's bytes are handed on as they came unless a plugin patches the body: only
+    /// then is it parsed into a tree and re-serialized, so a list that every plugin lets
+    /// through costs one validation pass, not a parse and a print.
     async fn filter_response(
         &self,
         id: u64,
@@ -394,19 +397,23 @@ impl Gateway {
             .await
             .map_err(|e| unreadable(e.to_string()))?
             .to_bytes();
-        let mut json: serde_json::Value =
-            serde_json::from_slice(&bytes).map_err(|e| unreadable(e.to_string()))?;
+        let text = String::from_utf8(bytes.to_vec()).map_err(|e| unreadable(e.to_string()))?;
+        serde_json::from_str::<serde::de::IgnoredAny>(&text).map_err(|e| unreadable(e.to_string()))?;
         let mut resp = types::Response {
             status: parts.status.as_u16(),
             headers: canonical::visible_headers(&parts.headers),
-            body: Some(json.to_string()),
+            body: Some(text),
         };
+        let mut patched = false;
         let mut headers = parts.headers.clone();
         self.chain
             .on_response(id, req, &mut resp, trace, |resp, patch| {
                 if let Some(ops) = &patch.body {
+                    let current = resp.body.as_deref().unwrap_or("null");
+                    let mut json: serde_json::Value = serde_json::from_str(current).map_err(|e| e.to_string())?;
                     canonical::apply_json_patch(&mut json, ops)?;
                     resp.body = Some(json.to_string());
+                    patched = true;
                 }
                 for edit in &patch.headers {
                     canonical::edit_headers(&mut headers, edit)?;
@@ -415,7 +422,11 @@ impl Gateway {
                 Ok(())
             })
             .await?;
-        let body = Bytes::from(resp.body.unwrap_or_default());
+        let body = if patched {
+            Bytes::from(resp.body.unwrap_or_default())
+        } else {
+            bytes
+        };
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
         parts.headers = headers;
         Ok(Body::full(body))

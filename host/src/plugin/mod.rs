@@ -247,6 +247,7 @@ impl Runtime {
                 name: name.clone(),
                 reason: e.to_string(),
             })?,
+            response_endpoints: globs(&cfg.response_endpoints, &name)?,
             backend: Backend::Wasm(pre),
             runtime: self.clone(),
             warm: cfg.reuse.as_ref().map(WarmPool::new),
@@ -280,11 +281,28 @@ impl Runtime {
             },
             config_json: String::new(),
             endpoints: endpoints.build().map_err(|e| config_error(e.to_string()))?,
+            response_endpoints: globs(&cfg.response_endpoints, &cfg.name)?,
             backend: Backend::Rego(Box::new(policy)),
             runtime: self.clone(),
             warm: None,
         })
     }
+}
+
+/// Builds the optional `response_endpoints` globs.
+fn globs(patterns: &Option<Vec<String>>, name: &str) -> Result<Option<GlobSet>, LoadError> {
+    let Some(patterns) = patterns else {
+        return Ok(None);
+    };
+    let config_error = |e: globset::Error| LoadError::Config {
+        name: name.to_owned(),
+        reason: format!("response_endpoints: {e}"),
+    };
+    let mut set = GlobSetBuilder::new();
+    for g in patterns {
+        set.add(Glob::new(g).map_err(config_error)?);
+    }
+    set.build().map(Some).map_err(config_error)
 }
 
 /// Finds the policy export and compares its version with ours, so an old or new plugin is
@@ -319,6 +337,8 @@ pub struct Plugin {
     info: types::Info,
     config_json: String,
     endpoints: GlobSet,
+    /// `response_endpoints`, when configured.
+    response_endpoints: Option<GlobSet>,
     backend: Backend,
     runtime: Arc<Runtime>,
     /// Initialized instances kept between calls, when the configuration opts in.
@@ -371,6 +391,14 @@ impl Plugin {
     /// Whether it implements `hook`.
     pub fn has(&self, hook: types::Hooks) -> bool {
         self.info.hooks.contains(hook)
+    }
+    /// Whether `hook` is to be called for `endpoint`: implemented, configured for the
+    /// endpoint, and for responses within `response_endpoints`.
+    pub fn hooks(&self, hook: types::Hooks, endpoint: &str) -> bool {
+        self.has(hook)
+            && self.applies_to(endpoint)
+            && (hook != types::Hooks::RESPONSE
+                || self.response_endpoints.as_ref().is_none_or(|g| g.is_match(endpoint)))
     }
 
     async fn probe(&self) -> Result<types::Info, PluginFailure> {
