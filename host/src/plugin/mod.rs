@@ -93,7 +93,7 @@ pub struct Runtime {
     linker: Linker<State>,
     cache_dir: Option<std::path::PathBuf>,
     instances: Arc<Semaphore>,
-    _ticker: EpochTicker,
+    ticker: EpochTicker,
 }
 
 /// Initialized memory up to this extent is always laid out as one copy-on-write image (the
@@ -162,7 +162,7 @@ impl Runtime {
             linker,
             cache_dir: config.cache_dir.clone(),
             instances: Arc::new(Semaphore::new(n as usize)),
-            _ticker: ticker,
+            ticker,
         })
     }
 
@@ -453,6 +453,7 @@ impl Plugin {
             .acquire()
             .await
             .map_err(|_| PluginFailure::Trap("plugin runtime closed".into()))?;
+        let _ticking = self.runtime.ticker.ticking();
         let mut store = self.new_store(request_id);
         let result: wasmtime::Result<Result<Output, PluginFailure>> = async {
             let instance = pre.instantiate_async(&mut store).await?;
@@ -485,6 +486,7 @@ impl Plugin {
         request_id: u64,
         hook: &Hook<'_>,
     ) -> Result<types::Verdict, PluginFailure> {
+        let _ticking = self.runtime.ticker.ticking();
         let idle = warm.idle.lock().map(|mut v| v.pop()).unwrap_or(None);
         let mut instance = match idle {
             Some(mut w) => {
@@ -636,30 +638,83 @@ enum Output {
     Verdict(types::Verdict),
 }
 
-/// Advances the engine's epoch every [`TICK`] on a small thread; stops with the runtime.
+/// Advances the engine's epoch every [`TICK`] on a small thread while plugin calls run. After
+/// [`IDLE_TICKS`] ticks without a call it parks until the next call starts, so an idle
+/// gateway does not wake a thousand times a second; under steady load it never parks.
 struct EpochTicker {
-    stop: Arc<std::sync::atomic::AtomicBool>,
+    shared: Arc<TickerShared>,
+}
+
+/// Ticks without a running call after which the ticker parks.
+const IDLE_TICKS: u32 = 50;
+
+#[derive(Default)]
+struct TickerShared {
+    /// Calls running now.
+    active: std::sync::atomic::AtomicUsize,
+    stop: std::sync::atomic::AtomicBool,
+    lock: std::sync::Mutex<()>,
+    wake: std::sync::Condvar,
+}
+
+/// Held by a running call: keeps the epoch advancing, so its deadline can fire.
+struct Ticking(Arc<TickerShared>);
+
+impl Drop for Ticking {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 impl EpochTicker {
     fn start(engine: Engine) -> Self {
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = stop.clone();
+        use std::sync::atomic::Ordering;
+        let shared = Arc::new(TickerShared::default());
+        let s = shared.clone();
         std::thread::Builder::new()
             .name("portcullis-epoch".into())
             .spawn(move || {
-                while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                let mut idle = 0;
+                while !s.stop.load(Ordering::Acquire) {
                     std::thread::sleep(TICK);
                     engine.increment_epoch();
+                    if s.active.load(Ordering::Acquire) > 0 {
+                        idle = 0;
+                        continue;
+                    }
+                    idle += 1;
+                    if idle >= IDLE_TICKS {
+                        // Checked under the lock a starting call notifies under: no lost wake-up.
+                        let guard = s.lock.lock().unwrap_or_else(|e| e.into_inner());
+                        let _guard = s
+                            .wake
+                            .wait_while(guard, |_| {
+                                s.active.load(Ordering::Acquire) == 0 && !s.stop.load(Ordering::Acquire)
+                            })
+                            .unwrap_or_else(|e| e.into_inner());
+                        idle = 0;
+                    }
                 }
             })
             .ok();
-        Self { stop }
+        Self { shared }
+    }
+
+    /// Marks a call as running until the returned guard is dropped.
+    fn ticking(&self) -> Ticking {
+        use std::sync::atomic::Ordering;
+        if self.shared.active.fetch_add(1, Ordering::AcqRel) == 0 {
+            let _guard = self.shared.lock.lock().unwrap_or_else(|e| e.into_inner());
+            self.shared.wake.notify_one();
+        }
+        Ticking(self.shared.clone())
     }
 }
 
 impl Drop for EpochTicker {
     fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.shared.stop.store(true, std::sync::atomic::Ordering::Release);
+        let _guard = self.shared.lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.shared.wake.notify_one();
     }
 }
