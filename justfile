@@ -133,7 +133,10 @@ bench *args:
     fi
     export PORTCULLIS_TEST_ENGINE={{engine}}
     export PORTCULLIS_BENCH_COMMAND="just bench${*:+ $*}"
-    exec cargo run --release -p portcullis-bench --bin portcullis-bench -- "$@"
+    cargo run --release -p portcullis-bench --bin portcullis-bench -- "$@"
+    # Issue #5's mutual-TLS figures: their own binary (a tls:// listener, client certificates).
+    echo "bench: mutual TLS (bench/src/bin/tls.rs)"
+    cargo run --release -p portcullis-bench --bin portcullis-bench-tls -- --portcullis "$CARGO_TARGET_DIR/release/portcullis"
 
 # Format the code.
 fmt:
