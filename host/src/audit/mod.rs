@@ -94,6 +94,8 @@ impl IntoDockerError for AuditError {
 /// Most records committed in one transaction (one group: its index entries are shared,
 /// so large groups under load make appends cheaper).
 const MAX_GROUP: usize = 2048;
+/// Without `sync`, how long the writer waits for more records before committing a group.
+const LINGER: Duration = Duration::from_millis(1);
 /// Records removed per retention step (one transaction), so appends never wait long.
 const RETAIN_STEP: usize = 10_000;
 /// How often retention runs.
@@ -334,6 +336,7 @@ impl Writer {
             let mut stop = false;
             let mut next = Some(first);
             // Group commit: take whatever queued up while the last group was written.
+            let mut lingered = self.sync;
             while let Some(job) = next.take() {
                 match job {
                     Job::Append(r, done) => group.push((r, done)),
@@ -342,6 +345,14 @@ impl Writer {
                 }
                 if group.len() < MAX_GROUP && !stop {
                     next = self.rx.try_recv().ok();
+                    // Without `sync` no response waits for its record, so wait a moment for
+                    // more: each group is one transaction, whose fixed cost (locks, log
+                    // reservations, the IO threads sled wakes) dominates small groups.
+                    if next.is_none() && !lingered {
+                        lingered = true;
+                        std::thread::sleep(LINGER);
+                        next = self.rx.try_recv().ok();
+                    }
                 }
             }
             if !group.is_empty() {
