@@ -142,6 +142,8 @@ pub async fn start(name: &'static str, setup: &Setup) -> Result<Target> {
                 .arg("--engine")
                 .arg(format!("unix://{}", setup.engine.display()))
                 .env("PORTCULLIS_LOG", "warn");
+            // One user (the harness) holds 500 event streams: lift the per-caller bound.
+            let mut text = format!("[limits]\nmax_requests_per_caller = {PER_CALLER}\n");
             if name == "portcullis-3" {
                 if !setup.plugin.is_file() {
                     bail!(
@@ -149,20 +151,13 @@ pub async fn start(name: &'static str, setup: &Setup) -> Result<Target> {
                         setup.plugin.display()
                     );
                 }
-                let config = setup.dir.join("portcullis-3.toml");
-                fs::write(&config, plugin_chain_config(&setup.plugin))?;
-                c.arg("--config").arg(config);
+                text.push_str(&plugin_chain_config(&setup.plugin));
             }
             if name == "portcullis-audit" {
                 // No plugins, every request recorded (batch durability, the default).
                 let store = setup.dir.join("audit-only");
                 let _ = fs::remove_dir_all(&store);
-                let config = setup.dir.join("portcullis-audit.toml");
-                fs::write(
-                    &config,
-                    format!("[audit]\npath = {:?}\n", store.display().to_string()),
-                )?;
-                c.arg("--config").arg(config);
+                text.push_str(&format!("[audit]\npath = {:?}\n", store.display().to_string()));
             }
             if let Some(lang) = name
                 .strip_prefix("portcullis-")
@@ -176,15 +171,15 @@ pub async fn start(name: &'static str, setup: &Setup) -> Result<Target> {
                         if lang == "js" { "componentize-js" } else { "componentize-py" }
                     );
                 }
-                let config = setup.dir.join(format!("{name}.toml"));
-                fs::write(&config, language_plugin_config(lang, &wasm))?;
-                c.arg("--config").arg(config);
+                text.push_str(&language_plugin_config(lang, &wasm));
             }
             if name == "portcullis-default" {
-                let config = setup.dir.join("portcullis-default.toml");
-                fs::write(&config, default_chain_config(&setup.workspace, &setup.dir)?)?;
-                c.arg("--config").arg(config);
+                // The shipped file has its own [limits] table.
+                text = default_chain_config(&setup.workspace, &setup.dir)?;
             }
+            let config = setup.dir.join(format!("{name}.toml"));
+            fs::write(&config, text)?;
+            c.arg("--config").arg(config);
             c
         }
         other => bail!("unknown configuration {other:?}"),
@@ -376,6 +371,10 @@ fn language_plugin_config(lang: &str, wasm: &Path) -> String {
     )
 }
 
+/// `limits.max_requests_per_caller` of every portcullis configuration: above the 500 event
+/// streams the harness (one user) holds at once.
+const PER_CALLER: usize = 1024;
+
 /// `policies/portcullis.toml` as shipped (labels, tenancy, baseline, redact, the audit store in
 /// `batch` mode) with its plugin paths made absolute and the store in `dir`, plus the example
 /// Rego policy `policies/rego/authz.rego`: the default chain issue #6 measures.
@@ -392,7 +391,9 @@ fn default_chain_config(workspace: &Path, dir: &Path) -> Result<String> {
     let _ = fs::remove_dir_all(&store);
     let mut config = String::new();
     for line in shipped.lines() {
-        let line = if let Some(rest) = line.strip_prefix("path = \"plugins/") {
+        let line = if line.starts_with("max_requests_per_caller") {
+            format!("max_requests_per_caller = {PER_CALLER}")
+        } else if let Some(rest) = line.strip_prefix("path = \"plugins/") {
             format!(
                 "path = {:?}",
                 format!(

@@ -1132,7 +1132,16 @@ mod tests {
             "{err}"
         );
         drop(store);
-        Store::open(dir.path(), &OpenOptions::default()).unwrap();
+        // sled's flusher thread holds the database (and its file lock) for a moment after
+        // the last handle is dropped: the lock must be released, not at once.
+        let reopened = (0..100).find_map(|_| {
+            let r = Store::open(dir.path(), &OpenOptions::default()).ok();
+            if r.is_none() {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            r
+        });
+        assert!(reopened.is_some(), "the lock was not released after the store was dropped");
 
         let other = tempfile::tempdir().unwrap();
         std::fs::write(other.path().join("notes.txt"), "hello").unwrap();

@@ -147,7 +147,10 @@ pub struct RuntimeConfig {
     /// Where compiled components are cached; none disables the cache.
     #[serde(default = "default_cache_dir")]
     pub cache_dir: Option<PathBuf>,
-    /// Plugin instances alive at once across all requests; further calls wait.
+    /// Plugin instances alive at once across all requests; further calls wait (the wait does
+    /// not count against a plugin's timeout). A few times the number of cores keeps the CPUs
+    /// busy; more only multiplies memory (an interpreter instance holds several MiB) and
+    /// makes every running call slower.
     #[serde(default = "default_instances")]
     pub max_instances: u32,
 }
@@ -165,5 +168,5 @@ fn default_cache_dir() -> Option<PathBuf> {
     Some(PathBuf::from("/var/cache/portcullis/plugins"))
 }
 fn default_instances() -> u32 {
-    256
+    32
 }

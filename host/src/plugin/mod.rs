@@ -109,6 +109,9 @@ pub(crate) const DENSE_IMAGE_LIMIT: u64 = 256 << 20;
 /// memory only for pages calls actually use.
 const KEEP_RESIDENT: usize = 32 << 20;
 
+/// Unused pool slots kept warm (with their resident window) for the next instantiation.
+const WARM_SLOTS: u32 = 16;
+
 
 impl Runtime {
     /// Creates the engine (pooling allocator sized from `config`) and the linker with the
@@ -127,7 +130,11 @@ impl Runtime {
             .total_tables(n * 4)
             .total_stacks(n)
             .max_memory_size(usize::try_from(max_memory).unwrap_or(usize::MAX))
-            .max_unused_warm_slots(n.min(64))
+            // Idle slots keep up to KEEP_RESIDENT of dirtied memory each: bound how many
+            // stay warm, so a burst of interpreter calls (a Python call dirties ~15 MiB)
+            // does not leave the gateway holding a gigabyte afterwards. 16 is several times
+            // the calls two cores run at once; colder slots are unmapped.
+            .max_unused_warm_slots(n.min(WARM_SLOTS))
             // Reset a slot by rewriting only the pages the last call dirtied (PAGEMAP_SCAN,
             // Linux 6.7+) and keep a small resident window, instead of unmapping and
             // faulting the guest's memory back in on every call.
