@@ -468,20 +468,7 @@ async fn run(plan: &Plan) -> Result<Results> {
     let mut latency: Vec<LatencyResult> = Vec::new();
     for p in &plan.points {
         for t in &running {
-            latency.push(LatencyResult {
-                scenario: p.scenario.into(),
-                concurrency: p.concurrency,
-                config: t.name.into(),
-                rounds: vec![None; plan.rounds],
-                rps: f64::NAN,
-                p50_us: f64::NAN,
-                p99_us: f64::NAN,
-                p50_vs_direct: None,
-                rps_vs_direct: None,
-                errors: 0,
-                first_error: None,
-                rss_peak_kib: None,
-            });
+            latency.push(LatencyResult::new(p.scenario, p.concurrency, t.name, plan.rounds));
         }
     }
     for round in 0..plan.rounds {
@@ -558,16 +545,7 @@ async fn run(plan: &Plan) -> Result<Results> {
     if let Some(id) = &log_container {
         let first = throughput.len();
         for t in &running {
-            throughput.push(ThroughputResult {
-                direction: LOGS.into(),
-                config: t.name.into(),
-                rounds: vec![None; plan.rounds],
-                mb_s: f64::NAN,
-                vs_direct: None,
-                errors: 0,
-                first_error: None,
-                rss_peak_kib: None,
-            });
+            throughput.push(ThroughputResult::new(LOGS, t.name, plan.rounds));
         }
         for round in 0..plan.rounds {
             for ti in order(running.len(), round) {
@@ -617,16 +595,7 @@ async fn run(plan: &Plan) -> Result<Results> {
         let first = throughput.len();
         for direction in ["in (PUT archive)", "out (GET archive)"] {
             for t in &running {
-                throughput.push(ThroughputResult {
-                    direction: direction.into(),
-                    config: t.name.into(),
-                    rounds: vec![None; plan.rounds],
-                    mb_s: f64::NAN,
-                    vs_direct: None,
-                    errors: 0,
-                    first_error: None,
-                    rss_peak_kib: None,
-                });
+                throughput.push(ThroughputResult::new(direction, t.name, plan.rounds));
             }
         }
         for (t, m) in running.iter().zip(&mut memory) {

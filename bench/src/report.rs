@@ -112,6 +112,24 @@ pub struct LatencyResult {
 }
 
 impl LatencyResult {
+    /// A point not measured yet: `rounds` empty slots, no figures.
+    pub fn new(scenario: &str, concurrency: usize, config: &str, rounds: usize) -> Self {
+        Self {
+            scenario: scenario.into(),
+            concurrency,
+            config: config.into(),
+            rounds: vec![None; rounds],
+            rps: f64::NAN,
+            p50_us: f64::NAN,
+            p99_us: f64::NAN,
+            p50_vs_direct: None,
+            rps_vs_direct: None,
+            errors: 0,
+            first_error: None,
+            rss_peak_kib: None,
+        }
+    }
+
     pub fn key(&self) -> String {
         format!("{} c={} {}", self.scenario, self.concurrency, self.config)
     }
@@ -129,6 +147,22 @@ pub struct ThroughputResult {
     pub first_error: Option<String>,
     /// The proxy's peak resident memory during the transfers, KiB.
     pub rss_peak_kib: Option<u64>,
+}
+
+impl ThroughputResult {
+    /// A transfer not measured yet: `rounds` empty slots, no figures.
+    pub fn new(direction: &str, config: &str, rounds: usize) -> Self {
+        Self {
+            direction: direction.into(),
+            config: config.into(),
+            rounds: vec![None; rounds],
+            mb_s: f64::NAN,
+            vs_direct: None,
+            errors: 0,
+            first_error: None,
+            rss_peak_kib: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -917,28 +951,12 @@ pub(crate) mod tests {
             })
         };
         let latency = |config: &str, rps: f64, p50: f64| LatencyResult {
-            scenario: "GET /_ping".into(),
-            concurrency: 10,
-            config: config.into(),
             rounds: vec![round(rps, p50)],
-            rps: f64::NAN,
-            p50_us: f64::NAN,
-            p99_us: f64::NAN,
-            p50_vs_direct: None,
-            rps_vs_direct: None,
-            errors: 0,
-            first_error: None,
-            rss_peak_kib: None,
+            ..LatencyResult::new("GET /_ping", 10, config, 1)
         };
         let logs = |config: &str, mb_s: f64| ThroughputResult {
-            direction: LOGS.into(),
-            config: config.into(),
             rounds: vec![Some(mb_s)],
-            mb_s: f64::NAN,
-            vs_direct: None,
-            errors: 0,
-            first_error: None,
-            rss_peak_kib: None,
+            ..ThroughputResult::new(LOGS, config, 1)
         };
         let mut r = Results {
             meta: Meta {
