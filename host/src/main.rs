@@ -500,7 +500,12 @@ fn serve(args: ServeArgs) -> Result<()> {
     // Flags may have changed what the file said: check the result as a whole.
     let source = args.config.clone().unwrap_or_else(|| PathBuf::from("command line"));
     config.validate(&source)?;
-    runtime()?.block_on(async move {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = config.server.worker_threads {
+        runtime.worker_threads(n);
+    }
+    let runtime = runtime.enable_all().build().context("starting the async runtime")?;
+    runtime.block_on(async move {
         let mut listeners = Vec::new();
         for address in &config.server.listen {
             listeners.push(Listener::bind_config(address, &config).await?);

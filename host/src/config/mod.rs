@@ -79,6 +79,11 @@ pub struct ServerConfig {
     /// Allow plain `tcp://` listeners on addresses other than loopback (logs a warning).
     #[serde(default)]
     pub insecure_tcp: bool,
+    /// Threads serving requests (none: one per core, or `TOKIO_WORKER_THREADS`). On a small
+    /// host the engine and its containers need cores too, and every thread more is a
+    /// cross-thread wake-up per streamed chunk; see README, "Tuning".
+    #[serde(default)]
+    pub worker_threads: Option<usize>,
 }
 
 impl Default for ServerConfig {
@@ -92,6 +97,7 @@ impl Default for ServerConfig {
             tokens_file: None,
             anonymous: None,
             insecure_tcp: false,
+            worker_threads: None,
         }
     }
 }
@@ -272,6 +278,9 @@ impl Config {
         if l.stream_idle_timeout.is_some_and(|d| d.is_zero()) {
             return Err(invalid("limits.stream_idle_timeout", "must be more than zero (leave it out for none)"));
         }
+        if self.server.worker_threads == Some(0) {
+            return Err(invalid("server.worker_threads", "must be at least 1 (leave it out for one per core)"));
+        }
         if l.max_requests_per_caller == 0 {
             return Err(invalid("limits.max_requests_per_caller", "must be at least 1"));
         }
@@ -418,6 +427,15 @@ mod tests {
             .to_string();
         assert!(err.contains("x.toml"), "{err}");
         assert!(err.contains("max_conections"), "{err}");
+    }
+
+    #[test]
+    fn worker_threads_is_optional_and_at_least_one() {
+        assert_eq!(Config::parse("", Path::new("x.toml")).unwrap().server.worker_threads, None);
+        let c = Config::parse("[server]\nworker_threads = 1\n", Path::new("x.toml")).unwrap();
+        assert_eq!(c.server.worker_threads, Some(1));
+        let err = Config::parse("[server]\nworker_threads = 0\n", Path::new("x.toml")).unwrap_err();
+        assert!(err.to_string().contains("server.worker_threads"), "{err}");
     }
 
     #[test]
