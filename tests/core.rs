@@ -1004,10 +1004,6 @@ fn engine_down_gives_502_then_the_gateway_recovers() {
 // ---------------------------------------------------------------------------------------
 // bad input
 
-fn still_serves(socket: &Path) {
-    let r = http(socket, &request("GET", "/_ping", None), SOON);
-    assert_eq!(r.status, 200, "gateway stopped serving: {r:?}");
-}
 
 #[test]
 fn malformed_request_line_gets_4xx_and_the_gateway_still_serves() {

@@ -38,10 +38,6 @@ fn assert_legacy_head(head: &HttpResponse) {
     assert_eq!(head.header("Transfer-Encoding"), None, "{head:?}");
 }
 
-fn still_serves(socket: &Path) {
-    let r = http(socket, &request("GET", "/_ping", None), SOON);
-    assert_eq!(r.status, 200, "gateway stopped serving: {r:?}");
-}
 
 // ---------------------------------------------------------------------------------------
 // legacy hijack
@@ -244,11 +240,16 @@ fn unknown_endpoints_are_refused_unless_passed_through() {
 // ---------------------------------------------------------------------------------------
 // [limits] stream_idle_timeout
 
-#[test]
-fn a_quiet_tunnel_is_closed_after_the_stream_idle_timeout() {
+/// A gateway that ends streams quiet for 2 s.
+fn idle_limited_gateway() -> Gateway {
     let mut config = portcullis::Config::default();
     config.limits.stream_idle_timeout = Some(Duration::from_secs(2));
-    let gw = Gateway::start_with(config);
+    Gateway::start_with(config)
+}
+
+#[test]
+fn a_quiet_tunnel_is_closed_after_the_stream_idle_timeout() {
+    let gw = idle_limited_gateway();
     let mut c = Cleanup::new();
     let id = start_interactive(&mut c, "idle-tunnel", "while read l; do echo got-$l; done");
     let req = format!(
@@ -271,9 +272,7 @@ fn a_quiet_tunnel_is_closed_after_the_stream_idle_timeout() {
 
 #[test]
 fn a_quiet_response_stream_is_closed_after_the_stream_idle_timeout_and_a_busy_one_is_not() {
-    let mut config = portcullis::Config::default();
-    config.limits.stream_idle_timeout = Some(Duration::from_secs(2));
-    let gw = Gateway::start_with(config);
+    let gw = idle_limited_gateway();
     let mut c = Cleanup::new();
     let name = c.container(&unique("idle-logs"));
     ok_timeout(

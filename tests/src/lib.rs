@@ -512,6 +512,13 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Asserts that the gateway at `socket` still answers `GET /_ping` with 200: after a test
+/// made it refuse, cut or fail something, it must go on serving.
+pub fn still_serves(socket: &Path) {
+    let r = http(socket, &request("GET", "/_ping", None), Duration::from_secs(20));
+    assert_eq!(r.status, 200, "gateway stopped serving: {r:?}");
+}
+
 /// Sends one request on a new connection and parses the first response, reading until it
 /// is complete (by `Content-Length`, chunked framing, or the peer closing), so a kept-alive
 /// connection does not cost `read_for`. Panics if no complete response came back in time.

@@ -1119,6 +1119,11 @@ mod tests {
         assert_eq!((v.records, v.first, v.anchor), (1, Some(13), 12));
     }
 
+    /// The sequences `q` finds, in the order it finds them.
+    fn found(store: &Store, q: Query) -> Vec<u64> {
+        q.run(store).unwrap().map(|r| r.unwrap().seq).collect()
+    }
+
     #[test]
     fn a_store_is_opened_once_and_foreign_data_is_refused() {
         let dir = tempfile::tempdir().unwrap();
@@ -1211,8 +1216,7 @@ mod tests {
         assert_eq!(store.get(101).unwrap().unwrap().user(), "bob");
         assert_eq!(store.get(250).unwrap().unwrap().seq, 250);
         assert!(store.get(402).unwrap().is_none());
-        let seqs =
-            |q: Query| -> Vec<u64> { q.run(&store).unwrap().map(|r| r.unwrap().seq).collect() };
+        let seqs = |q: Query| found(&store, q);
         let alice = seqs(Query {
             user: Some("alice".into()),
             limit: Some(3),
@@ -1269,8 +1273,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = create(dir.path());
         fill(&store, 30);
-        let seqs =
-            |q: Query| -> Vec<u64> { q.run(&store).unwrap().map(|r| r.unwrap().seq).collect() };
+        let seqs = |q: Query| found(&store, q);
         let alice = seqs(Query {
             user: Some("alice".into()),
             limit: Some(3),

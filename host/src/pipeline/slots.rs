@@ -26,11 +26,14 @@ impl CallerSlots {
     /// A slot for `user`, or `None` when the user already has `limit` requests in flight.
     pub fn take(self: &Arc<Self>, user: &str) -> Option<CallerSlot> {
         let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        let n = counts.entry(user.to_owned()).or_insert(0);
-        if *n >= self.limit {
-            return None;
+        // Look up before inserting: a caller already in flight costs no key allocation.
+        match counts.get_mut(user) {
+            Some(n) if *n >= self.limit => return None,
+            Some(n) => *n += 1,
+            None => {
+                counts.insert(user.to_owned(), 1);
+            }
         }
-        *n += 1;
         Some(CallerSlot {
             slots: self.clone(),
             user: user.to_owned(),

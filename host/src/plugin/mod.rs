@@ -231,13 +231,6 @@ impl Runtime {
                 path: shown.clone(),
                 reason: format!("{e:#}"),
             })?;
-        let mut endpoints = GlobSetBuilder::new();
-        for g in &cfg.endpoints {
-            endpoints.add(Glob::new(g).map_err(|e| LoadError::Config {
-                name: name.clone(),
-                reason: e.to_string(),
-            })?);
-        }
         let config_json = serde_json::to_string(&cfg.config).map_err(|e| LoadError::Config {
             name: name.clone(),
             reason: e.to_string(),
@@ -250,11 +243,8 @@ impl Runtime {
                 hooks: types::Hooks::empty(),
             },
             config_json,
-            endpoints: endpoints.build().map_err(|e| LoadError::Config {
-                name: name.clone(),
-                reason: e.to_string(),
-            })?,
-            response_endpoints: globs(&cfg.response_endpoints, &name)?,
+            endpoints: glob_set(&cfg.endpoints, &name, "endpoints")?,
+            response_endpoints: response_globs(cfg)?,
             backend: Backend::Wasm(pre),
             runtime: self.clone(),
             warm: cfg.reuse.as_ref().map(WarmPool::new),
@@ -275,10 +265,6 @@ impl Runtime {
             reason,
         };
         let policy = rego::load(cfg, path).map_err(config_error)?;
-        let mut endpoints = GlobSetBuilder::new();
-        for g in &cfg.endpoints {
-            endpoints.add(Glob::new(g).map_err(|e| config_error(e.to_string()))?);
-        }
         Ok(Plugin {
             cfg: cfg.clone(),
             info: types::Info {
@@ -287,8 +273,8 @@ impl Runtime {
                 hooks: types::Hooks::REQUEST,
             },
             config_json: String::new(),
-            endpoints: endpoints.build().map_err(|e| config_error(e.to_string()))?,
-            response_endpoints: globs(&cfg.response_endpoints, &cfg.name)?,
+            endpoints: glob_set(&cfg.endpoints, &cfg.name, "endpoints")?,
+            response_endpoints: response_globs(cfg)?,
             backend: Backend::Rego(Box::new(policy)),
             runtime: self.clone(),
             warm: None,
@@ -296,20 +282,25 @@ impl Runtime {
     }
 }
 
-/// Builds the optional `response_endpoints` globs.
-fn globs(patterns: &Option<Vec<String>>, name: &str) -> Result<Option<GlobSet>, LoadError> {
-    let Some(patterns) = patterns else {
-        return Ok(None);
-    };
+/// The endpoint-name globs of a plugin's `key` (`endpoints`, `response_endpoints`).
+fn glob_set(patterns: &[String], plugin: &str, key: &str) -> Result<GlobSet, LoadError> {
     let config_error = |e: globset::Error| LoadError::Config {
-        name: name.to_owned(),
-        reason: format!("response_endpoints: {e}"),
+        name: plugin.to_owned(),
+        reason: format!("{key}: {e}"),
     };
     let mut set = GlobSetBuilder::new();
     for g in patterns {
         set.add(Glob::new(g).map_err(config_error)?);
     }
-    set.build().map(Some).map_err(config_error)
+    set.build().map_err(config_error)
+}
+
+/// `response_endpoints`, when configured.
+fn response_globs(cfg: &PluginConfig) -> Result<Option<GlobSet>, LoadError> {
+    cfg.response_endpoints
+        .as_deref()
+        .map(|p| glob_set(p, &cfg.name, "response_endpoints"))
+        .transpose()
 }
 
 /// Finds the policy export and compares its version with ours, so an old or new plugin is
