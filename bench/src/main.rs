@@ -375,6 +375,25 @@ struct Memory {
     after: Option<u64>,
 }
 
+/// Records one round of a transfer (MB/s, or why it failed) and the proxy's peak memory
+/// during it, and prints the line that shows the run's progress.
+fn record_transfer(r: &mut ThroughputResult, round: usize, rounds: usize, mb_s: Result<f64>, peak: Option<u64>) {
+    r.rss_peak_kib = max_opt(r.rss_peak_kib, peak);
+    let at = format!("[{}/{rounds}] {} {}", round + 1, r.direction, r.config);
+    match mb_s {
+        Ok(mb_s) => {
+            let rss = peak.map_or(String::new(), |p| format!("  peak RSS {:.1} MiB", p as f64 / 1024.0));
+            eprintln!("{at:<50} {mb_s:>7.0} MB/s{rss}");
+            r.rounds[round] = Some(mb_s);
+        }
+        Err(e) => {
+            eprintln!("{at}: failed: {e:#}");
+            r.errors += 1;
+            r.first_error.get_or_insert(format!("{e:#}"));
+        }
+    }
+}
+
 fn max_opt(a: Option<u64>, b: Option<u64>) -> Option<u64> {
     match (a, b) {
         (Some(x), Some(y)) => Some(x.max(y)),
@@ -556,36 +575,8 @@ async fn run(plan: &Plan) -> Result<Results> {
                 let outcome = transfer::logs(&t.socket, id, plan.log_bytes).await;
                 let peak = t.rss.as_ref().map(|probe| probe.window_peak_kib());
                 memory[ti].peak_logs = max_opt(memory[ti].peak_logs, peak);
-                let r = &mut throughput[first + ti];
-                r.rss_peak_kib = max_opt(r.rss_peak_kib, peak);
-                match outcome {
-                    Ok((elapsed, bytes)) => {
-                        let mb_s = bytes as f64 / 1e6 / elapsed.as_secs_f64();
-                        eprintln!(
-                            "[{}/{}] docker logs {:<18} {:>7.0} MB/s ({} bytes){}",
-                            round + 1,
-                            plan.rounds,
-                            t.name,
-                            mb_s,
-                            bytes,
-                            peak.map_or(String::new(), |p| format!(
-                                "  peak RSS {:.1} MiB",
-                                p as f64 / 1024.0
-                            ))
-                        );
-                        r.rounds[round] = Some(mb_s);
-                    }
-                    Err(e) => {
-                        eprintln!(
-                            "[{}/{}] docker logs {}: failed: {e:#}",
-                            round + 1,
-                            plan.rounds,
-                            t.name
-                        );
-                        r.errors += 1;
-                        r.first_error.get_or_insert(format!("{e:#}"));
-                    }
-                }
+                let mb_s = outcome.map(|(elapsed, bytes)| bytes as f64 / 1e6 / elapsed.as_secs_f64());
+                record_transfer(&mut throughput[first + ti], round, plan.rounds, mb_s, peak);
             }
         }
     }
@@ -616,37 +607,8 @@ async fn run(plan: &Plan) -> Result<Results> {
                 let peak = t.rss.as_ref().map(|probe| probe.window_peak_kib());
                 memory[ti].peak_cp = max_opt(memory[ti].peak_cp, peak);
                 for (k, outcome) in [(0, put), (1, get)] {
-                    let r = &mut throughput[first + k * n + ti];
-                    r.rss_peak_kib = max_opt(r.rss_peak_kib, peak);
-                    match outcome {
-                        Ok(elapsed) => {
-                            let mb_s = plan.cp_bytes as f64 / 1e6 / elapsed.as_secs_f64();
-                            eprintln!(
-                                "[{}/{}] docker cp {:<18} {:<13} {:>7.0} MB/s{}",
-                                round + 1,
-                                plan.rounds,
-                                r.direction,
-                                t.name,
-                                mb_s,
-                                peak.map_or(String::new(), |p| format!(
-                                    "  peak RSS {:.1} MiB",
-                                    p as f64 / 1024.0
-                                ))
-                            );
-                            r.rounds[round] = Some(mb_s);
-                        }
-                        Err(e) => {
-                            eprintln!(
-                                "[{}/{}] docker cp {} {}: failed: {e:#}",
-                                round + 1,
-                                plan.rounds,
-                                r.direction,
-                                t.name
-                            );
-                            r.errors += 1;
-                            r.first_error.get_or_insert(format!("{e:#}"));
-                        }
-                    }
+                    let mb_s = outcome.map(|elapsed| plan.cp_bytes as f64 / 1e6 / elapsed.as_secs_f64());
+                    record_transfer(&mut throughput[first + k * n + ti], round, plan.rounds, mb_s, peak);
                 }
             }
         }

@@ -50,36 +50,11 @@ pub async fn put(socket: &Path, id: &str, size: u64) -> Result<Duration> {
 /// Downloads the file [`put`] wrote, as a tar stream; returns the elapsed time. Fails unless
 /// at least `size` bytes arrive.
 pub async fn get(socket: &Path, id: &str, size: u64) -> Result<Duration> {
-    let mut sender = client::connect::<Full<Bytes>>(socket).await?;
     let path = format!(
         "/containers/{id}/archive?path=/tmp/{}",
         TarStream::FILE_NAME
     );
-    let req = client::request(Method::GET, &path, None);
-    let start = Instant::now();
-    let run = async {
-        sender.ready().await?;
-        let response = sender.send_request(req).await.context("downloading")?;
-        let status = response.status();
-        let mut body = response.into_body();
-        let mut received: u64 = 0;
-        while let Some(frame) = body.frame().await {
-            if let Ok(data) = frame.context("reading the archive")?.into_data() {
-                received += data.len() as u64;
-            }
-        }
-        if status != StatusCode::OK {
-            bail!("GET archive: {status}");
-        }
-        if received < size {
-            bail!("GET archive: only {received} of {size} bytes arrived");
-        }
-        Ok(())
-    };
-    tokio::time::timeout(timeout(size), run)
-        .await
-        .context("GET archive timed out")??;
-    Ok(start.elapsed())
+    download(socket, &path, size, "GET archive").await.map(|(elapsed, _)| elapsed)
 }
 
 /// Reads the whole log of container `id` (`GET /containers/{id}/logs?stdout=1`, what `docker
@@ -87,37 +62,37 @@ pub async fn get(socket: &Path, id: &str, size: u64) -> Result<Duration> {
 /// log lines and the engine's 8-byte frame header per line). Fails unless at least `size`
 /// bytes arrive.
 pub async fn logs(socket: &Path, id: &str, size: u64) -> Result<(Duration, u64)> {
+    download(socket, &format!("/containers/{id}/logs?stdout=1"), size, "GET logs").await
+}
+
+/// `GET path` on a fresh connection, reading the streamed answer to its end; returns the
+/// elapsed time and the bytes received. Fails unless the answer is 200 with at least `size`
+/// bytes; `what` names the request in errors.
+async fn download(socket: &Path, path: &str, size: u64, what: &str) -> Result<(Duration, u64)> {
     let mut sender = client::connect::<Full<Bytes>>(socket).await?;
-    let req = client::request(
-        Method::GET,
-        &format!("/containers/{id}/logs?stdout=1"),
-        None,
-    );
+    let req = client::request(Method::GET, path, None);
     let start = Instant::now();
     let run = async {
         sender.ready().await?;
-        let response = sender
-            .send_request(req)
-            .await
-            .context("asking for the logs")?;
+        let response = sender.send_request(req).await.context(format!("{what}: sending"))?;
         let status = response.status();
         let mut body = response.into_body();
         let mut received: u64 = 0;
         while let Some(frame) = body.frame().await {
-            if let Ok(data) = frame.context("reading the logs")?.into_data() {
+            if let Ok(data) = frame.context(format!("{what}: reading"))?.into_data() {
                 received += data.len() as u64;
             }
         }
         if status != StatusCode::OK {
-            bail!("GET logs: {status}");
+            bail!("{what}: {status}");
         }
         if received < size {
-            bail!("GET logs: only {received} of {size} bytes arrived");
+            bail!("{what}: only {received} of {size} bytes arrived");
         }
         Ok(received)
     };
     let received = tokio::time::timeout(timeout(size), run)
         .await
-        .context("GET logs timed out")??;
+        .context(format!("{what} timed out"))??;
     Ok((start.elapsed(), received))
 }
