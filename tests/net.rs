@@ -3,7 +3,6 @@
 //! concurrency and the unknown-endpoint pass-through switch.
 
 use std::io::Write;
-use std::path::Path;
 use std::time::Duration;
 
 use portcullis_tests::*;

@@ -14,6 +14,9 @@ export interface Caller {
 
 export interface Target { kind: string; id: string; name?: string; labels: Record<string, string> }
 
+/** An object the request body refers to; `object` is undefined when the engine knows none. */
+export interface Reference { field: string; kind: string; name: string; object?: Target }
+
 export interface ContainerCreate {
   image: string;
   labels: Record<string, string>;
@@ -33,6 +36,7 @@ export declare class Request {
   body?: string;
   caller: Caller;
   target?: Target;
+  related: Reference[];
   query(name: string): string | undefined;
   header(name: string): string | undefined;
   jsonBody(): unknown;

@@ -62,9 +62,10 @@ export class Request {
     /** `{user, groups, auth, peer}`; `auth` is `none`, `peer-credentials`, `mutual-tls` or `token`. */
     this.caller = r.caller ?? { user: '', groups: [], auth: 'none', peer: '' };
     /** `{kind, id, name, labels: {key: value}}` for requests on an existing object. */
-    this.target = r.target
-      ? { ...r.target, labels: Object.fromEntries(r.target.labels.map((p) => [p.name, p.value])) }
-      : undefined;
+    const object = (t) => (t ? { ...t, labels: Object.fromEntries(t.labels.map((p) => [p.name, p.value])) } : undefined);
+    this.target = object(r.target);
+    /** `[{field, kind, name, object}]`: the other objects the body refers to (`object` undefined when none exists). */
+    this.related = (r.related ?? []).map((x) => ({ ...x, object: object(x.object) }));
   }
 
   /** The first value of query parameter `name`. */
@@ -255,7 +256,7 @@ export function exportPlugin(cls) {
 export function requestFromJson(text) {
   const d = JSON.parse(text);
   const pairs = (items) => (items ?? []).map((p) => (Array.isArray(p) ? { name: p[0], value: p[1] } : p));
-  const t = d.target;
+  const object = (t) => (t ? { ...t, labels: Object.entries(t.labels ?? {}).map(([name, value]) => ({ name, value })) } : undefined);
   return new Request({
     id: BigInt(d.id ?? 0),
     method: d.method,
@@ -267,7 +268,8 @@ export function requestFromJson(text) {
     headers: pairs(d.headers),
     body: d.body === undefined || d.body === null || typeof d.body === 'string' ? d.body ?? undefined : JSON.stringify(d.body),
     caller: { user: 'test', groups: [], auth: 'none', peer: 'test', ...(d.caller ?? {}) },
-    target: t ? { ...t, labels: Object.entries(t.labels ?? {}).map(([name, value]) => ({ name, value })) } : undefined,
+    target: object(d.target),
+    related: (d.related ?? []).map((x) => ({ ...x, object: object(x.object) })),
   });
 }
 

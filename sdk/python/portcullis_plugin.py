@@ -66,6 +66,17 @@ class Target:
 
 
 @dataclass
+class Reference:
+    """An object the request body refers to (a volume mounted, a network joined, ...):
+    ``field`` is where (``HostConfig.Binds[0]``), ``object`` is ``None`` when the engine
+    knows no such object."""
+    field: str = ""
+    kind: str = ""
+    name: str = ""
+    object: Optional[Target] = None
+
+
+@dataclass
 class ContainerCreate:
     """The fields of a ``container.create`` body policies usually need; ``raw`` has the rest.
 
@@ -93,6 +104,7 @@ class Request:
     body: Optional[str] = None
     caller: Caller = field(default_factory=Caller)
     target: Optional[Target] = None
+    related: List[Reference] = field(default_factory=list)
 
     def query(self, name: str) -> Optional[str]:
         """The first value of the query parameter ``name``."""
@@ -299,8 +311,11 @@ class log:
 _AUTH = {0: "none", 1: "peer-credentials", 2: "mutual-tls", 3: "token"}
 
 
+def _target(t: Any) -> Optional[Target]:
+    return None if t is None else Target(t.kind, t.id, t.name, {p.name: p.value for p in t.labels})
+
+
 def _request(r: Any) -> Request:
-    t = r.target
     return Request(
         method=r.method, path=r.path, endpoint=r.endpoint, id=r.id,
         api_version=r.api_version, object_id=r.object_id,
@@ -308,7 +323,8 @@ def _request(r: Any) -> Request:
         header_pairs=[(p.name, p.value) for p in r.headers],
         body=r.body,
         caller=Caller(r.caller.user, list(r.caller.groups), _AUTH.get(r.caller.auth.value, "none"), r.caller.peer),
-        target=None if t is None else Target(t.kind, t.id, t.name, {p.name: p.value for p in t.labels}),
+        target=_target(r.target),
+        related=[Reference(x.field, x.kind, x.name, _target(x.object)) for x in r.related],
     )
 
 

@@ -88,6 +88,7 @@ impl Canonical {
             body: body.as_ref().map(Value::to_string),
             caller: plugin_caller(caller),
             target: None,
+            related: Vec::new(),
         };
         Self {
             view,
@@ -99,6 +100,16 @@ impl Canonical {
     /// Sets the object the request acts on, as the engine reported it (see `target.rs`).
     pub fn set_target(&mut self, target: Option<types::Target>) {
         self.view.target = target;
+    }
+
+    /// Sets the other objects the body refers to (see `target.rs`).
+    pub fn set_related(&mut self, related: Vec<types::Reference>) {
+        self.view.related = related;
+    }
+
+    /// The canonical JSON body, if the request has one.
+    pub fn body(&self) -> Option<&Value> {
+        self.body.as_ref()
     }
 
     /// The query to forward.

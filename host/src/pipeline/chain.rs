@@ -222,8 +222,9 @@ impl Chain {
             .filter(move |p| p.hooks(hook, endpoint))
     }
 
-    /// Runs the request hooks; on success `req` holds the request to forward.
-    pub async fn on_request(
+    /// Runs the request hooks of mutating plugins in order, each on the previous one's result.
+    /// Then [`Chain::validate`] judges the result.
+    pub async fn mutate(
         &self,
         id: u64,
         req: &mut impl Patchable,
@@ -239,6 +240,18 @@ impl Chain {
                 return Err(denied(vec![denial]));
             }
         }
+        Ok(())
+    }
+
+    /// Runs the request hooks of every validating plugin on the final request; any denial
+    /// refuses it, and the error lists them all.
+    pub async fn validate(
+        &self,
+        id: u64,
+        req: &impl Patchable,
+        trace: &mut Trace,
+    ) -> Result<(), ChainError> {
+        let endpoint = req.view().endpoint.clone();
         let mut denials = Vec::new();
         for p in self.selected(&endpoint, Hooks::REQUEST) {
             if p.phase() != Phase::Validate {

@@ -282,19 +282,30 @@ impl Gateway {
                 Some(bytes) => Some(self.decode_json(endpoint.name, bytes)?),
                 None => None,
             };
-            // Request plugins judge an existing object by what the engine says it is now.
-            let target = if self.chain.wants_request(endpoint.name) {
+            // Request plugins judge an existing object, and the objects the body refers to,
+            // by what the engine says they are now.
+            let wants_request = self.chain.wants_request(endpoint.name);
+            let target = if wants_request {
                 target::resolve(&self.upstream, &route, &query).await?
             } else {
                 None
             };
             let mut c = Canonical::new(id, &parts.method, &route, query, parts.headers, json, caller);
             c.set_target(target);
+            if wants_request {
+                c.set_related(target::resolve_related(&self.upstream, &route, c.body(), &[]).await?);
+            }
             if wants_audit {
                 // Audit hooks shape the records of refused requests too (redaction).
                 draft.keep_view(c.view());
             }
-            self.chain.on_request(id, &mut c, draft.trace()).await?;
+            self.chain.mutate(id, &mut c, draft.trace()).await?;
+            if wants_request {
+                // Validating plugins judge the body mutating plugins left, references included.
+                let known = c.view().related.clone();
+                c.set_related(target::resolve_related(&self.upstream, &route, c.body(), &known).await?);
+            }
+            self.chain.validate(id, &c, draft.trace()).await?;
             buffered = c.body_bytes();
             if wants_audit {
                 draft.keep_view(c.view());

@@ -16,7 +16,12 @@
 //!   error: plugins that rely on the target would otherwise judge a request blind, so the
 //!   request fails closed with 502.
 //!
-//! The lookup is bounded in size ([`MAX_LOOKUP_BYTES`]) and time ([`LOOKUP_TIMEOUT`]).
+//! The same goes for the other objects a body refers to (`request.related`, see
+//! [`resolve_related`]): the volumes a container mounts, the networks it joins, the
+//! containers whose volumes or namespaces it shares, the secrets and configs of a service.
+//!
+//! Each lookup is bounded in size ([`MAX_LOOKUP_BYTES`]) and time ([`LOOKUP_TIMEOUT`]), and
+//! a request refers to at most [`MAX_REFERENCES`] objects.
 
 use std::time::Duration;
 
@@ -47,11 +52,18 @@ pub enum TargetError {
         reference: String,
         reason: String,
     },
+    /// The body refers to more objects than the gateway looks up for one request.
+    #[error("the request body refers to {count} objects (volumes, networks, containers, secrets, configs); at most {limit} are allowed")]
+    TooManyReferences { count: usize, limit: usize },
 }
 
 impl IntoDockerError for TargetError {
     fn to_docker_error(&self) -> DockerError {
-        DockerError::new(StatusCode::BAD_GATEWAY, format!("portcullis: {self}"))
+        let status = match self {
+            TargetError::Lookup { .. } => StatusCode::BAD_GATEWAY,
+            TargetError::TooManyReferences { .. } => StatusCode::BAD_REQUEST,
+        };
+        DockerError::new(status, format!("portcullis: {self}"))
     }
 }
 
@@ -149,22 +161,7 @@ pub async fn resolve(
     if reference.is_empty() {
         return Ok(None);
     }
-    let lookup = |kind: Kind, reference: String| async move {
-        let fail = |reason: String| TargetError::Lookup {
-            kind: kind.name(),
-            reference: reference.clone(),
-            reason,
-        };
-        let path = Route {
-            path: kind.inspect_path(&reference),
-            ..route.clone()
-        }
-        .upstream_path();
-        tokio::time::timeout(LOOKUP_TIMEOUT, inspect(upstream, &path))
-            .await
-            .map_err(|_| fail(format!("no answer within {LOOKUP_TIMEOUT:?}")))?
-            .map_err(fail)
-    };
+    let lookup = |kind, reference| lookup(upstream, route, kind, reference);
     let (kind, doc) = match kind {
         Kind::Exec => {
             let Some(exec) = lookup(Kind::Exec, reference).await? else {
@@ -182,6 +179,181 @@ pub async fn resolve(
         kind => (kind, lookup(kind, reference).await?),
     };
     Ok(doc.map(|doc| describe(kind, &doc)))
+}
+
+/// Asks the engine for its inspect document of the `kind` object `reference`, with the API
+/// version of `route`: `Ok(None)` when it knows no such object.
+async fn lookup(upstream: &Upstream, route: &Route, kind: Kind, reference: String) -> Result<Option<Value>, TargetError> {
+    let fail = |reason: String| TargetError::Lookup {
+        kind: kind.name(),
+        reference: reference.clone(),
+        reason,
+    };
+    let path = Route {
+        path: kind.inspect_path(&reference),
+        ..route.clone()
+    }
+    .upstream_path();
+    tokio::time::timeout(LOOKUP_TIMEOUT, inspect(upstream, &path))
+        .await
+        .map_err(|_| fail(format!("no answer within {LOOKUP_TIMEOUT:?}")))?
+        .map_err(fail)
+}
+
+/// Most references one request body may carry: each is an engine lookup before forwarding.
+pub const MAX_REFERENCES: usize = 64;
+
+/// Networks that are modes of the engine rather than objects anyone owns: named in
+/// `NetworkMode` or `EndpointsConfig`, they are not looked up. (Referred to by id, they are,
+/// and plugins see their names.)
+const PREDEFINED_NETWORKS: [&str; 4] = ["default", "bridge", "host", "none"];
+
+/// A reference to another object found in a request body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Mention {
+    field: String,
+    kind: Kind,
+    name: String,
+}
+
+/// The objects the canonical `body` of an `endpoint` request refers to, in body order, the
+/// way dockerd reads each field. The body has Go's field names already (`canonical.rs`).
+fn mentions(endpoint: &str, body: &Value) -> Vec<Mention> {
+    let mut out = Vec::new();
+    let mut add = |field: String, kind: Kind, name: &str| {
+        if !name.is_empty() && !(kind == Kind::Network && PREDEFINED_NETWORKS.contains(&name)) {
+            out.push(Mention {
+                field,
+                kind,
+                name: name.to_owned(),
+            });
+        }
+    };
+    let list = |v: &Value, ptr: &str| -> Vec<(usize, Value)> {
+        v.pointer(ptr)
+            .and_then(Value::as_array)
+            .map(|a| a.iter().cloned().enumerate().collect())
+            .unwrap_or_default()
+    };
+    let text = |v: &Value, ptr: &str| v.pointer(ptr).and_then(Value::as_str).map(str::to_owned);
+    // `container:<ref>` in a namespace mode joins that container's namespace.
+    let joined = |mode: &str| mode.strip_prefix("container:").map(str::to_owned);
+    match endpoint {
+        "container.create" => {
+            for (i, b) in list(body, "/HostConfig/Binds") {
+                // `source:destination[:options]`; a source that is not an absolute path is a
+                // volume name (dockerd's linux mount parser). A lone destination is anonymous.
+                let parts: Vec<&str> = b.as_str().unwrap_or_default().split(':').collect();
+                if parts.len() >= 2 && !parts[0].starts_with('/') {
+                    add(format!("HostConfig.Binds[{i}]"), Kind::Volume, parts[0]);
+                }
+            }
+            for (i, m) in list(body, "/HostConfig/Mounts") {
+                if text(&m, "/Type").as_deref() == Some("volume") {
+                    add(format!("HostConfig.Mounts[{i}].Source"), Kind::Volume, &text(&m, "/Source").unwrap_or_default());
+                }
+            }
+            for (i, v) in list(body, "/HostConfig/VolumesFrom") {
+                // `container[:ro|:rw]`
+                let spec = v.as_str().unwrap_or_default();
+                add(format!("HostConfig.VolumesFrom[{i}]"), Kind::Container, spec.split(':').next().unwrap_or_default());
+            }
+            for (i, l) in list(body, "/HostConfig/Links") {
+                // `name:alias`, the name possibly with a leading slash.
+                let name = l.as_str().unwrap_or_default().split(':').next().unwrap_or_default();
+                add(format!("HostConfig.Links[{i}]"), Kind::Container, name.trim_start_matches('/'));
+            }
+            if let Some(mode) = text(body, "/HostConfig/NetworkMode") {
+                match joined(&mode) {
+                    Some(c) => add("HostConfig.NetworkMode".into(), Kind::Container, &c),
+                    None => add("HostConfig.NetworkMode".into(), Kind::Network, &mode),
+                }
+            }
+            for field in ["PidMode", "IpcMode"] {
+                if let Some(c) = text(body, &format!("/HostConfig/{field}")).as_deref().and_then(joined) {
+                    add(format!("HostConfig.{field}"), Kind::Container, &c);
+                }
+            }
+            if let Some(networks) = body.pointer("/NetworkingConfig/EndpointsConfig").and_then(Value::as_object) {
+                for name in networks.keys() {
+                    add("NetworkingConfig.EndpointsConfig".into(), Kind::Network, name);
+                }
+            }
+        }
+        "network.connect" | "network.disconnect" => {
+            if let Some(c) = text(body, "/Container") {
+                add("Container".into(), Kind::Container, &c);
+            }
+        }
+        "service.create" | "service.update" => {
+            for at in ["/TaskTemplate/Networks", "/Networks"] {
+                for (i, n) in list(body, at) {
+                    let field = format!("{}[{i}].Target", at[1..].replace('/', "."));
+                    add(field, Kind::Network, &text(&n, "/Target").unwrap_or_default());
+                }
+            }
+            let spec = "/TaskTemplate/ContainerSpec";
+            for (i, m) in list(body, &format!("{spec}/Mounts")) {
+                if text(&m, "/Type").as_deref() == Some("volume") {
+                    let field = format!("TaskTemplate.ContainerSpec.Mounts[{i}].Source");
+                    add(field, Kind::Volume, &text(&m, "/Source").unwrap_or_default());
+                }
+            }
+            for (array, id, kind) in [("Secrets", "/SecretID", Kind::Secret), ("Configs", "/ConfigID", Kind::Config)] {
+                for (i, r) in list(body, &format!("{spec}/{array}")) {
+                    let field = format!("TaskTemplate.ContainerSpec.{array}[{i}]{}", id.replace('/', "."));
+                    add(field, kind, &text(&r, id).unwrap_or_default());
+                }
+            }
+        }
+        _ => {}
+    }
+    out
+}
+
+/// Looks up every object the body of the request refers to (see [`mentions`]), each once.
+/// Objects in `known` (the answer for the same request before mutating plugins changed its
+/// body) are not asked again.
+pub async fn resolve_related(
+    upstream: &Upstream,
+    route: &Route,
+    body: Option<&Value>,
+    known: &[types::Reference],
+) -> Result<Vec<types::Reference>, TargetError> {
+    let Some(body) = body else {
+        return Ok(Vec::new());
+    };
+    let found = mentions(route.endpoint.name, body);
+    if found.len() > MAX_REFERENCES {
+        return Err(TargetError::TooManyReferences {
+            count: found.len(),
+            limit: MAX_REFERENCES,
+        });
+    }
+    let mut known: Vec<(Kind, String, Option<types::Target>)> = known
+        .iter()
+        .filter_map(|r| Some((Kind::of(&r.kind)?, r.name.clone(), r.object.clone())))
+        .collect();
+    let mut out = Vec::with_capacity(found.len());
+    for m in found {
+        let object = match known.iter().find(|(k, n, _)| *k == m.kind && *n == m.name) {
+            Some((_, _, object)) => object.clone(),
+            None => {
+                let object = lookup(upstream, route, m.kind, m.name.clone())
+                    .await?
+                    .map(|doc| describe(m.kind, &doc));
+                known.push((m.kind, m.name.clone(), object.clone()));
+                object
+            }
+        };
+        out.push(types::Reference {
+            field: m.field,
+            kind: m.kind.name().to_owned(),
+            name: m.name,
+            object,
+        });
+    }
+    Ok(out)
 }
 
 /// GETs `path` from the engine: `Ok(None)` on an error status, the JSON on 200.
@@ -283,6 +455,61 @@ mod tests {
             None
         );
         assert_eq!(reference(&route(Method::GET, "/_ping"), &[]), None);
+    }
+
+    #[test]
+    fn body_references_are_found_as_dockerd_reads_them() {
+        let body = json!({
+            "Image": "x",
+            "HostConfig": {
+                "Binds": ["/srv:/srv", "data:/data:ro", "/anon", "cache:/c"],
+                "Mounts": [{"Type": "volume", "Source": "logs"}, {"Type": "bind", "Source": "/etc"}, {"Type": "volume"}],
+                "VolumesFrom": ["web:ro"],
+                "Links": ["/db:database"],
+                "NetworkMode": "container:abc",
+                "PidMode": "container:def",
+                "IpcMode": "shareable",
+            },
+            "NetworkingConfig": {"EndpointsConfig": {"bridge": {}, "backend": {}}},
+        });
+        let found: Vec<(String, Kind, String)> = mentions("container.create", &body)
+            .into_iter()
+            .map(|m| (m.field, m.kind, m.name))
+            .collect();
+        let want = [
+            ("HostConfig.Binds[1]", Kind::Volume, "data"),
+            ("HostConfig.Binds[3]", Kind::Volume, "cache"),
+            ("HostConfig.Mounts[0].Source", Kind::Volume, "logs"),
+            ("HostConfig.VolumesFrom[0]", Kind::Container, "web"),
+            ("HostConfig.Links[0]", Kind::Container, "db"),
+            ("HostConfig.NetworkMode", Kind::Container, "abc"),
+            ("HostConfig.PidMode", Kind::Container, "def"),
+            ("NetworkingConfig.EndpointsConfig", Kind::Network, "backend"),
+        ];
+        let want: Vec<(String, Kind, String)> = want.iter().map(|(f, k, n)| (f.to_string(), *k, n.to_string())).collect();
+        assert_eq!(found, want);
+
+        let plain = json!({"HostConfig": {"NetworkMode": "bridge", "Binds": null}, "NetworkingConfig": {"EndpointsConfig": {"default": {}}}});
+        assert!(mentions("container.create", &plain).is_empty());
+        let named = json!({"HostConfig": {"NetworkMode": "backend"}});
+        assert_eq!(mentions("container.create", &named)[0].kind, Kind::Network);
+
+        let service = json!({"TaskTemplate": {
+            "ContainerSpec": {"Mounts": [{"Type": "volume", "Source": "v"}], "Secrets": [{"SecretID": "s1"}], "Configs": [{"ConfigID": "c1"}]},
+            "Networks": [{"Target": "front"}]}});
+        let fields: Vec<String> = mentions("service.update", &service).into_iter().map(|m| m.field).collect();
+        assert_eq!(
+            fields,
+            [
+                "TaskTemplate.Networks[0].Target",
+                "TaskTemplate.ContainerSpec.Mounts[0].Source",
+                "TaskTemplate.ContainerSpec.Secrets[0].SecretID",
+                "TaskTemplate.ContainerSpec.Configs[0].ConfigID",
+            ]
+        );
+        let connect = json!({"Container": "web"});
+        assert_eq!(mentions("network.connect", &connect)[0].kind, Kind::Container);
+        assert!(mentions("container.start", &connect).is_empty());
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub struct RequestFile {
     pub body: Option<Value>,
     pub caller: CallerFile,
     pub target: Option<TargetFile>,
+    /// The other objects the body refers to (the contract's `related`).
+    pub related: Vec<ReferenceFile>,
 }
 
 /// A name and a value, written `["name", "value"]` or `{"name": .., "value": ..}`.
@@ -88,6 +90,32 @@ pub struct TargetFile {
     pub labels: std::collections::BTreeMap<String, String>,
 }
 
+/// One entry of a [`RequestFile`]'s `related`: `object` absent when the engine knows no
+/// such object.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReferenceFile {
+    pub field: String,
+    pub kind: String,
+    pub name: String,
+    pub object: Option<TargetFile>,
+}
+
+impl TargetFile {
+    fn into_target(self) -> types::Target {
+        types::Target {
+            kind: self.kind,
+            id: self.id,
+            name: self.name,
+            labels: self
+                .labels
+                .into_iter()
+                .map(|(name, value)| types::Pair { name, value })
+                .collect(),
+        }
+    }
+}
+
 /// A response as written for a test.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -146,16 +174,17 @@ impl RequestFile {
                 auth,
                 peer: self.caller.peer,
             },
-            target: self.target.map(|t| types::Target {
-                kind: t.kind,
-                id: t.id,
-                name: t.name,
-                labels: t
-                    .labels
-                    .into_iter()
-                    .map(|(name, value)| types::Pair { name, value })
-                    .collect(),
-            }),
+            target: self.target.map(TargetFile::into_target),
+            related: self
+                .related
+                .into_iter()
+                .map(|r| types::Reference {
+                    field: r.field,
+                    kind: r.kind,
+                    name: r.name,
+                    object: r.object.map(TargetFile::into_target),
+                })
+                .collect(),
         })
     }
 }

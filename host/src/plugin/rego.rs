@@ -3,7 +3,7 @@
 //! The input document is the one opa-docker-authz builds (`Method`, `Path`, `PathPlain`,
 //! `PathArr`, `Query`, `Headers`, `Body`, `User`, `AuthMethod`, `BindMounts`), so its users'
 //! policies run unchanged, plus portcullis's richer fields (`Endpoint`, `ObjectId`,
-//! `ApiVersion`, `Caller`, `Target`). The values are the canonical request — the path as
+//! `ApiVersion`, `Caller`, `Target`, `Related`). The values are the canonical request — the path as
 //! dockerd's router reads it, the body with Go's field names — so a policy cannot be fooled
 //! by spelling. The decision is the configured query (default `data.docker.authz.allow`):
 //! `true` allows; `false` or undefined denies; an object `{"allow": bool, "message": str}`
@@ -181,14 +181,19 @@ pub fn input(req: &types::Request) -> Json {
         types::AuthMethod::MutualTls => "mutual-tls",
         types::AuthMethod::Token => "token",
     };
-    let target = req.target.as_ref().map(|t| {
+    let object = |t: &types::Target| {
         json!({
             "Kind": t.kind,
             "Id": t.id,
             "Name": t.name,
             "Labels": t.labels.iter().map(|l| (l.name.clone(), Json::String(l.value.clone()))).collect::<Map<_, _>>(),
         })
-    });
+    };
+    let related: Vec<Json> = req
+        .related
+        .iter()
+        .map(|r| json!({"Field": r.field, "Kind": r.kind, "Name": r.name, "Object": r.object.as_ref().map(object)}))
+        .collect();
     json!({
         "Method": req.method,
         "Path": path,
@@ -209,7 +214,8 @@ pub fn input(req: &types::Request) -> Json {
             "Auth": auth,
             "Peer": req.caller.peer,
         },
-        "Target": target,
+        "Target": req.target.as_ref().map(object),
+        "Related": related,
     })
 }
 
@@ -329,6 +335,7 @@ mod tests {
                 peer: "unix(uid=1000)".into(),
             },
             target: None,
+            related: Vec::new(),
         }
     }
 

@@ -10,6 +10,12 @@
 //!   is read from `request.target`, which the gateway fills from the engine just before
 //!   forwarding, so a reference by full id, unique prefix or name is judged by the object the
 //!   engine will act on. An exec is judged by its container.
+//! - **References** (request): the objects a body refers to (`request.related`: volumes a
+//!   container mounts, networks it joins, containers whose volumes or namespaces it shares,
+//!   containers connected to a network, secrets and configs of a service) must be the
+//!   caller's own too, or shared networks (`shared_networks`: `bridge`, `host`, `none`). A
+//!   named volume that does not exist yet is refused unless `implicit_volumes = true`: the
+//!   engine would create it without an owner label.
 //! - **Filter**: list, prune and event requests get the owner label added to their `filters`
 //!   query parameter, so the engine itself returns (or prunes, or streams) only the caller's
 //!   objects; `/system/df`, which cannot be filtered by query, is filtered in the response.
@@ -49,6 +55,12 @@ pub struct Config {
     pub shared_images: bool,
     /// Access to objects without an owner label.
     pub unowned: Unowned,
+    /// Networks everyone may join and connect to, by name (the engine's predefined ones).
+    pub shared_networks: Vec<String>,
+    /// Let a container mount a named volume that does not exist yet. The engine then creates
+    /// it without an owner label, so only administrators can remove it later; by default such
+    /// a create is refused with a hint to `docker volume create` the volume first.
+    pub implicit_volumes: bool,
 }
 
 impl Default for Config {
@@ -59,6 +71,8 @@ impl Default for Config {
             admin_users: Vec::new(),
             shared_images: true,
             unowned: Unowned::Deny,
+            shared_networks: vec!["bridge".into(), "host".into(), "none".into()],
+            implicit_volumes: false,
         }
     }
 }
@@ -106,6 +120,9 @@ impl Plugin for Tenancy {
             return self.stamp(req).unwrap_or(Verdict::Allow);
         }
         if let Some(verdict) = self.guard(req) {
+            return verdict;
+        }
+        if let Some(verdict) = self.check_related(req) {
             return verdict;
         }
         if let Some(verdict) = self.stamp(req) {
@@ -166,10 +183,17 @@ impl Tenancy {
         }
     }
 
+    fn shared_network(&self, t: &Target) -> bool {
+        t.kind == "network"
+            && t.name
+                .as_ref()
+                .is_some_and(|n| self.config.shared_networks.contains(n))
+    }
+
     /// Owner-only access to an existing object.
     fn guard(&self, req: &Request) -> Option<Verdict> {
         let target = req.target.as_ref()?;
-        if !self.isolated(&target.kind) {
+        if !self.isolated(&target.kind) || self.shared_network(target) {
             return None;
         }
         let name = target.name.as_deref().unwrap_or(&target.id);
@@ -191,6 +215,49 @@ impl Tenancy {
                 }
             }
         }
+    }
+
+    /// Owner-only use of the objects a body refers to: another user's volume mounted, network
+    /// joined, container whose volumes or namespaces are shared, secret or config given to a
+    /// service. Every offending field is named at once.
+    fn check_related(&self, req: &Request) -> Option<Verdict> {
+        let user = req.caller.user.as_str();
+        let problems: Vec<String> = req
+            .related
+            .iter()
+            .filter_map(|r| {
+                let (field, kind, name) = (&r.field, &r.kind, &r.name);
+                let Some(object) = &r.object else {
+                    if kind == "volume" && self.config.implicit_volumes {
+                        return None;
+                    }
+                    let hint = if kind == "volume" {
+                        format!(" (the engine would create it without an owner; create it first: docker volume create {name})")
+                    } else {
+                        String::new()
+                    };
+                    return Some(format!("{field}: no {kind} {name:?} exists{hint}"));
+                };
+                if !self.isolated(&object.kind) || self.shared_network(object) {
+                    return None;
+                }
+                match object.label(&self.config.owner_label) {
+                    Some(owner) if owner == user => None,
+                    Some(_) => Some(format!("{field}: {kind} {name:?} belongs to another user")),
+                    None if self.config.unowned == Unowned::Allow => None,
+                    None => Some(format!(
+                        "{field}: {kind} {name:?} has no owner label ({}); only administrators may use it",
+                        self.config.owner_label
+                    )),
+                }
+            })
+            .collect();
+        (!problems.is_empty()).then(|| {
+            Verdict::deny(format!(
+                "[owner] {user} may use only its own objects: {}",
+                problems.join("; ")
+            ))
+        })
     }
 
     /// The owner label patch for create (and spec update) requests.
@@ -314,7 +381,7 @@ export_plugin!(Tenancy);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use portcullis_plugin::{Pair, Target};
+    use portcullis_plugin::{Pair, Reference, Target};
 
     fn as_user(mut req: Request, user: &str) -> Request {
         req.caller.user = user.into();
@@ -388,6 +455,72 @@ mod tests {
         ));
         req.target = None;
         assert_eq!(p.on_request(&as_user(req, "bob")), Verdict::Allow);
+    }
+
+    fn reference(field: &str, kind: &str, name: &str, owner: Option<Option<&str>>) -> Reference {
+        Reference {
+            field: field.into(),
+            kind: kind.into(),
+            name: name.into(),
+            object: owner.map(|o| Target {
+                kind: kind.into(),
+                id: format!("{name}-id"),
+                name: Some(name.into()),
+                labels: o
+                    .map(|o| vec![Pair::new("io.portcullis.owner", o)])
+                    .unwrap_or_default(),
+            }),
+        }
+    }
+
+    #[test]
+    fn references_must_be_the_callers_own() {
+        let p = Tenancy::new(json!({"admin_users": ["root"]})).unwrap();
+        let create = |related: Vec<Reference>| {
+            let mut req = Request::new("POST", "/containers/create", "container.create")
+                .with_json_body(&json!({"Image": "x"}));
+            req.related = related;
+            req
+        };
+        let own = create(vec![
+            reference("HostConfig.Binds[0]", "volume", "data", Some(Some("alice"))),
+            reference("NetworkingConfig.EndpointsConfig", "network", "bridge", Some(None)),
+        ]);
+        assert!(matches!(p.on_request(&as_user(own, "alice")), Verdict::Patch(_)));
+
+        let theirs = create(vec![
+            reference("HostConfig.Binds[0]", "volume", "data", Some(Some("bob"))),
+            reference("HostConfig.VolumesFrom[0]", "container", "web", Some(None)),
+            reference("HostConfig.Mounts[0].Source", "volume", "new", None),
+        ]);
+        let Verdict::Deny(d) = p.on_request(&as_user(theirs.clone(), "alice")) else {
+            panic!()
+        };
+        assert!(d.message.contains(r#"HostConfig.Binds[0]: volume "data" belongs to another user"#), "{}", d.message);
+        assert!(d.message.contains(r#"HostConfig.VolumesFrom[0]: container "web" has no owner label"#), "{}", d.message);
+        assert!(d.message.contains(r#"HostConfig.Mounts[0].Source: no volume "new" exists"#), "{}", d.message);
+        // Administrators use anything.
+        assert!(matches!(p.on_request(&as_user(theirs, "root")), Verdict::Patch(_)));
+
+        let lenient = Tenancy::new(json!({"implicit_volumes": true})).unwrap();
+        let missing = create(vec![reference("HostConfig.Binds[0]", "volume", "new", None)]);
+        assert!(matches!(lenient.on_request(&as_user(missing, "alice")), Verdict::Patch(_)));
+    }
+
+    #[test]
+    fn shared_networks_are_everyones() {
+        let p = Tenancy::new(Value::Null).unwrap();
+        let mut req = Request::new("POST", "/networks/bridge/connect", "network.connect")
+            .with_json_body(&json!({"Container": "web"}));
+        req.target = Some(Target {
+            kind: "network".into(),
+            id: "n1".into(),
+            name: Some("bridge".into()),
+            labels: vec![],
+        });
+        req.related = vec![reference("Container", "container", "web", Some(Some("alice")))];
+        assert_eq!(p.on_request(&as_user(req.clone(), "alice")), Verdict::Allow);
+        assert!(matches!(p.on_request(&as_user(req, "bob")), Verdict::Deny(_)));
     }
 
     #[test]

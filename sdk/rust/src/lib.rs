@@ -55,7 +55,8 @@
 //! # Layout
 //!
 //! - [`Plugin`] and [`export_plugin!`]: what a plugin implements and how it is exported.
-//! - [`Request`], [`Response`], [`Caller`], [`Target`]: what the gateway hands a plugin.
+//! - [`Request`], [`Response`], [`Caller`], [`Target`], [`Reference`]: what the gateway hands
+//!   a plugin.
 //! - [`docker`]: typed, tolerant views of the request bodies policies care about
 //!   ([`Request::container_create`], [`Request::exec_create`], [`Request::service_spec`]).
 //! - [`Verdict`] and [`Patch`]: what a plugin answers (allow, deny, or a JSON Patch plus
@@ -81,7 +82,7 @@ pub mod testing;
 #[doc(hidden)]
 pub mod __private;
 
-pub use message::{AuthMethod, Caller, Pair, Request, Response, Target};
+pub use message::{AuthMethod, Caller, Pair, Reference, Request, Response, Target};
 pub use verdict::{json_pointer, Denial, Edit, Patch, Verdict};
 
 /// The hooks a plugin implements, as reported by `describe`: [`Hooks::REQUEST`],
@@ -111,7 +112,7 @@ pub mod prelude {
     pub use serde_json::{json, Value};
 
     pub use crate::{
-        export_plugin, json_pointer, Caller, Hooks, Patch, Plugin, Request, Response, Target,
+        export_plugin, json_pointer, Caller, Hooks, Patch, Plugin, Reference, Request, Response, Target,
         Verdict,
     };
 }

@@ -89,6 +89,22 @@ impl Target {
     }
 }
 
+/// An object the request's body refers to besides its target (a volume it mounts, a network
+/// it joins, a container whose volumes or namespaces it shares, a secret or config a service
+/// uses), as the engine reported it just before the request is forwarded.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Reference {
+    /// Where in the body the reference is, e.g. `HostConfig.Binds[0]`.
+    pub field: String,
+    /// The kind of object: `volume`, `network`, `container`, `secret` or `config`.
+    pub kind: String,
+    /// The reference as the body gives it: a name, a full id or an id prefix.
+    pub name: String,
+    /// The object; none when the engine knows no such object (a volume it would create).
+    pub object: Option<Target>,
+}
+
 /// A request exactly as the engine will act on it.
 ///
 /// The fields are the WIT `request` record's. Lookups ([`Request::header`],
@@ -119,6 +135,8 @@ pub struct Request {
     pub caller: Caller,
     /// The object acted on, for requests on an existing object.
     pub target: Option<Target>,
+    /// The other objects the body refers to, in body order.
+    pub related: Vec<Reference>,
 }
 
 impl Request {
@@ -277,12 +295,28 @@ impl From<wit::Request> for Request {
                 auth: r.caller.auth.into(),
                 peer: r.caller.peer,
             },
-            target: r.target.map(|t| Target {
-                kind: t.kind,
-                id: t.id,
-                name: t.name,
-                labels: pairs(t.labels),
-            }),
+            target: r.target.map(Target::from),
+            related: r
+                .related
+                .into_iter()
+                .map(|r| Reference {
+                    field: r.field,
+                    kind: r.kind,
+                    name: r.name,
+                    object: r.object.map(Target::from),
+                })
+                .collect(),
+        }
+    }
+}
+
+impl From<wit::Target> for Target {
+    fn from(t: wit::Target) -> Self {
+        Target {
+            kind: t.kind,
+            id: t.id,
+            name: t.name,
+            labels: pairs(t.labels),
         }
     }
 }
