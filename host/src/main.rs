@@ -166,7 +166,8 @@ enum ExportFormat {
 enum PluginCommand {
     /// Run one plugin on a request (and optionally a response) and print its verdict as JSON.
     Test {
-        /// The plugin component (.wasm), or a Rego policy (.rego file or directory).
+        /// The plugin component (.wasm), a Rego policy (.rego file or directory), or an OPA
+        /// policy compiled to wasm (the policy.wasm core module of an `opa build -t wasm` bundle).
         plugin: PathBuf,
         /// The request, as JSON (see the README for the format).
         #[arg(long)]
@@ -180,7 +181,8 @@ enum PluginCommand {
     },
     /// Measure a plugin: instantiation alone and a whole request-hook call, p50/p99 in µs.
     Bench {
-        /// The plugin component (.wasm), or a Rego policy (.rego file or directory).
+        /// The plugin component (.wasm), a Rego policy (.rego file or directory), or an OPA
+        /// policy compiled to wasm (the policy.wasm core module of an `opa build -t wasm` bundle).
         plugin: PathBuf,
         /// The request, as JSON.
         #[arg(long)]

@@ -86,6 +86,46 @@ fn check_runs_init_so_a_bad_plugin_config_stops_start_up() {
     assert_eq!(cached, 1);
 }
 
+/// `kind = "opa-wasm"`: a module that does not implement OPA's wasm ABI is refused by `check`
+/// with the file named; the policy module is written by hand in WAT
+/// (`tests/fixtures/opa/authz.wat`) because `opa build` cannot be installed here.
+#[test]
+fn check_refuses_a_module_that_is_no_opa_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/opa/authz.wat");
+    let policy = dir.path().join("policy.wasm");
+    std::fs::write(&policy, wat::parse_file(&fixture).unwrap()).unwrap();
+    let not_opa = dir.path().join("not-opa.wasm");
+    std::fs::write(&not_opa, wat::parse_str("(module (memory (export \"memory\") 1))").unwrap()).unwrap();
+    let config = |plugin: &Path| {
+        let cfg = dir.path().join("opa.toml");
+        std::fs::write(
+            &cfg,
+            format!("[[plugins]]\nname = \"authz\"\nkind = \"opa-wasm\"\npath = \"{}\"\n", plugin.display()),
+        )
+        .unwrap();
+        cfg
+    };
+    let out = portcullis(&["check", "--config", config(&not_opa).to_str().unwrap()]);
+    assert!(!out.status.success(), "a module without OPA's ABI passed check");
+    let t = text(&out);
+    assert!(t.contains("plugin authz: ") && t.contains("not-opa.wasm is not a usable OPA wasm policy"), "{t}");
+    let out = portcullis(&["check", "--config", config(&policy).to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    // `plugin test` recognises the core module as an OPA policy.
+    let req = dir.path().join("req.json");
+    std::fs::write(
+        &req,
+        r#"{"method": "POST", "path": "/v1.41/containers/create", "body": {"Image": "x", "HostConfig": {"Privileged": true}}}"#,
+    )
+    .unwrap();
+    let out = portcullis(&["plugin", "test", policy.to_str().unwrap(), "--request", req.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["verdict"], "deny", "{v}");
+}
+
 #[test]
 fn plugin_test_prints_the_verdict() {
     let dir = tempfile::tempdir().unwrap();

@@ -303,10 +303,10 @@ impl Config {
                     ));
                 }
             }
-            if p.query.is_some() && p.kind != Kind::Rego {
+            if p.query.is_some() && p.kind == Kind::Wasm {
                 return Err(invalid(
                     "plugins.query",
-                    &format!("plugin {}: `query` is only for kind = \"rego\"", p.name),
+                    &format!("plugin {}: `query` is only for kind = \"rego\" or \"opa-wasm\"", p.name),
                 ));
             }
             if p.timeout.is_zero() {

@@ -37,6 +37,11 @@ pub enum Kind {
     Wasm,
     /// Rego policies (a `.rego` file or a directory of them), evaluated natively.
     Rego,
+    /// An OPA policy compiled to WebAssembly by `opa build -t wasm` (the `policy.wasm` core
+    /// module from the bundle), run in the plugin sandbox through the `opa-wasm` crate with the
+    /// same input document and decision rules as `rego`.
+    #[serde(rename = "opa-wasm")]
+    OpaWasm,
 }
 
 /// Capabilities a plugin gets beyond the bare sandbox. Everything is off by default.
@@ -61,14 +66,16 @@ pub struct Grants {
 pub struct PluginConfig {
     /// Unique name, used in denial messages and logs.
     pub name: String,
-    /// `wasm` (default) or `rego`.
+    /// `wasm` (default), `rego` or `opa-wasm`.
     #[serde(default)]
     pub kind: Kind,
-    /// The component file (`wasm`), or a `.rego` file or directory (`rego`); a relative
-    /// path is relative to the config file's directory.
+    /// The component file (`wasm`), a `.rego` file or directory (`rego`), or the compiled
+    /// `policy.wasm` (`opa-wasm`); a relative path is relative to the config file's directory.
     pub path: PathBuf,
-    /// `rego` only: the rule that decides (default `data.docker.authz.allow`): `true`
-    /// allows, `false` or undefined denies, `{"allow": false, "message": "..."}` says why.
+    /// `rego` and `opa-wasm` only: the rule that decides (default `data.docker.authz.allow`;
+    /// for `opa-wasm` the entrypoint given to `opa build -e`, default `docker/authz/allow`,
+    /// where the `data.docker.authz.allow` spelling is accepted too): `true` allows, `false`
+    /// or undefined denies, `{"allow": false, "message": "..."}` says why.
     #[serde(default)]
     pub query: Option<String>,
     /// `mutate` or `validate` (default).

@@ -9,6 +9,7 @@
 mod bindings;
 mod cache;
 pub mod offline;
+mod opa;
 pub mod rego;
 mod sandbox;
 pub mod scaffold;
@@ -60,6 +61,12 @@ pub enum LoadError {
     },
     #[error("plugin {name}: {path} cannot be linked: {reason}")]
     Link {
+        name: String,
+        path: String,
+        reason: String,
+    },
+    #[error("plugin {name}: {path} is not a usable OPA wasm policy: {reason}")]
+    NotOpaPolicy {
         name: String,
         path: String,
         reason: String,
@@ -191,6 +198,7 @@ impl Runtime {
             let plugin = match p.kind {
                 crate::config::Kind::Wasm => self.load(p, &config.plugin_path(p)).await?,
                 crate::config::Kind::Rego => self.load_rego(p, &config.plugin_path(p))?,
+                crate::config::Kind::OpaWasm => self.load_opa(p, &config.plugin_path(p)).await?,
             };
             plugin.check_config().await?;
             out.push(Arc::new(plugin));
@@ -282,6 +290,69 @@ impl Runtime {
     }
 }
 
+impl Runtime {
+    /// Loads an OPA policy compiled to wasm (`kind = "opa-wasm"`) as a validating request
+    /// plugin, and instantiates it once in the sandbox, so that a file that is no OPA policy,
+    /// lacks the entrypoint or calls a builtin the gateway refuses stops start-up (and
+    /// `portcullis check`) with the file named.
+    pub async fn load_opa(self: &Arc<Self>, cfg: &PluginConfig, path: &Path) -> Result<Plugin, LoadError> {
+        let shown = path.display().to_string();
+        let plugin_error = |e: opa::Error| match e {
+            opa::Error::NotOpa(reason) => LoadError::NotOpaPolicy {
+                name: cfg.name.clone(),
+                path: shown.clone(),
+                reason,
+            },
+            opa::Error::NoEntrypoint { .. } => LoadError::Config {
+                name: cfg.name.clone(),
+                reason: format!("{shown}: {e}"),
+            },
+            opa::Error::Eval(e) => LoadError::NotOpaPolicy {
+                name: cfg.name.clone(),
+                path: shown.clone(),
+                reason: format!("{e:#}"),
+            },
+        };
+        let policy = opa::compile(&self.engine, cfg, path).await.map_err(plugin_error)?;
+        let plugin = Plugin {
+            cfg: cfg.clone(),
+            info: types::Info {
+                name: cfg.name.clone(),
+                version: "opa-wasm".into(),
+                hooks: types::Hooks::REQUEST,
+            },
+            config_json: String::new(),
+            endpoints: glob_set(&cfg.endpoints, &cfg.name, "endpoints")?,
+            response_endpoints: response_globs(cfg)?,
+            backend: Backend::Opa(Box::new(policy)),
+            runtime: self.clone(),
+            warm: None,
+        };
+        if let Backend::Opa(policy) = &plugin.backend {
+            let _ticking = self.ticker.ticking();
+            let probe = |store: &Store<State>, e: opa::Error| match e {
+                opa::Error::Eval(e) => match plugin.opa_failure(store, &e) {
+                    PluginFailure::Trap(reason) => plugin_error(opa::Error::NotOpa(reason)),
+                    failure => LoadError::Probe {
+                        name: cfg.name.clone(),
+                        failure,
+                    },
+                },
+                e => plugin_error(e),
+            };
+            let mut store = plugin.new_store(0);
+            if let Err(e) = policy.check_builtins(&mut store).await {
+                return Err(probe(&store, e));
+            }
+            let mut store = plugin.new_store(0);
+            if let Err(e) = policy.run(&mut store, None).await {
+                return Err(probe(&store, e));
+            }
+        }
+        Ok(plugin)
+    }
+}
+
 /// The endpoint-name globs of a plugin's `key` (`endpoints`, `response_endpoints`).
 fn glob_set(patterns: &[String], plugin: &str, key: &str) -> Result<GlobSet, LoadError> {
     let config_error = |e: globset::Error| LoadError::Config {
@@ -349,6 +420,8 @@ enum Backend {
     Wasm(PluginPre<State>),
     /// A Rego policy, evaluated in-process.
     Rego(Box<rego::Policy>),
+    /// An OPA policy compiled to wasm, instantiated fresh per call.
+    Opa(Box<opa::Policy>),
 }
 
 /// Which hook to call.
@@ -440,6 +513,7 @@ impl Plugin {
         let pre = match &self.backend {
             Backend::Wasm(pre) => pre,
             Backend::Rego(policy) => return rego_call(&self.info, policy, what),
+            Backend::Opa(policy) => return self.opa_call(policy, request_id, what).await,
         };
         if let (Some(warm), Call::Hook(hook)) = (&self.warm, &what) {
             return self.call_reused(pre, warm, request_id, hook).await.map(Output::Verdict);
@@ -562,6 +636,46 @@ impl Plugin {
             let stderr = state.stderr();
             let root = e.root_cause().to_string();
             PluginFailure::Trap(if stderr.is_empty() { root } else { format!("{root}: {stderr}") })
+        }
+    }
+}
+
+impl Plugin {
+    /// A call on an OPA wasm policy: like a component's, a fresh instance in a store with the
+    /// deadline and the memory cap, taking a slot of the instance pool. Only requests are
+    /// judged.
+    async fn opa_call(&self, policy: &opa::Policy, request_id: u64, what: Call<'_>) -> Result<Output, PluginFailure> {
+        let req = match what {
+            Call::Describe => return Ok(Output::Info(self.info.clone())),
+            Call::Hook(Hook::Request(req)) => Some(req),
+            Call::Hook(_) => return Ok(Output::Verdict(types::Verdict::Allow)),
+            Call::Instantiate | Call::Init => None,
+        };
+        let _permit = self
+            .runtime
+            .instances
+            .acquire()
+            .await
+            .map_err(|_| PluginFailure::Trap("plugin runtime closed".into()))?;
+        let _ticking = self.runtime.ticker.ticking();
+        let mut store = self.new_store(request_id);
+        match policy.run(&mut store, req).await {
+            Ok(Some(verdict)) => Ok(Output::Verdict(verdict)),
+            Ok(None) => Ok(Output::Initialized),
+            Err(opa::Error::Eval(e)) => Err(self.opa_failure(&store, &e)),
+            // Checked at load; a module that changed its mind is a failure like a trap.
+            Err(e) => Err(PluginFailure::Trap(e.to_string())),
+        }
+    }
+
+    /// [`Plugin::failure`] for opa-wasm's errors, which carry wasmtime's as `anyhow` errors.
+    fn opa_failure(&self, store: &Store<State>, e: &anyhow::Error) -> PluginFailure {
+        if opa::stopped_by_deadline(e) {
+            PluginFailure::Timeout(self.cfg.timeout)
+        } else if store.data().memory_exceeded() {
+            PluginFailure::Memory(self.cfg.memory_limit)
+        } else {
+            PluginFailure::Trap(format!("{e:#}"))
         }
     }
 }

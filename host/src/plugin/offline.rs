@@ -224,7 +224,7 @@ pub fn verdict_json(v: &types::Verdict) -> Value {
     }
 }
 
-/// Loads one component (or Rego policy) for offline use, with `config` as its `init` configuration (checked
+/// Loads one component (or Rego policy, or OPA wasm policy) for offline use, with `config` as its `init` configuration (checked
 /// when `check_config`), reusing instances as `reuse` says.
 pub async fn load_one(
     path: &Path,
@@ -252,6 +252,9 @@ pub async fn load_one(
     let rego = path.is_dir() || path.extension().is_some_and(|e| e == "rego");
     let plugin = if rego {
         runtime.load_rego(&cfg, path)?
+    } else if is_core_module(path) {
+        // A core module, not a component: the `policy.wasm` of an `opa build -t wasm` bundle.
+        runtime.load_opa(&cfg, path).await?
     } else {
         runtime.load(&cfg, path).await?
     };
@@ -259,6 +262,16 @@ pub async fn load_one(
         plugin.check_config().await?;
     }
     Ok(plugin)
+}
+
+/// Whether `path` starts like a core WebAssembly module (magic, then version 1; a component
+/// has another version and layer in those bytes).
+fn is_core_module(path: &Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 8];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .is_ok_and(|()| head == *b"\0asm\x01\0\0\0")
 }
 
 /// Runs the request hook, or the response hook when a response is given.

@@ -7,7 +7,8 @@
 //! dockerd's router reads it, the body with Go's field names — so a policy cannot be fooled
 //! by spelling. The decision is the configured query (default `data.docker.authz.allow`):
 //! `true` allows; `false` or undefined denies; an object `{"allow": bool, "message": str}`
-//! lets the policy say why.
+//! lets the policy say why. Policies compiled by `opa build -t wasm` ([`super::opa`]) get the
+//! same input and are read the same way.
 //!
 //! Unlike wasm plugins, Rego runs in the gateway's process: it has no memory cap, only the
 //! plugin's timeout (regorus's execution timer). The language itself has no I/O except
@@ -124,7 +125,10 @@ impl Policy {
     }
 }
 
-fn verdict(decision: &Value) -> types::Verdict {
+/// The verdict a decision means: `true` allows; `false` or undefined denies; an object
+/// `{"allow": bool, "message": str}` says why. OPA wasm policies ([`super::opa`]) are read
+/// the same way.
+pub(super) fn verdict(decision: &Value) -> types::Verdict {
     let deny = |message: String| {
         types::Verdict::Deny(types::Denial {
             status: 403,
@@ -148,7 +152,8 @@ fn verdict(decision: &Value) -> types::Verdict {
     deny(DEFAULT_MESSAGE.to_owned())
 }
 
-/// The input document: opa-docker-authz's fields, then ours.
+/// The input document: opa-docker-authz's fields, then ours. OPA wasm policies
+/// ([`super::opa`]) get the same document.
 pub fn input(req: &types::Request) -> Json {
     let prefix = req.api_version.as_ref().map(|v| format!("/v{v}")).unwrap_or_default();
     let path_plain = format!("{prefix}{}", req.path);
