@@ -104,12 +104,20 @@ pub struct Policy {
 /// once it is instantiated ([`Policy::run`] with no request), which loading does next.
 pub async fn compile(engine: &Engine, cfg: &PluginConfig, path: &Path) -> Result<Policy, Error> {
     let bytes = std::fs::read(path).map_err(|e| Error::NotOpa(format!("cannot read it: {e}")))?;
+    let binary = bytes.starts_with(b"\0asm");
     let engine = engine.clone();
     // Compilation is CPU-bound: keep it off the async workers, as for components.
     let module = tokio::task::spawn_blocking(move || Module::new(&engine, bytes))
         .await
         .map_err(|e| Error::NotOpa(e.to_string()))?
-        .map_err(|e| Error::NotOpa(format!("not a WebAssembly module: {e:#}")))?;
+        .map_err(|e| {
+            // Not binary, wasmtime read it as WAT text: its parse error would only confuse.
+            Error::NotOpa(if binary {
+                format!("not a valid WebAssembly module: {e:#}")
+            } else {
+                "not a WebAssembly module (no \\0asm header)".into()
+            })
+        })?;
     Ok(Policy {
         module,
         entrypoint: entrypoint(cfg.query.as_deref()),
@@ -233,7 +241,7 @@ impl Policy {
                 "the policy calls a builtin the gateway does not provide (it calls: {calls}; the README lists those provided)"
             ));
         }
-        Error::NotOpa(format!("not an OPA wasm policy: {reason}"))
+        Error::NotOpa(format!("it does not implement OPA's wasm ABI: {reason}"))
     }
 }
 
@@ -356,9 +364,9 @@ mod tests {
         let component_like = wat::parse_str("(module (func (export \"run\")))").unwrap();
         let e = err(load(None, &component_like).await);
         assert!(e.contains("policy.wasm is not a usable OPA wasm policy"), "{e}");
-        assert!(e.contains("env.memory"), "{e}");
+        assert!(e.contains("does not implement OPA's wasm ABI") && e.contains("env.memory"), "{e}");
         let e = err(load(None, b"not wasm at all").await);
-        assert!(e.contains("policy.wasm is not a usable OPA wasm policy"), "{e}");
+        assert!(e.contains("policy.wasm is not a usable OPA wasm policy: not a WebAssembly module"), "{e}");
         let e = err(load(Some("docker/authz/deny"), &wat::parse_str(POLICY).unwrap()).await);
         assert!(e.contains("no entrypoint \"docker/authz/deny\""), "{e}");
         assert!(e.contains("docker/authz/allow, test/hog"), "{e}");
