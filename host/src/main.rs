@@ -167,7 +167,7 @@ enum PluginCommand {
     /// Run one plugin on a request (and optionally a response) and print its verdict as JSON.
     Test {
         /// The plugin component (.wasm), a Rego policy (.rego file or directory), or an OPA
-        /// policy compiled to wasm (the policy.wasm core module of an `opa build -t wasm` bundle).
+        /// policy compiled to wasm (an `opa build -t wasm` bundle.tar.gz, or its policy.wasm).
         plugin: PathBuf,
         /// The request, as JSON (see the README for the format).
         #[arg(long)]
@@ -182,7 +182,7 @@ enum PluginCommand {
     /// Measure a plugin: instantiation alone and a whole request-hook call, p50/p99 in µs.
     Bench {
         /// The plugin component (.wasm), a Rego policy (.rego file or directory), or an OPA
-        /// policy compiled to wasm (the policy.wasm core module of an `opa build -t wasm` bundle).
+        /// policy compiled to wasm (an `opa build -t wasm` bundle.tar.gz, or its policy.wasm).
         plugin: PathBuf,
         /// The request, as JSON.
         #[arg(long)]

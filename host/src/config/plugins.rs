@@ -37,9 +37,9 @@ pub enum Kind {
     Wasm,
     /// Rego policies (a `.rego` file or a directory of them), evaluated natively.
     Rego,
-    /// An OPA policy compiled to WebAssembly by `opa build -t wasm` (the `policy.wasm` core
-    /// module from the bundle), run in the plugin sandbox through the `opa-wasm` crate with the
-    /// same input document and decision rules as `rego`.
+    /// An OPA policy compiled to WebAssembly by `opa build -t wasm` (the `bundle.tar.gz`, or
+    /// the `policy.wasm` core module from it), run in the plugin sandbox through the
+    /// `opa-wasm` crate with the same input document and decision rules as `rego`.
     #[serde(rename = "opa-wasm")]
     OpaWasm,
 }
@@ -69,8 +69,9 @@ pub struct PluginConfig {
     /// `wasm` (default), `rego` or `opa-wasm`.
     #[serde(default)]
     pub kind: Kind,
-    /// The component file (`wasm`), a `.rego` file or directory (`rego`), or the compiled
-    /// `policy.wasm` (`opa-wasm`); a relative path is relative to the config file's directory.
+    /// The component file (`wasm`), a `.rego` file or directory (`rego`), or the bundle or
+    /// its `policy.wasm` (`opa-wasm`); a relative path is relative to the config file's
+    /// directory.
     pub path: PathBuf,
     /// `rego` and `opa-wasm` only: the rule that decides (default `data.docker.authz.allow`;
     /// for `opa-wasm` the entrypoint given to `opa build -e`, default `docker/authz/allow`,

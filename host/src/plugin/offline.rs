@@ -252,8 +252,9 @@ pub async fn load_one(
     let rego = path.is_dir() || path.extension().is_some_and(|e| e == "rego");
     let plugin = if rego {
         runtime.load_rego(&cfg, path)?
-    } else if is_core_module(path) {
-        // A core module, not a component: the `policy.wasm` of an `opa build -t wasm` bundle.
+    } else if is_opa_policy(path) {
+        // A core module, not a component (the `policy.wasm` of an `opa build -t wasm`
+        // bundle), or the gzipped bundle itself.
         runtime.load_opa(&cfg, path).await?
     } else {
         runtime.load(&cfg, path).await?
@@ -265,13 +266,13 @@ pub async fn load_one(
 }
 
 /// Whether `path` starts like a core WebAssembly module (magic, then version 1; a component
-/// has another version and layer in those bytes).
-fn is_core_module(path: &Path) -> bool {
+/// has another version and layer in those bytes) or a gzip file (an OPA bundle).
+fn is_opa_policy(path: &Path) -> bool {
     use std::io::Read;
     let mut head = [0u8; 8];
     std::fs::File::open(path)
         .and_then(|mut f| f.read_exact(&mut head))
-        .is_ok_and(|()| head == *b"\0asm\x01\0\0\0")
+        .is_ok_and(|()| head == *b"\0asm\x01\0\0\0" || head.starts_with(&[0x1f, 0x8b]))
 }
 
 /// Runs the request hook, or the response hook when a response is given.

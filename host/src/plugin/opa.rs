@@ -1,8 +1,9 @@
 //! OPA policies compiled to WebAssembly (`kind = "opa-wasm"`), run through the `opa-wasm`
 //! crate in the plugin sandbox.
 //!
-//! The file is the `policy.wasm` core module that `opa build -t wasm -e docker/authz/allow`
-//! puts in its bundle (`tar -xzf bundle.tar.gz /policy.wasm`). It is compiled once by the
+//! The file is the bundle `opa build -t wasm -e docker/authz/allow` writes (`bundle.tar.gz`:
+//! its `/policy.wasm` and `/data.json` are used), or the `policy.wasm` core module alone. The
+//! module is compiled once by the
 //! gateway's wasmtime engine and instantiated fresh for every call in a store with the
 //! plugin's deadline and memory cap, like a component: nothing one caller's evaluation leaves
 //! in the policy's heap is seen by the next. The input document and the reading of the
@@ -76,6 +77,9 @@ const NOT_IMPLEMENTED: &[&str] = &[
     "uuid.rfc4122",
 ];
 
+/// Bytes read at most from one file of a bundle: start-up reads a bounded amount.
+const MAX_BUNDLE_FILE: u64 = 256 << 20;
+
 /// Why a policy module could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -104,6 +108,23 @@ pub struct Policy {
 /// once it is instantiated ([`Policy::run`] with no request), which loading does next.
 pub async fn compile(engine: &Engine, cfg: &PluginConfig, path: &Path) -> Result<Policy, Error> {
     let bytes = std::fs::read(path).map_err(|e| Error::NotOpa(format!("cannot read it: {e}")))?;
+    let (bytes, bundle_data) = unpack(bytes)?;
+    let data = match bundle_data {
+        None => json!({ "config": cfg.config }),
+        Some(Json::Object(mut data)) => {
+            // `data.config` is the plugin's configuration, as for Rego; a bundle cannot
+            // silently lose its own `config` to it.
+            if data.contains_key("config") {
+                return Err(Error::NotOpa(
+                    "the bundle's data.json has a top-level `config`, which the gateway sets from the plugin's config table"
+                        .into(),
+                ));
+            }
+            data.insert("config".into(), serde_json::to_value(&cfg.config).map_err(|e| Error::NotOpa(e.to_string()))?);
+            Json::Object(data)
+        }
+        Some(_) => return Err(Error::NotOpa("the bundle's data.json is not a JSON object".into())),
+    };
     let binary = bytes.starts_with(b"\0asm");
     let engine = engine.clone();
     // Compilation is CPU-bound: keep it off the async workers, as for components.
@@ -121,9 +142,50 @@ pub async fn compile(engine: &Engine, cfg: &PluginConfig, path: &Path) -> Result
     Ok(Policy {
         module,
         entrypoint: entrypoint(cfg.query.as_deref()),
-        data: json!({ "config": cfg.config }),
+        data,
         builtins: std::sync::OnceLock::new(),
     })
+}
+
+/// The module and the data in `bytes`: a gzipped bundle gives its `/policy.wasm` and its
+/// `/data.json` (where `opa build` puts the data of all its inputs); anything else is taken
+/// to be the module itself.
+fn unpack(bytes: Vec<u8>) -> Result<(Vec<u8>, Option<Json>), Error> {
+    use std::io::Read;
+    if !bytes.starts_with(&[0x1f, 0x8b]) {
+        return Ok((bytes, None));
+    }
+    let bad = |e: std::io::Error| Error::NotOpa(format!("cannot read the bundle: {e}"));
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(bytes.as_slice()));
+    let (mut module, mut data) = (None, None);
+    for entry in archive.entries().map_err(bad)? {
+        let entry = entry.map_err(bad)?;
+        let name = entry.path().map_err(bad)?.to_string_lossy().trim_start_matches("./").trim_start_matches('/').to_owned();
+        let slot = match name.as_str() {
+            "policy.wasm" => &mut module,
+            "data.json" => &mut data,
+            // Data files elsewhere would be data under their directory's path: not read,
+            // so refused rather than silently missing.
+            n if n.ends_with("/data.json") || n.ends_with("data.yaml") || n.ends_with("data.yml") => {
+                return Err(Error::NotOpa(format!(
+                    "the bundle has {n}; only /policy.wasm and a root /data.json are read (as `opa build` writes them)"
+                )));
+            }
+            _ => continue,
+        };
+        let mut buf = Vec::new();
+        entry.take(MAX_BUNDLE_FILE + 1).read_to_end(&mut buf).map_err(bad)?;
+        if buf.len() as u64 > MAX_BUNDLE_FILE {
+            return Err(Error::NotOpa(format!("the bundle's {name} is larger than {MAX_BUNDLE_FILE} bytes")));
+        }
+        *slot = Some(buf);
+    }
+    let module = module.ok_or_else(|| Error::NotOpa("the bundle has no /policy.wasm: build it with `opa build -t wasm`".into()))?;
+    let data = data
+        .map(|d| serde_json::from_slice(&d))
+        .transpose()
+        .map_err(|e| Error::NotOpa(format!("the bundle's data.json: {e}")))?;
+    Ok((module, data))
 }
 
 /// The entrypoint for `query`: `opa build -e` names them with slashes (`docker/authz/allow`);
@@ -369,7 +431,7 @@ mod tests {
         assert!(e.contains("policy.wasm is not a usable OPA wasm policy: not a WebAssembly module"), "{e}");
         let e = err(load(Some("docker/authz/deny"), &wat::parse_str(POLICY).unwrap()).await);
         assert!(e.contains("no entrypoint \"docker/authz/deny\""), "{e}");
-        assert!(e.contains("docker/authz/allow, test/hog"), "{e}");
+        assert!(e.contains("docker/authz/allow, test/data, test/hog"), "{e}");
         // Policies calling host builtins: the gateway's environment, one opa-wasm leaves
         // unimplemented, one not compiled in. `builtins()` answers this JSON object.
         let calling = |builtins: &str| {
@@ -385,6 +447,47 @@ mod tests {
         assert!(e.contains("does not provide (it calls: time.now_ns;"), "{e}");
         // sprintf is provided.
         assert!(load(None, &calling("{\\22sprintf\\22:0}")).await.is_ok());
+    }
+
+    /// A gzipped tar like `opa build` writes, with absolute member names (`/policy.wasm`).
+    fn bundle(files: &[(&str, &[u8])]) -> Vec<u8> {
+        let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        let mut tar = tar::Builder::new(gz);
+        for (name, bytes) in files {
+            let mut header = tar::Header::new_gnu();
+            // `set_path` refuses absolute names; OPA's bundles have them.
+            header.as_gnu_mut().unwrap().name[..name.len()].copy_from_slice(name.as_bytes());
+            header.set_size(bytes.len() as u64);
+            header.set_mode(0o644);
+            header.set_cksum();
+            tar.append(&header, *bytes).unwrap();
+        }
+        tar.into_inner().unwrap().finish().unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_bundle_gives_its_module_and_its_data() {
+        let module = wat::parse_str(POLICY).unwrap();
+        let data = br#"{"allow": false, "message": "data.json reached the policy"}"#;
+        let both = bundle(&[("/.manifest", b"{}"), ("/data.json", data), ("/policy.wasm", &module)]);
+        // `test/data` decides with the whole data document: data.json plus data.config.
+        let p = load(Some("test/data"), &both).await.unwrap();
+        let verdict = p.invoke(1, Hook::Request(&create(false))).await;
+        assert!(
+            matches!(&verdict, Ok(types::Verdict::Deny(d)) if d.message == "data.json reached the policy"),
+            "{verdict:?}"
+        );
+        let p = load(None, &bundle(&[("/policy.wasm", &module)])).await.unwrap();
+        assert!(matches!(p.invoke(1, Hook::Request(&create(true))).await, Ok(types::Verdict::Deny(_))));
+        assert!(matches!(p.invoke(2, Hook::Request(&create(false))).await, Ok(types::Verdict::Allow)));
+
+        let err = |r: Result<Plugin, LoadError>| r.err().expect("loaded").to_string();
+        let e = err(load(None, &bundle(&[("/data.json", data)])).await);
+        assert!(e.contains("the bundle has no /policy.wasm"), "{e}");
+        let e = err(load(None, &bundle(&[("/data.json", br#"{"config": 1}"#), ("/policy.wasm", &module)])).await);
+        assert!(e.contains("top-level `config`"), "{e}");
+        let e = err(load(None, &bundle(&[("/roles/data.json", b"{}"), ("/policy.wasm", &module)])).await);
+        assert!(e.contains("roles/data.json"), "{e}");
     }
 
     #[test]
