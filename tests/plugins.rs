@@ -272,13 +272,20 @@ fn ping_denial(gw: &Gateway) -> String {
 }
 
 /// By default every call gets a fresh instance: what one call leaves in the plugin's memory is
-/// gone for the next. With `[plugins.reuse]` one initialized instance serves the calls in turn
-/// and is replaced after `calls` of them.
+/// gone for the next, whether the instance was prepared ahead of the call
+/// (`runtime.prepared_instances`, default 2, refilled as calls use them) or made on the call's
+/// own path (0). With `[plugins.reuse]` one initialized instance serves the calls in turn and
+/// is replaced after `calls` of them.
 #[test]
 fn instances_are_fresh_per_call_unless_reuse_is_configured() {
-    let fresh = gateway(&[entry("count", "endpoints = [\"system.ping\"]", "action = \"count\"")]);
-    let seen: Vec<String> = (0..3).map(|_| ping_denial(&fresh)).collect();
-    assert_eq!(seen, ["count: call 1"; 3], "state survived a call on a fresh instance");
+    for runtime in ["", "[runtime]\nprepared_instances = 0\n", "[runtime]\nprepared_instances = 1\n"] {
+        let fresh = gateway(&[
+            runtime.to_owned(),
+            entry("count", "endpoints = [\"system.ping\"]", "action = \"count\""),
+        ]);
+        let seen: Vec<String> = (0..6).map(|_| ping_denial(&fresh)).collect();
+        assert_eq!(seen, ["count: call 1"; 6], "state survived a call on a fresh instance ({runtime:?})");
+    }
 
     let reused = gateway(&[entry(
         "count",

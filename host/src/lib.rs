@@ -72,6 +72,7 @@ pub async fn run(
     let config = Arc::new(config);
     let upstream = upstream::Upstream::new(&config.engine)?;
     let chain = load_chain(&config).await?;
+    chain.prepare(&config.runtime);
     let audit = match &config.audit {
         Some(a) => Some(audit::AuditLog::start(a, &config.base_dir)?),
         None => None,

@@ -503,9 +503,7 @@ fn serve(args: ServeArgs) -> Result<()> {
     let source = args.config.clone().unwrap_or_else(|| PathBuf::from("command line"));
     config.validate(&source)?;
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = config.server.worker_threads {
-        runtime.worker_threads(n);
-    }
+    runtime.worker_threads(config.server.request_threads());
     let runtime = runtime.enable_all().build().context("starting the async runtime")?;
     runtime.block_on(async move {
         let mut listeners = Vec::new();

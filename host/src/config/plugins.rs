@@ -161,6 +161,13 @@ pub struct RuntimeConfig {
     /// makes every running call slower.
     #[serde(default = "default_instances")]
     pub max_instances: u32,
+    /// Fresh instances each component plugin keeps instantiated and initialized ahead of its
+    /// calls (default 2; 0 makes every call instantiate on its own path). Each serves one
+    /// call only; preparing them, and tearing used ones down, happens on a task of its own
+    /// instead of on the request's path. All plugins together keep at most half of
+    /// `max_instances` prepared.
+    #[serde(default = "default_prepared")]
+    pub prepared_instances: u32,
 }
 
 impl Default for RuntimeConfig {
@@ -168,6 +175,7 @@ impl Default for RuntimeConfig {
         Self {
             cache_dir: default_cache_dir(),
             max_instances: default_instances(),
+            prepared_instances: default_prepared(),
         }
     }
 }
@@ -177,4 +185,7 @@ fn default_cache_dir() -> Option<PathBuf> {
 }
 fn default_instances() -> u32 {
     32
+}
+fn default_prepared() -> u32 {
+    2
 }

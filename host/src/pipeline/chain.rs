@@ -145,6 +145,25 @@ impl Chain {
         Self { plugins }
     }
 
+    /// Starts preparing instances ahead of calls for every component plugin
+    /// (`runtime.prepared_instances` each, all of them together at most half of
+    /// `max_instances`, so that calls always find pool slots). Needs a tokio runtime.
+    pub fn prepare(&self, runtime: &crate::config::RuntimeConfig) {
+        let components = self
+            .plugins
+            .iter()
+            .filter(|p| p.config().kind == crate::config::Kind::Wasm && p.config().reuse.is_none())
+            .count();
+        if components == 0 {
+            return;
+        }
+        let budget = (runtime.max_instances as usize / 2) / components;
+        let each = (runtime.prepared_instances as usize).min(budget);
+        for p in &self.plugins {
+            p.prepare(each);
+        }
+    }
+
     /// How many plugins are configured.
     pub fn len(&self) -> usize {
         self.plugins.len()

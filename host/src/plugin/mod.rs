@@ -5,6 +5,12 @@
 //! allocator for every call, so no state leaks from one caller to the next. Every call has
 //! an epoch deadline and a memory cap; a plugin that traps, runs out of time or memory, or
 //! answers nonsense produces a [`PluginFailure`], never a crash of the gateway.
+//!
+//! Instantiating, running `init` and tearing an instance down cost several times what a
+//! policy's hook does, so a serving gateway makes a few fresh instances of each plugin ahead
+//! of its calls and tears used ones down afterwards, on a task per plugin
+//! ([`Plugin::prepare`]): a call takes a ready instance, uses it once, and hands it back to
+//! be dropped. When none is ready (a burst), the call instantiates on its own path.
 
 mod bindings;
 mod cache;
@@ -256,6 +262,7 @@ impl Runtime {
             backend: Backend::Wasm(pre),
             runtime: self.clone(),
             warm: cfg.reuse.as_ref().map(WarmPool::new),
+            spares: std::sync::OnceLock::new(),
         };
         plugin.info = plugin.probe().await.map_err(|failure| LoadError::Probe {
             name: name.clone(),
@@ -286,6 +293,7 @@ impl Runtime {
             backend: Backend::Rego(Box::new(policy)),
             runtime: self.clone(),
             warm: None,
+            spares: std::sync::OnceLock::new(),
         })
     }
 }
@@ -327,6 +335,7 @@ impl Runtime {
             backend: Backend::Opa(Box::new(policy)),
             runtime: self.clone(),
             warm: None,
+            spares: std::sync::OnceLock::new(),
         };
         if let Backend::Opa(policy) = &plugin.backend {
             let _ticking = self.ticker.ticking();
@@ -412,6 +421,9 @@ pub struct Plugin {
     runtime: Arc<Runtime>,
     /// Initialized instances kept between calls, when the configuration opts in.
     warm: Option<WarmPool>,
+    /// Fresh instances prepared ahead of calls (`runtime.prepared_instances`), once started
+    /// by [`Plugin::prepare`].
+    spares: std::sync::OnceLock<Arc<Spares>>,
 }
 
 /// How a plugin runs.
@@ -518,6 +530,11 @@ impl Plugin {
         if let (Some(warm), Call::Hook(hook)) = (&self.warm, &what) {
             return self.call_reused(pre, warm, request_id, hook).await.map(Output::Verdict);
         }
+        if let (Some(spares), Call::Hook(hook)) = (self.spares.get(), &what) {
+            if let Some(instance) = spares.take() {
+                return self.call_spare(spares, instance, request_id, hook).await.map(Output::Verdict);
+            }
+        }
         // Bounded like every resource: calls beyond the pool wait for a free instance.
         let _permit = self
             .runtime
@@ -573,26 +590,7 @@ impl Plugin {
                     .acquire_owned()
                     .await
                     .map_err(|_| PluginFailure::Trap("plugin runtime closed".into()))?;
-                let mut store = self.new_store(request_id);
-                let made: wasmtime::Result<Result<bindings::Plugin, String>> = async {
-                    let instance = pre.instantiate_async(&mut store).await?;
-                    let init = instance
-                        .portcullis_plugin_policy()
-                        .call_init(&mut store, &self.config_json)
-                        .await?;
-                    Ok(init.map(|()| instance))
-                }
-                .await;
-                match made {
-                    Ok(Ok(bindings)) => Warm {
-                        store,
-                        bindings,
-                        calls: 0,
-                        _permit: permit,
-                    },
-                    Ok(Err(reason)) => return Err(PluginFailure::Init(reason)),
-                    Err(e) => return Err(self.failure(&store, &e)),
-                }
+                self.initialized(pre, permit, request_id).await?
             }
         };
         let result = run_hook(&instance.bindings, &mut instance.store, hook).await;
@@ -611,6 +609,106 @@ impl Plugin {
             }
             Err(e) => Err(self.failure(&instance.store, &e)),
         }
+    }
+
+    /// A fresh instance, after `init` with the plugin's configuration, in the pool slot of
+    /// `permit`.
+    async fn initialized(
+        &self,
+        pre: &PluginPre<State>,
+        permit: tokio::sync::OwnedSemaphorePermit,
+        request_id: u64,
+    ) -> Result<Warm, PluginFailure> {
+        let mut store = self.new_store(request_id);
+        let made: wasmtime::Result<Result<bindings::Plugin, String>> = async {
+            let instance = pre.instantiate_async(&mut store).await?;
+            let init = instance
+                .portcullis_plugin_policy()
+                .call_init(&mut store, &self.config_json)
+                .await?;
+            Ok(init.map(|()| instance))
+        }
+        .await;
+        match made {
+            Ok(Ok(bindings)) => Ok(Warm {
+                store,
+                bindings,
+                calls: 0,
+                _permit: permit,
+            }),
+            Ok(Err(reason)) => Err(PluginFailure::Init(reason)),
+            Err(e) => Err(self.failure(&store, &e)),
+        }
+    }
+
+    /// A hook call on a prepared instance: it serves this one call, then goes back to the
+    /// preparing task to be torn down there, off the request's path.
+    async fn call_spare(
+        &self,
+        spares: &Spares,
+        mut instance: Warm,
+        request_id: u64,
+        hook: &Hook<'_>,
+    ) -> Result<types::Verdict, PluginFailure> {
+        let _ticking = self.runtime.ticker.ticking();
+        instance.store.data_mut().start_call(request_id, self.cfg.timeout);
+        let result = run_hook(&instance.bindings, &mut instance.store, hook).await;
+        let result = result.map_err(|e| self.failure(&instance.store, &e));
+        spares.retire(instance);
+        result
+    }
+
+    /// Starts preparing `count` fresh, initialized instances ahead of this plugin's calls, on
+    /// a task of its own that also tears used ones down. Still a fresh instance per call:
+    /// each prepared instance serves exactly one call, and nothing runs in it before that but
+    /// instantiation and `init` with the plugin's own configuration, which every call runs
+    /// anyway; only the time they take leaves the request's path. For components without
+    /// `[plugins.reuse]`; a no-op otherwise or when `count` is 0.
+    pub fn prepare(self: &Arc<Self>, count: usize) {
+        if count == 0 || self.warm.is_some() || !matches!(self.backend, Backend::Wasm(_)) {
+            return;
+        }
+        let spares = Arc::new(Spares {
+            ready: std::sync::Mutex::new(Vec::with_capacity(count)),
+            spent: std::sync::Mutex::new(Vec::new()),
+            want: count,
+            wake: tokio::sync::Notify::new(),
+        });
+        if self.spares.set(spares.clone()).is_err() {
+            return;
+        }
+        let plugin = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                // Tear down what was used (this is where a store's memory is reset).
+                let spent = spares.spent.lock().map(|mut v| std::mem::take(&mut *v)).unwrap_or_default();
+                drop(spent);
+                let Some(p) = plugin.upgrade() else {
+                    return;
+                };
+                let Backend::Wasm(pre) = &p.backend else {
+                    return;
+                };
+                while spares.len() < spares.want {
+                    // Never wait for a pool slot: a call that needs one goes first.
+                    let Ok(permit) = p.runtime.instances.clone().try_acquire_owned() else {
+                        break;
+                    };
+                    let _ticking = p.runtime.ticker.ticking();
+                    match p.initialized(pre, permit, 0).await {
+                        Ok(instance) => {
+                            if let Ok(mut ready) = spares.ready.lock() {
+                                ready.push(instance);
+                            }
+                        }
+                        // A call then makes its own instance and reports the failure.
+                        Err(_) => break,
+                    }
+                }
+                drop(p);
+                spares.wake.notified().await;
+            }
+        });
     }
 
     /// A store for one instance: the memory cap, the granted capabilities, the deadline.
@@ -713,6 +811,45 @@ impl WarmPool {
     }
 }
 
+/// Fresh initialized instances waiting for the one call each will serve, and used ones
+/// waiting to be torn down, both handled by the plugin's preparing task ([`Plugin::prepare`]).
+struct Spares {
+    ready: std::sync::Mutex<Vec<Warm>>,
+    spent: std::sync::Mutex<Vec<Warm>>,
+    want: usize,
+    wake: tokio::sync::Notify,
+}
+
+impl Spares {
+    fn len(&self) -> usize {
+        self.ready.lock().map(|v| v.len()).unwrap_or(usize::MAX)
+    }
+
+    /// A ready instance. The preparing task starts on its replacement at once, while the
+    /// call runs.
+    fn take(&self) -> Option<Warm> {
+        let instance = self.ready.lock().ok()?.pop()?;
+        self.wake.notify_one();
+        Some(instance)
+    }
+
+    fn retire(&self, instance: Warm) {
+        if let Ok(mut spent) = self.spent.lock() {
+            spent.push(instance);
+        }
+        self.wake.notify_one();
+    }
+}
+
+impl Drop for Plugin {
+    fn drop(&mut self) {
+        // Lets the preparing task see that the plugin is gone and end.
+        if let Some(spares) = self.spares.get() {
+            spares.wake.notify_one();
+        }
+    }
+}
+
 /// One initialized instance with its store and the pool slot it holds.
 struct Warm {
     store: Store<State>,
@@ -765,6 +902,8 @@ struct TickerShared {
     /// Calls running now.
     active: std::sync::atomic::AtomicUsize,
     stop: std::sync::atomic::AtomicBool,
+    /// The ticker is parked or about to park: a starting call must wake it.
+    parked: std::sync::atomic::AtomicBool,
     lock: std::sync::Mutex<()>,
     wake: std::sync::Condvar,
 }
@@ -796,14 +935,19 @@ impl EpochTicker {
                     }
                     idle += 1;
                     if idle >= IDLE_TICKS {
-                        // Checked under the lock a starting call notifies under: no lost wake-up.
+                        // `parked` is raised before `active` is checked, and a starting call
+                        // raises `active` before it reads `parked` (both SeqCst): either the
+                        // call sees `parked` and notifies under the lock, or this sees the
+                        // call. No lost wake-up, and calls on a ticking ticker skip the lock.
                         let guard = s.lock.lock().unwrap_or_else(|e| e.into_inner());
+                        s.parked.store(true, Ordering::SeqCst);
                         let _guard = s
                             .wake
                             .wait_while(guard, |_| {
-                                s.active.load(Ordering::Acquire) == 0 && !s.stop.load(Ordering::Acquire)
+                                s.active.load(Ordering::SeqCst) == 0 && !s.stop.load(Ordering::Acquire)
                             })
                             .unwrap_or_else(|e| e.into_inner());
+                        s.parked.store(false, Ordering::SeqCst);
                         idle = 0;
                     }
                 }
@@ -815,7 +959,8 @@ impl EpochTicker {
     /// Marks a call as running until the returned guard is dropped.
     fn ticking(&self) -> Ticking {
         use std::sync::atomic::Ordering;
-        if self.shared.active.fetch_add(1, Ordering::AcqRel) == 0 {
+        self.shared.active.fetch_add(1, Ordering::SeqCst);
+        if self.shared.parked.load(Ordering::SeqCst) {
             let _guard = self.shared.lock.lock().unwrap_or_else(|e| e.into_inner());
             self.shared.wake.notify_one();
         }
