@@ -302,8 +302,8 @@ impl Gateway {
             self.chain.mutate(id, &mut c, draft.trace()).await?;
             if wants_request {
                 // Validating plugins judge the body mutating plugins left, references included.
-                let known = c.view().related.clone();
-                c.set_related(target::resolve_related(&self.upstream, &route, c.body(), &known).await?);
+                let related = target::resolve_related(&self.upstream, &route, c.body(), &c.view().related).await?;
+                c.set_related(related);
             }
             self.chain.validate(id, &c, draft.trace()).await?;
             buffered = c.body_bytes();

@@ -280,17 +280,23 @@ impl Runtime {
             reason,
         };
         let policy = rego::load(cfg, path).map_err(config_error)?;
+        self.policy_plugin(cfg, "rego", Backend::Rego(Box::new(policy)))
+    }
+
+    /// A plugin around a policy in OPA's language (Rego, or compiled to wasm): it judges
+    /// requests only and has no configuration hook of its own.
+    fn policy_plugin(self: &Arc<Self>, cfg: &PluginConfig, version: &str, backend: Backend) -> Result<Plugin, LoadError> {
         Ok(Plugin {
             cfg: cfg.clone(),
             info: types::Info {
                 name: cfg.name.clone(),
-                version: "rego".into(),
+                version: version.into(),
                 hooks: types::Hooks::REQUEST,
             },
             config_json: String::new(),
             endpoints: glob_set(&cfg.endpoints, &cfg.name, "endpoints")?,
             response_endpoints: response_globs(cfg)?,
-            backend: Backend::Rego(Box::new(policy)),
+            backend,
             runtime: self.clone(),
             warm: None,
             spares: std::sync::OnceLock::new(),
@@ -322,21 +328,7 @@ impl Runtime {
             },
         };
         let policy = opa::compile(&self.engine, cfg, path).await.map_err(plugin_error)?;
-        let plugin = Plugin {
-            cfg: cfg.clone(),
-            info: types::Info {
-                name: cfg.name.clone(),
-                version: "opa-wasm".into(),
-                hooks: types::Hooks::REQUEST,
-            },
-            config_json: String::new(),
-            endpoints: glob_set(&cfg.endpoints, &cfg.name, "endpoints")?,
-            response_endpoints: response_globs(cfg)?,
-            backend: Backend::Opa(Box::new(policy)),
-            runtime: self.clone(),
-            warm: None,
-            spares: std::sync::OnceLock::new(),
-        };
+        let plugin = self.policy_plugin(cfg, "opa-wasm", Backend::Opa(Box::new(policy)))?;
         if let Backend::Opa(policy) = &plugin.backend {
             let _ticking = self.ticker.ticking();
             let probe = |store: &Store<State>, e: opa::Error| match e {
