@@ -120,6 +120,9 @@ fn allowed_denied_and_failed_requests_are_all_recorded() {
         create.bytes_in.unwrap_or(0) > 0 && create.bytes_out.unwrap_or(0) > 0,
         "{create:?}"
     );
+    // The engine's share of the time is known for what was forwarded, and part of the whole.
+    let engine = create.engine_us.expect("engine time of a forwarded request");
+    assert!(engine > 0 && engine <= create.duration_us, "{create:?}");
     let d = create.details.as_ref().expect("create details");
     assert_eq!(d["Image"], IMAGE);
     assert_eq!(d["Cmd"], serde_json::json!(["sleep", "5"]));
@@ -145,6 +148,7 @@ fn allowed_denied_and_failed_requests_are_all_recorded() {
         .unwrap_or("")
         .contains("labels: the label forbidden is not allowed"));
     assert_eq!(deny.details.as_ref().unwrap()["Labels"]["forbidden"], "1");
+    assert_eq!(deny.engine_us, None, "a denied request never reaches the engine");
 
     let unknown = one(&records, "the unknown endpoint", |r| {
         r.path == "/v1.41/nothing/here"

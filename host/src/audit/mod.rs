@@ -464,6 +464,7 @@ fn dropped_marker(n: u64) -> Record {
         )),
         status: 0,
         duration_us: 0,
+        engine_us: None,
         bytes_in: None,
         bytes_out: None,
         details: None,

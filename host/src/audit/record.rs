@@ -99,6 +99,11 @@ pub struct Record {
     pub status: u16,
     /// Time from the request's arrival to the response head, in microseconds.
     pub duration_us: u64,
+    /// Of `duration_us`, the time the engine took to answer the forwarded request (to its
+    /// response head). The rest is the gateway's own: parsing, the plugin chain, lookups of
+    /// the objects a request names, and reading a response that plugins filter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine_us: Option<u64>,
     /// Request body bytes (read, or announced by Content-Length for streamed uploads).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bytes_in: Option<u64>,
@@ -193,6 +198,7 @@ impl Draft {
             error: None,
             status: 0,
             duration_us: 0,
+            engine_us: None,
             bytes_in,
             bytes_out: None,
             details: None,
@@ -287,6 +293,13 @@ impl Draft {
         if let Some(p) = &mut self.partial {
             p.record.target = view.target.as_ref().map(target_json);
             p.view = Some(view.clone());
+        }
+    }
+
+    /// The engine answered the forwarded request's head after `took`.
+    pub fn engine_answered(&mut self, took: std::time::Duration) {
+        if let Some(p) = &mut self.partial {
+            p.record.engine_us = Some(u64::try_from(took.as_micros()).unwrap_or(u64::MAX));
         }
     }
 

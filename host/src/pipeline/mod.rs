@@ -346,7 +346,9 @@ impl Gateway {
         *upstream_req.uri_mut() = upstream_uri(&route, canonical::encode_query(&query).as_deref())?;
         *upstream_req.headers_mut() = headers;
 
+        let sent = Instant::now();
         let mut resp = self.upstream.send(upstream_req).await?;
+        draft.engine_answered(sent.elapsed());
 
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             let (Some(handover), true) = (handover, wants_upgrade || legacy_hijack) else {
