@@ -406,6 +406,60 @@ fn order(n: usize, shift: usize) -> impl Iterator<Item = usize> {
     (0..n).map(move |i| (i + shift) % n)
 }
 
+/// When one configuration ran one latency point in one round (warm-up included).
+struct Window {
+    /// Index into the latency results.
+    result: usize,
+    round: usize,
+    from: std::time::SystemTime,
+    to: std::time::SystemTime,
+}
+
+/// Every forwarded request's record time and the gateway's own time in microseconds
+/// (`duration_us` − `engine_us`), read with `portcullis audit list --json`.
+fn own_times(portcullis: &Path, store: &Path) -> Result<Vec<(std::time::SystemTime, u64)>> {
+    let out = Command::new(portcullis)
+        .args(["audit", "list", "--json", "--limit", "100000000", "--store"])
+        .arg(store)
+        .output()?;
+    if !out.status.success() {
+        bail!("{}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    let mut records = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let r: serde_json::Value = serde_json::from_str(line)?;
+        let (Some(time), Some(total), Some(engine)) = (
+            r["time"].as_str().and_then(parse_rfc3339_ms),
+            r["duration_us"].as_u64(),
+            r["engine_us"].as_u64(),
+        ) else {
+            continue;
+        };
+        records.push((time, total.saturating_sub(engine)));
+    }
+    Ok(records)
+}
+
+/// `2026-11-25T16:56:05.113Z` (the audit record's form: UTC, milliseconds).
+fn parse_rfc3339_ms(s: &str) -> Option<std::time::SystemTime> {
+    let b = s.as_bytes();
+    if b.len() != 24 || b[23] != b'Z' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hh, mm, ss, ms) = (num(11..13)?, num(14..16)?, num(17..19)?, num(20..23)?);
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let ms_total = ((days * 24 + hh) * 60 + mm) * 60_000 + ss * 1000 + ms;
+    Some(std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(ms_total).ok()?))
+}
+
 async fn run(plan: &Plan) -> Result<Results> {
     let loadavg_start = read_trimmed("/proc/loadavg", 3);
     let mut engine = Engine::connect(&plan.engine).await?;
@@ -490,6 +544,7 @@ async fn run(plan: &Plan) -> Result<Results> {
             latency.push(LatencyResult::new(p.scenario, p.concurrency, t.name, plan.rounds));
         }
     }
+    let mut windows: Vec<Window> = Vec::new();
     for round in 0..plan.rounds {
         for (pi, p) in plan.points.iter().enumerate() {
             for ti in order(running.len(), round + pi) {
@@ -500,8 +555,15 @@ async fn run(plan: &Plan) -> Result<Results> {
                 if let Some(probe) = &t.rss {
                     probe.start_window();
                 }
+                let started = std::time::SystemTime::now();
                 let outcome =
                     load::run(&t.socket, &p.op, p.concurrency, plan.warmup, plan.duration).await;
+                windows.push(Window {
+                    result: pi * running.len() + ti,
+                    round,
+                    from: started,
+                    to: std::time::SystemTime::now(),
+                });
                 let peak = t.rss.as_ref().map(|probe| probe.window_peak_kib());
                 let r = &mut latency[pi * running.len() + ti];
                 r.rss_peak_kib = max_opt(r.rss_peak_kib, peak);
@@ -517,6 +579,7 @@ async fn run(plan: &Plan) -> Result<Results> {
                             p99_us: m.percentile_us(0.99),
                             requests: m.requests(),
                             errors: m.errors,
+                            own_p50_us: None,
                         };
                         eprintln!(
                             "[{}/{}] {:<30} c={:<3} {:<13} {:>8.0} rps  p50 {:>8.1} µs  p99 {:>9.1} µs{}",
@@ -705,6 +768,36 @@ async fn run(plan: &Plan) -> Result<Results> {
         })
         .collect();
 
+    // The audit stores can be read once their gateways are stopped.
+    let configs: Vec<String> = running.iter().map(|t| t.name.to_string()).collect();
+    let audited: Vec<(usize, PathBuf)> = running
+        .iter()
+        .enumerate()
+        .filter_map(|(ti, t)| Some((ti, targets::audit_store(t.name, &setup.dir)?)))
+        .collect();
+    let n_running = running.len();
+    drop(running);
+    for (ti, store) in audited {
+        match own_times(&plan.portcullis, &store) {
+            Ok(records) => {
+                for w in windows.iter().filter(|w| w.result % n_running == ti) {
+                    let mut own: Vec<u64> = records
+                        .iter()
+                        .filter(|(t, _)| *t >= w.from && *t <= w.to)
+                        .map(|(_, own)| *own)
+                        .collect();
+                    own.sort_unstable();
+                    if let (Some(mid), Some(Some(round))) =
+                        (own.get(own.len() / 2), latency[w.result].rounds.get_mut(w.round))
+                    {
+                        round.own_p50_us = Some(*mid as f64);
+                    }
+                }
+            }
+            Err(e) => eprintln!("bench: the audit store {} could not be read: {e:#}", store.display()),
+        }
+    }
+
     report::summarize(&mut latency, &mut throughput);
     let meta = Meta {
         date: command_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]).unwrap_or_default(),
@@ -746,9 +839,8 @@ async fn run(plan: &Plan) -> Result<Results> {
         log_line_bytes: plan.log_line_bytes,
         event_streams: if plan.events { plan.streams } else { 0 },
         containers_listed,
-        configs: running.iter().map(|t| t.name.to_string()).collect(),
+        configs,
     };
-    drop(running);
     Ok(Results {
         meta,
         skipped,
@@ -834,4 +926,21 @@ fn versions(plan: &Plan, engine_version: &serde_json::Value) -> BTreeMap<String,
         },
     );
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn audit_record_times_parse() {
+        let ms = |s| {
+            parse_rfc3339_ms(s)
+                .map(|t| t.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis())
+        };
+        assert_eq!(ms("2026-11-25T16:56:05.113Z"), Some(1_795_625_765_113));
+        assert_eq!(ms("2000-02-29T00:00:00.001Z"), Some(951_782_400_001));
+        assert_eq!(ms("2026-11-25T16:56:05Z"), None);
+        assert_eq!(ms("2026-11-25T16:56:05.113+01:00"), None);
+    }
 }

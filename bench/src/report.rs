@@ -90,6 +90,11 @@ pub struct LatencyRound {
     pub p99_us: f64,
     pub requests: u64,
     pub errors: u64,
+    /// For configurations with an audit trail: p50 of the gateway's own time per request
+    /// in this round (a record's `duration_us` minus its `engine_us`), free of the engine's
+    /// noise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub own_p50_us: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -102,6 +107,9 @@ pub struct LatencyResult {
     pub rps: f64,
     pub p50_us: f64,
     pub p99_us: f64,
+    /// Median over the rounds of [`LatencyRound::own_p50_us`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub own_p50_us: Option<f64>,
     /// Medians over the rounds of this round's value / direct's value in the same round.
     pub p50_vs_direct: Option<f64>,
     pub rps_vs_direct: Option<f64>,
@@ -122,6 +130,7 @@ impl LatencyResult {
             rps: f64::NAN,
             p50_us: f64::NAN,
             p99_us: f64::NAN,
+            own_p50_us: None,
             p50_vs_direct: None,
             rps_vs_direct: None,
             errors: 0,
@@ -213,6 +222,7 @@ pub fn summarize(latency: &mut [LatencyResult], throughput: &mut [ThroughputResu
         r.rps = median(ok.iter().map(|x| x.rps)).unwrap_or(f64::NAN);
         r.p50_us = median(ok.iter().map(|x| x.p50_us)).unwrap_or(f64::NAN);
         r.p99_us = median(ok.iter().map(|x| x.p99_us)).unwrap_or(f64::NAN);
+        r.own_p50_us = median(ok.iter().filter_map(|x| x.own_p50_us));
     }
     let directs: Vec<LatencyResult> = latency
         .iter()
@@ -368,7 +378,11 @@ pub fn checks(r: &Results) -> Vec<Check> {
     }
     // Issue 6: the default chain (labels, tenancy, baseline, redact, a Rego policy, audit on).
     // Create + remove is two requests; the target is per create, so half the pair's added
-    // latency is held against it.
+    // latency is held against it. The default configuration keeps an audit trail, which is
+    // not a plugin: its baseline is the same trail without plugins (`portcullis-audit`),
+    // or the bare gateway when that did not run. The gateway's own time (audit records)
+    // is given beside the end-to-end figure: the engine's list varies by a millisecond
+    // between rounds, the gateway's share does not.
     for (scenario, limit, per) in [
         ("GET /containers/json?all=1", 150.0, 1.0),
         ("create + remove", 250.0, 2.0),
@@ -381,18 +395,26 @@ pub fn checks(r: &Results) -> Vec<Check> {
                 scenario
             }
         );
-        match (
-            find(scenario, 1, "portcullis-default"),
-            find(scenario, 1, "portcullis"),
-        ) {
-            (Some(chain), Some(bare)) => {
+        let baseline = ["portcullis-audit", "portcullis"]
+            .into_iter()
+            .find_map(|c| find(scenario, 1, c).map(|r| (c, r)));
+        match (find(scenario, 1, "portcullis-default"), baseline) {
+            (Some(chain), Some((base_name, bare))) => {
                 let d50 = paired(&chain.rounds, &bare.rounds, |x, y| {
                     (x.p50_us - y.p50_us) / per
                 });
+                let own = paired(&chain.rounds, &bare.rounds, |x, y| {
+                    (x.own_p50_us.unwrap_or(f64::NAN) - y.own_p50_us.unwrap_or(f64::NAN)) / per
+                })
+                .filter(|x| x.is_finite());
                 out.push(Check {
                     issue: "6",
                     target,
-                    measured: d50.map_or("?".into(), |x| format!("{x:+.0} µs p50 (c=1)")),
+                    measured: format!(
+                        "{} p50 (c=1) over `{base_name}`{}",
+                        d50.map_or("?".into(), |x| format!("{x:+.0} µs")),
+                        own.map_or(String::new(), |x| format!("; gateway's own time {x:+.0} µs"))
+                    ),
                     met: d50.map(|x| x <= limit),
                 });
             }
@@ -948,6 +970,7 @@ pub(crate) mod tests {
                 p99_us: p50_us * 3.0,
                 requests: 1000,
                 errors: 0,
+                own_p50_us: None,
             })
         };
         let latency = |config: &str, rps: f64, p50: f64| LatencyResult {

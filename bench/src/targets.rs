@@ -95,6 +95,15 @@ fn stop(child: &mut Child) {
     let _ = child.wait();
 }
 
+/// The audit store of configuration `name`, for those that keep one.
+pub fn audit_store(name: &str, dir: &Path) -> Option<PathBuf> {
+    match name {
+        "portcullis-audit" => Some(dir.join("audit-only")),
+        "portcullis-default" => Some(dir.join("audit-default")),
+        _ => None,
+    }
+}
+
 /// Starts configuration `name`, or says why it cannot run here.
 pub async fn start(name: &'static str, setup: &Setup) -> Result<Target> {
     let socket = setup.dir.join(format!("{name}.sock"));
@@ -155,7 +164,7 @@ pub async fn start(name: &'static str, setup: &Setup) -> Result<Target> {
             }
             if name == "portcullis-audit" {
                 // No plugins, every request recorded (batch durability, the default).
-                let store = setup.dir.join("audit-only");
+                let store = audit_store(name, &setup.dir).unwrap_or_default();
                 let _ = fs::remove_dir_all(&store);
                 text.push_str(&format!("[audit]\npath = {:?}\n", store.display().to_string()));
             }
@@ -387,7 +396,7 @@ fn default_chain_config(workspace: &Path, dir: &Path) -> Result<String> {
         }
     }
     let shipped = fs::read_to_string(policies.join("portcullis.toml"))?;
-    let store = dir.join("audit-default");
+    let store = audit_store("portcullis-default", dir).unwrap_or_default();
     let _ = fs::remove_dir_all(&store);
     let mut config = String::new();
     for line in shipped.lines() {
