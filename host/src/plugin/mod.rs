@@ -882,19 +882,35 @@ impl Spares {
         self.ready.lock().map(|v| v.len()).unwrap_or(usize::MAX)
     }
 
-    /// A ready instance. The preparing task starts on its replacement at once, while the
-    /// call runs.
+    /// A ready instance. The preparing task is woken when the last one is taken, not for
+    /// each: it runs on a thread of its own, and waking a parked thread costs the request
+    /// about 18 µs on a small VM (a futex and an inter-processor interrupt). A call that
+    /// finds none ready instantiates on its own path, as without preparing.
     fn take(&self) -> Option<Warm> {
-        let instance = self.ready.lock().ok()?.pop()?;
-        self.wake.notify_one();
+        let mut ready = self.ready.lock().ok()?;
+        let instance = ready.pop()?;
+        let empty = ready.is_empty();
+        drop(ready);
+        if empty {
+            self.wake.notify_one();
+        }
         Some(instance)
     }
 
+    /// Hands a used instance back for teardown, done when the preparing task next wakes
+    /// (when the last ready instance is taken). Used instances keep their pool slots until
+    /// torn down: should twice `want` of them wait, the task is woken for them alone.
     fn retire(&self, instance: Warm) {
-        if let Ok(mut spent) = self.spent.lock() {
-            spent.push(instance);
+        let waiting = match self.spent.lock() {
+            Ok(mut spent) => {
+                spent.push(instance);
+                spent.len()
+            }
+            Err(_) => return,
+        };
+        if waiting >= 2 * self.want {
+            self.wake.notify_one();
         }
-        self.wake.notify_one();
     }
 }
 
