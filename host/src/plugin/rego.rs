@@ -59,8 +59,10 @@ pub struct Policy {
     data: Value,
     timer: ExecutionTimerConfig,
     /// VMs loaded with `program`, kept between calls: making one costs as much as running
-    /// the shipped policy. Each run resets a VM's state and replaces its input, and a VM is
-    /// returned without the request's input, so no request sees another's.
+    /// the shipped policy. Each run starts by resetting the VM's state (registers, rule
+    /// caches, timer) and sets its own input, so no decision sees another request's data;
+    /// an idle VM keeps only its last result and whatever its registers still hold until
+    /// its next run. A VM whose run failed is dropped.
     idle: std::sync::Mutex<Vec<RegoVM>>,
 }
 
