@@ -20,9 +20,9 @@ pub mod rego;
 mod sandbox;
 pub mod scaffold;
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::collections::HashMap;
 use std::time::Duration;
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
