@@ -288,17 +288,17 @@ pub fn input(req: &types::Request) -> Json {
         .iter()
         .map(|r| json!({"Field": r.field, "Kind": r.kind, "Name": r.name, "Object": r.object.as_ref().map(object)}))
         .collect();
-    json!({
+    let bind_mounts = bind_mounts(&req.endpoint, &body);
+    let mut doc = match json!({
         "Method": req.method,
         "Path": path,
-        "PathPlain": path_plain,
         "PathArr": path_plain.split('/').collect::<Vec<_>>(),
+        "PathPlain": path_plain,
         "Query": query,
         "Headers": headers,
-        "Body": body,
         "User": req.caller.user,
         "AuthMethod": auth,
-        "BindMounts": bind_mounts(&req.endpoint, &body),
+        "BindMounts": bind_mounts,
         "Endpoint": req.endpoint,
         "ObjectId": req.object_id,
         "ApiVersion": req.api_version,
@@ -310,7 +310,13 @@ pub fn input(req: &types::Request) -> Json {
         },
         "Target": req.target.as_ref().map(object),
         "Related": related,
-    })
+    }) {
+        Json::Object(doc) => doc,
+        _ => Map::new(),
+    };
+    // Moved in, not through `json!`, which would serialize a deep copy of the body.
+    doc.insert("Body".into(), body);
+    Json::Object(doc)
 }
 
 /// `content-type` → `Content-Type`, as Go's `http.Header` spells names.
