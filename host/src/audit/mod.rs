@@ -96,6 +96,8 @@ impl IntoDockerError for AuditError {
 const MAX_GROUP: usize = 2048;
 /// Without `sync`, how long the writer waits for more records before committing a group.
 const LINGER: Duration = Duration::from_millis(1);
+/// Records shaped and appended after their responses at once (see [`AuditLog::finish`]).
+const PENDING: u32 = 1024;
 /// Records removed per retention step (one transaction), so appends never wait long.
 const RETAIN_STEP: usize = 10_000;
 /// How often retention runs.
@@ -120,6 +122,9 @@ struct Shared {
 /// The gateway's handle on the audit store.
 pub struct AuditLog {
     tx: mpsc::Sender<Job>,
+    /// Records being shaped and appended after their responses were released (not with
+    /// `sync`); shutdown waits for all of them.
+    pending: Arc<tokio::sync::Semaphore>,
     durability: Durability,
     on_full_disk: OnFullDisk,
     shared: Arc<Shared>,
@@ -183,6 +188,7 @@ impl AuditLog {
         });
         Ok(Arc::new(Self {
             tx,
+            pending: Arc::new(tokio::sync::Semaphore::new(PENDING as usize)),
             durability: config.durability,
             on_full_disk: config.on_full_disk,
             shared,
@@ -262,22 +268,42 @@ impl AuditLog {
     }
 
     /// Completes `draft` with the response head, lets audit plugins shape it, and appends
-    /// it. Called by the pipeline before the response is released.
-    pub async fn finish(&self, chain: &Chain, draft: Draft, resp: &Response<Body>) {
-        let Some((mut record, view)) = draft.finish(resp) else {
+    /// it. Called by the pipeline before the response is released. With `sync` durability
+    /// all of it happens before; otherwise only completing the draft does, and shaping (the
+    /// audit plugins, `redact` in the default chain: a plugin call on every create) and
+    /// encoding run on a task of their own, at most [`PENDING`] at once. Beyond that the
+    /// caller does it, so a burst slows requests instead of piling up tasks.
+    pub async fn finish(self: &Arc<Self>, chain: &Arc<Chain>, draft: Draft, resp: &Response<Body>) {
+        let Some((record, view)) = draft.finish(resp) else {
             return;
         };
+        if self.durability != Durability::Sync {
+            if let Ok(permit) = self.pending.clone().try_acquire_owned() {
+                let (log, chain) = (self.clone(), chain.clone());
+                tokio::spawn(async move {
+                    log.record(&chain, record, view).await;
+                    drop(permit);
+                });
+                return;
+            }
+        }
+        self.record(chain, record, view).await;
+    }
+
+    async fn record(&self, chain: &Chain, mut record: Record, view: Option<types::Request>) {
         if let Some(view) = view.filter(|v| chain.wants_audit(&v.endpoint)) {
             shape(chain, &view, &mut record).await;
         }
         self.append(record).await;
     }
 
-    /// Writes what is queued, flushes, and stops the writer.
+    /// Waits for records still being shaped, writes what is queued, flushes, and stops the
+    /// writer.
     pub async fn shutdown(&self) {
         if let Some(t) = self.ticker.lock().ok().and_then(|mut t| t.take()) {
             t.abort();
         }
+        let _all_recorded = self.pending.acquire_many(PENDING).await;
         let _ = self.tx.send(Job::Stop).await;
         let handle = self.writer.lock().ok().and_then(|mut w| w.take());
         if let Some(h) = handle {

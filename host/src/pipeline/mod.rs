@@ -129,7 +129,7 @@ impl IntoDockerError for PipelineError {
 pub struct Gateway {
     config: Arc<Config>,
     upstream: Upstream,
-    chain: Chain,
+    chain: Arc<Chain>,
     tunnels: Arc<Semaphore>,
     slots: Arc<slots::CallerSlots>,
     next_id: AtomicU64,
@@ -144,7 +144,7 @@ impl Gateway {
         Self {
             config,
             upstream,
-            chain,
+            chain: Arc::new(chain),
             tunnels,
             slots,
             next_id: AtomicU64::new(1),
@@ -193,7 +193,8 @@ impl Gateway {
                 err.into_response()
             }
         };
-        // With `sync` durability this returns only once the record is on disk.
+        // With `sync` durability this returns only once the record is on disk; otherwise
+        // audit plugins shape it after the response is released.
         if let Some(audit) = &self.audit {
             audit.finish(&self.chain, draft, &resp).await;
         }
