@@ -147,6 +147,9 @@ struct Partial {
     record: Record,
     started: Instant,
     view: Option<types::Request>,
+    /// The last body given to [`Draft::request`]: `details` are taken from it once, when
+    /// the record is finished (a create's body was parsed twice per request before).
+    body: Option<Bytes>,
 }
 
 impl Draft {
@@ -208,6 +211,7 @@ impl Draft {
                 record,
                 started,
                 view: None,
+                body: None,
             })),
             trace: Trace::enabled(),
         }
@@ -279,13 +283,7 @@ impl Draft {
                 .find(|(k, _)| k == "name")
                 .map(|(_, v)| v.clone());
         }
-        let json = || body.and_then(|b| serde_json::from_slice::<Value>(b).ok());
-        r.details = match r.endpoint.as_str() {
-            "container.create" => json().map(|v| container_details(&v)),
-            "container.exec" => json().map(|v| exec_details(&v)),
-            "service.create" => json().map(|v| service_details(&v)),
-            _ => None,
-        };
+        p.body = body.cloned();
     }
 
     /// Keeps the plugin view of the request for the audit hooks.
@@ -329,6 +327,13 @@ impl Draft {
                 .and_then(|v| v.parse().ok())
         });
         r.plugins = self.trace.notes;
+        let json = || p.body.as_ref().and_then(|b| serde_json::from_slice::<Value>(b).ok());
+        r.details = match r.endpoint.as_str() {
+            "container.create" => json().map(|v| container_details(&v)),
+            "container.exec" => json().map(|v| exec_details(&v)),
+            "service.create" => json().map(|v| service_details(&v)),
+            _ => None,
+        };
         Some((p.record, p.view))
     }
 }
