@@ -229,8 +229,11 @@ impl Schema {
             (Shape::Struct(id), Value::Object(map)) => {
                 let s = &self.structs[*id];
                 let mut out = Map::new();
-                // Which sent key produced each canonical field, for the error message.
-                let mut sent_as: HashMap<String, String> = HashMap::new();
+                // Sent keys that matched a field only case-insensitively, for the error
+                // message (rare: clients send the canonical spelling). A canonical name
+                // already in `out` was produced by an earlier key: an unknown key kept as
+                // sent can never equal a field's name, or it would have matched exactly.
+                let mut folded_from: Vec<(&str, String)> = Vec::new();
                 for (key, mut item) in std::mem::take(map) {
                     let field = s
                         .exact
@@ -242,12 +245,19 @@ impl Schema {
                         out.insert(key, item);
                         continue;
                     };
-                    if let Some(first) = sent_as.insert(canonical.clone(), key.clone()) {
+                    if out.contains_key(canonical) {
+                        let first = folded_from
+                            .iter()
+                            .find(|(c, _)| c == canonical)
+                            .map_or_else(|| canonical.clone(), |(_, sent)| sent.clone());
                         return Err(GoJsonError::Ambiguous {
                             path: canonical.clone(),
                             first,
                             second: key,
                         });
+                    }
+                    if key != *canonical {
+                        folded_from.push((canonical, key));
                     }
                     self.canonicalize(&mut item, inner).map_err(|e| e.under(canonical))?;
                     out.insert(canonical.clone(), item);
@@ -370,9 +380,14 @@ mod tests {
             err.to_string().contains("HostConfig.Privileged"),
             "{err}"
         );
+        assert!(err.to_string().contains("`Privileged` and `privileged`"), "{err}");
         let err = canon("container.create", r#"{"HostConfig":{},"hostConfig":{"Privileged":true}}"#)
             .unwrap_err();
         assert!(matches!(err, GoJsonError::Ambiguous { .. }), "{err}");
+        // Both spellings folded: the message still names both as sent.
+        let err = canon("container.create", r#"{"hostconfig":{},"hostConfig":{"Privileged":true}}"#)
+            .unwrap_err();
+        assert!(err.to_string().contains("`hostConfig` and `hostconfig`"), "{err}");
     }
 
     #[test]
