@@ -163,9 +163,9 @@ pub struct RuntimeConfig {
     pub max_instances: u32,
     /// Fresh instances each component plugin keeps instantiated and initialized ahead of its
     /// calls (default 2; 0 makes every call instantiate on its own path). Each serves one
-    /// call only; preparing them, and tearing used ones down, happens on a task of its own
-    /// instead of on the request's path. All plugins together keep at most half of
-    /// `max_instances` prepared.
+    /// call only; preparing them, and tearing used ones down, happens on a thread of its own
+    /// instead of on the request's path. All plugins together hold at most half of
+    /// `max_instances` this way (ready instances and used ones awaiting teardown).
     #[serde(default = "default_prepared")]
     pub prepared_instances: u32,
 }

@@ -146,8 +146,10 @@ impl Chain {
     }
 
     /// Starts preparing instances ahead of calls for every component plugin
-    /// (`runtime.prepared_instances` each, all of them together at most half of
-    /// `max_instances`, so that calls always find pool slots). Needs a tokio runtime.
+    /// (`runtime.prepared_instances` each). Each plugin holds up to twice that many pool slots
+    /// (ready instances, and used ones waiting for teardown), and all of them together at
+    /// most half of `max_instances`, so that calls always find pool slots. Needs a tokio
+    /// runtime.
     pub fn prepare(&self, runtime: &crate::config::RuntimeConfig) {
         let components = self
             .plugins
@@ -157,7 +159,7 @@ impl Chain {
         if components == 0 {
             return;
         }
-        let budget = (runtime.max_instances as usize / 2) / components;
+        let budget = (runtime.max_instances as usize / 2) / (2 * components);
         let each = (runtime.prepared_instances as usize).min(budget);
         for p in &self.plugins {
             p.prepare(each);

@@ -585,15 +585,7 @@ impl Plugin {
                 return self.call_spare(spares, instance, request_id, hook).await.map(Output::Verdict);
             }
         }
-        // Bounded like every resource: calls beyond the pool wait for a free instance.
-        let _permit = self
-            .runtime
-            .instances
-            .acquire()
-            .await
-            .map_err(|_| PluginFailure::Trap("plugin runtime closed".into()))?;
-        let _ticking = self.runtime.ticker.ticking();
-        let mut store = self.new_store(request_id);
+        let (_permit, _ticking, mut store) = self.fresh_store(request_id).await?;
         let result: wasmtime::Result<Result<Output, PluginFailure>> = async {
             let instance = pre.instantiate_async(&mut store).await?;
             let policy = instance.portcullis_plugin_policy();
@@ -709,10 +701,11 @@ impl Plugin {
     }
 
     /// Starts preparing `count` fresh, initialized instances ahead of this plugin's calls, on
-    /// a task of its own that also tears used ones down. Still a fresh instance per call:
-    /// each prepared instance serves exactly one call, and nothing runs in it before that but
-    /// instantiation and `init` with the plugin's own configuration, which every call runs
-    /// anyway; only the time they take leaves the request's path. For components without
+    /// a task of its own (on the `portcullis-prepare` thread) that also tears used ones down.
+    /// Still a fresh instance per call: each prepared instance serves exactly one call, and
+    /// nothing runs in it before that but instantiation and `init` with the plugin's own
+    /// configuration, which every call runs anyway; only the time they take leaves the
+    /// request's path. For components without
     /// `[plugins.reuse]`; a no-op otherwise or when `count` is 0.
     pub fn prepare(self: &Arc<Self>, count: usize) {
         if count == 0 || self.warm.is_some() || !matches!(self.backend, Backend::Wasm(_)) {
@@ -768,6 +761,23 @@ impl Plugin {
         });
     }
 
+    /// What a call on a fresh instance holds while it runs: a slot of the instance pool
+    /// (bounded like every resource: calls beyond the pool wait for one), the epoch ticker
+    /// kept going, and a new store.
+    async fn fresh_store(
+        &self,
+        request_id: u64,
+    ) -> Result<(tokio::sync::SemaphorePermit<'_>, Ticking, Store<State>), PluginFailure> {
+        let permit = self
+            .runtime
+            .instances
+            .acquire()
+            .await
+            .map_err(|_| PluginFailure::Trap("plugin runtime closed".into()))?;
+        let ticking = self.runtime.ticker.ticking();
+        Ok((permit, ticking, self.new_store(request_id)))
+    }
+
     /// A store for one instance: the memory cap, the granted capabilities, the deadline.
     fn new_store(&self, request_id: u64) -> Store<State> {
         let limit = self.cfg.memory_limit.as_u64() as usize;
@@ -806,14 +816,7 @@ impl Plugin {
             Call::Hook(_) => return Ok(Output::Verdict(types::Verdict::Allow)),
             Call::Instantiate | Call::Init => None,
         };
-        let _permit = self
-            .runtime
-            .instances
-            .acquire()
-            .await
-            .map_err(|_| PluginFailure::Trap("plugin runtime closed".into()))?;
-        let _ticking = self.runtime.ticker.ticking();
-        let mut store = self.new_store(request_id);
+        let (_permit, _ticking, mut store) = self.fresh_store(request_id).await?;
         match policy.run(&mut store, req).await {
             Ok(Some(verdict)) => Ok(Output::Verdict(verdict)),
             Ok(None) => Ok(Output::Initialized),
@@ -897,9 +900,10 @@ impl Spares {
         Some(instance)
     }
 
-    /// Hands a used instance back for teardown, done when the preparing task next wakes
-    /// (when the last ready instance is taken). Used instances keep their pool slots until
-    /// torn down: should twice `want` of them wait, the task is woken for them alone.
+    /// Hands a used instance back for teardown, done when the preparing task next wakes.
+    /// Used instances keep their pool slots until torn down, so once `want` of them wait the
+    /// task is woken for them: a plugin holds at most twice `want` slots between calls
+    /// (what [`crate::pipeline::Chain::prepare`] budgets for).
     fn retire(&self, instance: Warm) {
         let waiting = match self.spent.lock() {
             Ok(mut spent) => {
@@ -908,7 +912,7 @@ impl Spares {
             }
             Err(_) => return,
         };
-        if waiting >= 2 * self.want {
+        if waiting >= self.want {
             self.wake.notify_one();
         }
     }
