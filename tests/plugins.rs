@@ -296,3 +296,32 @@ fn instances_are_fresh_per_call_unless_reuse_is_configured() {
     let want: Vec<String> = [1, 2, 3, 1, 2, 3].iter().map(|n| format!("count: call {n}")).collect();
     assert_eq!(seen, want, "one instance should serve three calls, then be replaced");
 }
+
+/// The `x-testkit-calls` header of a `GET /containers/json` answer: how many hook calls the
+/// instance that answered the response hook had run.
+fn list_tally(gw: &Gateway) -> String {
+    let out = raw_http(&gw.socket, b"GET /containers/json HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n", T);
+    let text = String::from_utf8_lossy(&out).into_owned();
+    assert!(text.starts_with("HTTP/1.1 200"), "list failed: {text}");
+    let head = &text[..text.find("\r\n\r\n").unwrap_or(text.len())];
+    head.lines()
+        .find_map(|l| l.to_ascii_lowercase().strip_prefix("x-testkit-calls:").map(|v| v.trim().to_owned()))
+        .unwrap_or_else(|| panic!("no x-testkit-calls header: {head}"))
+}
+
+/// A request's response hook runs in the instance its request hook ran in (one instance per
+/// request for a plugin with both hooks), and the next request still gets a fresh one: the
+/// count is 2 every time, never more. With no room to keep instances (a quarter of a pool of
+/// 3 is none) the response hook gets a fresh instance of its own.
+#[test]
+fn a_request_and_its_response_share_one_fresh_instance() {
+    let tally = entry("tally", "endpoints = [\"container.list\"]", "action = \"tally\"");
+    for runtime in ["", "[runtime]\nprepared_instances = 0\n"] {
+        let gw = gateway(&[runtime.to_owned(), tally.clone()]);
+        let seen: Vec<String> = (0..5).map(|_| list_tally(&gw)).collect();
+        assert_eq!(seen, ["2"; 5], "request and response hooks should share one instance per request ({runtime:?})");
+    }
+    let gw = gateway(&["[runtime]\nmax_instances = 3\nprepared_instances = 0\n".to_owned(), tally]);
+    let seen: Vec<String> = (0..3).map(|_| list_tally(&gw)).collect();
+    assert_eq!(seen, ["1"; 3], "without room to keep it, the response hook needs a fresh instance");
+}

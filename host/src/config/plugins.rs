@@ -158,7 +158,9 @@ pub struct RuntimeConfig {
     /// Plugin instances alive at once across all requests; further calls wait (the wait does
     /// not count against a plugin's timeout). A few times the number of cores keeps the CPUs
     /// busy; more only multiplies memory (an interpreter instance holds several MiB) and
-    /// makes every running call slower.
+    /// makes every running call slower. A request whose response plugins also judged the
+    /// request keeps that instance while the engine answers; a quarter of this bound may be
+    /// kept so (beyond it the response hook gets a fresh instance).
     #[serde(default = "default_instances")]
     pub max_instances: u32,
     /// Fresh instances each component plugin keeps instantiated and initialized ahead of its

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{Mode, Phase};
 use crate::error::{DockerError, IntoDockerError};
 use crate::plugin::types::{self, Hooks, Verdict};
-use crate::plugin::{Hook, Plugin, PluginFailure};
+use crate::plugin::{Hook, Kept, Plugin, PluginFailure};
 
 /// Why the chain refused a request or response.
 #[derive(Debug, thiserror::Error)]
@@ -131,6 +131,33 @@ fn patch_json(p: &types::Patch) -> serde_json::Value {
         out.insert("query".into(), Value::Array(edits(&p.query, false)));
     }
     Value::Object(out)
+}
+
+/// Instances that ran a request's request hooks, kept for its response hooks
+/// ([`Plugin::invoke_request`]): a plugin with both hooks then costs one instance per
+/// request. Whatever is still held when this is dropped (a denied request, a response that
+/// is not JSON) goes back for teardown.
+#[derive(Default)]
+pub struct Held {
+    keep: bool,
+    instances: Vec<Kept>,
+}
+
+impl Held {
+    /// Keeps the instances of plugins that will also see this request's response: only for
+    /// responses that are read whole (not streams), so that the engine answers while they
+    /// wait.
+    pub fn keeping() -> Self {
+        Self {
+            keep: true,
+            instances: Vec::new(),
+        }
+    }
+
+    fn take(&mut self, plugin: &Plugin) -> Option<Kept> {
+        let i = self.instances.iter().position(|k| k.belongs_to(plugin))?;
+        Some(self.instances.swap_remove(i))
+    }
 }
 
 /// The configured plugins.
@@ -250,13 +277,14 @@ impl Chain {
         id: u64,
         req: &mut impl Patchable,
         trace: &mut Trace,
+        held: &mut Held,
     ) -> Result<(), ChainError> {
         let endpoint = req.view().endpoint.clone();
         for p in self.selected(&endpoint, Hooks::REQUEST) {
             if p.phase() != Phase::Mutate {
                 continue;
             }
-            let verdict = p.invoke(id, Hook::Request(req.view())).await;
+            let verdict = self.request_hook(p, id, req.view(), held).await;
             if let Some(denial) = self.settle(id, p, verdict, trace, "request", |patch| req.apply(patch))? {
                 return Err(denied(vec![denial]));
             }
@@ -271,6 +299,7 @@ impl Chain {
         id: u64,
         req: &impl Patchable,
         trace: &mut Trace,
+        held: &mut Held,
     ) -> Result<(), ChainError> {
         let endpoint = req.view().endpoint.clone();
         let mut denials = Vec::new();
@@ -278,7 +307,7 @@ impl Chain {
             if p.phase() != Phase::Validate {
                 continue;
             }
-            let verdict = p.invoke(id, Hook::Request(req.view())).await;
+            let verdict = self.request_hook(p, id, req.view(), held).await;
             let no_patches = |_: &types::Patch| Err("validating plugins cannot patch".to_string());
             if let Some(denial) = self.settle(id, p, verdict, trace, "request", no_patches)? {
                 denials.push(denial);
@@ -291,17 +320,34 @@ impl Chain {
         }
     }
 
-    /// Runs the response hooks in order; each may patch `resp` (through `apply`).
+    /// One request hook call, keeping the instance in `held` when the plugin will see the
+    /// response too.
+    async fn request_hook(
+        &self,
+        p: &Plugin,
+        id: u64,
+        req: &types::Request,
+        held: &mut Held,
+    ) -> Result<Verdict, PluginFailure> {
+        let keep = held.keep && p.hooks(Hooks::RESPONSE, &req.endpoint);
+        let (verdict, kept) = p.invoke_request(id, req, keep).await;
+        held.instances.extend(kept);
+        verdict
+    }
+
+    /// Runs the response hooks in order; each may patch `resp` (through `apply`). A plugin
+    /// whose request hook instance was kept in `held` answers in that instance.
     pub async fn on_response(
         &self,
         id: u64,
         req: &types::Request,
         resp: &mut types::Response,
         trace: &mut Trace,
+        held: &mut Held,
         mut apply: impl FnMut(&mut types::Response, &types::Patch) -> Result<(), String>,
     ) -> Result<(), ChainError> {
         for p in self.selected(&req.endpoint, Hooks::RESPONSE) {
-            let verdict = p.invoke(id, Hook::Response(req, resp)).await;
+            let verdict = p.invoke_kept(held.take(p), id, Hook::Response(req, resp)).await;
             if let Some(denial) = self.settle(id, p, verdict, trace, "response", |patch| apply(resp, patch))? {
                 return Err(denied(vec![denial]));
             }

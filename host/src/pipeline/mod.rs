@@ -36,7 +36,7 @@ use crate::upstream::{Upstream, UpstreamError};
 
 pub use body::Body;
 pub use canonical::{apply_json_patch, CREDENTIAL_HEADERS};
-pub use chain::{Chain, ChainError, Note, Trace};
+pub use chain::{Chain, ChainError, Held, Note, Trace};
 pub use target::TargetError;
 
 /// Why a request was not forwarded, or failed on the way.
@@ -276,6 +276,11 @@ impl Gateway {
         draft.request(&query, buffered.as_ref());
 
         let wants_response = self.chain.wants_response(endpoint.name);
+        let mut held = if wants_response && !endpoint.streaming {
+            Held::keeping()
+        } else {
+            Held::default()
+        };
         let mut canonical = None;
         let wants_audit = draft.is_on() && self.chain.wants_audit(endpoint.name);
         let (query, mut headers) = if self.chain.wants_request(endpoint.name) || wants_response || wants_audit {
@@ -300,13 +305,13 @@ impl Gateway {
                 // Audit hooks shape the records of refused requests too (redaction).
                 draft.keep_view(c.view());
             }
-            self.chain.mutate(id, &mut c, draft.trace()).await?;
+            self.chain.mutate(id, &mut c, draft.trace(), &mut held).await?;
             if wants_request {
                 // Validating plugins judge the body mutating plugins left, references included.
                 let related = target::resolve_related(&self.upstream, &route, c.body(), &c.view().related).await?;
                 c.set_related(related);
             }
-            self.chain.validate(id, &c, draft.trace()).await?;
+            self.chain.validate(id, &c, draft.trace(), &mut held).await?;
             buffered = c.body_bytes();
             if wants_audit {
                 draft.keep_view(c.view());
@@ -383,7 +388,7 @@ impl Gateway {
         headers::strip_hop_by_hop(&mut parts.headers);
         if let (Some(c), true) = (&canonical, wants_response && !endpoint.streaming && is_json(&parts.headers)) {
             let body = self
-                .filter_response(id, c.view(), &mut parts, incoming, endpoint.name, draft.trace())
+                .filter_response(id, c.view(), &mut parts, incoming, endpoint.name, draft.trace(), held)
                 .await?;
             return Ok((endpoint.name, Response::from_parts(parts, body)));
         }
@@ -403,6 +408,7 @@ impl Gateway {
         incoming: Incoming,
         endpoint: &'static str,
         trace: &mut Trace,
+        mut held: Held,
     ) -> Result<Body, PipelineError> {
         let unreadable = |reason: String| PipelineError::ResponseUnreadable { endpoint, reason };
         let limit = self.config.limits.max_body_bytes;
@@ -421,7 +427,7 @@ impl Gateway {
         let mut patched = false;
         let mut headers = parts.headers.clone();
         self.chain
-            .on_response(id, req, &mut resp, trace, |resp, patch| {
+            .on_response(id, req, &mut resp, trace, &mut held, |resp, patch| {
                 if let Some(ops) = &patch.body {
                     let current = resp.body.as_deref().unwrap_or("null");
                     let mut json: serde_json::Value = serde_json::from_str(current).map_err(|e| e.to_string())?;

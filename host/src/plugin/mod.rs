@@ -107,6 +107,9 @@ pub struct Runtime {
     linker: Linker<State>,
     cache_dir: Option<std::path::PathBuf>,
     instances: Arc<Semaphore>,
+    /// Instances kept from a request hook for the same request's response hook (a quarter
+    /// of `instances`), so that requests the engine is slow to answer cannot hold the pool.
+    kept: Arc<Semaphore>,
     ticker: EpochTicker,
     /// Where instances are prepared ahead of calls, started by the first [`Plugin::prepare`].
     preparer: std::sync::OnceLock<Preparer>,
@@ -213,6 +216,7 @@ impl Runtime {
             linker,
             cache_dir: config.cache_dir.clone(),
             instances: Arc::new(Semaphore::new(n as usize)),
+            kept: Arc::new(Semaphore::new(n as usize / 4)),
             ticker,
             preparer: std::sync::OnceLock::new(),
         })
@@ -570,6 +574,86 @@ impl Plugin {
         }
     }
 
+    /// Calls the request hook on a fresh instance and, when `keep` asks for it and the call
+    /// succeeded, keeps that instance for the same request's response hook
+    /// ([`Plugin::invoke_kept`]). Nothing leaks between callers: the instance serves one
+    /// request of one caller, as the contract documents, and a plugin with both hooks
+    /// costs one instance per request instead of two. A kept instance holds its pool slot
+    /// while the engine answers, so at most a quarter of the pool is kept at once (beyond
+    /// that the response hook gets a fresh instance, as before); only components without
+    /// `[plugins.reuse]` are kept.
+    pub async fn invoke_request(
+        &self,
+        request_id: u64,
+        req: &types::Request,
+        keep: bool,
+    ) -> (Result<types::Verdict, PluginFailure>, Option<Kept>) {
+        let (Backend::Wasm(pre), None, true) = (&self.backend, &self.warm, keep) else {
+            return (self.invoke(request_id, Hook::Request(req)).await, None);
+        };
+        let Ok(held) = self.runtime.kept.clone().try_acquire_owned() else {
+            return (self.invoke(request_id, Hook::Request(req)).await, None);
+        };
+        let spares = self.spares.get();
+        let _ticking = self.runtime.ticker.ticking();
+        let mut instance = match spares.and_then(|s| s.take()) {
+            Some(mut instance) => {
+                instance.store.data_mut().start_call(request_id, self.cfg.timeout);
+                instance
+            }
+            None => {
+                let permit = match self.runtime.instances.clone().acquire_owned().await {
+                    Ok(permit) => permit,
+                    Err(_) => return (Err(PluginFailure::Trap("plugin runtime closed".into())), None),
+                };
+                match self.initialized(pre, permit, request_id).await {
+                    Ok(instance) => instance,
+                    Err(failure) => return (Err(failure), None),
+                }
+            }
+        };
+        match run_hook(&instance.bindings, &mut instance.store, &Hook::Request(req)).await {
+            Ok(verdict) => {
+                let kept = Kept {
+                    plugin: self as *const Plugin as usize,
+                    instance: Some(instance),
+                    spares: spares.cloned(),
+                    _held: held,
+                };
+                (Ok(verdict), Some(kept))
+            }
+            Err(e) => {
+                let failure = self.failure(&instance.store, &e);
+                if let Some(spares) = spares {
+                    spares.retire(instance);
+                }
+                (Err(failure), None)
+            }
+        }
+    }
+
+    /// Calls `hook` on `kept`, the instance this request's request hook ran in
+    /// ([`Plugin::invoke_request`]), which is then torn down; without one (or with another
+    /// plugin's), on a fresh instance like [`Plugin::invoke`].
+    pub async fn invoke_kept(
+        &self,
+        kept: Option<Kept>,
+        request_id: u64,
+        hook: Hook<'_>,
+    ) -> Result<types::Verdict, PluginFailure> {
+        let mut kept = match kept {
+            Some(k) if k.belongs_to(self) && k.instance.is_some() => k,
+            _ => return self.invoke(request_id, hook).await,
+        };
+        let Some(instance) = kept.instance.as_mut() else {
+            return self.invoke(request_id, hook).await;
+        };
+        let _ticking = self.runtime.ticker.ticking();
+        instance.store.data_mut().start_call(request_id, self.cfg.timeout);
+        let result = run_hook(&instance.bindings, &mut instance.store, &hook).await;
+        result.map_err(|e| self.failure(&instance.store, &e))
+    }
+
     /// Instantiates and makes `what` call(s), under the deadline and the memory cap.
     async fn call(&self, request_id: u64, what: Call<'_>) -> Result<Output, PluginFailure> {
         let pre = match &self.backend {
@@ -923,6 +1007,33 @@ impl Drop for Plugin {
         // Lets the preparing task see that the plugin is gone and end.
         if let Some(spares) = self.spares.get() {
             spares.wake.notify_one();
+        }
+    }
+}
+
+/// An instance kept from a request's request hook for its response hook
+/// ([`Plugin::invoke_request`]). Dropped, it goes to its plugin's preparing task for teardown
+/// (or is torn down where it is dropped when the plugin prepares nothing).
+pub struct Kept {
+    /// The plugin it belongs to (its address), checked before the response hook runs in it.
+    plugin: usize,
+    instance: Option<Warm>,
+    spares: Option<Arc<Spares>>,
+    /// Its place among the instances kept at once (a quarter of the pool).
+    _held: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Kept {
+    /// Whether it was kept by `plugin`.
+    pub fn belongs_to(&self, plugin: &Plugin) -> bool {
+        self.plugin == plugin as *const Plugin as usize
+    }
+}
+
+impl Drop for Kept {
+    fn drop(&mut self) {
+        if let (Some(instance), Some(spares)) = (self.instance.take(), &self.spares) {
+            spares.retire(instance);
         }
     }
 }

@@ -66,9 +66,11 @@
 //!
 //! # How the gateway calls a plugin
 //!
-//! Every call runs on a fresh instance: `init` (which builds your type with
-//! [`Plugin::new`] from the `config` table) then one hook. Nothing survives between calls,
-//! so keep `new` cheap and keep no state you expect to see again. The hooks the gateway calls
+//! Every request runs on a fresh instance: `init` (which builds your type with
+//! [`Plugin::new`] from the `config` table) then its hook. A request's `on_response` usually
+//! runs in the instance its `on_request` ran in, but not always (the gateway may have had no
+//! room to keep it). Nothing survives between requests, so keep `new` cheap and keep no state
+//! you expect to see again. The hooks the gateway calls
 //! are the ones [`Plugin::HOOKS`] lists; see there for why they are declared rather than
 //! detected.
 

@@ -23,6 +23,7 @@
 //! | `hog` | `mb` | allocates and writes `mb` MiB, to run into the memory cap; allows if it survives |
 //! | `bad-verdict` | | returns a patch whose body is not a valid JSON Patch (an unknown `op`) |
 //! | `count` | | denies with `call <n>`, `n` counting the hook calls this instance has seen: always 1 on a fresh instance, growing on a reused one (`[plugins.reuse]`) |
+//! | `tally` | | counts every hook call this instance runs (whatever its hook); in its own hook (default `response`) sets the header `x-testkit-calls` to that count: 2 in the response hook when the request hook ran in the same instance |
 //!
 //! Two optional fields work with every action:
 //!
@@ -84,6 +85,7 @@ enum Action {
     },
     BadVerdict {},
     Count {},
+    Tally {},
 }
 
 /// The hook an action runs in.
@@ -126,7 +128,7 @@ impl Plugin for Testkit {
             .map_err(error)?;
         let action: Action = serde_json::from_value(Value::Object(config)).map_err(error)?;
         let default_hook = match action {
-            Action::FilterList { .. } => Hook::Response,
+            Action::FilterList { .. } | Action::Tally {} => Hook::Response,
             _ => Hook::Request,
         };
         Ok(Testkit {
@@ -154,6 +156,9 @@ impl Testkit {
         if let Some(line) = &self.log {
             log::info!("{line}");
         }
+        // Counted in every hook, before the hook check: `tally` shows which calls shared
+        // an instance.
+        let tally = TALLY.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         if hook != self.hook {
             return Verdict::Allow;
         }
@@ -198,6 +203,7 @@ impl Testkit {
             Action::BadVerdict {} => Patch::new()
                 .op(json!({"op": "explode", "path": "/Image"}))
                 .into(),
+            Action::Tally {} => Patch::new().set_header("x-testkit-calls", tally.to_string()).into(),
             Action::Count {} => {
                 // State that outlives a call only when the gateway reuses the instance.
                 let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
@@ -206,6 +212,9 @@ impl Testkit {
         }
     }
 }
+
+/// Hook calls of any kind this instance has run (`tally`).
+static TALLY: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Hook calls this instance has run the `count` action in.
 static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
