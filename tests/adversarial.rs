@@ -69,8 +69,16 @@ fn forbidden_settings(name: &str, allowed: &Path) -> Vec<String> {
     bad
 }
 
-fn raw_create(gw: &Gateway, version: &str, name: &str, content_type: Option<&str>, body: &str) -> Vec<u8> {
-    let ct = content_type.map(|c| format!("Content-Type: {c}\r\n")).unwrap_or_default();
+fn raw_create(
+    gw: &Gateway,
+    version: &str,
+    name: &str,
+    content_type: Option<&str>,
+    body: &str,
+) -> Vec<u8> {
+    let ct = content_type
+        .map(|c| format!("Content-Type: {c}\r\n"))
+        .unwrap_or_default();
     let req = format!(
         "POST {version}/containers/create?name={name} HTTP/1.1\r\nHost: d\r\nConnection: close\r\n{ct}Content-Length: {}\r\n\r\n{body}",
         body.len()
@@ -123,18 +131,31 @@ fn no_create_attempt_brings_a_forbidden_container_into_being() {
     ];
     let mut attempts = 0;
     for (what, body) in &bodies {
-        for (version, ct) in [("/v1.41", Some("application/json")), ("", None), ("/v1.41", Some("application/json; charset=utf-8"))] {
+        for (version, ct) in [
+            ("/v1.41", Some("application/json")),
+            ("", None),
+            ("/v1.41", Some("application/json; charset=utf-8")),
+        ] {
             let name = clean.container(&unique("adv"));
             let _ = raw_create(&gw, version, &name, ct, body);
             attempts += 1;
             let bad = forbidden_settings(&name, &allowed);
-            assert!(bad.is_empty(), "{what} ({version:?}, {ct:?}) created {name} with {bad:?}");
+            assert!(
+                bad.is_empty(),
+                "{what} ({version:?}, {ct:?}) created {name} with {bad:?}"
+            );
         }
     }
 
     // Path spellings of the same endpoint.
     let body = &bodies[0].1;
-    for path in ["/v1.41//containers/create", "/v1.41/containers/./create", "/v1.41/containers/create/", "/v1.41/containers/%63reate", "/v1.41/x/../containers/create"] {
+    for path in [
+        "/v1.41//containers/create",
+        "/v1.41/containers/./create",
+        "/v1.41/containers/create/",
+        "/v1.41/containers/%63reate",
+        "/v1.41/x/../containers/create",
+    ] {
         let name = clean.container(&unique("adv-path"));
         let req = format!(
             "POST {path}?name={name} HTTP/1.1\r\nHost: d\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
@@ -178,7 +199,10 @@ fn no_create_attempt_brings_a_forbidden_container_into_being() {
     ] {
         let name = clean.container(&unique("adv-cli"));
         let out = run_timeout(
-            gw.docker().args(["create", "--name", &name, "--label", TEST_LABEL]).args(&args).args([IMAGE, "true"]),
+            gw.docker()
+                .args(["create", "--name", &name, "--label", TEST_LABEL])
+                .args(&args)
+                .args([IMAGE, "true"]),
             None,
             T,
         );
@@ -191,11 +215,25 @@ fn no_create_attempt_brings_a_forbidden_container_into_being() {
     // The legitimate forms pass: the suite is not just a gateway that refuses everything.
     let name = clean.container(&unique("adv-ok"));
     let out = run_timeout(
-        gw.docker().args(["create", "--name", &name, "--label", TEST_LABEL, "-v", &format!("{a}/data:/data"), IMAGE, "true"]),
+        gw.docker().args([
+            "create",
+            "--name",
+            &name,
+            "--label",
+            TEST_LABEL,
+            "-v",
+            &format!("{a}/data:/data"),
+            IMAGE,
+            "true",
+        ]),
         None,
         T,
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let bad = forbidden_settings(&name, &allowed);
     assert!(bad.is_empty(), "the legitimate container has {bad:?}");
     assert!(attempts >= 90, "only {attempts} attempts");
@@ -211,22 +249,50 @@ fn host_paths_cannot_arrive_through_volumes_or_legacy_start() {
     // A local volume bound to /etc, to be mounted later by name.
     let vol = clean.volume(&unique("adv-vol"));
     let out = run_timeout(
-        gw.docker().args(["volume", "create", "--driver", "local", "--opt", "type=none", "--opt", "o=bind", "--opt", "device=/etc", &vol]),
+        gw.docker().args([
+            "volume",
+            "create",
+            "--driver",
+            "local",
+            "--opt",
+            "type=none",
+            "--opt",
+            "o=bind",
+            "--opt",
+            "device=/etc",
+            &vol,
+        ]),
         None,
         T,
     );
     assert!(!out.status.success(), "a bind volume of /etc was created");
-    let exists = run(docker_direct().args(["volume", "inspect", &vol])).status.success();
+    let exists = run(docker_direct().args(["volume", "inspect", &vol]))
+        .status
+        .success();
     assert!(!exists, "the volume exists on the engine");
 
     // API < 1.24 let `start` carry a HostConfig: refused by version, so the container
     // created plainly stays unprivileged.
     let name = clean.container(&unique("adv-start"));
-    let out = run_timeout(gw.docker().args(["create", "--name", &name, "--label", TEST_LABEL, IMAGE, "sleep", "30"]), None, T);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run_timeout(
+        gw.docker().args([
+            "create", "--name", &name, "--label", TEST_LABEL, IMAGE, "sleep", "30",
+        ]),
+        None,
+        T,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let r = http(
         &gw.socket,
-        &request("POST", &format!("/v1.23/containers/{name}/start"), Some(r#"{"Privileged":true,"Binds":["/:/host"]}"#)),
+        &request(
+            "POST",
+            &format!("/v1.23/containers/{name}/start"),
+            Some(r#"{"Privileged":true,"Binds":["/:/host"]}"#),
+        ),
         T,
     );
     assert_eq!(r.status, 400);
@@ -241,9 +307,15 @@ fn privileged_exec_is_refused_in_every_spelling() {
     let gw = guarded(&allowed);
     let mut clean = Cleanup::new();
     let name = clean.container(&unique("adv-exec"));
-    ok(gw.docker().args(["run", "-d", "--name", &name, "--label", TEST_LABEL, IMAGE, "sleep", "60"]));
+    ok(gw.docker().args([
+        "run", "-d", "--name", &name, "--label", TEST_LABEL, IMAGE, "sleep", "60",
+    ]));
 
-    let out = run_timeout(gw.docker().args(["exec", "--privileged", &name, "true"]), None, T);
+    let out = run_timeout(
+        gw.docker().args(["exec", "--privileged", &name, "true"]),
+        None,
+        T,
+    );
     assert!(!out.status.success(), "docker exec --privileged passed");
     for body in [
         r#"{"Cmd":["true"],"Privileged":true}"#,
@@ -252,7 +324,15 @@ fn privileged_exec_is_refused_in_every_spelling() {
         r#"{"Cmd":["true"],"Privileged":true,"Privileged":false}"#,
         r#"{"Cmd":["true"],"privileged":true,"Privileged":false}"#,
     ] {
-        let _ = http(&gw.socket, &request("POST", &format!("/v1.41/containers/{name}/exec"), Some(body)), T);
+        let _ = http(
+            &gw.socket,
+            &request(
+                "POST",
+                &format!("/v1.41/containers/{name}/exec"),
+                Some(body),
+            ),
+            T,
+        );
     }
     // No exec instance came to exist on the container.
     let ids = ok(docker_direct().args(["inspect", "--format", "{{json .ExecIDs}}", &name]));

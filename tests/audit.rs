@@ -113,15 +113,24 @@ fn allowed_denied_and_failed_requests_are_all_recorded() {
     assert_eq!(create.method, "POST");
     assert_eq!(create.path, "/containers/create");
     // The caller as the user database names this process's uid.
-    let me = std::process::Command::new("id").arg("-un").output().expect("id -un");
-    assert_eq!(create.user(), String::from_utf8_lossy(&me.stdout).trim(), "{create:?}");
+    let me = std::process::Command::new("id")
+        .arg("-un")
+        .output()
+        .expect("id -un");
+    assert_eq!(
+        create.user(),
+        String::from_utf8_lossy(&me.stdout).trim(),
+        "{create:?}"
+    );
     assert_eq!(create.caller["auth"], "peer-credentials");
     assert!(
         create.bytes_in.unwrap_or(0) > 0 && create.bytes_out.unwrap_or(0) > 0,
         "{create:?}"
     );
     // The engine's share of the time is known for what was forwarded, and part of the whole.
-    let engine = create.engine_us.expect("engine time of a forwarded request");
+    let engine = create
+        .engine_us
+        .expect("engine time of a forwarded request");
     assert!(engine > 0 && engine <= create.duration_us, "{create:?}");
     let d = create.details.as_ref().expect("create details");
     assert_eq!(d["Image"], IMAGE);
@@ -148,7 +157,10 @@ fn allowed_denied_and_failed_requests_are_all_recorded() {
         .unwrap_or("")
         .contains("labels: the label forbidden is not allowed"));
     assert_eq!(deny.details.as_ref().unwrap()["Labels"]["forbidden"], "1");
-    assert_eq!(deny.engine_us, None, "a denied request never reaches the engine");
+    assert_eq!(
+        deny.engine_us, None,
+        "a denied request never reaches the engine"
+    );
 
     let unknown = one(&records, "the unknown endpoint", |r| {
         r.path == "/v1.41/nothing/here"
@@ -237,8 +249,7 @@ fn the_store_is_opened_by_one_gateway_at_a_time() {
         .unwrap();
     let err = rt
         .block_on(portcullis::run(Vec::new(), second, async {}))
-        .err()
-        .expect("a second gateway on the same store must not start");
+        .expect_err("a second gateway on the same store must not start");
     assert!(
         err.to_string().contains("in use by another process"),
         "{err}"

@@ -295,12 +295,7 @@ fn start_ticker(gw: &Gateway, c: &mut Cleanup) -> String {
         gw.docker()
             .args(["run", "-d", "--name", &name])
             .args(labels(&name))
-            .args([
-                IMAGE,
-                "sh",
-                "-c",
-                TICKER,
-            ]),
+            .args([IMAGE, "sh", "-c", TICKER]),
         T,
     );
     name
@@ -1003,7 +998,6 @@ fn engine_down_gives_502_then_the_gateway_recovers() {
 
 // ---------------------------------------------------------------------------------------
 // bad input
-
 
 #[test]
 fn malformed_request_line_gets_4xx_and_the_gateway_still_serves() {

@@ -21,7 +21,11 @@ fn no_privileged() -> Gateway {
 fn create_raw(gw: &Gateway, name: &str, body: &str) -> HttpResponse {
     http(
         &gw.socket,
-        &request("POST", &format!("/v1.41/containers/create?name={name}"), Some(body)),
+        &request(
+            "POST",
+            &format!("/v1.41/containers/create?name={name}"),
+            Some(body),
+        ),
         T,
     )
 }
@@ -47,9 +51,17 @@ fn field_name_spellings_go_accepts_are_judged_as_the_engine_reads_them() {
     for body in &attempts {
         let name = clean.container(&unique("case"));
         let r = create_raw(&gw, &name, body);
-        assert_eq!(r.status, 403, "{body}: {}", String::from_utf8_lossy(&r.body));
+        assert_eq!(
+            r.status,
+            403,
+            "{body}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
         assert!(
-            r.json()["message"].as_str().unwrap_or("").contains("no-privileged"),
+            r.json()["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("no-privileged"),
             "{body}: {:?}",
             r.json()
         );
@@ -60,10 +72,16 @@ fn field_name_spellings_go_accepts_are_judged_as_the_engine_reads_them() {
     let r = create_raw(
         &gw,
         &name,
-        &format!(r#"{{"image":"{image}","hostconfig":{{"privileged":false,"memory":33554432}},"labels":{{"{}":"1"}}}}"#, TEST_LABEL.split('=').next().unwrap()),
+        &format!(
+            r#"{{"image":"{image}","hostconfig":{{"privileged":false,"memory":33554432}},"labels":{{"{}":"1"}}}}"#,
+            TEST_LABEL.split('=').next().unwrap()
+        ),
     );
     assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
-    assert_eq!(inspect(&name, "{{.HostConfig.Privileged}} {{.HostConfig.Memory}}"), "false 33554432");
+    assert_eq!(
+        inspect(&name, "{{.HostConfig.Privileged}} {{.HostConfig.Memory}}"),
+        "false 33554432"
+    );
 }
 
 #[test]
@@ -81,7 +99,12 @@ fn repeated_keys_that_go_would_merge_are_refused() {
     for body in &attempts {
         let name = clean.container(&unique("dup"));
         let r = create_raw(&gw, &name, body);
-        assert_eq!(r.status, 400, "{body}: {}", String::from_utf8_lossy(&r.body));
+        assert_eq!(
+            r.status,
+            400,
+            "{body}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
         let msg = r.json()["message"].as_str().unwrap_or("").to_owned();
         assert!(msg.contains("twice"), "{body}: {msg}");
         assert!(!exists(&name), "{body} created a container");
@@ -98,16 +121,29 @@ fn symlinked_bind_sources_reach_the_engine_resolved() {
     let name = clean.container(&unique("bind"));
     let out = run_timeout(
         gw.docker().args([
-            "create", "--name", &name, "--label", TEST_LABEL,
-            "-v", &format!("{}:/mnt:ro", link.display()),
-            IMAGE, "true",
+            "create",
+            "--name",
+            &name,
+            "--label",
+            TEST_LABEL,
+            "-v",
+            &format!("{}:/mnt:ro", link.display()),
+            IMAGE,
+            "true",
         ]),
         None,
         T,
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // The engine binds the directory the policy was shown, not the link.
-    assert_eq!(inspect(&name, "{{index .HostConfig.Binds 0}}"), "/etc:/mnt:ro");
+    assert_eq!(
+        inspect(&name, "{{index .HostConfig.Binds 0}}"),
+        "/etc:/mnt:ro"
+    );
 }
 
 #[test]
@@ -121,7 +157,9 @@ fn api_versions_outside_the_range_are_refused() {
     assert_eq!(fine.status, 200);
     assert_eq!(fine.json()["ApiVersion"], "1.41");
     // The CLI's negotiation still works.
-    let out = ok(gw.docker().args(["version", "--format", "{{.Server.APIVersion}}"]));
+    let out = ok(gw
+        .docker()
+        .args(["version", "--format", "{{.Server.APIVersion}}"]));
     assert_eq!(out.trim(), "1.41");
 }
 
@@ -130,7 +168,10 @@ fn buildkit_tunnels_and_form_bodies_are_refused() {
     let gw = Gateway::start();
     let r = http(&gw.socket, &request("POST", "/session", None), T);
     assert_eq!(r.status, 403);
-    assert!(r.json()["message"].as_str().unwrap_or("").contains("BuildKit"));
+    assert!(r.json()["message"]
+        .as_str()
+        .unwrap_or("")
+        .contains("BuildKit"));
 
     // A form body on build: Go's ParseForm would let `networkmode=host` in the body win
     // over the query the policy saw.
@@ -143,7 +184,10 @@ fn buildkit_tunnels_and_form_bodies_are_refused() {
     );
     let r = http(&gw.socket, req.as_bytes(), T);
     assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
-    assert!(r.json()["message"].as_str().unwrap_or("").contains("form-encoded"));
+    assert!(r.json()["message"]
+        .as_str()
+        .unwrap_or("")
+        .contains("form-encoded"));
     let images = ok(docker_direct().args(["images", "-q", &tag]));
     assert!(images.trim().is_empty(), "an image was built");
 }
@@ -167,7 +211,11 @@ fn content_length_with_chunked_is_judged_on_the_body_that_is_forwarded() {
     let raw = raw_http(&gw.socket, req.as_bytes(), Duration::from_secs(3));
     let text = String::from_utf8_lossy(&raw);
     assert!(text.starts_with("HTTP/1.1 403"), "{text}");
-    assert_eq!(text.matches("HTTP/1.1").count(), 1, "the connection was reused: {text}");
+    assert_eq!(
+        text.matches("HTTP/1.1").count(),
+        1,
+        "the connection was reused: {text}"
+    );
     assert!(!exists(&name), "a container was created");
 }
 

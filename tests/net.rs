@@ -37,7 +37,6 @@ fn assert_legacy_head(head: &HttpResponse) {
     assert_eq!(head.header("Transfer-Encoding"), None, "{head:?}");
 }
 
-
 // ---------------------------------------------------------------------------------------
 // legacy hijack
 
@@ -51,7 +50,9 @@ fn legacy_exec_start_without_upgrade_streams_stdin_and_output() {
         &request(
             "POST",
             &format!("/v1.41/containers/{id}/exec"),
-            Some(r#"{"AttachStdin":true,"AttachStdout":true,"AttachStderr":true,"Cmd":["sh","-c","cat; exit 7"]}"#),
+            Some(
+                r#"{"AttachStdin":true,"AttachStdout":true,"AttachStderr":true,"Cmd":["sh","-c","cat; exit 7"]}"#,
+            ),
         ),
         SOON,
     );
@@ -83,7 +84,11 @@ fn legacy_exec_start_without_upgrade_streams_stdin_and_output() {
 fn legacy_attach_without_upgrade_after_a_kept_alive_request() {
     let gw = Gateway::start();
     let mut c = Cleanup::new();
-    let id = start_interactive(&mut c, "legacy-attach", "while read l; do echo got-$l; done");
+    let id = start_interactive(
+        &mut c,
+        "legacy-attach",
+        "while read l; do echo got-$l; done",
+    );
     // A first request on the same connection, answered and kept alive: the hijack must
     // start cleanly after it. (`/_ping` because the engine frames it with a length; an
     // inspect answer of more than 2 KiB comes chunked.)
@@ -185,7 +190,10 @@ fn oversized_or_too_many_headers_get_431_with_the_limit() {
     let r = http(&gw.socket, req.as_bytes(), SOON);
     assert_eq!(r.status, 431, "{r:?}");
     let msg = message_of(&r);
-    assert!(msg.contains("request headers too large (limit 65536 bytes"), "{msg}");
+    assert!(
+        msg.contains("request headers too large (limit 65536 bytes"),
+        "{msg}"
+    );
     still_serves(&gw.socket);
 
     let mut req = String::from("GET /_ping HTTP/1.1\r\nHost: docker\r\n");
@@ -206,7 +214,9 @@ fn a_good_request_then_garbage_on_one_connection_gets_both_answers() {
     let out = raw_http(&gw.socket, raw, Duration::from_secs(5));
     let text = String::from_utf8_lossy(&out);
     assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
-    let second = text.find("HTTP/1.1 400").unwrap_or_else(|| panic!("no 400 in {text}"));
+    let second = text
+        .find("HTTP/1.1 400")
+        .unwrap_or_else(|| panic!("no 400 in {text}"));
     assert!(text[second..].contains("malformed HTTP request"), "{text}");
     still_serves(&gw.socket);
 }
@@ -264,7 +274,10 @@ fn a_quiet_tunnel_is_closed_after_the_stream_idle_timeout() {
     let rest = attach.read_to_eof();
     assert!(rest.is_empty(), "{rest:?}");
     // Only the tunnel went away: the container still runs.
-    let state = ok_timeout(docker_direct().args(["inspect", "-f", "{{.State.Running}}", &id]), T);
+    let state = ok_timeout(
+        docker_direct().args(["inspect", "-f", "{{.State.Running}}", &id]),
+        T,
+    );
     assert_eq!(state.trim(), "true");
     still_serves(&gw.socket);
 }
@@ -286,7 +299,10 @@ fn a_quiet_response_stream_is_closed_after_the_stream_idle_timeout_and_a_busy_on
     for _ in 0..60 {
         last = logs.expect_line(SOON, |l| l.starts_with("line "));
     }
-    assert!(logs.is_running(), "a busy stream was closed (last line {last:?})");
+    assert!(
+        logs.is_running(),
+        "a busy stream was closed (last line {last:?})"
+    );
     logs.kill();
     // Nothing happens on an event stream filtered to a label nobody uses: it is quiet, so
     // the gateway ends it (read_to_eof fails the test if no EOF comes within 20 s).
@@ -298,7 +314,10 @@ fn a_quiet_response_stream_is_closed_after_the_stream_idle_timeout_and_a_busy_on
     let rest = events.read_to_eof();
     // Ended by the gateway, not finished: no terminating chunk, so the client sees an error
     // rather than a stream that seemed to end normally.
-    assert!(!String::from_utf8_lossy(&rest).contains("0\r\n\r\n"), "{rest:?}");
+    assert!(
+        !String::from_utf8_lossy(&rest).contains("0\r\n\r\n"),
+        "{rest:?}"
+    );
     still_serves(&gw.socket);
 }
 
@@ -312,7 +331,11 @@ fn a_caller_with_too_many_requests_in_flight_gets_429_until_one_finishes() {
     let gw = Gateway::start_with(config);
     let mut c = Cleanup::new();
     let events = || {
-        let s = Upgraded::open(&gw.socket, b"GET /v1.41/events HTTP/1.1\r\nHost: docker\r\n\r\n", SOON);
+        let s = Upgraded::open(
+            &gw.socket,
+            b"GET /v1.41/events HTTP/1.1\r\nHost: docker\r\n\r\n",
+            SOON,
+        );
         assert_eq!(s.head.status, 200, "{:?}", s.head);
         s
     };
@@ -321,7 +344,11 @@ fn a_caller_with_too_many_requests_in_flight_gets_429_until_one_finishes() {
     // Both streams are in flight: a third request is refused before anything reaches the engine.
     let name = c.container(&unique("per-caller"));
     let body = format!(r#"{{"Image": "{IMAGE}", "Labels": {{"portcullis-test": "1"}}}}"#);
-    let create = request("POST", &format!("/v1.41/containers/create?name={name}"), Some(&body));
+    let create = request(
+        "POST",
+        &format!("/v1.41/containers/create?name={name}"),
+        Some(&body),
+    );
     let r = http(&gw.socket, &create, SOON);
     assert_eq!(r.status, 429, "{r:?}");
     assert!(message_of(&r).contains("max_requests_per_caller"), "{r:?}");

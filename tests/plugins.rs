@@ -25,7 +25,6 @@ fn stderr(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-
 #[test]
 fn allowed_requests_reach_the_engine() {
     let gw = gateway(&[entry("allow", "", "action = \"allow\"")]);
@@ -74,7 +73,11 @@ fn mutating_plugin_patches_the_body_the_engine_acts_on() {
         "{{index .Config.Labels \"com.example.stamped\"}}",
         &name,
     ]));
-    assert_eq!(label.trim(), "yes", "the engine did not get the patched body");
+    assert_eq!(
+        label.trim(),
+        "yes",
+        "the engine did not get the patched body"
+    );
 }
 
 #[test]
@@ -91,13 +94,23 @@ fn response_plugin_filters_the_container_list() {
         ok(docker_direct().args(["create", "--name", n, "--label", TEST_LABEL, IMAGE, "true"]));
     }
     let names = |cmd: &mut std::process::Command| {
-        ok(cmd.args(["ps", "-a", "--filter", &format!("label={TEST_LABEL}"), "--format", "{{.Names}}"]))
+        ok(cmd.args([
+            "ps",
+            "-a",
+            "--filter",
+            &format!("label={TEST_LABEL}"),
+            "--format",
+            "{{.Names}}",
+        ]))
     };
     let via_gateway = names(&mut gw.docker());
     let direct = names(&mut docker_direct());
     assert!(direct.contains(&hidden) && direct.contains(&shown));
     assert!(via_gateway.contains(&shown), "{via_gateway}");
-    assert!(!via_gateway.contains(&hidden), "filtered entry still listed: {via_gateway}");
+    assert!(
+        !via_gateway.contains(&hidden),
+        "filtered entry still listed: {via_gateway}"
+    );
 }
 
 /// `response_endpoints` narrows where a response hook runs: a response hook that denies
@@ -114,7 +127,11 @@ fn response_endpoints_narrow_the_response_hook() {
     let name = clean.container(&unique("resp-narrow"));
     let out = run(gw.docker().args(["ps", "-a"]));
     assert!(!out.status.success(), "the list passed its response hook");
-    assert!(stderr(&out).contains("resp-deny: no lists"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("resp-deny: no lists"),
+        "{}",
+        stderr(&out)
+    );
     // A create's response (JSON, from another endpoint) is not handed to the hook.
     let out = create(&gw, &name, &[]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -129,11 +146,31 @@ fn response_endpoints_narrow_the_response_hook() {
 fn failing_plugins_fail_closed_and_the_gateway_keeps_serving() {
     let cases = [
         ("crash", "", "action = \"trap\"", "crashed"),
-        ("spin", "timeout = \"50ms\"", "action = \"spin\"", "timed out after 50ms"),
-        ("hog", "memory_limit = \"16MiB\"", "action = \"hog\"\nmb = 64", "exceeded its memory limit of 16.0 MiB"),
-        ("nonsense", "phase = \"mutate\"", "action = \"bad-verdict\"", "malformed verdict"),
+        (
+            "spin",
+            "timeout = \"50ms\"",
+            "action = \"spin\"",
+            "timed out after 50ms",
+        ),
+        (
+            "hog",
+            "memory_limit = \"16MiB\"",
+            "action = \"hog\"\nmb = 64",
+            "exceeded its memory limit of 16.0 MiB",
+        ),
+        (
+            "nonsense",
+            "phase = \"mutate\"",
+            "action = \"bad-verdict\"",
+            "malformed verdict",
+        ),
         // A reused instance that crashed is dropped, not handed to the next call.
-        ("crash-reused", "reuse = { instances = 1 }", "action = \"trap\"", "crashed"),
+        (
+            "crash-reused",
+            "reuse = { instances = 1 }",
+            "action = \"trap\"",
+            "crashed",
+        ),
     ];
     for (name, extra, config, expect) in cases {
         let extra = format!("{extra}\nendpoints = [\"container.create\"]");
@@ -141,15 +178,25 @@ fn failing_plugins_fail_closed_and_the_gateway_keeps_serving() {
         let mut clean = Cleanup::new();
         let c = clean.container(&unique(name));
         let out = create(&gw, &c, &[]);
-        assert!(!out.status.success(), "{name}: request passed a failing plugin");
+        assert!(
+            !out.status.success(),
+            "{name}: request passed a failing plugin"
+        );
         let err = stderr(&out);
-        assert!(err.contains(&format!("{name}: plugin")) && err.contains(expect), "{name}: {err}");
+        assert!(
+            err.contains(&format!("{name}: plugin")) && err.contains(expect),
+            "{name}: {err}"
+        );
         assert!(!exists(&c), "{name}: created despite the failure");
         still_serves(&gw.socket);
         ok(gw.docker().args(["ps"]));
         // The same plugin fails the same way on the next call: no state leaked.
         let again = create(&gw, &c, &[]);
-        assert!(stderr(&again).contains(expect), "{name} second call: {}", stderr(&again));
+        assert!(
+            stderr(&again).contains(expect),
+            "{name} second call: {}",
+            stderr(&again)
+        );
     }
 }
 
@@ -184,7 +231,11 @@ fn a_spinning_plugin_does_not_block_other_requests() {
 fn fail_open_and_audit_mode_let_requests_through() {
     let gw = gateway(&[
         entry("crash-open", "fail_open = true", "action = \"trap\""),
-        entry("would-deny", "mode = \"audit\"", "action = \"deny\"\nmessage = \"no\""),
+        entry(
+            "would-deny",
+            "mode = \"audit\"",
+            "action = \"deny\"\nmessage = \"no\"",
+        ),
     ]);
     let mut clean = Cleanup::new();
     let name = clean.container(&unique("open"));
@@ -212,7 +263,9 @@ fn two_hundred_parallel_requests_through_a_three_plugin_chain() {
     ]);
     let mut clean = Cleanup::new();
     let prefix = unique("chain");
-    let names: Vec<String> = (0..200).map(|i| clean.container(&format!("{prefix}-{i}"))).collect();
+    let names: Vec<String> = (0..200)
+        .map(|i| clean.container(&format!("{prefix}-{i}")))
+        .collect();
     let threads: Vec<_> = names
         .iter()
         .enumerate()
@@ -255,7 +308,11 @@ fn two_hundred_parallel_requests_through_a_three_plugin_chain() {
     assert_eq!(created.len(), 100, "{listed}");
     for line in created {
         let (n, label) = line.split_once(' ').unwrap_or((line, ""));
-        let idx: usize = n.rsplit('-').next().and_then(|s| s.parse().ok()).expect("index");
+        let idx: usize = n
+            .rsplit('-')
+            .next()
+            .and_then(|s| s.parse().ok())
+            .expect("index");
         assert_eq!(idx % 2, 0, "forbidden container {n} exists");
         assert_eq!(label, "stamped", "{n} was not patched");
     }
@@ -263,11 +320,16 @@ fn two_hundred_parallel_requests_through_a_three_plugin_chain() {
 
 /// The message of a denied `GET /_ping`.
 fn ping_denial(gw: &Gateway) -> String {
-    let out = raw_http(&gw.socket, b"GET /_ping HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n", T);
+    let out = raw_http(
+        &gw.socket,
+        b"GET /_ping HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n",
+        T,
+    );
     let text = String::from_utf8_lossy(&out).into_owned();
     assert!(text.starts_with("HTTP/1.1 403"), "not denied: {text}");
     let body = &text[text.find("\r\n\r\n").map_or(0, |i| i + 4)..];
-    let json: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    let json: serde_json::Value =
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
     json["message"].as_str().unwrap_or_default().to_owned()
 }
 
@@ -278,13 +340,24 @@ fn ping_denial(gw: &Gateway) -> String {
 /// is replaced after `calls` of them.
 #[test]
 fn instances_are_fresh_per_call_unless_reuse_is_configured() {
-    for runtime in ["", "[runtime]\nprepared_instances = 0\n", "[runtime]\nprepared_instances = 1\n"] {
+    for runtime in [
+        "",
+        "[runtime]\nprepared_instances = 0\n",
+        "[runtime]\nprepared_instances = 1\n",
+    ] {
         let fresh = gateway(&[
             runtime.to_owned(),
-            entry("count", "endpoints = [\"system.ping\"]", "action = \"count\""),
+            entry(
+                "count",
+                "endpoints = [\"system.ping\"]",
+                "action = \"count\"",
+            ),
         ]);
         let seen: Vec<String> = (0..6).map(|_| ping_denial(&fresh)).collect();
-        assert_eq!(seen, ["count: call 1"; 6], "state survived a call on a fresh instance ({runtime:?})");
+        assert_eq!(
+            seen, ["count: call 1"; 6],
+            "state survived a call on a fresh instance ({runtime:?})"
+        );
     }
 
     let reused = gateway(&[entry(
@@ -293,19 +366,33 @@ fn instances_are_fresh_per_call_unless_reuse_is_configured() {
         "action = \"count\"",
     )]);
     let seen: Vec<String> = (0..6).map(|_| ping_denial(&reused)).collect();
-    let want: Vec<String> = [1, 2, 3, 1, 2, 3].iter().map(|n| format!("count: call {n}")).collect();
-    assert_eq!(seen, want, "one instance should serve three calls, then be replaced");
+    let want: Vec<String> = [1, 2, 3, 1, 2, 3]
+        .iter()
+        .map(|n| format!("count: call {n}"))
+        .collect();
+    assert_eq!(
+        seen, want,
+        "one instance should serve three calls, then be replaced"
+    );
 }
 
 /// The `x-testkit-calls` header of a `GET /containers/json` answer: how many hook calls the
 /// instance that answered the response hook had run.
 fn list_tally(gw: &Gateway) -> String {
-    let out = raw_http(&gw.socket, b"GET /containers/json HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n", T);
+    let out = raw_http(
+        &gw.socket,
+        b"GET /containers/json HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n",
+        T,
+    );
     let text = String::from_utf8_lossy(&out).into_owned();
     assert!(text.starts_with("HTTP/1.1 200"), "list failed: {text}");
     let head = &text[..text.find("\r\n\r\n").unwrap_or(text.len())];
     head.lines()
-        .find_map(|l| l.to_ascii_lowercase().strip_prefix("x-testkit-calls:").map(|v| v.trim().to_owned()))
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("x-testkit-calls:")
+                .map(|v| v.trim().to_owned())
+        })
         .unwrap_or_else(|| panic!("no x-testkit-calls header: {head}"))
 }
 
@@ -315,13 +402,26 @@ fn list_tally(gw: &Gateway) -> String {
 /// 3 is none) the response hook gets a fresh instance of its own.
 #[test]
 fn a_request_and_its_response_share_one_fresh_instance() {
-    let tally = entry("tally", "endpoints = [\"container.list\"]", "action = \"tally\"");
+    let tally = entry(
+        "tally",
+        "endpoints = [\"container.list\"]",
+        "action = \"tally\"",
+    );
     for runtime in ["", "[runtime]\nprepared_instances = 0\n"] {
         let gw = gateway(&[runtime.to_owned(), tally.clone()]);
         let seen: Vec<String> = (0..5).map(|_| list_tally(&gw)).collect();
-        assert_eq!(seen, ["2"; 5], "request and response hooks should share one instance per request ({runtime:?})");
+        assert_eq!(
+            seen, ["2"; 5],
+            "request and response hooks should share one instance per request ({runtime:?})"
+        );
     }
-    let gw = gateway(&["[runtime]\nmax_instances = 3\nprepared_instances = 0\n".to_owned(), tally]);
+    let gw = gateway(&[
+        "[runtime]\nmax_instances = 3\nprepared_instances = 0\n".to_owned(),
+        tally,
+    ]);
     let seen: Vec<String> = (0..3).map(|_| list_tally(&gw)).collect();
-    assert_eq!(seen, ["1"; 3], "without room to keep it, the response hook needs a fresh instance");
+    assert_eq!(
+        seen, ["1"; 3],
+        "without room to keep it, the response hook needs a fresh instance"
+    );
 }

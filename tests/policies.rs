@@ -735,41 +735,86 @@ fn tenancy_guards_references_in_bodies() {
     let gw = shared_tenancy_gateway();
     let mut clean = Cleanup::new();
 
-    let (va, vb) = (clean.volume(&unique("ra-vol")), clean.volume(&unique("rb-vol")));
-    let (na, nb) = (clean.network(&unique("ra-net")), clean.network(&unique("rb-net")));
+    let (va, vb) = (
+        clean.volume(&unique("ra-vol")),
+        clean.volume(&unique("rb-vol")),
+    );
+    let (na, nb) = (
+        clean.network(&unique("ra-net")),
+        clean.network(&unique("rb-net")),
+    );
     let b = clean.container(&unique("rb"));
     ok(docker_as(&gw, alice).args(["volume", "create", &va]));
     ok(docker_as(&gw, alice).args(["network", "create", &na]));
     ok(docker_as(&gw, bob).args(["volume", "create", &vb]));
     ok(docker_as(&gw, bob).args(["network", "create", &nb]));
     ok(docker_as(&gw, bob).args([
-        "run", "-d", "--name", &b, "--label", TEST_LABEL, "-v", &format!("{vb}:/data"), IMAGE, "sleep", "300",
+        "run",
+        "-d",
+        "--name",
+        &b,
+        "--label",
+        TEST_LABEL,
+        "-v",
+        &format!("{vb}:/data"),
+        IMAGE,
+        "sleep",
+        "300",
     ]));
-    let b_id = ok(docker_direct().args(["inspect", "-f", "{{.Id}}", &b])).trim().to_owned();
+    let b_id = ok(docker_direct().args(["inspect", "-f", "{{.Id}}", &b]))
+        .trim()
+        .to_owned();
 
     let attacks: Vec<(Vec<String>, &str)> = vec![
-        (vec!["-v".into(), format!("{vb}:/data")], "HostConfig.Binds[0]: volume"),
-        (vec!["--mount".into(), format!("type=volume,src={vb},dst=/d")], "HostConfig.Mounts[0].Source: volume"),
-        (vec!["--network".into(), nb.clone()], "HostConfig.NetworkMode: network"),
-        (vec!["--volumes-from".into(), b_id[..12].to_owned()], "HostConfig.VolumesFrom[0]: container"),
-        (vec!["--link".into(), format!("{b}:db")], "HostConfig.Links[0]: container"),
-        (vec!["--pid".into(), format!("container:{b}")], "HostConfig.PidMode: container"),
+        (
+            vec!["-v".into(), format!("{vb}:/data")],
+            "HostConfig.Binds[0]: volume",
+        ),
+        (
+            vec!["--mount".into(), format!("type=volume,src={vb},dst=/d")],
+            "HostConfig.Mounts[0].Source: volume",
+        ),
+        (
+            vec!["--network".into(), nb.clone()],
+            "HostConfig.NetworkMode: network",
+        ),
+        (
+            vec!["--volumes-from".into(), b_id[..12].to_owned()],
+            "HostConfig.VolumesFrom[0]: container",
+        ),
+        (
+            vec!["--link".into(), format!("{b}:db")],
+            "HostConfig.Links[0]: container",
+        ),
+        (
+            vec!["--pid".into(), format!("container:{b}")],
+            "HostConfig.PidMode: container",
+        ),
     ];
     for (args, field) in &attacks {
         let name = clean.container(&unique("ra"));
         let mut cmd = docker_as(&gw, alice);
-        cmd.args(["create", "--name", &name, "--label", TEST_LABEL]).args(args).args([IMAGE, "true"]);
-        denied(&mut cmd, &["tenancy: [owner]", field, "belongs to another user"]);
+        cmd.args(["create", "--name", &name, "--label", TEST_LABEL])
+            .args(args)
+            .args([IMAGE, "true"]);
+        denied(
+            &mut cmd,
+            &["tenancy: [owner]", field, "belongs to another user"],
+        );
         assert!(!container_exists(&name), "{args:?} created {name}");
     }
     // Raw JSON: a network joined by id in EndpointsConfig only.
-    let nb_id = ok(docker_direct().args(["network", "inspect", "-f", "{{.Id}}", &nb])).trim().to_owned();
+    let nb_id = ok(docker_direct().args(["network", "inspect", "-f", "{{.Id}}", &nb]))
+        .trim()
+        .to_owned();
     let r = http(
         &gw.socket,
         &request(
             "POST",
             "/containers/create",
-            Some(&format!(r#"{{"Image":"{IMAGE}","NetworkingConfig":{{"EndpointsConfig":{{"{nb_id}":{{}}}}}}}}"#)),
+            Some(&format!(
+                r#"{{"Image":"{IMAGE}","NetworkingConfig":{{"EndpointsConfig":{{"{nb_id}":{{}}}}}}}}"#
+            )),
         ),
         T,
     );
@@ -782,32 +827,66 @@ fn tenancy_guards_references_in_bodies() {
         docker_as(&gw, alice).args(["network", "connect", &na, &b]),
         &["Container: container", "belongs to another user"],
     );
-    let nets = ok(docker_direct().args(["inspect", "-f", "{{json .NetworkSettings.Networks}}", &b]));
+    let nets =
+        ok(docker_direct().args(["inspect", "-f", "{{json .NetworkSettings.Networks}}", &b]));
     assert!(!nets.contains(&na), "bob's container joined {na}: {nets}");
 
     // A volume that does not exist would be created without an owner: refused, not created.
     let missing = unique("ra-new");
     let name = clean.container(&unique("ra"));
     denied(
-        docker_as(&gw, alice).args(["create", "--name", &name, "-v", &format!("{missing}:/x"), IMAGE, "true"]),
+        docker_as(&gw, alice).args([
+            "create",
+            "--name",
+            &name,
+            "-v",
+            &format!("{missing}:/x"),
+            IMAGE,
+            "true",
+        ]),
         &["no volume", "docker volume create"],
     );
-    assert!(!run(docker_direct().args(["volume", "inspect", &missing])).status.success());
+    assert!(!run(docker_direct().args(["volume", "inspect", &missing]))
+        .status
+        .success());
 
     // Her own volume and network, the default bridge network, and her own container's
     // volumes: all fine.
     let a = clean.container(&unique("ra"));
     ok(docker_as(&gw, alice).args([
-        "run", "-d", "--name", &a, "--label", TEST_LABEL, "-v", &format!("{va}:/data"), "--network", &na, IMAGE, "sleep", "300",
+        "run",
+        "-d",
+        "--name",
+        &a,
+        "--label",
+        TEST_LABEL,
+        "-v",
+        &format!("{va}:/data"),
+        "--network",
+        &na,
+        IMAGE,
+        "sleep",
+        "300",
     ]));
     ok_timeout(
-        docker_as(&gw, alice).args(["run", "--rm", "--volumes-from", &a, "--network", "bridge", IMAGE, "true"]),
+        docker_as(&gw, alice).args([
+            "run",
+            "--rm",
+            "--volumes-from",
+            &a,
+            "--network",
+            "bridge",
+            IMAGE,
+            "true",
+        ]),
         T,
     );
     ok(docker_as(&gw, alice).args(["network", "connect", "bridge", &a]));
-    let nets = ok(docker_direct().args(["inspect", "-f", "{{json .NetworkSettings.Networks}}", &a]));
+    let nets =
+        ok(docker_direct().args(["inspect", "-f", "{{json .NetworkSettings.Networks}}", &a]));
     assert!(nets.contains(&na) && nets.contains("bridge"), "{nets}");
-    let mounts = ok(docker_direct().args(["inspect", "-f", "{{range .Mounts}}{{.Name}} {{end}}", &a]));
+    let mounts =
+        ok(docker_direct().args(["inspect", "-f", "{{range .Mounts}}{{.Name}} {{end}}", &a]));
     assert!(mounts.contains(&va), "{mounts}");
 }
 

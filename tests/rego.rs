@@ -34,28 +34,62 @@ fn rego_gateway(extra: &str) -> Gateway {
 fn privileged_creates_are_refused(gw: &Gateway, clean: &mut Cleanup, message: &str) {
     let name = clean.container(&unique("authz-priv"));
     let out = run_timeout(
-        gw.docker().args(["create", "--privileged", "--name", &name, "--label", TEST_LABEL, IMAGE, "true"]),
+        gw.docker().args([
+            "create",
+            "--privileged",
+            "--name",
+            &name,
+            "--label",
+            TEST_LABEL,
+            IMAGE,
+            "true",
+        ]),
         None,
         T,
     );
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(&format!("Error response from daemon: authz: {message}")), "{err}");
+    assert!(
+        err.contains(&format!("Error response from daemon: authz: {message}")),
+        "{err}"
+    );
     assert!(!exists(&name));
 
     let name = clean.container(&unique("authz-case"));
     let body = format!(r#"{{"Image":"{IMAGE}","hostconfig":{{"privileged":true}}}}"#);
-    let r = http(&gw.socket, &request("POST", &format!("/v1.41/containers/create?name={name}"), Some(&body)), T);
+    let r = http(
+        &gw.socket,
+        &request(
+            "POST",
+            &format!("/v1.41/containers/create?name={name}"),
+            Some(&body),
+        ),
+        T,
+    );
     assert_eq!(r.status, 403, "{}", String::from_utf8_lossy(&r.body));
-    assert!(r.json()["message"].as_str().unwrap_or("").contains(message), "{:?}", r.json());
+    assert!(
+        r.json()["message"].as_str().unwrap_or("").contains(message),
+        "{:?}",
+        r.json()
+    );
     assert!(!exists(&name));
 }
 
 /// A plain create passes, and the container exists.
 fn plain_creates_pass(gw: &Gateway, clean: &mut Cleanup) {
     let name = clean.container(&unique("authz-ok"));
-    let out = run_timeout(gw.docker().args(["create", "--name", &name, "--label", TEST_LABEL, IMAGE, "true"]), None, T);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run_timeout(
+        gw.docker().args([
+            "create", "--name", &name, "--label", TEST_LABEL, IMAGE, "true",
+        ]),
+        None,
+        T,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(exists(&name));
 }
 
@@ -72,11 +106,24 @@ fn an_opa_docker_authz_policy_decides_on_the_canonical_request() {
     std::os::unix::fs::symlink("/run", &link).unwrap();
     let name = clean.container(&unique("rego-sock"));
     let out = run_timeout(
-        gw.docker().args(["create", "--name", &name, "--label", TEST_LABEL, "-v", &format!("{}/docker.sock:/s", link.display()), IMAGE, "true"]),
+        gw.docker().args([
+            "create",
+            "--name",
+            &name,
+            "--label",
+            TEST_LABEL,
+            "-v",
+            &format!("{}/docker.sock:/s", link.display()),
+            IMAGE,
+            "true",
+        ]),
         None,
         T,
     );
-    assert!(!out.status.success(), "a bind of the docker socket was allowed");
+    assert!(
+        !out.status.success(),
+        "a bind of the docker socket was allowed"
+    );
     assert!(!exists(&name));
 
     plain_creates_pass(&gw, &mut clean);
@@ -87,7 +134,11 @@ fn an_opa_docker_authz_policy_decides_on_the_canonical_request() {
 fn opa_policy_wasm(dir: &Path) -> PathBuf {
     let wat = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/opa/authz.wat");
     let path = dir.join("policy.wasm");
-    std::fs::write(&path, wat::parse_file(&wat).expect("the fixture is valid WAT")).unwrap();
+    std::fs::write(
+        &path,
+        wat::parse_file(&wat).expect("the fixture is valid WAT"),
+    )
+    .unwrap();
     path
 }
 
@@ -108,22 +159,45 @@ fn a_compiled_opa_policy_decides_on_the_canonical_request() {
 fn config_reaches_the_policy_as_data() {
     let gw = rego_gateway("[plugins.config]\nread_only_users = [\"root\"]");
     let out = run_timeout(gw.docker().args(["ps", "-q"]), None, T);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut clean = Cleanup::new();
     let name = clean.container(&unique("rego-ro"));
-    let out = run_timeout(gw.docker().args(["create", "--name", &name, "--label", TEST_LABEL, IMAGE, "true"]), None, T);
-    assert!(!out.status.success(), "a read-only user created a container");
+    let out = run_timeout(
+        gw.docker().args([
+            "create", "--name", &name, "--label", TEST_LABEL, IMAGE, "true",
+        ]),
+        None,
+        T,
+    );
+    assert!(
+        !out.status.success(),
+        "a read-only user created a container"
+    );
     assert!(!exists(&name));
 }
 
 #[test]
 fn a_broken_policy_stops_the_start() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("bad.rego"), "package docker.authz\nallow if {").unwrap();
-    let text = format!("[[plugins]]\nname = \"authz\"\nkind = \"rego\"\npath = \"{}\"\n", dir.path().display());
+    std::fs::write(
+        dir.path().join("bad.rego"),
+        "package docker.authz\nallow if {",
+    )
+    .unwrap();
+    let text = format!(
+        "[[plugins]]\nname = \"authz\"\nkind = \"rego\"\npath = \"{}\"\n",
+        dir.path().display()
+    );
     let config = Config::parse(&text, Path::new("rego.toml")).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let err = rt.block_on(portcullis::load_chain(&config)).err().expect("a broken policy loaded");
+    let err = rt
+        .block_on(portcullis::load_chain(&config))
+        .err()
+        .expect("a broken policy loaded");
     assert!(err.to_string().contains("authz"), "{err}");
 }
 
@@ -135,7 +209,10 @@ fn a_rego_policy_runs_offline_like_a_component() {
     use portcullis::plugin::types::Verdict;
     let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/rego/authz.rego");
     let judge = |body: serde_json::Value| {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         rt.block_on(async {
             let plugin = offline::load_one(&file, serde_json::json!({}), true, None)
                 .await
@@ -144,10 +221,15 @@ fn a_rego_policy_runs_offline_like_a_component() {
                 "method": "POST", "path": "/v1.41/containers/create", "body": body,
             }))
             .unwrap();
-            offline::run(&plugin, &req.into_request().unwrap(), None).await.unwrap()
+            offline::run(&plugin, &req.into_request().unwrap(), None)
+                .await
+                .unwrap()
         })
     };
-    assert!(matches!(judge(serde_json::json!({"Image": IMAGE})), Verdict::Allow));
+    assert!(matches!(
+        judge(serde_json::json!({"Image": IMAGE})),
+        Verdict::Allow
+    ));
     let privileged = judge(serde_json::json!({"Image": IMAGE, "HostConfig": {"Privileged": true}}));
     assert!(matches!(privileged, Verdict::Deny(_)), "{privileged:?}");
 }

@@ -52,12 +52,7 @@ fn killed_logs_follow_releases_the_engine_connection() {
         docker_direct()
             .args(["run", "-d", "--name", &name])
             .args(labels(&name))
-            .args([
-                IMAGE,
-                "sh",
-                "-c",
-                TICKER,
-            ]),
+            .args([IMAGE, "sh", "-c", TICKER]),
         T,
     );
     wait_no_engine_connections("a quiet baseline");

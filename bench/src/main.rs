@@ -377,12 +377,20 @@ struct Memory {
 
 /// Records one round of a transfer (MB/s, or why it failed) and the proxy's peak memory
 /// during it, and prints the line that shows the run's progress.
-fn record_transfer(r: &mut ThroughputResult, round: usize, rounds: usize, mb_s: Result<f64>, peak: Option<u64>) {
+fn record_transfer(
+    r: &mut ThroughputResult,
+    round: usize,
+    rounds: usize,
+    mb_s: Result<f64>,
+    peak: Option<u64>,
+) {
     r.rss_peak_kib = max_opt(r.rss_peak_kib, peak);
     let at = format!("[{}/{rounds}] {} {}", round + 1, r.direction, r.config);
     match mb_s {
         Ok(mb_s) => {
-            let rss = peak.map_or(String::new(), |p| format!("  peak RSS {:.1} MiB", p as f64 / 1024.0));
+            let rss = peak.map_or(String::new(), |p| {
+                format!("  peak RSS {:.1} MiB", p as f64 / 1024.0)
+            });
             eprintln!("{at:<50} {mb_s:>7.0} MB/s{rss}");
             r.rounds[round] = Some(mb_s);
         }
@@ -541,7 +549,12 @@ async fn run(plan: &Plan) -> Result<Results> {
     let mut latency: Vec<LatencyResult> = Vec::new();
     for p in &plan.points {
         for t in &running {
-            latency.push(LatencyResult::new(p.scenario, p.concurrency, t.name, plan.rounds));
+            latency.push(LatencyResult::new(
+                p.scenario,
+                p.concurrency,
+                t.name,
+                plan.rounds,
+            ));
         }
     }
     let mut windows: Vec<Window> = Vec::new();
@@ -638,7 +651,8 @@ async fn run(plan: &Plan) -> Result<Results> {
                 let outcome = transfer::logs(&t.socket, id, plan.log_bytes).await;
                 let peak = t.rss.as_ref().map(|probe| probe.window_peak_kib());
                 memory[ti].peak_logs = max_opt(memory[ti].peak_logs, peak);
-                let mb_s = outcome.map(|(elapsed, bytes)| bytes as f64 / 1e6 / elapsed.as_secs_f64());
+                let mb_s =
+                    outcome.map(|(elapsed, bytes)| bytes as f64 / 1e6 / elapsed.as_secs_f64());
                 record_transfer(&mut throughput[first + ti], round, plan.rounds, mb_s, peak);
             }
         }
@@ -670,8 +684,15 @@ async fn run(plan: &Plan) -> Result<Results> {
                 let peak = t.rss.as_ref().map(|probe| probe.window_peak_kib());
                 memory[ti].peak_cp = max_opt(memory[ti].peak_cp, peak);
                 for (k, outcome) in [(0, put), (1, get)] {
-                    let mb_s = outcome.map(|elapsed| plan.cp_bytes as f64 / 1e6 / elapsed.as_secs_f64());
-                    record_transfer(&mut throughput[first + k * n + ti], round, plan.rounds, mb_s, peak);
+                    let mb_s =
+                        outcome.map(|elapsed| plan.cp_bytes as f64 / 1e6 / elapsed.as_secs_f64());
+                    record_transfer(
+                        &mut throughput[first + k * n + ti],
+                        round,
+                        plan.rounds,
+                        mb_s,
+                        peak,
+                    );
                 }
             }
         }
@@ -787,14 +808,18 @@ async fn run(plan: &Plan) -> Result<Results> {
                         .map(|(_, own)| *own)
                         .collect();
                     own.sort_unstable();
-                    if let (Some(mid), Some(Some(round))) =
-                        (own.get(own.len() / 2), latency[w.result].rounds.get_mut(w.round))
-                    {
+                    if let (Some(mid), Some(Some(round))) = (
+                        own.get(own.len() / 2),
+                        latency[w.result].rounds.get_mut(w.round),
+                    ) {
                         round.own_p50_us = Some(*mid as f64);
                     }
                 }
             }
-            Err(e) => eprintln!("bench: the audit store {} could not be read: {e:#}", store.display()),
+            Err(e) => eprintln!(
+                "bench: the audit store {} could not be read: {e:#}",
+                store.display()
+            ),
         }
     }
 

@@ -413,7 +413,9 @@ pub fn checks(r: &Results) -> Vec<Check> {
                     measured: format!(
                         "{} p50 (c=1) over `{base_name}`{}",
                         d50.map_or("?".into(), |x| format!("{x:+.0} µs")),
-                        own.map_or(String::new(), |x| format!("; gateway's own time {x:+.0} µs"))
+                        own.map_or(String::new(), |x| format!(
+                            "; gateway's own time {x:+.0} µs"
+                        ))
                     ),
                     met: d50.map(|x| x <= limit),
                 });

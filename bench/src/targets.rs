@@ -166,7 +166,10 @@ pub async fn start(name: &'static str, setup: &Setup) -> Result<Target> {
                 // No plugins, every request recorded (batch durability, the default).
                 let store = audit_store(name, &setup.dir).unwrap_or_default();
                 let _ = fs::remove_dir_all(&store);
-                text.push_str(&format!("[audit]\npath = {:?}\n", store.display().to_string()));
+                text.push_str(&format!(
+                    "[audit]\npath = {:?}\n",
+                    store.display().to_string()
+                ));
             }
             if let Some(lang) = name
                 .strip_prefix("portcullis-")

@@ -54,7 +54,9 @@ pub async fn get(socket: &Path, id: &str, size: u64) -> Result<Duration> {
         "/containers/{id}/archive?path=/tmp/{}",
         TarStream::FILE_NAME
     );
-    download(socket, &path, size, "GET archive").await.map(|(elapsed, _)| elapsed)
+    download(socket, &path, size, "GET archive")
+        .await
+        .map(|(elapsed, _)| elapsed)
 }
 
 /// Reads the whole log of container `id` (`GET /containers/{id}/logs?stdout=1`, what `docker
@@ -62,7 +64,13 @@ pub async fn get(socket: &Path, id: &str, size: u64) -> Result<Duration> {
 /// log lines and the engine's 8-byte frame header per line). Fails unless at least `size`
 /// bytes arrive.
 pub async fn logs(socket: &Path, id: &str, size: u64) -> Result<(Duration, u64)> {
-    download(socket, &format!("/containers/{id}/logs?stdout=1"), size, "GET logs").await
+    download(
+        socket,
+        &format!("/containers/{id}/logs?stdout=1"),
+        size,
+        "GET logs",
+    )
+    .await
 }
 
 /// `GET path` on a fresh connection, reading the streamed answer to its end; returns the
@@ -74,7 +82,10 @@ async fn download(socket: &Path, path: &str, size: u64, what: &str) -> Result<(D
     let start = Instant::now();
     let run = async {
         sender.ready().await?;
-        let response = sender.send_request(req).await.context(format!("{what}: sending"))?;
+        let response = sender
+            .send_request(req)
+            .await
+            .context(format!("{what}: sending"))?;
         let status = response.status();
         let mut body = response.into_body();
         let mut received: u64 = 0;

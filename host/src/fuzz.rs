@@ -42,14 +42,29 @@ pub fn path(data: &[u8]) {
     let Ok(raw) = std::str::from_utf8(data) else {
         return;
     };
-    for method in [Method::GET, Method::POST, Method::DELETE, Method::PUT, Method::HEAD] {
+    for method in [
+        Method::GET,
+        Method::POST,
+        Method::DELETE,
+        Method::PUT,
+        Method::HEAD,
+    ] {
         if let Ok(route) = route::classify(&method, raw) {
             let forwarded = route.upstream_path();
             let again = route::classify(&method, &forwarded)
                 .unwrap_or_else(|e| panic!("{method} {raw:?} forwarded as {forwarded:?}: {e}"));
-            assert_eq!(again.endpoint.name, route.endpoint.name, "{method} {raw:?} → {forwarded:?}");
-            assert_eq!(again.object_id, route.object_id, "{method} {raw:?} → {forwarded:?}");
-            assert_eq!(again.version, route.version, "{method} {raw:?} → {forwarded:?}");
+            assert_eq!(
+                again.endpoint.name, route.endpoint.name,
+                "{method} {raw:?} → {forwarded:?}"
+            );
+            assert_eq!(
+                again.object_id, route.object_id,
+                "{method} {raw:?} → {forwarded:?}"
+            );
+            assert_eq!(
+                again.version, route.version,
+                "{method} {raw:?} → {forwarded:?}"
+            );
             assert_eq!(again.path, route.path, "{method} {raw:?} → {forwarded:?}");
         }
     }
@@ -62,6 +77,10 @@ pub fn query(data: &[u8]) {
     };
     let pairs = canonical::parse_query(Some(raw));
     if let Some(encoded) = canonical::encode_query(&pairs) {
-        assert_eq!(canonical::parse_query(Some(&encoded)), pairs, "{raw:?} → {encoded:?}");
+        assert_eq!(
+            canonical::parse_query(Some(&encoded)),
+            pairs,
+            "{raw:?} → {encoded:?}"
+        );
     }
 }

@@ -87,12 +87,22 @@ pub async fn run(
             let stopped = async move {
                 let _ = rx.wait_for(|s| *s).await;
             };
-            (Some(tx), Some(tokio::spawn(admin::serve(l, log.reader(), stopped))))
+            (
+                Some(tx),
+                Some(tokio::spawn(admin::serve(l, log.reader(), stopped))),
+            )
         }
         (Some(_), None) => return Err(admin::AdminError::NoAudit.into()),
         _ => (None, None),
     };
-    listener::serve(listeners, Arc::new(gateway), resolver, &config.limits, shutdown).await;
+    listener::serve(
+        listeners,
+        Arc::new(gateway),
+        resolver,
+        &config.limits,
+        shutdown,
+    )
+    .await;
     if let (Some(stop), Some(task)) = (admin_stop, admin_task) {
         let _ = stop.send(true);
         let _ = task.await;

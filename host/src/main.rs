@@ -283,7 +283,10 @@ fn run() -> Result<()> {
         Command::Certs(CertsCommand::Init { dir, users, groups }) => certs_init(dir, users, groups),
         Command::Token(TokenCommand::Add { file, user, groups }) => {
             let token = portcullis::identity::tokens::add(&file, &user, &groups)?;
-            eprintln!("added a token for {user} to {}; it is shown only now:", file.display());
+            eprintln!(
+                "added a token for {user} to {}; it is shown only now:",
+                file.display()
+            );
             println!("{token}");
             Ok(())
         }
@@ -313,7 +316,8 @@ fn policy_test(dir: &std::path::Path) -> Result<()> {
 }
 
 fn certs_init(dir: PathBuf, users: Vec<String>, groups: Vec<String>) -> Result<()> {
-    let mut with_groups: Vec<(String, Vec<String>)> = users.into_iter().map(|u| (u, Vec::new())).collect();
+    let mut with_groups: Vec<(String, Vec<String>)> =
+        users.into_iter().map(|u| (u, Vec::new())).collect();
     for g in groups {
         let (user, group) = g
             .split_once('=')
@@ -328,7 +332,10 @@ fn certs_init(dir: PathBuf, users: Vec<String>, groups: Vec<String>) -> Result<(
     // Absolute paths in the hints: DOCKER_CERT_PATH is read from wherever docker runs.
     let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
     let d = dir.display();
-    println!("{} CA: {d}/ca.pem", if report.reused_ca { "reused" } else { "new" });
+    println!(
+        "{} CA: {d}/ca.pem",
+        if report.reused_ca { "reused" } else { "new" }
+    );
     for f in &report.folders {
         println!("wrote {}", f.display());
     }
@@ -363,8 +370,21 @@ fn audit_command(args: AuditArgs) -> Result<()> {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     match args.command {
-        AuditCommand::List { since, until, user, decision, endpoint, object, limit, json } => {
-            let time = |s: Option<String>| s.map(|s| cli::parse_time(&s)).transpose().map_err(anyhow::Error::msg);
+        AuditCommand::List {
+            since,
+            until,
+            user,
+            decision,
+            endpoint,
+            object,
+            limit,
+            json,
+        } => {
+            let time = |s: Option<String>| {
+                s.map(|s| cli::parse_time(&s))
+                    .transpose()
+                    .map_err(anyhow::Error::msg)
+            };
             let query = Query {
                 since: time(since)?,
                 until: time(until)?,
@@ -380,7 +400,9 @@ fn audit_command(args: AuditArgs) -> Result<()> {
         AuditCommand::Verify => {
             cli::verify(&store, &mut out)?;
         }
-        AuditCommand::Export { format: ExportFormat::Jsonl } => {
+        AuditCommand::Export {
+            format: ExportFormat::Jsonl,
+        } => {
             cli::export(&store, &mut out)?;
         }
         AuditCommand::Stats { json } => cli::stats(&store, json, &mut out)?,
@@ -396,7 +418,8 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
 }
 
@@ -407,7 +430,10 @@ async fn load_for_test(
     request: &std::path::Path,
     config: Option<&std::path::Path>,
     reuse: Option<portcullis::config::Reuse>,
-) -> Result<(portcullis::plugin::Plugin, portcullis::plugin::types::Request)> {
+) -> Result<(
+    portcullis::plugin::Plugin,
+    portcullis::plugin::types::Request,
+)> {
     use portcullis::plugin::offline;
     let config = match config {
         Some(p) => read_json(p)?,
@@ -423,8 +449,14 @@ async fn load_for_test(
 async fn plugin_command(cmd: PluginCommand) -> Result<()> {
     use portcullis::plugin::offline;
     match cmd {
-        PluginCommand::Test { plugin, request, response, config } => {
-            let (loaded, request) = load_for_test(&plugin, &request, config.as_deref(), None).await?;
+        PluginCommand::Test {
+            plugin,
+            request,
+            response,
+            config,
+        } => {
+            let (loaded, request) =
+                load_for_test(&plugin, &request, config.as_deref(), None).await?;
             let response = match response {
                 Some(p) => Some(read_json::<offline::ResponseFile>(&p)?.into_response()),
                 None => None,
@@ -432,34 +464,56 @@ async fn plugin_command(cmd: PluginCommand) -> Result<()> {
             let verdict = offline::run(&loaded, &request, response.as_ref())
                 .await
                 .map_err(|f| anyhow::anyhow!("plugin {f}"))?;
-            println!("{}", serde_json::to_string_pretty(&offline::verdict_json(&verdict))?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&offline::verdict_json(&verdict))?
+            );
             Ok(())
         }
-        PluginCommand::Bench { plugin, request, config, iterations, reuse } => {
+        PluginCommand::Bench {
+            plugin,
+            request,
+            config,
+            iterations,
+            reuse,
+        } => {
             // One instance, never retired: the figure is the hook call alone.
             let reuse = reuse.then_some(portcullis::config::Reuse {
                 instances: 1,
                 calls: u32::MAX,
             });
-            let (loaded, request) = load_for_test(&plugin, &request, config.as_deref(), reuse).await?;
+            let (loaded, request) =
+                load_for_test(&plugin, &request, config.as_deref(), reuse).await?;
             let figures = offline::bench(&loaded, &request, iterations)
                 .await
                 .map_err(|f| anyhow::anyhow!("plugin {f}"))?;
             println!("{}", serde_json::to_string_pretty(&figures)?);
             Ok(())
         }
-        PluginCommand::New { name, lang, dir, sdk } => {
+        PluginCommand::New {
+            name,
+            lang,
+            dir,
+            sdk,
+        } => {
             use portcullis::plugin::scaffold;
             let lang: scaffold::Lang = lang.parse()?;
             let sdk = sdk.unwrap_or_else(scaffold::default_rust_sdk);
             let created = scaffold::create(lang, &name, &dir, &sdk)?;
             println!("created {}", created.display());
-            println!("build: {}/build.sh   test: {}/test.sh", created.display(), created.display());
+            println!(
+                "build: {}/build.sh   test: {}/test.sh",
+                created.display(),
+                created.display()
+            );
             Ok(())
         }
         PluginCommand::Inspect { plugin } => {
             let loaded = offline::load_one(&plugin, serde_json::json!({}), false, None).await?;
-            println!("{}", serde_json::to_string_pretty(&offline::describe(&loaded))?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&offline::describe(&loaded))?
+            );
             Ok(())
         }
     }
@@ -477,12 +531,15 @@ fn serve(args: ServeArgs) -> Result<()> {
         config.engine.url = engine;
     }
     if args.tls_cert.is_some() || args.tls_key.is_some() || args.tls_client_ca.is_some() {
-        let tls = config.server.tls.get_or_insert_with(|| portcullis::config::TlsConfig {
-            cert: PathBuf::new(),
-            key: PathBuf::new(),
-            client_ca: None,
-            user_from: Default::default(),
-        });
+        let tls = config
+            .server
+            .tls
+            .get_or_insert_with(|| portcullis::config::TlsConfig {
+                cert: PathBuf::new(),
+                key: PathBuf::new(),
+                client_ca: None,
+                user_from: Default::default(),
+            });
         // Flag paths are relative to the working directory, not to the config file.
         let cwd = std::env::current_dir().context("current directory")?;
         if let Some(p) = args.tls_cert {
@@ -500,11 +557,17 @@ fn serve(args: ServeArgs) -> Result<()> {
         config.server.listen = vec![Address::Unix("/var/run/portcullis.sock".into())];
     }
     // Flags may have changed what the file said: check the result as a whole.
-    let source = args.config.clone().unwrap_or_else(|| PathBuf::from("command line"));
+    let source = args
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("command line"));
     config.validate(&source)?;
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     runtime.worker_threads(config.server.request_threads());
-    let runtime = runtime.enable_all().build().context("starting the async runtime")?;
+    let runtime = runtime
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
     runtime.block_on(async move {
         let mut listeners = Vec::new();
         for address in &config.server.listen {

@@ -12,7 +12,6 @@ use portcullis::audit::{Encoded, OpenOptions, Record, Store};
 mod common;
 use common::portcullis;
 
-
 fn stdout(o: &Output) -> String {
     assert!(
         o.status.success(),
@@ -246,7 +245,12 @@ fn locked_missing_and_foreign_stores_are_clear_errors() {
         format!("[audit]\npath = \"{d}\"\n[admin]\nlisten = \"unix:///tmp/pc-admin-x.sock\"\n"),
     )
     .unwrap();
-    let err = stderr(&portcullis(&["audit", "stats", "--config", admin_cfg.to_str().unwrap()]));
+    let err = stderr(&portcullis(&[
+        "audit",
+        "stats",
+        "--config",
+        admin_cfg.to_str().unwrap(),
+    ]));
     assert!(
         err.contains("admin listener at unix:///tmp/pc-admin-x.sock") && err.contains("GET /audit"),
         "{err}"

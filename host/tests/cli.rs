@@ -8,14 +8,20 @@ use std::process::Output;
 mod common;
 use common::portcullis;
 
-
 fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 /// The test kit component, when built (`just plugins`).
 fn testkit() -> PathBuf {
-    common::built("wasm32-wasip2/release/portcullis_testkit_plugin.wasm", "just plugins")
+    common::built(
+        "wasm32-wasip2/release/portcullis_testkit_plugin.wasm",
+        "just plugins",
+    )
 }
 
 fn config_with_plugin(dir: &Path, plugin: &Path, config: &str) -> PathBuf {
@@ -40,16 +46,27 @@ fn check_names_the_file_and_key_of_a_bad_config() {
     let out = portcullis(&["check", "--config", cfg.to_str().unwrap()]);
     assert!(!out.status.success());
     let t = text(&out);
-    assert!(t.contains("bad.toml") && t.contains("max_connection"), "{t}");
+    assert!(
+        t.contains("bad.toml") && t.contains("max_connection"),
+        "{t}"
+    );
 }
 
 #[test]
 fn check_refuses_files_that_are_not_compatible_components() {
     let dir = tempfile::tempdir().unwrap();
     let cases: [(&str, &[u8], &str); 4] = [
-        ("core-module.wasm", b"\0asm\x01\0\0\0", "is not a WebAssembly component"),
+        (
+            "core-module.wasm",
+            b"\0asm\x01\0\0\0",
+            "is not a WebAssembly component",
+        ),
         ("garbage.wasm", b"hello", "is not a WebAssembly component"),
-        ("no-export.wasm", b"(component)", "does not export portcullis:plugin/policy@0.1.0"),
+        (
+            "no-export.wasm",
+            b"(component)",
+            "does not export portcullis:plugin/policy@0.1.0",
+        ),
         (
             "future.wasm",
             b"(component (instance $i) (export \"portcullis:plugin/policy@0.2.0\" (instance $i)))",
@@ -67,7 +84,10 @@ fn check_refuses_files_that_are_not_compatible_components() {
     }
     let cfg = config_with_plugin(dir.path(), &dir.path().join("missing.wasm"), "");
     let t = text(&portcullis(&["check", "--config", cfg.to_str().unwrap()]));
-    assert!(t.contains("missing.wasm") && t.contains("cannot read"), "{t}");
+    assert!(
+        t.contains("missing.wasm") && t.contains("cannot read"),
+        "{t}"
+    );
 }
 
 #[test]
@@ -77,7 +97,10 @@ fn check_runs_init_so_a_bad_plugin_config_stops_start_up() {
     let out = portcullis(&["check", "--config", cfg.to_str().unwrap()]);
     assert!(!out.status.success());
     let t = text(&out);
-    assert!(t.contains("plugin p: rejected its configuration") && t.contains("no-such-action"), "{t}");
+    assert!(
+        t.contains("plugin p: rejected its configuration") && t.contains("no-such-action"),
+        "{t}"
+    );
     let good = config_with_plugin(dir.path(), &testkit(), "action = \"allow\"");
     let out = portcullis(&["check", "--config", good.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out));
@@ -96,20 +119,33 @@ fn check_refuses_a_module_that_is_no_opa_policy() {
     let policy = dir.path().join("policy.wasm");
     std::fs::write(&policy, wat::parse_file(&fixture).unwrap()).unwrap();
     let not_opa = dir.path().join("not-opa.wasm");
-    std::fs::write(&not_opa, wat::parse_str("(module (memory (export \"memory\") 1))").unwrap()).unwrap();
+    std::fs::write(
+        &not_opa,
+        wat::parse_str("(module (memory (export \"memory\") 1))").unwrap(),
+    )
+    .unwrap();
     let config = |plugin: &Path| {
         let cfg = dir.path().join("opa.toml");
         std::fs::write(
             &cfg,
-            format!("[[plugins]]\nname = \"authz\"\nkind = \"opa-wasm\"\npath = \"{}\"\n", plugin.display()),
+            format!(
+                "[[plugins]]\nname = \"authz\"\nkind = \"opa-wasm\"\npath = \"{}\"\n",
+                plugin.display()
+            ),
         )
         .unwrap();
         cfg
     };
     let out = portcullis(&["check", "--config", config(&not_opa).to_str().unwrap()]);
-    assert!(!out.status.success(), "a module without OPA's ABI passed check");
+    assert!(
+        !out.status.success(),
+        "a module without OPA's ABI passed check"
+    );
     let t = text(&out);
-    assert!(t.contains("plugin authz: ") && t.contains("not-opa.wasm is not a usable OPA wasm policy"), "{t}");
+    assert!(
+        t.contains("plugin authz: ") && t.contains("not-opa.wasm is not a usable OPA wasm policy"),
+        "{t}"
+    );
     let out = portcullis(&["check", "--config", config(&policy).to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out));
 
@@ -120,7 +156,13 @@ fn check_refuses_a_module_that_is_no_opa_policy() {
         r#"{"method": "POST", "path": "/v1.41/containers/create", "body": {"Image": "x", "HostConfig": {"Privileged": true}}}"#,
     )
     .unwrap();
-    let out = portcullis(&["plugin", "test", policy.to_str().unwrap(), "--request", req.to_str().unwrap()]);
+    let out = portcullis(&[
+        "plugin",
+        "test",
+        policy.to_str().unwrap(),
+        "--request",
+        req.to_str().unwrap(),
+    ]);
     assert!(out.status.success(), "{}", text(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["verdict"], "deny", "{v}");
@@ -138,18 +180,32 @@ fn plugin_test_prints_the_verdict() {
     let deny = dir.path().join("deny.json");
     std::fs::write(&deny, r#"{"action": "deny-if-label", "key": "k"}"#).unwrap();
     let out = portcullis(&[
-        "plugin", "test", testkit().to_str().unwrap(), "--request", req.to_str().unwrap(),
-        "--config", deny.to_str().unwrap(),
+        "plugin",
+        "test",
+        testkit().to_str().unwrap(),
+        "--request",
+        req.to_str().unwrap(),
+        "--config",
+        deny.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", text(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["verdict"], "deny", "{v}");
 
     let patch = dir.path().join("patch.json");
-    std::fs::write(&patch, r#"{"action": "patch-label", "key": "team", "value": "a"}"#).unwrap();
+    std::fs::write(
+        &patch,
+        r#"{"action": "patch-label", "key": "team", "value": "a"}"#,
+    )
+    .unwrap();
     let out = portcullis(&[
-        "plugin", "test", testkit().to_str().unwrap(), "--request", req.to_str().unwrap(),
-        "--config", patch.to_str().unwrap(),
+        "plugin",
+        "test",
+        testkit().to_str().unwrap(),
+        "--request",
+        req.to_str().unwrap(),
+        "--config",
+        patch.to_str().unwrap(),
     ]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["verdict"], "patch", "{v}");
@@ -158,7 +214,14 @@ fn plugin_test_prints_the_verdict() {
     let out = portcullis(&["plugin", "inspect", testkit().to_str().unwrap()]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["contract"], "portcullis:plugin@0.1.0", "{v}");
-    assert!(v["hooks"].as_array().unwrap().iter().any(|h| h == "request"), "{v}");
+    assert!(
+        v["hooks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h == "request"),
+        "{v}"
+    );
 }
 
 #[test]
@@ -166,7 +229,11 @@ fn policy_test_runs_rego_unit_tests_and_fails_on_a_failing_one() {
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/rego");
     let out = portcullis(&["policy", "test", examples.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains("PASS docker.authz.test_privileged_denied"), "{}", text(&out));
+    assert!(
+        text(&out).contains("PASS docker.authz.test_privileged_denied"),
+        "{}",
+        text(&out)
+    );
 
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(

@@ -12,7 +12,10 @@ mod common;
 
 /// Where `scripts/build-plugin-examples` puts the components.
 fn component(lang: &str) -> PathBuf {
-    common::built(&format!("plugin-examples/owner-{lang}.wasm"), "just plugin-examples")
+    common::built(
+        &format!("plugin-examples/owner-{lang}.wasm"),
+        "just plugin-examples",
+    )
 }
 
 fn table() -> Value {

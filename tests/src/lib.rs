@@ -515,7 +515,11 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
 /// Asserts that the gateway at `socket` still answers `GET /_ping` with 200: after a test
 /// made it refuse, cut or fail something, it must go on serving.
 pub fn still_serves(socket: &Path) {
-    let r = http(socket, &request("GET", "/_ping", None), Duration::from_secs(20));
+    let r = http(
+        socket,
+        &request("GET", "/_ping", None),
+        Duration::from_secs(20),
+    );
     assert_eq!(r.status, 200, "gateway stopped serving: {r:?}");
 }
 
@@ -737,7 +741,8 @@ pub fn engine_connections_of_this_process() -> usize {
 
 /// A component in the target directory, `rel` below it; `recipe` builds it.
 fn built(rel: &str, recipe: &str) -> std::path::PathBuf {
-    let dir = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "/var/cache/portcullis/target".into());
+    let dir =
+        std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "/var/cache/portcullis/target".into());
     let p = std::path::PathBuf::from(dir).join(rel);
     assert!(p.exists(), "{} is missing: run `{recipe}`", p.display());
     p
@@ -746,13 +751,19 @@ fn built(rel: &str, recipe: &str) -> std::path::PathBuf {
 /// A plugin crate's component (`tests/plugins/<name>` or `plugins/<name>`), as `just plugins`
 /// builds it: `portcullis_<name>_plugin.wasm`.
 pub fn plugin_component(name: &str) -> std::path::PathBuf {
-    built(&format!("wasm32-wasip2/release/portcullis_{name}_plugin.wasm"), "just plugins")
+    built(
+        &format!("wasm32-wasip2/release/portcullis_{name}_plugin.wasm"),
+        "just plugins",
+    )
 }
 
 /// The owner policy example built in `lang` (`rust`, `python`, `js`, `c`) by
 /// `just plugin-examples`.
 pub fn owner_example(lang: &str) -> std::path::PathBuf {
-    built(&format!("plugin-examples/owner-{lang}.wasm"), "just plugin-examples")
+    built(
+        &format!("plugin-examples/owner-{lang}.wasm"),
+        "just plugin-examples",
+    )
 }
 
 /// The compiled test kit.
@@ -800,28 +811,34 @@ pub fn audit_config(dir: &Path, rest: &str) -> Config {
 /// the chain must verify.
 pub fn audit_records(dir: &Path) -> Vec<portcullis::audit::Record> {
     use portcullis::audit::AuditError;
-    let store = wait_for("the gateway to release the audit store", Duration::from_secs(60), || {
-        match portcullis::audit::cli::open(&dir.join("store")) {
+    let store = wait_for(
+        "the gateway to release the audit store",
+        Duration::from_secs(60),
+        || match portcullis::audit::cli::open(&dir.join("store")) {
             Ok(s) => Some(s),
             Err(AuditError::Locked { .. }) => None,
             Err(e) => panic!("cannot open the store: {e}"),
-        }
-    });
+        },
+    );
     store.verify().expect("an intact chain");
     store.iter_chain().map(|r| r.expect("record").0).collect()
 }
 
 /// The engine's inspect of exec `exec_id` once it has stopped running (asked directly).
 pub fn finished_exec(exec_id: &str) -> serde_json::Value {
-    wait_for("the exec to finish on the engine", Duration::from_secs(30), || {
-        let r = http(
-            &engine_socket(),
-            &request("GET", &format!("/v1.41/exec/{exec_id}/json"), None),
-            Duration::from_secs(30),
-        );
-        let v = r.json();
-        (v["Running"] == false).then_some(v)
-    })
+    wait_for(
+        "the exec to finish on the engine",
+        Duration::from_secs(30),
+        || {
+            let r = http(
+                &engine_socket(),
+                &request("GET", &format!("/v1.41/exec/{exec_id}/json"), None),
+                Duration::from_secs(30),
+            );
+            let v = r.json();
+            (v["Running"] == false).then_some(v)
+        },
+    )
 }
 
 /// The engine's socket path, for raw-HTTP checks that talk to it directly.

@@ -327,7 +327,11 @@ impl Draft {
                 .and_then(|v| v.parse().ok())
         });
         r.plugins = self.trace.notes;
-        let json = || p.body.as_ref().and_then(|b| serde_json::from_slice::<Value>(b).ok());
+        let json = || {
+            p.body
+                .as_ref()
+                .and_then(|b| serde_json::from_slice::<Value>(b).ok())
+        };
         r.details = match r.endpoint.as_str() {
             "container.create" => json().map(|v| container_details(&v)),
             "container.exec" => json().map(|v| exec_details(&v)),

@@ -291,6 +291,10 @@ fn block_count(v: &[u8]) -> Option<u64> {
     (v.len() >= BLOCK_HEADER && v[0] == VERSION).then(|| u16::from_be_bytes([v[9], v[10]]) as u64)
 }
 
+/// One record of [`Store::iter_chain`]: the record and its chain hashes (hex), `(record,
+/// prev, hash)`, or why it could not be read.
+pub type ChainItem = Result<(Record, String, String), AuditError>;
+
 /// Milliseconds since the epoch.
 pub fn millis(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
@@ -803,25 +807,22 @@ impl Store {
 
     /// Every record, oldest first, with its chain hashes (hex): `(record, prev, hash)`.
     /// Holds one block at a time.
-    pub fn iter_chain(
-        &self,
-    ) -> impl Iterator<Item = Result<(Record, String, String), AuditError>> + '_ {
+    pub fn iter_chain(&self) -> impl Iterator<Item = ChainItem> + '_ {
         self.trees[RECORDS].iter().flat_map(move |item| {
-            let block =
-                || -> Result<Vec<Result<(Record, String, String), AuditError>>, AuditError> {
-                    let (k, v) = item.map_err(sled_err(&self.path))?;
-                    let first = key_seq(&k).unwrap_or(0);
-                    let (ms, entries) = parse_block(&v)
-                        .ok_or_else(|| self.corrupt(format!("block {first}: malformed")))?;
-                    Ok(entries
-                        .iter()
-                        .enumerate()
-                        .map(|(i, e)| {
-                            let r = self.decode(first + i as u64, ms, e.json)?;
-                            Ok((r, hex::encode(e.prev), hex::encode(e.hash)))
-                        })
-                        .collect())
-                };
+            let block = || -> Result<Vec<ChainItem>, AuditError> {
+                let (k, v) = item.map_err(sled_err(&self.path))?;
+                let first = key_seq(&k).unwrap_or(0);
+                let (ms, entries) = parse_block(&v)
+                    .ok_or_else(|| self.corrupt(format!("block {first}: malformed")))?;
+                Ok(entries
+                    .iter()
+                    .enumerate()
+                    .map(|(i, e)| {
+                        let r = self.decode(first + i as u64, ms, e.json)?;
+                        Ok((r, hex::encode(e.prev), hex::encode(e.hash)))
+                    })
+                    .collect())
+            };
             block().unwrap_or_else(|e| vec![Err(e)])
         })
     }
@@ -1146,7 +1147,10 @@ mod tests {
             }
             r
         });
-        assert!(reopened.is_some(), "the lock was not released after the store was dropped");
+        assert!(
+            reopened.is_some(),
+            "the lock was not released after the store was dropped"
+        );
 
         let other = tempfile::tempdir().unwrap();
         std::fs::write(other.path().join("notes.txt"), "hello").unwrap();

@@ -19,7 +19,9 @@ pub enum Address {
 /// An address that could not be parsed.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum AddressError {
-    #[error("address {0:?}: unsupported scheme (use unix:///path, tcp://host:port or tls://host:port)")]
+    #[error(
+        "address {0:?}: unsupported scheme (use unix:///path, tcp://host:port or tls://host:port)"
+    )]
     Scheme(String),
     #[error("address {0:?}: a unix address needs an absolute path (unix:///path)")]
     UnixPath(String),
@@ -87,12 +89,33 @@ mod tests {
             "unix:///var/run/docker.sock".parse(),
             Ok(Address::Unix("/var/run/docker.sock".into()))
         );
-        assert_eq!("tcp://127.0.0.1:2375".parse(), Ok(Address::Tcp("127.0.0.1:2375".into())));
-        assert_eq!("tcp://[::1]:2375".parse(), Ok(Address::Tcp("[::1]:2375".into())));
-        assert!(matches!("unix://rel".parse::<Address>(), Err(AddressError::UnixPath(_))));
-        assert!(matches!("tcp://host".parse::<Address>(), Err(AddressError::HostPort(_))));
-        assert!(matches!("http://x".parse::<Address>(), Err(AddressError::Scheme(_))));
-        assert_eq!("tls://127.0.0.1:2376".parse(), Ok(Address::Tls("127.0.0.1:2376".into())));
-        assert!(matches!("tls://host".parse::<Address>(), Err(AddressError::HostPort(_))));
+        assert_eq!(
+            "tcp://127.0.0.1:2375".parse(),
+            Ok(Address::Tcp("127.0.0.1:2375".into()))
+        );
+        assert_eq!(
+            "tcp://[::1]:2375".parse(),
+            Ok(Address::Tcp("[::1]:2375".into()))
+        );
+        assert!(matches!(
+            "unix://rel".parse::<Address>(),
+            Err(AddressError::UnixPath(_))
+        ));
+        assert!(matches!(
+            "tcp://host".parse::<Address>(),
+            Err(AddressError::HostPort(_))
+        ));
+        assert!(matches!(
+            "http://x".parse::<Address>(),
+            Err(AddressError::Scheme(_))
+        ));
+        assert_eq!(
+            "tls://127.0.0.1:2376".parse(),
+            Ok(Address::Tls("127.0.0.1:2376".into()))
+        );
+        assert!(matches!(
+            "tls://host".parse::<Address>(),
+            Err(AddressError::HostPort(_))
+        ));
     }
 }

@@ -12,11 +12,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use crate::audit::AuditConfig;
 pub use address::{Address, AddressError};
 pub use api::{ApiConfig, ApiVersion};
-pub use plugins::{Grants, Kind, Mode, Phase, PluginConfig, Reuse, RuntimeConfig};
 pub use identity::{AnonymousIdentity, TlsConfig, UserFrom};
-pub use crate::audit::AuditConfig;
+pub use plugins::{Grants, Kind, Mode, Phase, PluginConfig, Reuse, RuntimeConfig};
 
 /// The whole gateway configuration.
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -259,10 +259,7 @@ impl Config {
             message: e.to_string(),
         })?;
         let mut config = config;
-        config.base_dir = path
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default();
+        config.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         if let Some(dir) = &mut config.engine.cert_path {
             *dir = config.base_dir.join(&*dir);
         }
@@ -292,13 +289,22 @@ impl Config {
             return Err(invalid("limits.max_header_bytes", "must be at least 8192"));
         }
         if l.stream_idle_timeout.is_some_and(|d| d.is_zero()) {
-            return Err(invalid("limits.stream_idle_timeout", "must be more than zero (leave it out for none)"));
+            return Err(invalid(
+                "limits.stream_idle_timeout",
+                "must be more than zero (leave it out for none)",
+            ));
         }
         if self.server.worker_threads == Some(0) {
-            return Err(invalid("server.worker_threads", "must be at least 1 (leave it out for one per core)"));
+            return Err(invalid(
+                "server.worker_threads",
+                "must be at least 1 (leave it out for one per core)",
+            ));
         }
         if l.max_requests_per_caller == 0 {
-            return Err(invalid("limits.max_requests_per_caller", "must be at least 1"));
+            return Err(invalid(
+                "limits.max_requests_per_caller",
+                "must be at least 1",
+            ));
         }
         if l.max_headers == 0 {
             return Err(invalid("limits.max_headers", "must be at least 1"));
@@ -322,7 +328,10 @@ impl Config {
             if p.query.is_some() && p.kind == Kind::Wasm {
                 return Err(invalid(
                     "plugins.query",
-                    &format!("plugin {}: `query` is only for kind = \"rego\" or \"opa-wasm\"", p.name),
+                    &format!(
+                        "plugin {}: `query` is only for kind = \"rego\" or \"opa-wasm\"",
+                        p.name
+                    ),
                 ));
             }
             if p.timeout.is_zero() {
@@ -331,7 +340,10 @@ impl Config {
         }
         if let Some(max) = self.api.max_version {
             if max < self.api.min_version {
-                return Err(invalid("api.max_version", "must not be older than api.min_version"));
+                return Err(invalid(
+                    "api.max_version",
+                    "must not be older than api.min_version",
+                ));
             }
         }
         if self.runtime.max_instances == 0 {
@@ -343,13 +355,19 @@ impl Config {
             if p.kind != Kind::Wasm {
                 return Err(invalid(
                     "plugins.reuse",
-                    &format!("plugin {}: instance reuse is for kind = \"wasm\" only", p.name),
+                    &format!(
+                        "plugin {}: instance reuse is for kind = \"wasm\" only",
+                        p.name
+                    ),
                 ));
             }
             if reuse.instances == 0 || reuse.calls == 0 {
                 return Err(invalid(
                     "plugins.reuse",
-                    &format!("plugin {}: `instances` and `calls` must be at least 1", p.name),
+                    &format!(
+                        "plugin {}: `instances` and `calls` must be at least 1",
+                        p.name
+                    ),
                 ));
             }
             kept += u64::from(reuse.instances);
@@ -369,7 +387,10 @@ impl Config {
         }
         if let Some(admin) = &self.admin {
             if self.audit.is_none() {
-                return Err(invalid("admin", "needs an [audit] table: the admin listener serves the audit trail"));
+                return Err(invalid(
+                    "admin",
+                    "needs an [audit] table: the admin listener serves the audit trail",
+                ));
             }
             if let Err((key, why)) = admin.validate() {
                 return Err(invalid(key, &why));
@@ -397,7 +418,10 @@ mod tests {
 
     #[test]
     fn the_documented_example_is_valid() {
-        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../policies/portcullis.toml"));
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../policies/portcullis.toml"
+        ));
         let c = Config::load(path).unwrap();
         assert_eq!(c.server.listen.len(), 1);
         assert_eq!(c.socket_mode(), Some(0o660));
@@ -407,9 +431,12 @@ mod tests {
 
     #[test]
     fn audit_values_name_the_key() {
-        let err = Config::parse("[audit]\npath = \"a\"\ndurability = \"fast\"\n", Path::new("c.toml"))
-            .unwrap_err()
-            .to_string();
+        let err = Config::parse(
+            "[audit]\npath = \"a\"\ndurability = \"fast\"\n",
+            Path::new("c.toml"),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("durability"), "{err}");
         let err = Config::parse("[audit]\npath = \"a\"\nqueue = 0\n", Path::new("c.toml"))
             .unwrap_err()
@@ -423,7 +450,13 @@ mod tests {
             format!("[runtime]\nmax_instances = 4\n[[plugins]]\nname = \"p\"\npath = \"p.wasm\"\n{extra}\n")
         };
         let c = Config::parse(&entry("reuse = { instances = 3 }"), Path::new("c.toml")).unwrap();
-        assert_eq!(c.plugins[0].reuse, Some(Reuse { instances: 3, calls: 1000 }));
+        assert_eq!(
+            c.plugins[0].reuse,
+            Some(Reuse {
+                instances: 3,
+                calls: 1000
+            })
+        );
         for (extra, why) in [
             ("reuse = { instances = 4 }", "max_instances"),
             ("reuse = { instances = 0 }", "at least 1"),
@@ -431,7 +464,9 @@ mod tests {
             ("reuse = { instance = 1 }", "instance"),
             ("kind = \"rego\"\nreuse = {}", "wasm"),
         ] {
-            let err = Config::parse(&entry(extra), Path::new("c.toml")).unwrap_err().to_string();
+            let err = Config::parse(&entry(extra), Path::new("c.toml"))
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(why), "{extra}: {err}");
         }
     }
@@ -447,7 +482,13 @@ mod tests {
 
     #[test]
     fn worker_threads_is_optional_and_at_least_one() {
-        assert_eq!(Config::parse("", Path::new("x.toml")).unwrap().server.worker_threads, None);
+        assert_eq!(
+            Config::parse("", Path::new("x.toml"))
+                .unwrap()
+                .server
+                .worker_threads,
+            None
+        );
         let c = Config::parse("[server]\nworker_threads = 1\n", Path::new("x.toml")).unwrap();
         assert_eq!(c.server.worker_threads, Some(1));
         let err = Config::parse("[server]\nworker_threads = 0\n", Path::new("x.toml")).unwrap_err();

@@ -50,13 +50,21 @@ impl<S> ConnIo<S> {
 }
 
 impl<S: AsyncRead> AsyncRead for ConnIo<S> {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         self.project().inner.poll_read(cx, buf)
     }
 }
 
 impl<S: AsyncWrite> AsyncWrite for ConnIo<S> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         let this = self.project();
         if this.handover.discarding() {
             return Poll::Ready(Ok(buf.len()));
@@ -158,14 +166,19 @@ mod tests {
         let auto = b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\ndate: Mon, 23 Nov 2026 17:00:00 GMT\r\n\r\n";
         assert_eq!(automatic_error(auto), Some((0, 431)));
         let mut behind = b"0\r\n\r\n".to_vec();
-        behind.extend_from_slice(b"HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n");
+        behind.extend_from_slice(
+            b"HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n",
+        );
         assert_eq!(automatic_error(&behind), Some((5, 400)));
         // Answers from the engine or the pipeline carry other headers or a body.
         let engine = b"HTTP/1.1 400 Bad Request\r\napi-version: 1.41\r\ncontent-length: 0\r\n\r\n";
         assert_eq!(automatic_error(engine), None);
         let json = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 2\r\n\r\n{}";
         assert_eq!(automatic_error(json), None);
-        assert_eq!(automatic_error(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n"), None);
+        assert_eq!(
+            automatic_error(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n"),
+            None
+        );
         assert_eq!(automatic_error(&[b'x'; 100_000]), None);
     }
 
@@ -176,7 +189,10 @@ mod tests {
         let mut io = ConnIo::new(a, handover.clone());
         io.write_all(b"before").await.unwrap();
         io.flush().await.unwrap();
-        assert!(handover.settle(std::time::Duration::from_millis(10)).await.is_ok());
+        assert!(handover
+            .settle(std::time::Duration::from_millis(10))
+            .await
+            .is_ok());
 
         let (_tx, engine) = {
             // An engine side that never completes: only the discard switch matters here.
@@ -184,9 +200,19 @@ mod tests {
             let mut req = req;
             ((), hyper::upgrade::on(&mut req))
         };
-        let permit = Arc::new(tokio::sync::Semaphore::new(1)).try_acquire_owned().unwrap();
-        handover.put(engine, permit, None, Some(bytes::Bytes::from_static(b"HEAD")), None);
-        io.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").await.unwrap();
+        let permit = Arc::new(tokio::sync::Semaphore::new(1))
+            .try_acquire_owned()
+            .unwrap();
+        handover.put(
+            engine,
+            permit,
+            None,
+            Some(bytes::Bytes::from_static(b"HEAD")),
+            None,
+        );
+        io.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+            .await
+            .unwrap();
         io.flush().await.unwrap();
         let mut inner = io.into_inner();
         inner.write_all(b"after").await.unwrap();

@@ -19,9 +19,9 @@ use std::sync::Arc;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpStream;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::Semaphore;
-use tokio::net::TcpStream;
 use tracing::{debug, info, warn};
 
 use crate::config::{Address, Config, Limits};
@@ -35,7 +35,10 @@ use tls::{TlsError, TlsSetup};
 /// A bound listening socket.
 pub enum Listener {
     /// A unix socket; the path is removed again on shutdown.
-    Unix { listener: UnixListener, path: PathBuf },
+    Unix {
+        listener: UnixListener,
+        path: PathBuf,
+    },
     /// A TCP socket.
     Tcp { listener: TcpListener },
     /// A TCP socket whose connections start with a TLS handshake.
@@ -52,7 +55,9 @@ pub enum ListenError {
     Bind { address: Address, source: io::Error },
     #[error("cannot listen on {address}: another process is serving on that socket")]
     InUse { address: Address },
-    #[error("cannot listen on {address}: a tls:// address needs [server.tls] (--tls-cert, --tls-key)")]
+    #[error(
+        "cannot listen on {address}: a tls:// address needs [server.tls] (--tls-cert, --tls-key)"
+    )]
     NoTls { address: Address },
     #[error("cannot listen on {address}: {source}")]
     Tls { address: Address, source: TlsError },
@@ -73,16 +78,19 @@ impl Listener {
                 let tls_config = server.tls.as_ref().ok_or_else(|| ListenError::NoTls {
                     address: address.clone(),
                 })?;
-                let tls = TlsSetup::from_config(config, tls_config).map_err(|source| ListenError::Tls {
-                    address: address.clone(),
-                    source,
-                })?;
-                let listener = TcpListener::bind(hp.as_str())
-                    .await
-                    .map_err(|source| ListenError::Bind {
+                let tls = TlsSetup::from_config(config, tls_config).map_err(|source| {
+                    ListenError::Tls {
                         address: address.clone(),
                         source,
-                    })?;
+                    }
+                })?;
+                let listener =
+                    TcpListener::bind(hp.as_str())
+                        .await
+                        .map_err(|source| ListenError::Bind {
+                            address: address.clone(),
+                            source,
+                        })?;
                 Ok(Listener::Tls {
                     listener,
                     tls: Arc::new(tls),
@@ -104,12 +112,20 @@ impl Listener {
             Address::Unix(path) => {
                 let mode = config.socket_mode().unwrap_or(0o660);
                 let l = Self::bind(address, mode).await?;
-                let uid = server.socket_owner.as_deref().and_then(crate::identity::users::uid_of);
-                let gid = server.socket_group.as_deref().and_then(crate::identity::users::gid_of);
+                let uid = server
+                    .socket_owner
+                    .as_deref()
+                    .and_then(crate::identity::users::uid_of);
+                let gid = server
+                    .socket_group
+                    .as_deref()
+                    .and_then(crate::identity::users::gid_of);
                 if uid.is_some() || gid.is_some() {
-                    std::os::unix::fs::chown(path, uid, gid).map_err(|source| ListenError::Owner {
-                        address: address.clone(),
-                        source,
+                    std::os::unix::fs::chown(path, uid, gid).map_err(|source| {
+                        ListenError::Owner {
+                            address: address.clone(),
+                            source,
+                        }
                     })?;
                 }
                 Ok(l)
@@ -196,7 +212,11 @@ impl Listener {
             Listener::Tcp { listener } => {
                 let (s, addr) = listener.accept().await?;
                 s.set_nodelay(true)?;
-                Ok(Accepted::Ready(Stream::Tcp { s }, Peer::Tcp { addr }, Proof::Nothing))
+                Ok(Accepted::Ready(
+                    Stream::Tcp { s },
+                    Peer::Tcp { addr },
+                    Proof::Nothing,
+                ))
             }
             Listener::Tls { listener, tls } => {
                 let (s, addr) = listener.accept().await?;

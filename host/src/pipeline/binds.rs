@@ -60,7 +60,9 @@ pub fn resolve(endpoint: &str, body: &mut Value) -> Result<(), BindError> {
 
 /// `"/src:/dst:ro"`: only an absolute source is a host path (else it names a volume).
 fn resolve_bind_string(bind: &mut Value) -> Result<(), BindError> {
-    let Some(s) = bind.as_str() else { return Ok(()) };
+    let Some(s) = bind.as_str() else {
+        return Ok(());
+    };
     let (src, rest) = match s.split_once(':') {
         Some((src, rest)) => (src, Some(rest)),
         None => (s, None),
@@ -109,7 +111,9 @@ pub fn resolve_path(path: &str) -> Result<String, BindError> {
     let p = Path::new(path);
     for ancestor in p.ancestors() {
         // A quick syscall per component; bind sources are few and short.
-        let Ok(real) = std::fs::canonicalize(ancestor) else { continue };
+        let Ok(real) = std::fs::canonicalize(ancestor) else {
+            continue;
+        };
         let missing = p.strip_prefix(ancestor).unwrap_or(Path::new(""));
         let mut out = real;
         for c in missing.components() {
@@ -130,9 +134,11 @@ pub fn resolve_path(path: &str) -> Result<String, BindError> {
 }
 
 fn path_string(p: PathBuf, original: &str) -> Result<String, BindError> {
-    p.into_os_string().into_string().map_err(|_| BindError::NotUtf8 {
-        path: original.to_owned(),
-    })
+    p.into_os_string()
+        .into_string()
+        .map_err(|_| BindError::NotUtf8 {
+            path: original.to_owned(),
+        })
 }
 
 #[cfg(test)]
@@ -152,7 +158,10 @@ mod tests {
 
         assert_eq!(resolve_path(&s(d.join("etc-link"))).unwrap(), "/etc");
         // `..` after a link leaves the link's target, as the kernel does.
-        assert_eq!(resolve_path(&s(d.join("etc-link/../root"))).unwrap(), "/root");
+        assert_eq!(
+            resolve_path(&s(d.join("etc-link/../root"))).unwrap(),
+            "/root"
+        );
         // Missing tail kept, through a link.
         assert_eq!(
             resolve_path(&s(d.join("etc-link/new/dir"))).unwrap(),
@@ -193,12 +202,18 @@ mod tests {
             json!("/var")
         );
 
-        let mut volume = json!({"Driver": "local", "DriverOpts": {"type": "none", "o": "bind", "device": l}});
+        let mut volume =
+            json!({"Driver": "local", "DriverOpts": {"type": "none", "o": "bind", "device": l}});
         resolve("volume.create", &mut volume).unwrap();
         assert_eq!(volume["DriverOpts"]["device"], json!("/"));
 
         // Bodies without binds, or with other types, pass untouched.
-        for body in [json!({"HostConfig": {"Binds": null, "Mounts": "x"}}), json!({"Image": "x"}), json!([1]), json!("s")] {
+        for body in [
+            json!({"HostConfig": {"Binds": null, "Mounts": "x"}}),
+            json!({"Image": "x"}),
+            json!([1]),
+            json!("s"),
+        ] {
             let mut other = body.clone();
             resolve("container.create", &mut other).unwrap();
             resolve("service.create", &mut other).unwrap();

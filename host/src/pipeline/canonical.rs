@@ -154,8 +154,8 @@ impl Patchable for Canonical {
 
 /// Applies an RFC 6902 patch document given as JSON text.
 pub fn apply_json_patch(target: &mut Value, ops: &str) -> Result<(), String> {
-    let patch: json_patch::Patch =
-        serde_json::from_str(ops).map_err(|e| format!("body patch is not RFC 6902 JSON Patch: {e}"))?;
+    let patch: json_patch::Patch = serde_json::from_str(ops)
+        .map_err(|e| format!("body patch is not RFC 6902 JSON Patch: {e}"))?;
     json_patch::patch(target, &patch).map_err(|e| format!("body patch does not apply: {e}"))
 }
 
@@ -169,10 +169,12 @@ pub fn edit_headers(headers: &mut HeaderMap, edit: &types::Edit) -> Result<(), S
     if FRAMING_HEADERS.contains(&lower.as_str()) {
         return Err(format!("header {name:?} cannot be edited by plugins"));
     }
-    let name = HeaderName::from_bytes(lower.as_bytes()).map_err(|_| format!("bad header name {name:?}"))?;
+    let name = HeaderName::from_bytes(lower.as_bytes())
+        .map_err(|_| format!("bad header name {name:?}"))?;
     match edit {
         types::Edit::Set(p) => {
-            let value = HeaderValue::from_str(&p.value).map_err(|_| format!("bad value for header {name}"))?;
+            let value = HeaderValue::from_str(&p.value)
+                .map_err(|_| format!("bad value for header {name}"))?;
             headers.insert(name, value);
         }
         types::Edit::Remove(_) => {
@@ -225,7 +227,9 @@ mod tests {
 
     #[test]
     fn query_round_trip_is_go_compatible() {
-        let q = parse_query(Some("filters=%7B%22label%22%3A%5B%22a%3Db%22%5D%7D&all=1&x=a+b"));
+        let q = parse_query(Some(
+            "filters=%7B%22label%22%3A%5B%22a%3Db%22%5D%7D&all=1&x=a+b",
+        ));
         assert_eq!(q[0].1, r#"{"label":["a=b"]}"#);
         assert_eq!(q[2].1, "a b");
         let back = encode_query(&q).unwrap();

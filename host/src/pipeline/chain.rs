@@ -70,7 +70,14 @@ impl Trace {
         }
     }
 
-    fn push(&mut self, plugin: &str, hook: &str, verdict: &str, message: Option<String>, patch: Option<&types::Patch>) {
+    fn push(
+        &mut self,
+        plugin: &str,
+        hook: &str,
+        verdict: &str,
+        message: Option<String>,
+        patch: Option<&types::Patch>,
+    ) {
         if self.enabled {
             self.notes.push(Note {
                 plugin: plugin.to_owned(),
@@ -111,8 +118,13 @@ fn patch_json(p: &types::Patch) -> serde_json::Value {
             .map(|e| match e {
                 types::Edit::Set(pair) => {
                     let secret = headers
-                        && super::CREDENTIAL_HEADERS.contains(&pair.name.to_ascii_lowercase().as_str());
-                    let value = if secret { "<redacted>" } else { pair.value.as_str() };
+                        && super::CREDENTIAL_HEADERS
+                            .contains(&pair.name.to_ascii_lowercase().as_str());
+                    let value = if secret {
+                        "<redacted>"
+                    } else {
+                        pair.value.as_str()
+                    };
                     json!({"set": {"name": pair.name, "value": value}})
                 }
                 types::Edit::Remove(name) => json!({"remove": name}),
@@ -219,9 +231,7 @@ impl Chain {
 
     /// Whether any plugin shapes the audit records of `endpoint`.
     pub fn wants_audit(&self, endpoint: &str) -> bool {
-        self.plugins
-            .iter()
-            .any(|p| p.hooks(Hooks::AUDIT, endpoint))
+        self.plugins.iter().any(|p| p.hooks(Hooks::AUDIT, endpoint))
     }
 
     /// Runs the audit hooks in order on `record` (a JSON object as text), each seeing the
@@ -265,9 +275,7 @@ impl Chain {
         endpoint: &'a str,
         hook: Hooks,
     ) -> impl Iterator<Item = &'a Arc<Plugin>> + 'a {
-        self.plugins
-            .iter()
-            .filter(move |p| p.hooks(hook, endpoint))
+        self.plugins.iter().filter(move |p| p.hooks(hook, endpoint))
     }
 
     /// Runs the request hooks of mutating plugins in order, each on the previous one's result.
@@ -285,7 +293,9 @@ impl Chain {
                 continue;
             }
             let verdict = self.request_hook(p, id, req.view(), held).await;
-            if let Some(denial) = self.settle(id, p, verdict, trace, "request", |patch| req.apply(patch))? {
+            if let Some(denial) =
+                self.settle(id, p, verdict, trace, "request", |patch| req.apply(patch))?
+            {
                 return Err(denied(vec![denial]));
             }
         }
@@ -347,8 +357,12 @@ impl Chain {
         mut apply: impl FnMut(&mut types::Response, &types::Patch) -> Result<(), String>,
     ) -> Result<(), ChainError> {
         for p in self.selected(&req.endpoint, Hooks::RESPONSE) {
-            let verdict = p.invoke_kept(held.take(p), id, Hook::Response(req, resp)).await;
-            if let Some(denial) = self.settle(id, p, verdict, trace, "response", |patch| apply(resp, patch))? {
+            let verdict = p
+                .invoke_kept(held.take(p), id, Hook::Response(req, resp))
+                .await;
+            if let Some(denial) = self.settle(id, p, verdict, trace, "response", |patch| {
+                apply(resp, patch)
+            })? {
                 return Err(denied(vec![denial]));
             }
         }

@@ -164,7 +164,11 @@ impl Schema {
         let doc: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
         let types = doc["types"].as_object().ok_or("no types")?;
         let mut schema = Schema::default();
-        let ids: HashMap<&str, usize> = types.keys().enumerate().map(|(i, k)| (k.as_str(), i)).collect();
+        let ids: HashMap<&str, usize> = types
+            .keys()
+            .enumerate()
+            .map(|(i, k)| (k.as_str(), i))
+            .collect();
         schema.structs.resize_with(ids.len(), Struct::default);
         for (name, fields) in types {
             let s = schema.parse_struct(fields, &ids)?;
@@ -177,7 +181,11 @@ impl Schema {
         Ok(schema)
     }
 
-    fn parse_struct(&mut self, fields: &Value, ids: &HashMap<&str, usize>) -> Result<Struct, String> {
+    fn parse_struct(
+        &mut self,
+        fields: &Value,
+        ids: &HashMap<&str, usize>,
+    ) -> Result<Struct, String> {
         let mut s = Struct::default();
         for (name, shape) in fields.as_object().ok_or("a struct is not an object")? {
             let shape = self.parse_shape(shape, ids)?;
@@ -193,7 +201,10 @@ impl Schema {
     fn parse_shape(&mut self, v: &Value, ids: &HashMap<&str, usize>) -> Result<Shape, String> {
         Ok(match v {
             Value::Null => Shape::Opaque,
-            Value::String(name) => Shape::Struct(*ids.get(name.as_str()).ok_or(format!("unknown type {name}"))?),
+            Value::String(name) => Shape::Struct(
+                *ids.get(name.as_str())
+                    .ok_or(format!("unknown type {name}"))?,
+            ),
             Value::Object(o) if o.len() == 1 => {
                 let (kind, inner) = o.iter().next().ok_or("empty shape")?;
                 match kind.as_str() {
@@ -216,13 +227,15 @@ impl Schema {
             (Shape::Opaque, _) => Ok(()),
             (Shape::Array(inner), Value::Array(items)) => {
                 for (i, item) in items.iter_mut().enumerate() {
-                    self.canonicalize(item, inner).map_err(|e| e.under(&format!("[{i}]")))?;
+                    self.canonicalize(item, inner)
+                        .map_err(|e| e.under(&format!("[{i}]")))?;
                 }
                 Ok(())
             }
             (Shape::Map(inner), Value::Object(map)) => {
                 for (key, item) in map.iter_mut() {
-                    self.canonicalize(item, inner).map_err(|e| e.under(&format!("[{key:?}]")))?;
+                    self.canonicalize(item, inner)
+                        .map_err(|e| e.under(&format!("[{key:?}]")))?;
                 }
                 Ok(())
             }
@@ -259,7 +272,8 @@ impl Schema {
                     if key != *canonical {
                         folded_from.push((canonical, key));
                     }
-                    self.canonicalize(&mut item, inner).map_err(|e| e.under(canonical))?;
+                    self.canonicalize(&mut item, inner)
+                        .map_err(|e| e.under(canonical))?;
                     out.insert(canonical.clone(), item);
                 }
                 *map = out;
@@ -275,7 +289,11 @@ impl GoJsonError {
     /// Prefixes the path of an ambiguity with the enclosing field.
     fn under(self, parent: &str) -> Self {
         match self {
-            GoJsonError::Ambiguous { path, first, second } => {
+            GoJsonError::Ambiguous {
+                path,
+                first,
+                second,
+            } => {
                 let sep = if path.starts_with('[') { "" } else { "." };
                 GoJsonError::Ambiguous {
                     path: format!("{parent}{sep}{path}"),
@@ -330,7 +348,11 @@ mod tests {
 
     #[test]
     fn escaped_keys_are_decoded_before_matching() {
-        let v = canon("container.create", r#"{"\u0048ostConfig":{"Privil\u0065ged":true}}"#).unwrap();
+        let v = canon(
+            "container.create",
+            r#"{"\u0048ostConfig":{"Privil\u0065ged":true}}"#,
+        )
+        .unwrap();
         assert_eq!(v, json!({"HostConfig":{"Privileged":true}}));
     }
 
@@ -376,18 +398,27 @@ mod tests {
             r#"{"HostConfig":{"Privileged":false,"privileged":true}}"#,
         )
         .unwrap_err();
+        assert!(err.to_string().contains("HostConfig.Privileged"), "{err}");
         assert!(
-            err.to_string().contains("HostConfig.Privileged"),
+            err.to_string().contains("`Privileged` and `privileged`"),
             "{err}"
         );
-        assert!(err.to_string().contains("`Privileged` and `privileged`"), "{err}");
-        let err = canon("container.create", r#"{"HostConfig":{},"hostConfig":{"Privileged":true}}"#)
-            .unwrap_err();
+        let err = canon(
+            "container.create",
+            r#"{"HostConfig":{},"hostConfig":{"Privileged":true}}"#,
+        )
+        .unwrap_err();
         assert!(matches!(err, GoJsonError::Ambiguous { .. }), "{err}");
         // Both spellings folded: the message still names both as sent.
-        let err = canon("container.create", r#"{"hostconfig":{},"hostConfig":{"Privileged":true}}"#)
-            .unwrap_err();
-        assert!(err.to_string().contains("`hostConfig` and `hostconfig`"), "{err}");
+        let err = canon(
+            "container.create",
+            r#"{"hostconfig":{},"hostConfig":{"Privileged":true}}"#,
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("`hostConfig` and `hostconfig`"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -407,7 +438,13 @@ mod tests {
 
     #[test]
     fn bad_json_is_refused() {
-        for body in ["", "{", r#"{"Image":"x"} trailing"#, "[1,]", &"[".repeat(200)] {
+        for body in [
+            "",
+            "{",
+            r#"{"Image":"x"} trailing"#,
+            "[1,]",
+            &"[".repeat(200),
+        ] {
             assert!(canon("container.create", body).is_err(), "{body:?}");
         }
     }
@@ -479,11 +516,19 @@ mod tests {
                         _ => {}
                     }
                 }
-                return if fields.is_empty() { Value::Null } else { json!({ "struct": fields }) };
+                return if fields.is_empty() {
+                    Value::Null
+                } else {
+                    json!({ "struct": fields })
+                };
             }
             if s["type"].as_str() == Some("array") {
                 let inner = self.shape(&s["items"]);
-                return if inner.is_null() { Value::Null } else { json!({ "array": inner }) };
+                return if inner.is_null() {
+                    Value::Null
+                } else {
+                    json!({ "array": inner })
+                };
             }
             if let Some(props) = s["properties"].as_mapping() {
                 let mut fields = Map::new();
@@ -494,7 +539,11 @@ mod tests {
             }
             if s["additionalProperties"].is_mapping() {
                 let inner = self.shape(&s["additionalProperties"]);
-                return if inner.is_null() { Value::Null } else { json!({ "map": inner }) };
+                return if inner.is_null() {
+                    Value::Null
+                } else {
+                    json!({ "map": inner })
+                };
             }
             Value::Null
         }
@@ -510,7 +559,8 @@ mod tests {
             self.in_progress.remove(name);
             match shape {
                 Value::Object(mut o) if o.contains_key("struct") => {
-                    self.types.insert(name.to_owned(), o.remove("struct").unwrap());
+                    self.types
+                        .insert(name.to_owned(), o.remove("struct").unwrap());
                     Value::String(name.to_owned())
                 }
                 other => other,
@@ -521,8 +571,12 @@ mod tests {
     /// Union of two shapes: struct fields from both (the newer spec's shape wins per field).
     fn merge(old: Value, new: Value) -> Value {
         match (old, new) {
-            (Value::Object(mut a), Value::Object(b)) if a.contains_key("struct") && b.contains_key("struct") => {
-                let (Some(Value::Object(fa)), Some(Value::Object(fb))) = (a.remove("struct"), b.get("struct").cloned()) else {
+            (Value::Object(mut a), Value::Object(b))
+                if a.contains_key("struct") && b.contains_key("struct") =>
+            {
+                let (Some(Value::Object(fa)), Some(Value::Object(fb))) =
+                    (a.remove("struct"), b.get("struct").cloned())
+                else {
                     unreachable!()
                 };
                 json!({ "struct": merge_fields(fa, fb) })
@@ -552,7 +606,11 @@ mod tests {
         let mut roots: BTreeMap<String, Value> = BTreeMap::new();
         for file in SPECS {
             let doc = load(file);
-            let mut g = Gen { defs: &doc["definitions"], types: BTreeMap::new(), in_progress: BTreeSet::new() };
+            let mut g = Gen {
+                defs: &doc["definitions"],
+                types: BTreeMap::new(),
+                in_progress: BTreeSet::new(),
+            };
             for (_, methods) in doc["paths"].as_mapping().unwrap() {
                 for (method, op) in methods.as_mapping().unwrap() {
                     if method.as_str() == Some("parameters") {
@@ -574,9 +632,10 @@ mod tests {
             // A named definition may also be reached only through another: add them all.
             for (name, fields) in g.types {
                 let merged = match types.remove(&name) {
-                    Some(Value::Object(old)) => {
-                        Value::Object(merge_fields(old, fields.as_object().cloned().unwrap_or_default()))
-                    }
+                    Some(Value::Object(old)) => Value::Object(merge_fields(
+                        old,
+                        fields.as_object().cloned().unwrap_or_default(),
+                    )),
                     _ => fields,
                 };
                 types.insert(name, merged);

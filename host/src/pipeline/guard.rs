@@ -45,7 +45,9 @@ pub fn check(api: &ApiConfig, route: &Route, headers: &HeaderMap) -> Result<(), 
     // parsed a second way.
     let form = headers.get_all(header::CONTENT_TYPE).iter().any(|v| {
         let media = v.to_str().unwrap_or("").split(';').next().unwrap_or("");
-        media.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        media
+            .trim()
+            .eq_ignore_ascii_case("application/x-www-form-urlencoded")
     });
     if form {
         return Err(PipelineError::FormBody);
@@ -59,7 +61,11 @@ mod tests {
     use crate::route::classify;
     use http::{HeaderValue, Method};
 
-    fn checked(path: &str, api: &ApiConfig, content_type: Option<&str>) -> Result<(), PipelineError> {
+    fn checked(
+        path: &str,
+        api: &ApiConfig,
+        content_type: Option<&str>,
+    ) -> Result<(), PipelineError> {
         let route = classify(&Method::POST, path).unwrap();
         let mut h = HeaderMap::new();
         if let Some(ct) = content_type {
@@ -100,7 +106,10 @@ mod tests {
         let framed = |pairs: &[(&str, &str)]| {
             let mut h = HeaderMap::new();
             for (k, v) in pairs {
-                h.append(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+                h.append(
+                    http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    HeaderValue::from_str(v).unwrap(),
+                );
             }
             check(&api, &route, &h)
         };
@@ -109,10 +118,16 @@ mod tests {
         for bad in [
             &[("transfer-encoding", "chunked"), ("content-length", "2")][..],
             &[("transfer-encoding", "gzip, chunked")],
-            &[("transfer-encoding", "chunked"), ("transfer-encoding", "chunked")],
+            &[
+                ("transfer-encoding", "chunked"),
+                ("transfer-encoding", "chunked"),
+            ],
             &[("transfer-encoding", "identity")],
         ] {
-            assert!(matches!(framed(bad), Err(PipelineError::AmbiguousFraming)), "{bad:?}");
+            assert!(
+                matches!(framed(bad), Err(PipelineError::AmbiguousFraming)),
+                "{bad:?}"
+            );
         }
     }
 
@@ -124,9 +139,20 @@ mod tests {
             "Application/X-WWW-Form-Urlencoded; charset=utf-8",
             " application/x-www-form-urlencoded ;",
         ] {
-            assert!(matches!(checked("/build", &api, Some(ct)), Err(PipelineError::FormBody)), "{ct}");
+            assert!(
+                matches!(
+                    checked("/build", &api, Some(ct)),
+                    Err(PipelineError::FormBody)
+                ),
+                "{ct}"
+            );
         }
         assert!(checked("/build", &api, Some("application/x-tar")).is_ok());
-        assert!(checked("/containers/create", &api, Some("application/json; charset=utf-8")).is_ok());
+        assert!(checked(
+            "/containers/create",
+            &api,
+            Some("application/json; charset=utf-8")
+        )
+        .is_ok());
     }
 }

@@ -17,8 +17,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::{header, HeaderValue, Request, Response, StatusCode};
 use bytes::Bytes;
+use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use tokio::sync::Semaphore;
@@ -30,9 +30,9 @@ use crate::error::{DockerError, IntoDockerError};
 use crate::identity::Caller;
 use crate::plugin::types;
 use crate::route::{self, BodyKind, Route, RouteError};
+use crate::upstream::{Upstream, UpstreamError};
 use canonical::Canonical;
 use chain::Patchable;
-use crate::upstream::{Upstream, UpstreamError};
 
 pub use body::Body;
 pub use canonical::{apply_json_patch, CREDENTIAL_HEADERS};
@@ -47,13 +47,19 @@ pub enum PipelineError {
     #[error("request head larger than the {limit}-byte limit")]
     HeadTooLarge { limit: usize },
     #[error("request body larger than the {limit}-byte limit for {endpoint}")]
-    BodyTooLarge { endpoint: &'static str, limit: usize },
+    BodyTooLarge {
+        endpoint: &'static str,
+        limit: usize,
+    },
     #[error("error reading the request body: {0}")]
     BodyRead(String),
     #[error("{endpoint} takes no request body")]
     UnexpectedBody { endpoint: &'static str },
     #[error("invalid JSON body for {endpoint}: {reason}")]
-    BadJson { endpoint: &'static str, reason: String },
+    BadJson {
+        endpoint: &'static str,
+        reason: String,
+    },
     #[error("client version {version} is too old. Minimum supported API version is {min}, please upgrade your client to a newer version")]
     VersionTooOld {
         version: crate::config::ApiVersion,
@@ -81,7 +87,10 @@ pub enum PipelineError {
     #[error("too many attached sessions (limit {limit}); try again later")]
     TooManyTunnels { limit: usize },
     #[error("the engine's response to {endpoint} is too large or unreadable for response plugins: {reason}")]
-    ResponseUnreadable { endpoint: &'static str, reason: String },
+    ResponseUnreadable {
+        endpoint: &'static str,
+        reason: String,
+    },
     #[error(transparent)]
     Chain(#[from] ChainError),
     #[error(transparent)]
@@ -283,7 +292,10 @@ impl Gateway {
         };
         let mut canonical = None;
         let wants_audit = draft.is_on() && self.chain.wants_audit(endpoint.name);
-        let (query, mut headers) = if self.chain.wants_request(endpoint.name) || wants_response || wants_audit {
+        let (query, mut headers) = if self.chain.wants_request(endpoint.name)
+            || wants_response
+            || wants_audit
+        {
             let json = match &buffered {
                 Some(bytes) => Some(self.decode_json(endpoint.name, bytes)?),
                 None => None,
@@ -296,22 +308,38 @@ impl Gateway {
             } else {
                 None
             };
-            let mut c = Canonical::new(id, &parts.method, &route, query, parts.headers, json, caller);
+            let mut c = Canonical::new(
+                id,
+                &parts.method,
+                &route,
+                query,
+                parts.headers,
+                json,
+                caller,
+            );
             c.set_target(target);
             if wants_request {
-                c.set_related(target::resolve_related(&self.upstream, &route, c.body(), &[]).await?);
+                c.set_related(
+                    target::resolve_related(&self.upstream, &route, c.body(), &[]).await?,
+                );
             }
             if wants_audit {
                 // Audit hooks shape the records of refused requests too (redaction).
                 draft.keep_view(c.view());
             }
-            self.chain.mutate(id, &mut c, draft.trace(), &mut held).await?;
+            self.chain
+                .mutate(id, &mut c, draft.trace(), &mut held)
+                .await?;
             if wants_request {
                 // Validating plugins judge the body mutating plugins left, references included.
-                let related = target::resolve_related(&self.upstream, &route, c.body(), &c.view().related).await?;
+                let related =
+                    target::resolve_related(&self.upstream, &route, c.body(), &c.view().related)
+                        .await?;
                 c.set_related(related);
             }
-            self.chain.validate(id, &c, draft.trace(), &mut held).await?;
+            self.chain
+                .validate(id, &c, draft.trace(), &mut held)
+                .await?;
             buffered = c.body_bytes();
             if wants_audit {
                 draft.keep_view(c.view());
@@ -373,24 +401,40 @@ impl Gateway {
             let (parts, _) = resp.into_parts();
             if legacy_hijack {
                 let head = tunnel::legacy_head(&parts.headers);
-                handover.put(engine_upgrade, permit, slot.take(), Some(head), self.config.limits.stream_idle_timeout);
+                handover.put(
+                    engine_upgrade,
+                    permit,
+                    slot.take(),
+                    Some(head),
+                    self.config.limits.stream_idle_timeout,
+                );
                 // hyper writes (and the connection swallows) this; the client gets `head`.
                 let mut resp = Response::new(Body::empty());
                 resp.headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
                 return Ok((endpoint.name, resp));
             }
-            handover.put(engine_upgrade, permit, slot.take(), None, self.config.limits.stream_idle_timeout);
+            handover.put(
+                engine_upgrade,
+                permit,
+                slot.take(),
+                None,
+                self.config.limits.stream_idle_timeout,
+            );
             return Ok((endpoint.name, Response::from_parts(parts, Body::empty())));
         }
 
         let (mut parts, incoming) = resp.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers);
-        if let (Some(c), true) = (&canonical, wants_response && !endpoint.streaming && is_json(&parts.headers)) {
-            let body = self
-                .filter_response(id, c.view(), &mut parts, incoming, endpoint.name, draft.trace(), held)
+        if let (Some(c), true) = (
+            &canonical,
+            wants_response && !endpoint.streaming && is_json(&parts.headers),
+        ) {
+            let resp = Response::from_parts(parts, incoming);
+            let resp = self
+                .filter_response(id, c.view(), resp, endpoint.name, draft.trace(), held)
                 .await?;
-            return Ok((endpoint.name, Response::from_parts(parts, body)));
+            return Ok((endpoint.name, resp));
         }
         let body = Body::stream(incoming).idle_limit(self.config.limits.stream_idle_timeout);
         Ok((endpoint.name, Response::from_parts(parts, body)))
@@ -404,12 +448,12 @@ impl Gateway {
         &self,
         id: u64,
         req: &types::Request,
-        parts: &mut http::response::Parts,
-        incoming: Incoming,
+        resp: Response<Incoming>,
         endpoint: &'static str,
         trace: &mut Trace,
         mut held: Held,
-    ) -> Result<Body, PipelineError> {
+    ) -> Result<Response<Body>, PipelineError> {
+        let (mut parts, incoming) = resp.into_parts();
         let unreadable = |reason: String| PipelineError::ResponseUnreadable { endpoint, reason };
         let limit = self.config.limits.max_body_bytes;
         let bytes = Limited::new(incoming, limit)
@@ -418,7 +462,8 @@ impl Gateway {
             .map_err(|e| unreadable(e.to_string()))?
             .to_bytes();
         let text = String::from_utf8(bytes.to_vec()).map_err(|e| unreadable(e.to_string()))?;
-        serde_json::from_str::<serde::de::IgnoredAny>(&text).map_err(|e| unreadable(e.to_string()))?;
+        serde_json::from_str::<serde::de::IgnoredAny>(&text)
+            .map_err(|e| unreadable(e.to_string()))?;
         let mut resp = types::Response {
             status: parts.status.as_u16(),
             headers: canonical::visible_headers(&parts.headers),
@@ -430,7 +475,8 @@ impl Gateway {
             .on_response(id, req, &mut resp, trace, &mut held, |resp, patch| {
                 if let Some(ops) = &patch.body {
                     let current = resp.body.as_deref().unwrap_or("null");
-                    let mut json: serde_json::Value = serde_json::from_str(current).map_err(|e| e.to_string())?;
+                    let mut json: serde_json::Value =
+                        serde_json::from_str(current).map_err(|e| e.to_string())?;
                     canonical::apply_json_patch(&mut json, ops)?;
                     resp.body = Some(json.to_string());
                     patched = true;
@@ -449,12 +495,16 @@ impl Gateway {
         };
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
         parts.headers = headers;
-        Ok(Body::full(body))
+        Ok(Response::from_parts(parts, Body::full(body)))
     }
 
     /// Decodes a JSON body as dockerd will (Go's field matching, no repeated keys) and
     /// resolves bind sources, so plugins judge what the engine acts on.
-    fn decode_json(&self, endpoint: &'static str, bytes: &[u8]) -> Result<serde_json::Value, PipelineError> {
+    fn decode_json(
+        &self,
+        endpoint: &'static str,
+        bytes: &[u8],
+    ) -> Result<serde_json::Value, PipelineError> {
         let mut json = gojson::decode(endpoint, bytes).map_err(|e| PipelineError::BadJson {
             endpoint,
             reason: e.to_string(),

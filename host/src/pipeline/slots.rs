@@ -81,11 +81,19 @@ mod tests {
         let slots = CallerSlots::new(2);
         let a1 = slots.take("alice").unwrap();
         let _a2 = slots.take("alice").unwrap();
-        assert!(slots.take("alice").is_none(), "a third request from alice is refused");
-        let _b1 = slots.take("bob").expect("bob is not limited by alice's requests");
+        assert!(
+            slots.take("alice").is_none(),
+            "a third request from alice is refused"
+        );
+        let _b1 = slots
+            .take("bob")
+            .expect("bob is not limited by alice's requests");
         drop(a1);
         assert_eq!(slots.in_flight("alice"), 1);
-        assert!(slots.take("alice").is_some(), "a finished request frees its slot");
+        assert!(
+            slots.take("alice").is_some(),
+            "a finished request frees its slot"
+        );
     }
 
     #[test]

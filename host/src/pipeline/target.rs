@@ -183,7 +183,12 @@ pub async fn resolve(
 
 /// Asks the engine for its inspect document of the `kind` object `reference`, with the API
 /// version of `route`: `Ok(None)` when it knows no such object.
-async fn lookup(upstream: &Upstream, route: &Route, kind: Kind, reference: String) -> Result<Option<Value>, TargetError> {
+async fn lookup(
+    upstream: &Upstream,
+    route: &Route,
+    kind: Kind,
+    reference: String,
+) -> Result<Option<Value>, TargetError> {
     let fail = |reason: String| TargetError::Lookup {
         kind: kind.name(),
         reference: reference.clone(),
@@ -221,7 +226,8 @@ struct Mention {
 fn mentions(endpoint: &str, body: &Value) -> Vec<Mention> {
     let mut out = Vec::new();
     let mut add = |field: String, kind: Kind, name: &str| {
-        if !name.is_empty() && !(kind == Kind::Network && PREDEFINED_NETWORKS.contains(&name)) {
+        let predefined = kind == Kind::Network && PREDEFINED_NETWORKS.contains(&name);
+        if !(name.is_empty() || predefined) {
             out.push(Mention {
                 field,
                 kind,
@@ -250,18 +256,35 @@ fn mentions(endpoint: &str, body: &Value) -> Vec<Mention> {
             }
             for (i, m) in list(body, "/HostConfig/Mounts") {
                 if text(&m, "/Type").as_deref() == Some("volume") {
-                    add(format!("HostConfig.Mounts[{i}].Source"), Kind::Volume, &text(&m, "/Source").unwrap_or_default());
+                    add(
+                        format!("HostConfig.Mounts[{i}].Source"),
+                        Kind::Volume,
+                        &text(&m, "/Source").unwrap_or_default(),
+                    );
                 }
             }
             for (i, v) in list(body, "/HostConfig/VolumesFrom") {
                 // `container[:ro|:rw]`
                 let spec = v.as_str().unwrap_or_default();
-                add(format!("HostConfig.VolumesFrom[{i}]"), Kind::Container, spec.split(':').next().unwrap_or_default());
+                add(
+                    format!("HostConfig.VolumesFrom[{i}]"),
+                    Kind::Container,
+                    spec.split(':').next().unwrap_or_default(),
+                );
             }
             for (i, l) in list(body, "/HostConfig/Links") {
                 // `name:alias`, the name possibly with a leading slash.
-                let name = l.as_str().unwrap_or_default().split(':').next().unwrap_or_default();
-                add(format!("HostConfig.Links[{i}]"), Kind::Container, name.trim_start_matches('/'));
+                let name = l
+                    .as_str()
+                    .unwrap_or_default()
+                    .split(':')
+                    .next()
+                    .unwrap_or_default();
+                add(
+                    format!("HostConfig.Links[{i}]"),
+                    Kind::Container,
+                    name.trim_start_matches('/'),
+                );
             }
             if let Some(mode) = text(body, "/HostConfig/NetworkMode") {
                 match joined(&mode) {
@@ -270,13 +293,23 @@ fn mentions(endpoint: &str, body: &Value) -> Vec<Mention> {
                 }
             }
             for field in ["PidMode", "IpcMode"] {
-                if let Some(c) = text(body, &format!("/HostConfig/{field}")).as_deref().and_then(joined) {
+                if let Some(c) = text(body, &format!("/HostConfig/{field}"))
+                    .as_deref()
+                    .and_then(joined)
+                {
                     add(format!("HostConfig.{field}"), Kind::Container, &c);
                 }
             }
-            if let Some(networks) = body.pointer("/NetworkingConfig/EndpointsConfig").and_then(Value::as_object) {
+            if let Some(networks) = body
+                .pointer("/NetworkingConfig/EndpointsConfig")
+                .and_then(Value::as_object)
+            {
                 for name in networks.keys() {
-                    add("NetworkingConfig.EndpointsConfig".into(), Kind::Network, name);
+                    add(
+                        "NetworkingConfig.EndpointsConfig".into(),
+                        Kind::Network,
+                        name,
+                    );
                 }
             }
         }
@@ -289,19 +322,33 @@ fn mentions(endpoint: &str, body: &Value) -> Vec<Mention> {
             for at in ["/TaskTemplate/Networks", "/Networks"] {
                 for (i, n) in list(body, at) {
                     let field = format!("{}[{i}].Target", at[1..].replace('/', "."));
-                    add(field, Kind::Network, &text(&n, "/Target").unwrap_or_default());
+                    add(
+                        field,
+                        Kind::Network,
+                        &text(&n, "/Target").unwrap_or_default(),
+                    );
                 }
             }
             let spec = "/TaskTemplate/ContainerSpec";
             for (i, m) in list(body, &format!("{spec}/Mounts")) {
                 if text(&m, "/Type").as_deref() == Some("volume") {
                     let field = format!("TaskTemplate.ContainerSpec.Mounts[{i}].Source");
-                    add(field, Kind::Volume, &text(&m, "/Source").unwrap_or_default());
+                    add(
+                        field,
+                        Kind::Volume,
+                        &text(&m, "/Source").unwrap_or_default(),
+                    );
                 }
             }
-            for (array, id, kind) in [("Secrets", "/SecretID", Kind::Secret), ("Configs", "/ConfigID", Kind::Config)] {
+            for (array, id, kind) in [
+                ("Secrets", "/SecretID", Kind::Secret),
+                ("Configs", "/ConfigID", Kind::Config),
+            ] {
                 for (i, r) in list(body, &format!("{spec}/{array}")) {
-                    let field = format!("TaskTemplate.ContainerSpec.{array}[{i}]{}", id.replace('/', "."));
+                    let field = format!(
+                        "TaskTemplate.ContainerSpec.{array}[{i}]{}",
+                        id.replace('/', ".")
+                    );
                     add(field, kind, &text(&r, id).unwrap_or_default());
                 }
             }
@@ -486,7 +533,10 @@ mod tests {
             ("HostConfig.PidMode", Kind::Container, "def"),
             ("NetworkingConfig.EndpointsConfig", Kind::Network, "backend"),
         ];
-        let want: Vec<(String, Kind, String)> = want.iter().map(|(f, k, n)| (f.to_string(), *k, n.to_string())).collect();
+        let want: Vec<(String, Kind, String)> = want
+            .iter()
+            .map(|(f, k, n)| (f.to_string(), *k, n.to_string()))
+            .collect();
         assert_eq!(found, want);
 
         let plain = json!({"HostConfig": {"NetworkMode": "bridge", "Binds": null}, "NetworkingConfig": {"EndpointsConfig": {"default": {}}}});
@@ -497,7 +547,10 @@ mod tests {
         let service = json!({"TaskTemplate": {
             "ContainerSpec": {"Mounts": [{"Type": "volume", "Source": "v"}], "Secrets": [{"SecretID": "s1"}], "Configs": [{"ConfigID": "c1"}]},
             "Networks": [{"Target": "front"}]}});
-        let fields: Vec<String> = mentions("service.update", &service).into_iter().map(|m| m.field).collect();
+        let fields: Vec<String> = mentions("service.update", &service)
+            .into_iter()
+            .map(|m| m.field)
+            .collect();
         assert_eq!(
             fields,
             [
@@ -508,7 +561,10 @@ mod tests {
             ]
         );
         let connect = json!({"Container": "web"});
-        assert_eq!(mentions("network.connect", &connect)[0].kind, Kind::Container);
+        assert_eq!(
+            mentions("network.connect", &connect)[0].kind,
+            Kind::Container
+        );
         assert!(mentions("container.start", &connect).is_empty());
     }
 

@@ -88,7 +88,9 @@ impl Handover {
                 notified.await;
             }
         };
-        tokio::time::timeout(limit, wait).await.map_err(|_| NotFlushed)
+        tokio::time::timeout(limit, wait)
+            .await
+            .map_err(|_| NotFlushed)
     }
 
     /// Leaves a tunnel for the listener. `legacy_head`: the head to write to the client
@@ -184,7 +186,11 @@ async fn quiet_for(idle: Option<Duration>, moved: &AtomicU64) {
     while quiet < idle {
         tokio::time::sleep(tick).await;
         let now = moved.load(Ordering::Relaxed);
-        quiet = if now == seen { quiet + tick } else { Duration::ZERO };
+        quiet = if now == seen {
+            quiet + tick
+        } else {
+            Duration::ZERO
+        };
         seen = now;
     }
 }
@@ -256,7 +262,8 @@ pub fn legacy_hijackable(endpoint: &str) -> bool {
 /// no framing (the stream runs until either side closes).
 pub fn legacy_head(engine_headers: &http::HeaderMap) -> Bytes {
     use http::header;
-    let mut head = b"HTTP/1.1 200 OK\r\nContent-Type: application/vnd.docker.raw-stream\r\n".to_vec();
+    let mut head =
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/vnd.docker.raw-stream\r\n".to_vec();
     for (name, value) in engine_headers {
         let skip = [
             header::CONTENT_TYPE,
@@ -285,7 +292,10 @@ mod tests {
     #[test]
     fn legacy_head_is_unframed_and_keeps_engine_headers() {
         let mut h = HeaderMap::new();
-        h.insert("content-type", HeaderValue::from_static("application/vnd.docker.multiplexed-stream"));
+        h.insert(
+            "content-type",
+            HeaderValue::from_static("application/vnd.docker.multiplexed-stream"),
+        );
         h.insert("connection", HeaderValue::from_static("Upgrade"));
         h.insert("upgrade", HeaderValue::from_static("tcp"));
         h.insert("api-version", HeaderValue::from_static("1.41"));

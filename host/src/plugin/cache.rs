@@ -22,7 +22,9 @@ pub fn load(engine: &Engine, dir: Option<&Path>, bytes: &[u8]) -> wasmtime::Resu
         // header and refuses an artifact from another engine configuration.
         match unsafe { Component::deserialize_file(engine, &path) } {
             Ok(c) => return Ok(c),
-            Err(e) => tracing::warn!(path = %path.display(), error = %e, "ignoring unusable cache entry"),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "ignoring unusable cache entry")
+            }
         }
     }
     let compiled = engine.precompile_component(bytes)?;
@@ -36,7 +38,9 @@ pub fn load(engine: &Engine, dir: Option<&Path>, bytes: &[u8]) -> wasmtime::Resu
 
 fn entry(engine: &Engine, dir: &Path, bytes: &[u8]) -> PathBuf {
     let mut engine_hash = std::collections::hash_map::DefaultHasher::new();
-    engine.precompile_compatibility_hash().hash(&mut engine_hash);
+    engine
+        .precompile_compatibility_hash()
+        .hash(&mut engine_hash);
     // Compilation settings wasmtime's hash leaves out but that change the artifact.
     super::DENSE_IMAGE_LIMIT.hash(&mut engine_hash);
     let mut h = Sha256::new();

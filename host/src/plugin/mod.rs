@@ -32,8 +32,8 @@ use wasmtime::{Engine, PoolingAllocationConfig, Store};
 
 use crate::config::{Config, Mode, Phase, PluginConfig, RuntimeConfig};
 pub use bindings::types;
-pub use bindings::CONTRACT_VERSION;
 use bindings::PluginPre;
+pub use bindings::CONTRACT_VERSION;
 use sandbox::{DeadlineExceeded, State, TICK};
 
 /// Why a plugin could not be loaded. Start-up and `portcullis check` stop on these.
@@ -81,7 +81,10 @@ pub enum LoadError {
     #[error("plugin {name}: rejected its configuration: {reason}")]
     Config { name: String, reason: String },
     #[error("plugin {name}: {failure}")]
-    Probe { name: String, failure: PluginFailure },
+    Probe {
+        name: String,
+        failure: PluginFailure,
+    },
     #[error("plugin runtime: {0}")]
     Engine(String),
 }
@@ -139,7 +142,10 @@ impl Preparer {
                 });
             })
             .ok()?;
-        Some(Self { handle, _stop: stop })
+        Some(Self {
+            handle,
+            _stop: stop,
+        })
     }
 }
 
@@ -158,7 +164,6 @@ const KEEP_RESIDENT: usize = 32 << 20;
 
 /// Unused pool slots kept warm (with their resident window) for the next instantiation.
 const WARM_SLOTS: u32 = 16;
-
 
 impl Runtime {
     /// Creates the engine (pooling allocator sized from `config`) and the linker with the
@@ -205,10 +210,10 @@ impl Runtime {
         let engine = Engine::new(&wc).map_err(engine_err)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(engine_err)?;
-        bindings::portcullis::plugin::host::add_to_linker::<State, wasmtime::component::HasSelf<State>>(
-            &mut linker,
-            |s| s,
-        )
+        bindings::portcullis::plugin::host::add_to_linker::<
+            State,
+            wasmtime::component::HasSelf<State>,
+        >(&mut linker, |s| s)
         .map_err(engine_err)?;
         let ticker = EpochTicker::start(engine.clone());
         Ok(Self {
@@ -234,7 +239,10 @@ impl Runtime {
     }
 
     /// Loads every configured plugin, in order; the first failure stops it all.
-    pub async fn load_all(self: &Arc<Self>, config: &Config) -> Result<Vec<Arc<Plugin>>, LoadError> {
+    pub async fn load_all(
+        self: &Arc<Self>,
+        config: &Config,
+    ) -> Result<Vec<Arc<Plugin>>, LoadError> {
         let mut out = Vec::with_capacity(config.plugins.len());
         for p in &config.plugins {
             let plugin = match p.kind {
@@ -250,7 +258,11 @@ impl Runtime {
 
     /// Compiles (or loads from cache), checks the contract version, links, and asks the
     /// plugin to `describe` itself. See [`Plugin::check_config`] for its configuration.
-    pub async fn load(self: &Arc<Self>, cfg: &PluginConfig, path: &Path) -> Result<Plugin, LoadError> {
+    pub async fn load(
+        self: &Arc<Self>,
+        cfg: &PluginConfig,
+        path: &Path,
+    ) -> Result<Plugin, LoadError> {
         let name = cfg.name.clone();
         let shown = path.display().to_string();
         let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
@@ -310,7 +322,11 @@ impl Runtime {
 
 impl Runtime {
     /// Loads a Rego policy (`kind = "rego"`) as a validating request plugin.
-    pub fn load_rego(self: &Arc<Self>, cfg: &PluginConfig, path: &Path) -> Result<Plugin, LoadError> {
+    pub fn load_rego(
+        self: &Arc<Self>,
+        cfg: &PluginConfig,
+        path: &Path,
+    ) -> Result<Plugin, LoadError> {
         let config_error = |reason: String| LoadError::Config {
             name: cfg.name.clone(),
             reason,
@@ -321,7 +337,12 @@ impl Runtime {
 
     /// A plugin around a policy in OPA's language (Rego, or compiled to wasm): it judges
     /// requests only and has no configuration hook of its own.
-    fn policy_plugin(self: &Arc<Self>, cfg: &PluginConfig, version: &str, backend: Backend) -> Result<Plugin, LoadError> {
+    fn policy_plugin(
+        self: &Arc<Self>,
+        cfg: &PluginConfig,
+        version: &str,
+        backend: Backend,
+    ) -> Result<Plugin, LoadError> {
         Ok(Plugin {
             cfg: cfg.clone(),
             info: types::Info {
@@ -345,7 +366,11 @@ impl Runtime {
     /// plugin, and instantiates it once in the sandbox, so that a file that is no OPA policy,
     /// lacks the entrypoint or calls a builtin the gateway refuses stops start-up (and
     /// `portcullis check`) with the file named.
-    pub async fn load_opa(self: &Arc<Self>, cfg: &PluginConfig, path: &Path) -> Result<Plugin, LoadError> {
+    pub async fn load_opa(
+        self: &Arc<Self>,
+        cfg: &PluginConfig,
+        path: &Path,
+    ) -> Result<Plugin, LoadError> {
         let shown = path.display().to_string();
         let plugin_error = |e: opa::Error| match e {
             opa::Error::NotOpa(reason) => LoadError::NotOpaPolicy {
@@ -363,7 +388,9 @@ impl Runtime {
                 reason: format!("{e:#}"),
             },
         };
-        let policy = opa::compile(&self.engine, cfg, path).await.map_err(plugin_error)?;
+        let policy = opa::compile(&self.engine, cfg, path)
+            .await
+            .map_err(plugin_error)?;
         let plugin = self.policy_plugin(cfg, "opa-wasm", Backend::Opa(Box::new(policy)))?;
         if let Backend::Opa(policy) = &plugin.backend {
             let _ticking = self.ticker.ticking();
@@ -439,14 +466,17 @@ fn response_globs(cfg: &PluginConfig) -> Result<Option<EndpointSet>, LoadError> 
 
 /// Finds the policy export and compares its version with ours, so an old or new plugin is
 /// refused with both versions named rather than with a linker error.
-fn check_contract(engine: &Engine, component: &Component, name: &str, path: &str) -> Result<(), LoadError> {
+fn check_contract(
+    engine: &Engine,
+    component: &Component,
+    name: &str,
+    path: &str,
+) -> Result<(), LoadError> {
     let ty = component.component_type();
     let exports: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_string()).collect();
     let prefix = format!("{}@", bindings::POLICY_INTERFACE);
     match exports.iter().find(|e| e.starts_with(&prefix)) {
-        Some(e) if e.as_str() == format!("{prefix}{CONTRACT_VERSION}") => {
-            Ok(())
-        }
+        Some(e) if e.as_str() == format!("{prefix}{CONTRACT_VERSION}") => Ok(()),
         Some(e) => Err(LoadError::Incompatible {
             name: name.into(),
             path: path.into(),
@@ -458,7 +488,11 @@ fn check_contract(engine: &Engine, component: &Component, name: &str, path: &str
             path: path.into(),
             interface: bindings::POLICY_INTERFACE,
             supported: CONTRACT_VERSION,
-            exports: if exports.is_empty() { "none".into() } else { exports.join(", ") },
+            exports: if exports.is_empty() {
+                "none".into()
+            } else {
+                exports.join(", ")
+            },
         }),
     }
 }
@@ -535,29 +569,37 @@ impl Plugin {
         self.has(hook)
             && self.applies_to(endpoint)
             && (hook != types::Hooks::RESPONSE
-                || self.response_endpoints.as_ref().is_none_or(|g| g.is_match(endpoint)))
+                || self
+                    .response_endpoints
+                    .as_ref()
+                    .is_none_or(|g| g.is_match(endpoint)))
     }
 
     async fn probe(&self) -> Result<types::Info, PluginFailure> {
         match self.call(0, Call::Describe).await? {
             Output::Info(info) => Ok(info),
-            _ => Err(PluginFailure::Malformed("describe returned no description".into())),
+            _ => Err(PluginFailure::Malformed(
+                "describe returned no description".into(),
+            )),
         }
     }
 
     /// Runs `init` with the configured `config` table once, so that a configuration the
     /// plugin rejects stops start-up (and `portcullis check`) instead of every request.
     pub async fn check_config(&self) -> Result<(), LoadError> {
-        self.call(0, Call::Init).await.map(|_| ()).map_err(|failure| match failure {
-            PluginFailure::Init(reason) => LoadError::Config {
-                name: self.cfg.name.clone(),
-                reason,
-            },
-            failure => LoadError::Probe {
-                name: self.cfg.name.clone(),
-                failure,
-            },
-        })
+        self.call(0, Call::Init)
+            .await
+            .map(|_| ())
+            .map_err(|failure| match failure {
+                PluginFailure::Init(reason) => LoadError::Config {
+                    name: self.cfg.name.clone(),
+                    reason,
+                },
+                failure => LoadError::Probe {
+                    name: self.cfg.name.clone(),
+                    failure,
+                },
+            })
     }
 
     /// Instantiates the plugin and calls nothing: what the per-call sandbox costs
@@ -567,7 +609,11 @@ impl Plugin {
     }
 
     /// Calls `hook` on a fresh instance (after `init` with the plugin's configuration).
-    pub async fn invoke(&self, request_id: u64, hook: Hook<'_>) -> Result<types::Verdict, PluginFailure> {
+    pub async fn invoke(
+        &self,
+        request_id: u64,
+        hook: Hook<'_>,
+    ) -> Result<types::Verdict, PluginFailure> {
         match self.call(request_id, Call::Hook(hook)).await? {
             Output::Verdict(v) => Ok(v),
             _ => Err(PluginFailure::Malformed("hook returned no verdict".into())),
@@ -598,13 +644,21 @@ impl Plugin {
         let _ticking = self.runtime.ticker.ticking();
         let mut instance = match spares.and_then(|s| s.take()) {
             Some(mut instance) => {
-                instance.store.data_mut().start_call(request_id, self.cfg.timeout);
+                instance
+                    .store
+                    .data_mut()
+                    .start_call(request_id, self.cfg.timeout);
                 instance
             }
             None => {
                 let permit = match self.runtime.instances.clone().acquire_owned().await {
                     Ok(permit) => permit,
-                    Err(_) => return (Err(PluginFailure::Trap("plugin runtime closed".into())), None),
+                    Err(_) => {
+                        return (
+                            Err(PluginFailure::Trap("plugin runtime closed".into())),
+                            None,
+                        )
+                    }
                 };
                 match self.initialized(pre, permit, request_id).await {
                     Ok(instance) => instance,
@@ -649,7 +703,10 @@ impl Plugin {
             return self.invoke(request_id, hook).await;
         };
         let _ticking = self.runtime.ticker.ticking();
-        instance.store.data_mut().start_call(request_id, self.cfg.timeout);
+        instance
+            .store
+            .data_mut()
+            .start_call(request_id, self.cfg.timeout);
         let result = run_hook(&instance.bindings, &mut instance.store, &hook).await;
         result.map_err(|e| self.failure(&instance.store, &e))
     }
@@ -662,11 +719,17 @@ impl Plugin {
             Backend::Opa(policy) => return self.opa_call(policy, request_id, what).await,
         };
         if let (Some(warm), Call::Hook(hook)) = (&self.warm, &what) {
-            return self.call_reused(pre, warm, request_id, hook).await.map(Output::Verdict);
+            return self
+                .call_reused(pre, warm, request_id, hook)
+                .await
+                .map(Output::Verdict);
         }
         if let (Some(spares), Call::Hook(hook)) = (self.spares.get(), &what) {
             if let Some(instance) = spares.take() {
-                return self.call_spare(spares, instance, request_id, hook).await.map(Output::Verdict);
+                return self
+                    .call_spare(spares, instance, request_id, hook)
+                    .await
+                    .map(Output::Verdict);
             }
         }
         let (_permit, _ticking, mut store) = self.fresh_store(request_id).await?;
@@ -675,7 +738,9 @@ impl Plugin {
             let policy = instance.portcullis_plugin_policy();
             let hook = match what {
                 Call::Instantiate => return Ok(Ok(Output::Initialized)),
-                Call::Describe => return Ok(Ok(Output::Info(policy.call_describe(&mut store).await?))),
+                Call::Describe => {
+                    return Ok(Ok(Output::Info(policy.call_describe(&mut store).await?)))
+                }
                 Call::Init => None,
                 Call::Hook(hook) => Some(hook),
             };
@@ -777,7 +842,10 @@ impl Plugin {
         hook: &Hook<'_>,
     ) -> Result<types::Verdict, PluginFailure> {
         let _ticking = self.runtime.ticker.ticking();
-        instance.store.data_mut().start_call(request_id, self.cfg.timeout);
+        instance
+            .store
+            .data_mut()
+            .start_call(request_id, self.cfg.timeout);
         let result = run_hook(&instance.bindings, &mut instance.store, hook).await;
         let result = result.map_err(|e| self.failure(&instance.store, &e));
         spares.retire(instance);
@@ -805,17 +873,23 @@ impl Plugin {
             return;
         }
         let plugin = Arc::downgrade(self);
-        let preparer = self.runtime.preparer.get_or_init(|| Preparer::start().unwrap_or_else(|| {
-            // No thread to be had: prepare on the caller's runtime, as a task among the rest.
-            Preparer {
-                handle: tokio::runtime::Handle::current(),
-                _stop: tokio::sync::oneshot::channel().0,
-            }
-        }));
+        let preparer = self.runtime.preparer.get_or_init(|| {
+            Preparer::start().unwrap_or_else(|| {
+                // No thread to be had: prepare on the caller's runtime, as a task among the rest.
+                Preparer {
+                    handle: tokio::runtime::Handle::current(),
+                    _stop: tokio::sync::oneshot::channel().0,
+                }
+            })
+        });
         preparer.handle.spawn(async move {
             loop {
                 // Tear down what was used (this is where a store's memory is reset).
-                let spent = spares.spent.lock().map(|mut v| std::mem::take(&mut *v)).unwrap_or_default();
+                let spent = spares
+                    .spent
+                    .lock()
+                    .map(|mut v| std::mem::take(&mut *v))
+                    .unwrap_or_default();
                 drop(spent);
                 let Some(p) = plugin.upgrade() else {
                     return;
@@ -865,7 +939,13 @@ impl Plugin {
     /// A store for one instance: the memory cap, the granted capabilities, the deadline.
     fn new_store(&self, request_id: u64) -> Store<State> {
         let limit = self.cfg.memory_limit.as_u64() as usize;
-        let state = State::new(&self.cfg.name, request_id, limit, &self.cfg.grants, self.cfg.timeout);
+        let state = State::new(
+            &self.cfg.name,
+            request_id,
+            limit,
+            &self.cfg.grants,
+            self.cfg.timeout,
+        );
         let mut store = Store::new(&self.runtime.engine, state);
         store.limiter(|s| s.limiter());
         store.set_epoch_deadline(1);
@@ -884,7 +964,11 @@ impl Plugin {
         } else {
             let stderr = state.stderr();
             let root = e.root_cause().to_string();
-            PluginFailure::Trap(if stderr.is_empty() { root } else { format!("{root}: {stderr}") })
+            PluginFailure::Trap(if stderr.is_empty() {
+                root
+            } else {
+                format!("{root}: {stderr}")
+            })
         }
     }
 }
@@ -893,7 +977,12 @@ impl Plugin {
     /// A call on an OPA wasm policy: like a component's, a fresh instance in a store with the
     /// deadline and the memory cap, taking a slot of the instance pool. Only requests are
     /// judged.
-    async fn opa_call(&self, policy: &opa::Policy, request_id: u64, what: Call<'_>) -> Result<Output, PluginFailure> {
+    async fn opa_call(
+        &self,
+        policy: &opa::Policy,
+        request_id: u64,
+        what: Call<'_>,
+    ) -> Result<Output, PluginFailure> {
         let req = match what {
             Call::Describe => return Ok(Output::Info(self.info.clone())),
             Call::Hook(Hook::Request(req)) => Some(req),
@@ -1048,11 +1137,17 @@ struct Warm {
 
 /// A call on a Rego policy: only requests are judged; an evaluation error (a builtin
 /// failing, the time limit) is a failure like a trapping plugin's.
-fn rego_call(info: &types::Info, policy: &rego::Policy, what: Call<'_>) -> Result<Output, PluginFailure> {
+fn rego_call(
+    info: &types::Info,
+    policy: &rego::Policy,
+    what: Call<'_>,
+) -> Result<Output, PluginFailure> {
     Ok(match what {
         Call::Instantiate | Call::Init => Output::Initialized,
         Call::Describe => Output::Info(info.clone()),
-        Call::Hook(Hook::Request(req)) => Output::Verdict(policy.evaluate(req).map_err(PluginFailure::Trap)?),
+        Call::Hook(Hook::Request(req)) => {
+            Output::Verdict(policy.evaluate(req).map_err(PluginFailure::Trap)?)
+        }
         Call::Hook(_) => Output::Verdict(types::Verdict::Allow),
     })
 }
@@ -1112,7 +1207,9 @@ struct Ticking(Arc<TickerShared>);
 
 impl Drop for Ticking {
     fn drop(&mut self) {
-        self.0.active.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        self.0
+            .active
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
     }
 }
 
@@ -1151,7 +1248,8 @@ impl EpochTicker {
                         let _guard = s
                             .wake
                             .wait_while(guard, |_| {
-                                s.active.load(Ordering::SeqCst) == 0 && !s.stop.load(Ordering::Acquire)
+                                s.active.load(Ordering::SeqCst) == 0
+                                    && !s.stop.load(Ordering::Acquire)
                             })
                             .unwrap_or_else(|e| e.into_inner());
                         s.parked.store(false, Ordering::SeqCst);
@@ -1179,7 +1277,9 @@ impl EpochTicker {
 
 impl Drop for EpochTicker {
     fn drop(&mut self) {
-        self.shared.stop.store(true, std::sync::atomic::Ordering::Release);
+        self.shared
+            .stop
+            .store(true, std::sync::atomic::Ordering::Release);
         let _guard = self.shared.lock.lock().unwrap_or_else(|e| e.into_inner());
         self.shared.wake.notify_one();
     }

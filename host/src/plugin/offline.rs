@@ -45,7 +45,9 @@ pub enum PairFile {
 impl PairFile {
     fn into_pair(self) -> types::Pair {
         match self {
-            PairFile::Tuple(name, value) | PairFile::Named { name, value } => types::Pair { name, value },
+            PairFile::Tuple(name, value) | PairFile::Named { name, value } => {
+                types::Pair { name, value }
+            }
         }
     }
 }
@@ -129,7 +131,10 @@ impl Default for ResponseFile {
     fn default() -> Self {
         Self {
             status: 200,
-            headers: vec![PairFile::Tuple("content-type".into(), "application/json".into())],
+            headers: vec![PairFile::Tuple(
+                "content-type".into(),
+                "application/json".into(),
+            )],
             body: None,
         }
     }
@@ -146,7 +151,13 @@ impl RequestFile {
         let path = self.path.unwrap_or_else(|| "/_ping".into());
         let m = http::Method::from_bytes(method.as_bytes()).map_err(|e| e.to_string())?;
         let route = crate::route::classify(&m, &path).ok();
-        let auth = match self.caller.auth.to_ascii_lowercase().replace('-', "").as_str() {
+        let auth = match self
+            .caller
+            .auth
+            .to_ascii_lowercase()
+            .replace('-', "")
+            .as_str()
+        {
             "none" => types::AuthMethod::None,
             "peercredentials" => types::AuthMethod::PeerCredentials,
             "mutualtls" => types::AuthMethod::MutualTls,
@@ -157,13 +168,18 @@ impl RequestFile {
             id: self.id,
             method,
             path: route.as_ref().map_or(path.clone(), |r| r.path.clone()),
-            api_version: self
-                .api_version
-                .or_else(|| route.as_ref().and_then(|r| r.version).map(|(a, b)| format!("{a}.{b}"))),
+            api_version: self.api_version.or_else(|| {
+                route
+                    .as_ref()
+                    .and_then(|r| r.version)
+                    .map(|(a, b)| format!("{a}.{b}"))
+            }),
             endpoint: self
                 .endpoint
                 .or_else(|| route.as_ref().map(|r| r.endpoint.name.to_owned()))
-                .ok_or_else(|| format!("endpoint: not set, and {path:?} is not a known endpoint"))?,
+                .ok_or_else(|| {
+                    format!("endpoint: not set, and {path:?} is not a known endpoint")
+                })?,
             object_id: self.object_id.or_else(|| route.and_then(|r| r.object_id)),
             query: pairs(self.query),
             headers: pairs(self.headers),
@@ -214,7 +230,9 @@ pub fn verdict_json(v: &types::Verdict) -> Value {
     };
     match v {
         types::Verdict::Allow => json!({"verdict": "allow"}),
-        types::Verdict::Deny(d) => json!({"verdict": "deny", "status": d.status, "message": d.message}),
+        types::Verdict::Deny(d) => {
+            json!({"verdict": "deny", "status": d.status, "message": d.message})
+        }
         types::Verdict::Patch(p) => json!({
             "verdict": "patch",
             "body": p.body.as_deref().map(|b| serde_json::from_str::<Value>(b).unwrap_or(Value::String(b.to_owned()))),
@@ -244,9 +262,13 @@ pub async fn load_one(
         path: path.to_owned(),
         config: table,
         reuse,
-        ..serde_json::from_value(json!({"name": "", "path": ""})).map_err(|e| LoadError::Engine(e.to_string()))?
+        ..serde_json::from_value(json!({"name": "", "path": ""}))
+            .map_err(|e| LoadError::Engine(e.to_string()))?
     };
-    let runtime = Arc::new(Runtime::new(&RuntimeConfig::default(), cfg.memory_limit.as_u64())?);
+    let runtime = Arc::new(Runtime::new(
+        &RuntimeConfig::default(),
+        cfg.memory_limit.as_u64(),
+    )?);
     // A `.rego` file (or a directory of them) is a Rego policy, so that `plugin run` and
     // `plugin bench` work for policies too.
     let rego = path.is_dir() || path.extension().is_some_and(|e| e == "rego");
@@ -282,7 +304,11 @@ pub async fn run(
     response: Option<&types::Response>,
 ) -> Result<types::Verdict, PluginFailure> {
     match response {
-        Some(resp) => plugin.invoke(request.id, Hook::Response(request, resp)).await,
+        Some(resp) => {
+            plugin
+                .invoke(request.id, Hook::Response(request, resp))
+                .await
+        }
         None => plugin.invoke(request.id, Hook::Request(request)).await,
     }
 }
@@ -320,7 +346,11 @@ pub fn percentiles(mut samples: Vec<std::time::Duration>) -> Value {
 
 /// Measures instantiation alone and a whole call (instantiate, `init`, hook; or only the hook
 /// when the plugin reuses instances), `n` times each after a warm-up, sequentially.
-pub async fn bench(plugin: &Plugin, request: &types::Request, n: usize) -> Result<Value, PluginFailure> {
+pub async fn bench(
+    plugin: &Plugin,
+    request: &types::Request,
+    n: usize,
+) -> Result<Value, PluginFailure> {
     use std::time::Instant;
     for _ in 0..n.min(100) {
         plugin.invoke(request.id, Hook::Request(request)).await?;

@@ -120,10 +120,17 @@ pub async fn compile(engine: &Engine, cfg: &PluginConfig, path: &Path) -> Result
                         .into(),
                 ));
             }
-            data.insert("config".into(), serde_json::to_value(&cfg.config).map_err(|e| Error::NotOpa(e.to_string()))?);
+            data.insert(
+                "config".into(),
+                serde_json::to_value(&cfg.config).map_err(|e| Error::NotOpa(e.to_string()))?,
+            );
             Json::Object(data)
         }
-        Some(_) => return Err(Error::NotOpa("the bundle's data.json is not a JSON object".into())),
+        Some(_) => {
+            return Err(Error::NotOpa(
+                "the bundle's data.json is not a JSON object".into(),
+            ))
+        }
     };
     let binary = bytes.starts_with(b"\0asm");
     let engine = engine.clone();
@@ -160,13 +167,22 @@ fn unpack(bytes: Vec<u8>) -> Result<(Vec<u8>, Option<Json>), Error> {
     let (mut module, mut data) = (None, None);
     for entry in archive.entries().map_err(bad)? {
         let entry = entry.map_err(bad)?;
-        let name = entry.path().map_err(bad)?.to_string_lossy().trim_start_matches("./").trim_start_matches('/').to_owned();
+        let name = entry
+            .path()
+            .map_err(bad)?
+            .to_string_lossy()
+            .trim_start_matches("./")
+            .trim_start_matches('/')
+            .to_owned();
         let slot = match name.as_str() {
             "policy.wasm" => &mut module,
             "data.json" => &mut data,
             // Data files elsewhere would be data under their directory's path: not read,
             // so refused rather than silently missing.
-            n if n.ends_with("/data.json") || n.ends_with("data.yaml") || n.ends_with("data.yml") => {
+            n if n.ends_with("/data.json")
+                || n.ends_with("data.yaml")
+                || n.ends_with("data.yml") =>
+            {
                 return Err(Error::NotOpa(format!(
                     "the bundle has {n}; only /policy.wasm and a root /data.json are read (as `opa build` writes them)"
                 )));
@@ -174,13 +190,20 @@ fn unpack(bytes: Vec<u8>) -> Result<(Vec<u8>, Option<Json>), Error> {
             _ => continue,
         };
         let mut buf = Vec::new();
-        entry.take(MAX_BUNDLE_FILE + 1).read_to_end(&mut buf).map_err(bad)?;
+        entry
+            .take(MAX_BUNDLE_FILE + 1)
+            .read_to_end(&mut buf)
+            .map_err(bad)?;
         if buf.len() as u64 > MAX_BUNDLE_FILE {
-            return Err(Error::NotOpa(format!("the bundle's {name} is larger than {MAX_BUNDLE_FILE} bytes")));
+            return Err(Error::NotOpa(format!(
+                "the bundle's {name} is larger than {MAX_BUNDLE_FILE} bytes"
+            )));
         }
         *slot = Some(buf);
     }
-    let module = module.ok_or_else(|| Error::NotOpa("the bundle has no /policy.wasm: build it with `opa build -t wasm`".into()))?;
+    let module = module.ok_or_else(|| {
+        Error::NotOpa("the bundle has no /policy.wasm: build it with `opa build -t wasm`".into())
+    })?;
     let data = data
         .map(|d| serde_json::from_slice(&d))
         .transpose()
@@ -202,7 +225,11 @@ fn entrypoint(query: Option<&str>) -> String {
 impl Policy {
     /// Instantiates the module in `store`, loads `data`, and judges `req` if there is one
     /// (without one, only checks that the module is a usable policy).
-    pub(super) async fn run(&self, store: &mut Store<State>, req: Option<&types::Request>) -> Result<Option<types::Verdict>, Error> {
+    pub(super) async fn run(
+        &self,
+        store: &mut Store<State>,
+        req: Option<&types::Request>,
+    ) -> Result<Option<types::Verdict>, Error> {
         let runtime = opa_wasm::Runtime::new(&mut *store, &self.module)
             .await
             .map_err(|e| self.instantiation_error(store, e))?;
@@ -211,10 +238,17 @@ impl Policy {
             found.sort_unstable();
             return Err(Error::NoEntrypoint {
                 wanted: self.entrypoint.clone(),
-                found: if found.is_empty() { "none".into() } else { found.join(", ") },
+                found: if found.is_empty() {
+                    "none".into()
+                } else {
+                    found.join(", ")
+                },
             });
         }
-        let policy = runtime.with_data(&mut *store, &self.data).await.map_err(Error::Eval)?;
+        let policy = runtime
+            .with_data(&mut *store, &self.data)
+            .await
+            .map_err(Error::Eval)?;
         let Some(req) = req else { return Ok(None) };
         let result: Json = policy
             .evaluate(&mut *store, &self.entrypoint, &rego::input(req))
@@ -229,7 +263,10 @@ impl Policy {
     /// ones a policy calls, so this asks the module itself, in an instance whose imports all
     /// trap: listing builtins needs none of them.
     pub(super) async fn check_builtins(&self, store: &mut Store<State>) -> Result<(), Error> {
-        let mut names = self.builtins(store).await.map_err(|e| self.instantiation_error(store, e))?;
+        let mut names = self
+            .builtins(store)
+            .await
+            .map_err(|e| self.instantiation_error(store, e))?;
         names.sort_unstable();
         let _ = self.builtins.set(names.clone());
         if names.iter().any(|n| n == "opa.runtime") {
@@ -267,7 +304,9 @@ impl Policy {
         for import in self.module.imports() {
             if let ExternType::Func(ty) = import.ty() {
                 linker.func_new(import.module(), import.name(), ty, |_, _, _| {
-                    Err(wasmtime::Error::msg("host functions are not available while listing builtins"))
+                    Err(wasmtime::Error::msg(
+                        "host functions are not available while listing builtins",
+                    ))
                 })?;
             }
         }
@@ -298,7 +337,11 @@ impl Policy {
         let reason = format!("{e:#}");
         if reason.contains("unknown builtin") {
             // opa-wasm does not name the builtin it could not resolve: name them all.
-            let calls = self.builtins.get().map(|b| b.join(", ")).unwrap_or_default();
+            let calls = self
+                .builtins
+                .get()
+                .map(|b| b.join(", "))
+                .unwrap_or_default();
             return Error::NotOpa(format!(
                 "the policy calls a builtin the gateway does not provide (it calls: {calls}; the README lists those provided)"
             ));
@@ -344,7 +387,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("policy.wasm");
         std::fs::write(&path, module).unwrap();
-        let mut cfg: PluginConfig = toml::from_str("name = \"opa\"\nkind = \"opa-wasm\"\npath = \"x\"").unwrap();
+        let mut cfg: PluginConfig =
+            toml::from_str("name = \"opa\"\nkind = \"opa-wasm\"\npath = \"x\"").unwrap();
         cfg.query = query.map(str::to_owned);
         cfg.timeout = Duration::from_millis(200);
         let runtime = RuntimeConfig {
@@ -384,17 +428,27 @@ mod tests {
     #[tokio::test]
     async fn the_policy_decides_on_the_rego_input_document() {
         let p = policy(None).await;
-        assert!(matches!(p.invoke(1, Hook::Request(&create(false))).await, Ok(types::Verdict::Allow)));
+        assert!(matches!(
+            p.invoke(1, Hook::Request(&create(false))).await,
+            Ok(types::Verdict::Allow)
+        ));
         match p.invoke(2, Hook::Request(&create(true))).await {
             Ok(types::Verdict::Deny(d)) => {
                 assert_eq!(d.status, 403);
-                assert!(d.message.contains("privileged containers are not allowed"), "{}", d.message);
+                assert!(
+                    d.message.contains("privileged containers are not allowed"),
+                    "{}",
+                    d.message
+                );
             }
             other => panic!("privileged create: {other:?}"),
         }
         // The Rego spelling of the rule names the same entrypoint.
         let p = policy(Some("data.docker.authz.allow")).await;
-        assert!(matches!(p.invoke(3, Hook::Request(&create(true))).await, Ok(types::Verdict::Deny(_))));
+        assert!(matches!(
+            p.invoke(3, Hook::Request(&create(true))).await,
+            Ok(types::Verdict::Deny(_))
+        ));
     }
 
     #[tokio::test]
@@ -417,7 +471,10 @@ mod tests {
         );
         let p = policy(Some("test/hog")).await;
         let failure = p.invoke(1, Hook::Request(&create(false))).await;
-        assert!(matches!(failure, Err(PluginFailure::Memory(_))), "{failure:?}");
+        assert!(
+            matches!(failure, Err(PluginFailure::Memory(_))),
+            "{failure:?}"
+        );
     }
 
     #[tokio::test]
@@ -425,26 +482,44 @@ mod tests {
         let err = |r: Result<Plugin, LoadError>| r.err().expect("loaded").to_string();
         let component_like = wat::parse_str("(module (func (export \"run\")))").unwrap();
         let e = err(load(None, &component_like).await);
-        assert!(e.contains("policy.wasm is not a usable OPA wasm policy"), "{e}");
-        assert!(e.contains("does not implement OPA's wasm ABI") && e.contains("env.memory"), "{e}");
+        assert!(
+            e.contains("policy.wasm is not a usable OPA wasm policy"),
+            "{e}"
+        );
+        assert!(
+            e.contains("does not implement OPA's wasm ABI") && e.contains("env.memory"),
+            "{e}"
+        );
         let e = err(load(None, b"not wasm at all").await);
-        assert!(e.contains("policy.wasm is not a usable OPA wasm policy: not a WebAssembly module"), "{e}");
+        assert!(
+            e.contains("policy.wasm is not a usable OPA wasm policy: not a WebAssembly module"),
+            "{e}"
+        );
         let e = err(load(Some("docker/authz/deny"), &wat::parse_str(POLICY).unwrap()).await);
         assert!(e.contains("no entrypoint \"docker/authz/deny\""), "{e}");
         assert!(e.contains("docker/authz/allow, test/data, test/hog"), "{e}");
         // Policies calling host builtins: the gateway's environment, one opa-wasm leaves
         // unimplemented, one not compiled in. `builtins()` answers this JSON object.
         let calling = |builtins: &str| {
-            let text = POLICY.replace("(data (i32.const 16) \"{}\\00\")", &format!("(data (i32.const 16) \"{builtins}\\00\")"));
+            let text = POLICY.replace(
+                "(data (i32.const 16) \"{}\\00\")",
+                &format!("(data (i32.const 16) \"{builtins}\\00\")"),
+            );
             assert_ne!(text, POLICY);
             wat::parse_str(&text).unwrap()
         };
         let e = err(load(None, &calling("{\\22opa.runtime\\22:0}")).await);
-        assert!(e.contains("opa.runtime(), which would expose the gateway's environment"), "{e}");
+        assert!(
+            e.contains("opa.runtime(), which would expose the gateway's environment"),
+            "{e}"
+        );
         let e = err(load(None, &calling("{\\22sprintf\\22:0,\\22trace\\22:1}")).await);
         assert!(e.contains("does not implement: trace"), "{e}");
         let e = err(load(None, &calling("{\\22time.now_ns\\22:0}")).await);
-        assert!(e.contains("does not provide (it calls: time.now_ns;"), "{e}");
+        assert!(
+            e.contains("does not provide (it calls: time.now_ns;"),
+            "{e}"
+        );
         // sprintf is provided.
         assert!(load(None, &calling("{\\22sprintf\\22:0}")).await.is_ok());
     }
@@ -469,7 +544,11 @@ mod tests {
     async fn a_bundle_gives_its_module_and_its_data() {
         let module = wat::parse_str(POLICY).unwrap();
         let data = br#"{"allow": false, "message": "data.json reached the policy"}"#;
-        let both = bundle(&[("/.manifest", b"{}"), ("/data.json", data), ("/policy.wasm", &module)]);
+        let both = bundle(&[
+            ("/.manifest", b"{}"),
+            ("/data.json", data),
+            ("/policy.wasm", &module),
+        ]);
         // `test/data` decides with the whole data document: data.json plus data.config.
         let p = load(Some("test/data"), &both).await.unwrap();
         let verdict = p.invoke(1, Hook::Request(&create(false))).await;
@@ -477,23 +556,45 @@ mod tests {
             matches!(&verdict, Ok(types::Verdict::Deny(d)) if d.message == "data.json reached the policy"),
             "{verdict:?}"
         );
-        let p = load(None, &bundle(&[("/policy.wasm", &module)])).await.unwrap();
-        assert!(matches!(p.invoke(1, Hook::Request(&create(true))).await, Ok(types::Verdict::Deny(_))));
-        assert!(matches!(p.invoke(2, Hook::Request(&create(false))).await, Ok(types::Verdict::Allow)));
+        let p = load(None, &bundle(&[("/policy.wasm", &module)]))
+            .await
+            .unwrap();
+        assert!(matches!(
+            p.invoke(1, Hook::Request(&create(true))).await,
+            Ok(types::Verdict::Deny(_))
+        ));
+        assert!(matches!(
+            p.invoke(2, Hook::Request(&create(false))).await,
+            Ok(types::Verdict::Allow)
+        ));
 
         let err = |r: Result<Plugin, LoadError>| r.err().expect("loaded").to_string();
         let e = err(load(None, &bundle(&[("/data.json", data)])).await);
         assert!(e.contains("the bundle has no /policy.wasm"), "{e}");
-        let e = err(load(None, &bundle(&[("/data.json", br#"{"config": 1}"#), ("/policy.wasm", &module)])).await);
+        let e = err(load(
+            None,
+            &bundle(&[
+                ("/data.json", br#"{"config": 1}"#),
+                ("/policy.wasm", &module),
+            ]),
+        )
+        .await);
         assert!(e.contains("top-level `config`"), "{e}");
-        let e = err(load(None, &bundle(&[("/roles/data.json", b"{}"), ("/policy.wasm", &module)])).await);
+        let e = err(load(
+            None,
+            &bundle(&[("/roles/data.json", b"{}"), ("/policy.wasm", &module)]),
+        )
+        .await);
         assert!(e.contains("roles/data.json"), "{e}");
     }
 
     #[test]
     fn the_rego_spelling_of_a_rule_names_the_same_entrypoint() {
         assert_eq!(entrypoint(None), "docker/authz/allow");
-        assert_eq!(entrypoint(Some("data.docker.authz.allow")), "docker/authz/allow");
+        assert_eq!(
+            entrypoint(Some("data.docker.authz.allow")),
+            "docker/authz/allow"
+        );
         assert_eq!(entrypoint(Some("pc/decision")), "pc/decision");
     }
 
@@ -506,8 +607,17 @@ mod tests {
         };
         assert!(allow(json!([{"result": true}])));
         assert!(allow(json!([{"result": {"allow": true}}])));
-        assert_eq!(message(json!([{"result": false}])), "request rejected by administrative policy");
-        assert_eq!(message(json!([])), "request rejected by administrative policy");
-        assert_eq!(message(json!([{"result": {"allow": false, "message": "no"}}])), "no");
+        assert_eq!(
+            message(json!([{"result": false}])),
+            "request rejected by administrative policy"
+        );
+        assert_eq!(
+            message(json!([])),
+            "request rejected by administrative policy"
+        );
+        assert_eq!(
+            message(json!([{"result": {"allow": false, "message": "no"}}])),
+            "no"
+        );
     }
 }

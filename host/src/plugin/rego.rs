@@ -85,8 +85,11 @@ pub fn load(cfg: &PluginConfig, path: &Path) -> Result<Policy, String> {
     for file in files.iter().filter(|f| !is_test_file(f)) {
         add_file(&mut engine, file)?;
     }
-    let config = serde_json::to_string(&json!({ "config": cfg.config })).map_err(|e| e.to_string())?;
-    engine.add_data_json(&config).map_err(|e| format!("config: {e}"))?;
+    let config =
+        serde_json::to_string(&json!({ "config": cfg.config })).map_err(|e| e.to_string())?;
+    engine
+        .add_data_json(&config)
+        .map_err(|e| format!("config: {e}"))?;
     let data = Value::from_json_str(&config).map_err(|e| format!("config: {e}"))?;
     let query = cfg
         .query
@@ -96,7 +99,9 @@ pub fn load(cfg: &PluginConfig, path: &Path) -> Result<Policy, String> {
     // compile stops start-up instead of denying every request. This also prepares the
     // engine (analysis, scheduling, loop hoisting): clones of a prepared engine share that
     // work, where clones of an unprepared one would each redo it on every request.
-    engine.eval_rule(query.clone()).map_err(|e| format!("{query}: {e}"))?;
+    engine
+        .eval_rule(query.clone())
+        .map_err(|e| format!("{query}: {e}"))?;
     let program = match compile(&engine, &query) {
         Ok(program) => {
             info!(plugin = %cfg.name, "Rego policy compiled for the bytecode VM");
@@ -107,7 +112,14 @@ pub fn load(cfg: &PluginConfig, path: &Path) -> Result<Policy, String> {
             None
         }
     };
-    Ok(Policy { engine, query, program, data, timer, idle: Default::default() })
+    Ok(Policy {
+        engine,
+        query,
+        program,
+        data,
+        timer,
+        idle: Default::default(),
+    })
 }
 
 /// Compiles the policy's decision rule to RVM bytecode.
@@ -210,7 +222,9 @@ impl Policy {
     fn interpret(&self, input: Value) -> Result<Value, String> {
         let mut engine = self.engine.clone();
         engine.set_input(input);
-        engine.eval_rule(self.query.clone()).map_err(|e| e.to_string())
+        engine
+            .eval_rule(self.query.clone())
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -244,7 +258,11 @@ pub(super) fn verdict(decision: &Value) -> types::Verdict {
 /// The input document: opa-docker-authz's fields, then ours. OPA wasm policies
 /// ([`super::opa`]) get the same document.
 pub fn input(req: &types::Request) -> Json {
-    let prefix = req.api_version.as_ref().map(|v| format!("/v{v}")).unwrap_or_default();
+    let prefix = req
+        .api_version
+        .as_ref()
+        .map(|v| format!("/v{v}"))
+        .unwrap_or_default();
     let path_plain = format!("{prefix}{}", req.path);
     let path = if req.query.is_empty() {
         path_plain.clone()
@@ -339,20 +357,29 @@ fn bind_mounts(endpoint: &str, body: &Json) -> Vec<Json> {
     }
     let host = &body["HostConfig"];
     let mut out = Vec::new();
-    for bind in host["Binds"].as_array().into_iter().flatten().filter_map(Json::as_str) {
+    for bind in host["Binds"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Json::as_str)
+    {
         let mut parts = bind.split(':');
         let source = parts.next().unwrap_or("");
         if !source.starts_with('/') {
             continue;
         }
         let _target = parts.next();
-        let read_only = parts.next().is_some_and(|o| o.split(',').any(|x| x == "ro"));
+        let read_only = parts
+            .next()
+            .is_some_and(|o| o.split(',').any(|x| x == "ro"));
         out.push(json!({"Source": source, "Resolved": source, "ReadOnly": read_only}));
     }
     for m in host["Mounts"].as_array().into_iter().flatten() {
         if m["Type"] == "bind" {
             let source = m["Source"].as_str().unwrap_or("");
-            out.push(json!({"Source": source, "Resolved": source, "ReadOnly": m["ReadOnly"] == true}));
+            out.push(
+                json!({"Source": source, "Resolved": source, "ReadOnly": m["ReadOnly"] == true}),
+            );
         }
     }
     out
@@ -393,7 +420,10 @@ pub fn run_tests(dir: &Path, timeout: Duration) -> Result<TestReport, String> {
         for line in text.lines() {
             // A rule head at the start of a line: `test_x if {`, `test_x {`, `test_x := ...`.
             if let Some(rest) = line.strip_prefix("test_") {
-                let name: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                let name: String = rest
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
                 let rule = format!("data.{package}.test_{name}");
                 if !tests.contains(&rule) {
                     tests.push(rule);
@@ -408,7 +438,9 @@ pub fn run_tests(dir: &Path, timeout: Duration) -> Result<TestReport, String> {
             Ok(v) => (v == Value::from(true), None),
             Err(err) => (false, Some(err.to_string())),
         };
-        report.results.push((rule.trim_start_matches("data.").to_owned(), ok, err));
+        report
+            .results
+            .push((rule.trim_start_matches("data.").to_owned(), ok, err));
     }
     Ok(report)
 }
@@ -425,8 +457,14 @@ mod tests {
             api_version: Some("1.41".into()),
             endpoint: endpoint.into(),
             object_id: None,
-            query: vec![types::Pair { name: "name".into(), value: "web 1".into() }],
-            headers: vec![types::Pair { name: "content-type".into(), value: "application/json".into() }],
+            query: vec![types::Pair {
+                name: "name".into(),
+                value: "web 1".into(),
+            }],
+            headers: vec![types::Pair {
+                name: "content-type".into(),
+                value: "application/json".into(),
+            }],
             body: body.map(|b| b.to_string()),
             caller: types::Caller {
                 user: "alice".into(),
@@ -442,7 +480,12 @@ mod tests {
     #[test]
     fn the_input_has_opa_docker_authz_fields_and_ours() {
         let body = json!({"Image": "x", "HostConfig": {"Binds": ["/srv:/data:ro", "vol:/v"], "Mounts": [{"Type": "bind", "Source": "/etc", "Target": "/e"}]}});
-        let i = input(&request("POST", "/containers/create", "container.create", Some(body)));
+        let i = input(&request(
+            "POST",
+            "/containers/create",
+            "container.create",
+            Some(body),
+        ));
         assert_eq!(i["Path"], "/v1.41/containers/create?name=web+1");
         assert_eq!(i["PathPlain"], "/v1.41/containers/create");
         assert_eq!(i["PathArr"], json!(["", "v1.41", "containers", "create"]));
@@ -462,7 +505,8 @@ mod tests {
     fn policy(text: &str, query: Option<&str>) -> Result<Policy, String> {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("p.rego"), text).unwrap();
-        let mut cfg: PluginConfig = toml::from_str("name = \"authz\"\nkind = \"rego\"\npath = \"x\"").unwrap();
+        let mut cfg: PluginConfig =
+            toml::from_str("name = \"authz\"\nkind = \"rego\"\npath = \"x\"").unwrap();
         cfg.query = query.map(str::to_owned);
         load(&cfg, dir.path())
     }
@@ -480,10 +524,22 @@ mod tests {
         )
         .unwrap();
         for p in [&v0, &v1] {
-            let ok = request("POST", "/containers/create", "container.create", Some(json!({"HostConfig": {"Privileged": false}})));
+            let ok = request(
+                "POST",
+                "/containers/create",
+                "container.create",
+                Some(json!({"HostConfig": {"Privileged": false}})),
+            );
             assert!(matches!(p.evaluate(&ok).unwrap(), types::Verdict::Allow));
-            let bad = request("POST", "/containers/create", "container.create", Some(json!({"HostConfig": {"Privileged": true}})));
-            assert!(matches!(p.evaluate(&bad).unwrap(), types::Verdict::Deny(d) if d.message == DEFAULT_MESSAGE));
+            let bad = request(
+                "POST",
+                "/containers/create",
+                "container.create",
+                Some(json!({"HostConfig": {"Privileged": true}})),
+            );
+            assert!(
+                matches!(p.evaluate(&bad).unwrap(), types::Verdict::Deny(d) if d.message == DEFAULT_MESSAGE)
+            );
         }
     }
 
@@ -495,7 +551,9 @@ mod tests {
         )
         .unwrap();
         let r = request("GET", "/containers/json", "container.list", None);
-        assert!(matches!(p.evaluate(&r).unwrap(), types::Verdict::Deny(d) if d.message == "alice may not"));
+        assert!(
+            matches!(p.evaluate(&r).unwrap(), types::Verdict::Deny(d) if d.message == "alice may not")
+        );
     }
 
     fn decision(p: &Policy, req: &types::Request, vm: bool) -> Value {
@@ -510,33 +568,70 @@ mod tests {
     #[test]
     fn the_bytecode_vm_decides_like_the_interpreter() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/rego");
-        let mut cfg: PluginConfig = toml::from_str("name = \"authz\"\nkind = \"rego\"\npath = \"x\"").unwrap();
+        let mut cfg: PluginConfig =
+            toml::from_str("name = \"authz\"\nkind = \"rego\"\npath = \"x\"").unwrap();
         cfg.config = toml::from_str("read_only_users = [\"viewer\"]").unwrap();
         let shipped = load(&cfg, &dir).unwrap();
-        assert!(shipped.program.is_some(), "the shipped policy should run in the VM");
+        assert!(
+            shipped.program.is_some(),
+            "the shipped policy should run in the VM"
+        );
         let create = |host: Json| {
-            request("POST", "/containers/create", "container.create", Some(json!({"Image": "x", "HostConfig": host})))
+            request(
+                "POST",
+                "/containers/create",
+                "container.create",
+                Some(json!({"Image": "x", "HostConfig": host})),
+            )
         };
-        let mut viewer = request("POST", "/containers/create", "container.create", Some(json!({"Image": "x"})));
+        let mut viewer = request(
+            "POST",
+            "/containers/create",
+            "container.create",
+            Some(json!({"Image": "x"})),
+        );
         viewer.caller.user = "viewer".into();
         let mut viewer_get = request("GET", "/containers/json", "container.list", None);
         viewer_get.caller.user = "viewer".into();
         let cases = [
-            (request("GET", "/containers/json", "container.list", None), true),
+            (
+                request("GET", "/containers/json", "container.list", None),
+                true,
+            ),
             (create(json!({})), true),
-            (create(json!({"Privileged": false, "NetworkMode": "bridge"})), true),
+            (
+                create(json!({"Privileged": false, "NetworkMode": "bridge"})),
+                true,
+            ),
             (create(json!({"Privileged": true})), false),
             (create(json!({"NetworkMode": "host"})), false),
             (create(json!({"Binds": ["/var/run/docker.sock:/s"]})), false),
-            (create(json!({"Mounts": [{"Type": "bind", "Source": "/run/docker.sock", "Target": "/s"}]})), false),
+            (
+                create(
+                    json!({"Mounts": [{"Type": "bind", "Source": "/run/docker.sock", "Target": "/s"}]}),
+                ),
+                false,
+            ),
             (create(json!({"Binds": ["/srv:/srv"]})), true),
             (viewer, false),
             (viewer_get, true),
         ];
         for (req, allowed) in &cases {
             let vm = decision(&shipped, req, true);
-            assert_eq!(vm, decision(&shipped, req, false), "{} {:?}", req.path, req.body);
-            assert_eq!(vm == Value::from(true), *allowed, "{} {:?}", req.path, req.body);
+            assert_eq!(
+                vm,
+                decision(&shipped, req, false),
+                "{} {:?}",
+                req.path,
+                req.body
+            );
+            assert_eq!(
+                vm == Value::from(true),
+                *allowed,
+                "{} {:?}",
+                req.path,
+                req.body
+            );
         }
         // An object decision with a message, and an undefined one.
         let p = policy(
@@ -544,7 +639,10 @@ mod tests {
             Some("data.pc.decision"),
         )
         .unwrap();
-        for req in [request("GET", "/containers/json", "container.list", None), request("HEAD", "/_ping", "system.ping", None)] {
+        for req in [
+            request("GET", "/containers/json", "container.list", None),
+            request("HEAD", "/_ping", "system.ping", None),
+        ] {
             assert_eq!(decision(&p, &req, true), decision(&p, &req, false));
         }
     }
@@ -563,7 +661,9 @@ mod tests {
 
     #[test]
     fn a_policy_that_runs_too_long_is_stopped_in_the_vm() {
-        let mut cfg: PluginConfig = toml::from_str("name = \"authz\"\nkind = \"rego\"\npath = \"x\"\ntimeout = \"20ms\"").unwrap();
+        let mut cfg: PluginConfig =
+            toml::from_str("name = \"authz\"\nkind = \"rego\"\npath = \"x\"\ntimeout = \"20ms\"")
+                .unwrap();
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
             dir.path().join("p.rego"),
@@ -574,7 +674,12 @@ mod tests {
         cfg.query = None;
         let p = load(&cfg, dir.path()).unwrap();
         assert!(p.program.is_some());
-        let r = request("POST", "/containers/create", "container.create", Some(json!({})));
+        let r = request(
+            "POST",
+            "/containers/create",
+            "container.create",
+            Some(json!({})),
+        );
         let err = p.evaluate(&r).unwrap_err();
         assert!(err.contains("time limit"), "{err}");
     }
@@ -601,7 +706,11 @@ mod tests {
         )
         .unwrap();
         let report = run_tests(dir.path(), Duration::from_secs(1)).unwrap();
-        let outcome: Vec<(String, bool)> = report.results.iter().map(|(n, ok, _)| (n.clone(), *ok)).collect();
+        let outcome: Vec<(String, bool)> = report
+            .results
+            .iter()
+            .map(|(n, ok, _)| (n.clone(), *ok))
+            .collect();
         assert_eq!(
             outcome,
             vec![

@@ -34,7 +34,13 @@ pub struct State {
 
 impl State {
     /// Fresh state for one call of `plugin`.
-    pub fn new(plugin: &str, request_id: u64, memory_limit: usize, grants: &Grants, timeout: Duration) -> Self {
+    pub fn new(
+        plugin: &str,
+        request_id: u64,
+        memory_limit: usize,
+        grants: &Grants,
+        timeout: Duration,
+    ) -> Self {
         let stderr = MemoryOutputPipe::new(STDERR_CAPTURE);
         let mut b = WasiCtx::builder();
         b.stderr(stderr.clone())

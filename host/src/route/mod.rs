@@ -35,9 +35,9 @@
 //! [`Route::upstream_path`] then re-encodes the canonical path so that the engine, decoding
 //! it the same way, gets back exactly [`Route::path`].
 
-mod table;
 #[cfg(test)]
 pub(crate) mod specs;
+mod table;
 
 use std::fmt::Write as _;
 
@@ -373,9 +373,9 @@ fn match_template<'p>(
 
 #[cfg(test)]
 mod tests {
+    use super::specs::{expected_name, load, SPECS};
     use super::*;
     use std::collections::HashSet;
-    use super::specs::{expected_name, load, SPECS};
 
     /// Routes dockerd serves that none of the specs lists.
     const NOT_IN_SPECS: [&str; 5] = [

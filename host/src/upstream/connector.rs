@@ -10,8 +10,8 @@ use std::time::Duration;
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpStream, UnixStream};
 
-use crate::config::Address;
 use super::tls::EngineTls;
+use crate::config::Address;
 use crate::net::Stream;
 
 /// Connects to the engine.
@@ -83,4 +83,3 @@ impl tower_service::Service<http::Uri> for Connector {
         })
     }
 }
-

@@ -16,7 +16,8 @@ pub fn portcullis(args: &[&str]) -> Output {
 
 /// A component in the target directory, `rel` below it; `recipe` builds it.
 pub fn built(rel: &str, recipe: &str) -> PathBuf {
-    let dir = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "/var/cache/portcullis/target".into());
+    let dir =
+        std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "/var/cache/portcullis/target".into());
     let p = PathBuf::from(dir).join(rel);
     assert!(p.exists(), "{} is missing: run `{recipe}`", p.display());
     p

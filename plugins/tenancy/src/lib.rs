@@ -484,9 +484,17 @@ mod tests {
         };
         let own = create(vec![
             reference("HostConfig.Binds[0]", "volume", "data", Some(Some("alice"))),
-            reference("NetworkingConfig.EndpointsConfig", "network", "bridge", Some(None)),
+            reference(
+                "NetworkingConfig.EndpointsConfig",
+                "network",
+                "bridge",
+                Some(None),
+            ),
         ]);
-        assert!(matches!(p.on_request(&as_user(own, "alice")), Verdict::Patch(_)));
+        assert!(matches!(
+            p.on_request(&as_user(own, "alice")),
+            Verdict::Patch(_)
+        ));
 
         let theirs = create(vec![
             reference("HostConfig.Binds[0]", "volume", "data", Some(Some("bob"))),
@@ -496,15 +504,41 @@ mod tests {
         let Verdict::Deny(d) = p.on_request(&as_user(theirs.clone(), "alice")) else {
             panic!()
         };
-        assert!(d.message.contains(r#"HostConfig.Binds[0]: volume "data" belongs to another user"#), "{}", d.message);
-        assert!(d.message.contains(r#"HostConfig.VolumesFrom[0]: container "web" has no owner label"#), "{}", d.message);
-        assert!(d.message.contains(r#"HostConfig.Mounts[0].Source: no volume "new" exists"#), "{}", d.message);
+        assert!(
+            d.message
+                .contains(r#"HostConfig.Binds[0]: volume "data" belongs to another user"#),
+            "{}",
+            d.message
+        );
+        assert!(
+            d.message
+                .contains(r#"HostConfig.VolumesFrom[0]: container "web" has no owner label"#),
+            "{}",
+            d.message
+        );
+        assert!(
+            d.message
+                .contains(r#"HostConfig.Mounts[0].Source: no volume "new" exists"#),
+            "{}",
+            d.message
+        );
         // Administrators use anything.
-        assert!(matches!(p.on_request(&as_user(theirs, "root")), Verdict::Patch(_)));
+        assert!(matches!(
+            p.on_request(&as_user(theirs, "root")),
+            Verdict::Patch(_)
+        ));
 
         let lenient = Tenancy::new(json!({"implicit_volumes": true})).unwrap();
-        let missing = create(vec![reference("HostConfig.Binds[0]", "volume", "new", None)]);
-        assert!(matches!(lenient.on_request(&as_user(missing, "alice")), Verdict::Patch(_)));
+        let missing = create(vec![reference(
+            "HostConfig.Binds[0]",
+            "volume",
+            "new",
+            None,
+        )]);
+        assert!(matches!(
+            lenient.on_request(&as_user(missing, "alice")),
+            Verdict::Patch(_)
+        ));
     }
 
     #[test]
@@ -518,9 +552,17 @@ mod tests {
             name: Some("bridge".into()),
             labels: vec![],
         });
-        req.related = vec![reference("Container", "container", "web", Some(Some("alice")))];
+        req.related = vec![reference(
+            "Container",
+            "container",
+            "web",
+            Some(Some("alice")),
+        )];
         assert_eq!(p.on_request(&as_user(req.clone(), "alice")), Verdict::Allow);
-        assert!(matches!(p.on_request(&as_user(req, "bob")), Verdict::Deny(_)));
+        assert!(matches!(
+            p.on_request(&as_user(req, "bob")),
+            Verdict::Deny(_)
+        ));
     }
 
     #[test]

@@ -114,8 +114,8 @@ pub mod prelude {
     pub use serde_json::{json, Value};
 
     pub use crate::{
-        export_plugin, json_pointer, Caller, Hooks, Patch, Plugin, Reference, Request, Response, Target,
-        Verdict,
+        export_plugin, json_pointer, Caller, Hooks, Patch, Plugin, Reference, Request, Response,
+        Target, Verdict,
     };
 }
 

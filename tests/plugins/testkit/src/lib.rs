@@ -203,7 +203,9 @@ impl Testkit {
             Action::BadVerdict {} => Patch::new()
                 .op(json!({"op": "explode", "path": "/Image"}))
                 .into(),
-            Action::Tally {} => Patch::new().set_header("x-testkit-calls", tally.to_string()).into(),
+            Action::Tally {} => Patch::new()
+                .set_header("x-testkit-calls", tally.to_string())
+                .into(),
             Action::Count {} => {
                 // State that outlives a call only when the gateway reuses the instance.
                 let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
