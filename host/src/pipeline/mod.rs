@@ -242,7 +242,7 @@ impl Gateway {
         if head_size(&req) > limit {
             return Err(PipelineError::HeadTooLarge { limit });
         }
-        let route = if self.config.api.pass_unknown_endpoints {
+        let mut route = if self.config.api.pass_unknown_endpoints {
             route::classify_or_unknown(req.method(), req.uri().path())?
         } else {
             route::classify(req.method(), req.uri().path())?
@@ -343,6 +343,15 @@ impl Gateway {
             buffered = c.body_bytes();
             if wants_audit {
                 draft.keep_view(c.view());
+            }
+            // The engine acts on the object the plugins judged, by its id.
+            if let Some(path) = c
+                .view()
+                .target
+                .as_ref()
+                .and_then(|t| target::pinned_path(&route, t))
+            {
+                route.path = path;
             }
             let forwarded = (c.query(), headers::forwardable(&c.headers));
             canonical = Some(c);

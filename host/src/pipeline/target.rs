@@ -181,6 +181,37 @@ pub async fn resolve(
     Ok(doc.map(|doc| describe(kind, &doc)))
 }
 
+/// The path to forward instead of `route.path` once plugins judged `target`: the reference
+/// the client gave (a name or an id prefix) replaced by the object's full id. The lookup and
+/// the engine's work are two requests; pinned to the id, the engine acts on the object the
+/// plugins judged even when its name passes to another object in between (or answers 404
+/// when it is gone), never on the newcomer.
+///
+/// Only for kinds whose id stands for the name in every endpoint: containers, networks,
+/// services, secrets, configs and nodes. Image and plugin references are tags with a meaning
+/// of their own (removing `name:tag` is not removing the image), a volume's name is its id,
+/// and exec endpoints name the exec while their target is its container.
+pub fn pinned_path(route: &Route, target: &types::Target) -> Option<String> {
+    let kind = Kind::of(route.endpoint.name)?;
+    let pinnable = matches!(
+        kind,
+        Kind::Container | Kind::Network | Kind::Service | Kind::Secret | Kind::Config | Kind::Node
+    );
+    let reference = route.object_id.as_deref()?;
+    let id = target.id.as_str();
+    let plain_id = !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric());
+    if !pinnable || !plain_id || id == reference {
+        return None;
+    }
+    // Every pinnable endpoint is `/<collection>/{id}[/...]`.
+    let mut segments: Vec<&str> = route.path.split('/').collect();
+    if segments.get(2) != Some(&reference) {
+        return None;
+    }
+    segments[2] = id;
+    Some(segments.join("/"))
+}
+
 /// Asks the engine for its inspect document of the `kind` object `reference`, with the API
 /// version of `route`: `Ok(None)` when it knows no such object.
 async fn lookup(
@@ -502,6 +533,70 @@ mod tests {
             None
         );
         assert_eq!(reference(&route(Method::GET, "/_ping"), &[]), None);
+    }
+
+    #[test]
+    fn the_forwarded_path_names_the_judged_object_by_its_id() {
+        let id = "3f2a".repeat(16);
+        let target = |kind: &str, id: &str| types::Target {
+            kind: kind.into(),
+            id: id.into(),
+            name: Some("web".into()),
+            labels: Vec::new(),
+        };
+        let pinned = |method, path: &str, t: &types::Target| {
+            let r = route(method, path);
+            pinned_path(&r, t).map(|p| Route { path: p, ..r }.upstream_path())
+        };
+        let c = target("container", &id);
+        // A name or a short id becomes the full id; the rest of the path and the version stay.
+        assert_eq!(
+            pinned(Method::POST, "/v1.41/containers/web/stop", &c),
+            Some(format!("/v1.41/containers/{id}/stop"))
+        );
+        assert_eq!(
+            pinned(Method::DELETE, "/containers/3f2a", &c),
+            Some(format!("/containers/{id}"))
+        );
+        assert_eq!(
+            pinned(Method::GET, "/networks/backend", &target("network", &id)),
+            Some(format!("/networks/{id}"))
+        );
+        assert_eq!(
+            pinned(
+                Method::POST,
+                "/services/api/update",
+                &target("service", "svc1")
+            ),
+            Some("/services/svc1/update".to_owned())
+        );
+        // Already the id; kinds whose references mean more than the object; execs (the
+        // target is the exec's container, the path names the exec); no id.
+        assert_eq!(
+            pinned(Method::POST, &format!("/containers/{id}/stop"), &c),
+            None
+        );
+        assert_eq!(
+            pinned(
+                Method::DELETE,
+                "/images/busybox:latest",
+                &target("image", &format!("sha256:{id}"))
+            ),
+            None
+        );
+        assert_eq!(
+            pinned(Method::DELETE, "/volumes/data", &target("volume", "data")),
+            None
+        );
+        assert_eq!(pinned(Method::POST, "/exec/abc/start", &c), None);
+        assert_eq!(
+            pinned(
+                Method::POST,
+                "/containers/web/stop",
+                &target("container", "")
+            ),
+            None
+        );
     }
 
     #[test]
