@@ -425,3 +425,33 @@ fn a_request_and_its_response_share_one_fresh_instance() {
         "without room to keep it, the response hook needs a fresh instance"
     );
 }
+
+/// `!` globs take endpoints out of a plugin's `endpoints`: here every endpoint is denied but
+/// `/_ping`.
+#[test]
+fn endpoint_globs_can_exclude_endpoints() {
+    let gw = gateway(&[entry(
+        "all-but-ping",
+        "endpoints = [\"*\", \"!system.ping\"]",
+        "action = \"deny\"\nmessage = \"no\"",
+    )]);
+    let ping = raw_http(
+        &gw.socket,
+        b"GET /_ping HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n",
+        T,
+    );
+    let ping = String::from_utf8_lossy(&ping);
+    assert!(ping.starts_with("HTTP/1.1 200"), "{ping}");
+    let out = run_timeout(
+        gw.docker()
+            .args(["version", "--format", "{{.Server.Version}}"]),
+        None,
+        T,
+    );
+    assert!(!out.status.success(), "docker version passed the plugin");
+    assert!(
+        stderr(&out).contains("all-but-ping: no"),
+        "{}",
+        stderr(&out)
+    );
+}

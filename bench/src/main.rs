@@ -416,8 +416,11 @@ fn order(n: usize, shift: usize) -> impl Iterator<Item = usize> {
 
 /// When one configuration ran one latency point in one round (warm-up included).
 struct Window {
-    /// Index into the latency results.
-    result: usize,
+    /// The latency result it belongs to, by its scenario, concurrency and configuration
+    /// (not by index: results are removed after the runs, see `denied create`).
+    scenario: &'static str,
+    concurrency: usize,
+    config: &'static str,
     round: usize,
     from: std::time::SystemTime,
     to: std::time::SystemTime,
@@ -572,7 +575,9 @@ async fn run(plan: &Plan) -> Result<Results> {
                 let outcome =
                     load::run(&t.socket, &p.op, p.concurrency, plan.warmup, plan.duration).await;
                 windows.push(Window {
-                    result: pi * running.len() + ti,
+                    scenario: p.scenario,
+                    concurrency: p.concurrency,
+                    config: t.name,
                     round,
                     from: started,
                     to: std::time::SystemTime::now(),
@@ -791,27 +796,31 @@ async fn run(plan: &Plan) -> Result<Results> {
 
     // The audit stores can be read once their gateways are stopped.
     let configs: Vec<String> = running.iter().map(|t| t.name.to_string()).collect();
-    let audited: Vec<(usize, PathBuf)> = running
+    let audited: Vec<(&'static str, PathBuf)> = running
         .iter()
-        .enumerate()
-        .filter_map(|(ti, t)| Some((ti, targets::audit_store(t.name, &setup.dir)?)))
+        .filter_map(|t| Some((t.name, targets::audit_store(t.name, &setup.dir)?)))
         .collect();
-    let n_running = running.len();
     drop(running);
-    for (ti, store) in audited {
+    for (config, store) in audited {
         match own_times(&plan.portcullis, &store) {
             Ok(records) => {
-                for w in windows.iter().filter(|w| w.result % n_running == ti) {
+                for w in windows.iter().filter(|w| w.config == config) {
+                    let Some(result) = latency.iter_mut().find(|r| {
+                        r.scenario == w.scenario
+                            && r.concurrency == w.concurrency
+                            && r.config == w.config
+                    }) else {
+                        continue;
+                    };
                     let mut own: Vec<u64> = records
                         .iter()
                         .filter(|(t, _)| *t >= w.from && *t <= w.to)
                         .map(|(_, own)| *own)
                         .collect();
                     own.sort_unstable();
-                    if let (Some(mid), Some(Some(round))) = (
-                        own.get(own.len() / 2),
-                        latency[w.result].rounds.get_mut(w.round),
-                    ) {
+                    if let (Some(mid), Some(Some(round))) =
+                        (own.get(own.len() / 2), result.rounds.get_mut(w.round))
+                    {
                         round.own_p50_us = Some(*mid as f64);
                     }
                 }

@@ -85,7 +85,9 @@ pub struct PluginConfig {
     /// `enforce` (default) or `audit`.
     #[serde(default)]
     pub mode: Mode,
-    /// Endpoint name globs this plugin applies to (`container.*`); default all.
+    /// Endpoint name globs this plugin applies to (`container.*`); default all. A glob
+    /// starting with `!` removes what it matches (`["*", "!system.ping"]`); a list of only
+    /// such globs starts from every endpoint.
     #[serde(default = "all_endpoints")]
     pub endpoints: Vec<String>,
     /// Endpoint name globs whose responses the response hook is called for (default: every

@@ -417,41 +417,67 @@ impl Runtime {
     }
 }
 
-/// The endpoint-name globs of a plugin's `key` (`endpoints`, `response_endpoints`).
+/// The endpoint-name globs of a plugin's `key` (`endpoints`, `response_endpoints`). A
+/// pattern starting with `!` takes the endpoints it matches out of those the others select;
+/// only `!` patterns select every endpoint but theirs.
 fn glob_set(patterns: &[String], plugin: &str, key: &str) -> Result<EndpointSet, LoadError> {
     let config_error = |e: globset::Error| LoadError::Config {
         name: plugin.to_owned(),
         reason: format!("{key}: {e}"),
     };
-    let mut set = GlobSetBuilder::new();
+    let mut include = GlobSetBuilder::new();
+    let mut exclude = GlobSetBuilder::new();
+    let mut positive = false;
     for g in patterns {
-        set.add(Glob::new(g).map_err(config_error)?);
+        match g.strip_prefix('!') {
+            Some(g) => exclude.add(Glob::new(g).map_err(config_error)?),
+            None => {
+                positive = true;
+                include.add(Glob::new(g).map_err(config_error)?)
+            }
+        };
     }
-    Ok(EndpointSet::new(set.build().map_err(config_error)?))
+    if !positive {
+        include.add(Glob::new("*").map_err(config_error)?);
+    }
+    Ok(EndpointSet::new(
+        include.build().map_err(config_error)?,
+        exclude.build().map_err(config_error)?,
+    ))
 }
 
 /// Endpoint globs, matched once at load against every endpoint name the classifier knows:
 /// a request asks whether each plugin applies several times (request, response, audit
 /// hooks), and a glob set match builds a candidate path each time.
 struct EndpointSet {
-    globs: GlobSet,
+    include: GlobSet,
+    exclude: GlobSet,
     known: HashMap<&'static str, bool>,
 }
 
 impl EndpointSet {
-    fn new(globs: GlobSet) -> Self {
-        let known = crate::route::endpoints()
+    fn new(include: GlobSet, exclude: GlobSet) -> Self {
+        let mut set = Self {
+            include,
+            exclude,
+            known: HashMap::new(),
+        };
+        set.known = crate::route::endpoints()
             .map(|e| e.name)
             .chain([crate::route::UNKNOWN.name])
-            .map(|name| (name, globs.is_match(name)))
+            .map(|name| (name, set.matches(name)))
             .collect();
-        Self { globs, known }
+        set
+    }
+
+    fn matches(&self, endpoint: &str) -> bool {
+        self.include.is_match(endpoint) && !self.exclude.is_match(endpoint)
     }
 
     fn is_match(&self, endpoint: &str) -> bool {
         match self.known.get(endpoint) {
             Some(matched) => *matched,
-            None => self.globs.is_match(endpoint),
+            None => self.matches(endpoint),
         }
     }
 }
@@ -1282,5 +1308,35 @@ impl Drop for EpochTicker {
             .store(true, std::sync::atomic::Ordering::Release);
         let _guard = self.shared.lock.lock().unwrap_or_else(|e| e.into_inner());
         self.shared.wake.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(patterns: &[&str]) -> EndpointSet {
+        let patterns: Vec<String> = patterns.iter().map(|p| p.to_string()).collect();
+        glob_set(&patterns, "p", "endpoints").unwrap()
+    }
+
+    #[test]
+    fn endpoint_globs_can_take_endpoints_out() {
+        let all_but_ping = set(&["*", "!system.ping"]);
+        assert!(all_but_ping.is_match("container.list"));
+        assert!(all_but_ping.is_match("system.version"));
+        assert!(!all_but_ping.is_match("system.ping"));
+        // Only exclusions: every endpoint but theirs.
+        let no_system = set(&["!system.*"]);
+        assert!(no_system.is_match("container.create"));
+        assert!(!no_system.is_match("system.info"));
+        // Exclusions narrow the inclusions, in any order.
+        let containers = set(&["!container.list", "container.*"]);
+        assert!(containers.is_match("container.create"));
+        assert!(!containers.is_match("container.list"));
+        assert!(!containers.is_match("volume.create"));
+        // Names the classifier does not know are matched the same way.
+        assert!(all_but_ping.is_match("future.endpoint"));
+        assert!(!set(&["!future.*"]).is_match("future.endpoint"));
     }
 }
