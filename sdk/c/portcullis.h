@@ -15,8 +15,9 @@
  * into `*ret` or `*err` must be heap memory (the generated post-return code frees it): use
  * the helpers below, which copy.
  *
- * Every call runs on a fresh instance: `init` runs first (keep what it parses in globals),
- * then one hook. Nothing survives to the next call.
+ * Every request runs on a fresh instance: `init` runs first (keep what it parses in
+ * globals), then the hook. A request's response hook usually runs in the instance its
+ * request hook ran in, but may get a fresh one; nothing survives to the next request.
  *
  * `portcullis_json.h` reads JSON (the request body, the configuration).
  */

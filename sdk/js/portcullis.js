@@ -15,8 +15,9 @@
 //   }
 //   export const policy = exportPlugin(NoPrivileged);
 //
-// Every call runs on a fresh instance: `init` builds your class from its configuration, then
-// one hook runs. Nothing survives from one call to the next.
+// Every request runs on a fresh instance: `init` builds your class from its configuration,
+// then the hook runs. A request's `onResponse` usually runs in the instance its `onRequest`
+// ran in, but may get a fresh one; nothing survives from one request to the next.
 //
 // The module has no import of the host at its top level, so a plugin's logic can be
 // unit-tested with plain `node` too (see `requestFromJson` and `verdictJson`).

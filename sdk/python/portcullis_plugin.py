@@ -17,8 +17,10 @@ subclass :class:`Plugin`, override the hooks you need, and export it::
 
     Policy = export(NoPrivileged)   # componentize-py looks for `Policy`
 
-Every call runs on a fresh instance: the gateway calls ``init`` (which builds your class from
-its configuration) and then one hook. Nothing survives from one call to the next.
+Every request runs on a fresh instance: the gateway calls ``init`` (which builds your class
+from its configuration) and then the hook. A request's ``on_response`` usually runs in the
+instance its ``on_request`` ran in, but may get a fresh one; nothing survives from one request
+to the next.
 
 The module imports the bindings lazily, so a plugin's logic can also be unit-tested with plain
 ``python3`` (see :func:`request_from_json` and :func:`verdict_json`).
