@@ -484,7 +484,7 @@ async fn plugin_command(cmd: PluginCommand) -> Result<()> {
             });
             let (loaded, request) =
                 load_for_test(&plugin, &request, config.as_deref(), reuse).await?;
-            let figures = offline::bench(&loaded, &request, iterations)
+            let figures = offline::bench(&std::sync::Arc::new(loaded), &request, iterations)
                 .await
                 .map_err(|f| anyhow::anyhow!("plugin {f}"))?;
             println!("{}", serde_json::to_string_pretty(&figures)?);

@@ -168,6 +168,58 @@ fn check_refuses_a_module_that_is_no_opa_policy() {
     assert_eq!(v["verdict"], "deny", "{v}");
 }
 
+/// `plugin bench` measures what it says, `n` times each: instantiation, a fresh call (back to
+/// back and after a pause) and a call on a prepared instance; a plugin that denies fails the bench with its message
+/// instead of being timed.
+#[test]
+fn plugin_bench_reports_every_measurement() {
+    let dir = tempfile::tempdir().unwrap();
+    let req = dir.path().join("req.json");
+    std::fs::write(
+        &req,
+        r#"{"method": "GET", "path": "/v1.41/containers/json"}"#,
+    )
+    .unwrap();
+    let allow = dir.path().join("allow.json");
+    std::fs::write(&allow, r#"{"action": "allow"}"#).unwrap();
+    let bench = |config: &Path| {
+        portcullis(&[
+            "plugin",
+            "bench",
+            testkit().to_str().unwrap(),
+            "--request",
+            req.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+            "--iterations",
+            "25",
+        ])
+    };
+    let out = bench(&allow);
+    assert!(out.status.success(), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for key in ["instantiate", "call", "call_after_pause", "prepared_call"] {
+        assert_eq!(v[key]["n"], 25, "{key}: {v}");
+        assert!(
+            v[key]["p50_us"].as_f64().is_some_and(|p| p > 0.0),
+            "{key}: {v}"
+        );
+    }
+    let trap = dir.path().join("trap.json");
+    std::fs::write(&trap, r#"{"action": "trap"}"#).unwrap();
+    let out = bench(&trap);
+    assert!(
+        !out.status.success(),
+        "a trapping plugin was benchmarked: {}",
+        text(&out)
+    );
+    assert!(
+        text(&out).contains("testkit: trap requested"),
+        "{}",
+        text(&out)
+    );
+}
+
 #[test]
 fn plugin_test_prints_the_verdict() {
     let dir = tempfile::tempdir().unwrap();

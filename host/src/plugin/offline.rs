@@ -345,9 +345,13 @@ pub fn percentiles(mut samples: Vec<std::time::Duration>) -> Value {
 }
 
 /// Measures instantiation alone and a whole call (instantiate, `init`, hook; or only the hook
-/// when the plugin reuses instances), `n` times each after a warm-up, sequentially.
+/// when the plugin reuses instances), `n` times each after a warm-up, sequentially, back to
+/// back. For a component with fresh instances, also what a request waits for after the
+/// thread was idle (as at a low request rate), with and without `runtime.prepared_instances`:
+/// `call_after_pause` instantiates on the call's path, `prepared_call` takes an instance the
+/// preparing thread made, runs the hook and hands it back for teardown.
 pub async fn bench(
-    plugin: &Plugin,
+    plugin: &std::sync::Arc<Plugin>,
     request: &types::Request,
     n: usize,
 ) -> Result<Value, PluginFailure> {
@@ -367,5 +371,36 @@ pub async fn bench(
         plugin.invoke(request.id, Hook::Request(request)).await?;
         call.push(t.elapsed());
     }
-    Ok(json!({"instantiate": percentiles(inst), "call": percentiles(call)}))
+    let mut figures = json!({"instantiate": percentiles(inst), "call": percentiles(call)});
+    if !matches!(plugin.backend, super::Backend::Wasm(_)) || plugin.warm.is_some() {
+        return Ok(figures);
+    }
+    let pause = std::time::Duration::from_micros(50);
+    let mut paused = Vec::with_capacity(n);
+    for _ in 0..n {
+        tokio::time::sleep(pause).await;
+        let t = Instant::now();
+        plugin.invoke(request.id, Hook::Request(request)).await?;
+        paused.push(t.elapsed());
+    }
+    figures["call_after_pause"] = percentiles(paused);
+    plugin.prepare(1);
+    if let Some(spares) = plugin.spares.get() {
+        let mut prepared = Vec::with_capacity(n);
+        for _ in 0..n {
+            tokio::time::sleep(pause).await;
+            // Bounded: a plugin whose preparation fails is measured on fresh instances.
+            for _ in 0..10_000 {
+                if spares.len() > 0 {
+                    break;
+                }
+                tokio::time::sleep(pause).await;
+            }
+            let t = Instant::now();
+            plugin.invoke(request.id, Hook::Request(request)).await?;
+            prepared.push(t.elapsed());
+        }
+        figures["prepared_call"] = percentiles(prepared);
+    }
+    Ok(figures)
 }
