@@ -427,17 +427,14 @@ fn glob_set(patterns: &[String], plugin: &str, key: &str) -> Result<EndpointSet,
     };
     let mut include = GlobSetBuilder::new();
     let mut exclude = GlobSetBuilder::new();
-    let mut positive = false;
     for g in patterns {
         match g.strip_prefix('!') {
             Some(g) => exclude.add(Glob::new(g).map_err(config_error)?),
-            None => {
-                positive = true;
-                include.add(Glob::new(g).map_err(config_error)?)
-            }
+            None => include.add(Glob::new(g).map_err(config_error)?),
         };
     }
-    if !positive {
+    // An empty list selects nothing, as before `!` existed.
+    if !patterns.is_empty() && patterns.iter().all(|g| g.starts_with('!')) {
         include.add(Glob::new("*").map_err(config_error)?);
     }
     Ok(EndpointSet::new(
@@ -721,11 +718,8 @@ impl Plugin {
         request_id: u64,
         hook: Hook<'_>,
     ) -> Result<types::Verdict, PluginFailure> {
-        let mut kept = match kept {
-            Some(k) if k.belongs_to(self) && k.instance.is_some() => k,
-            _ => return self.invoke(request_id, hook).await,
-        };
-        let Some(instance) = kept.instance.as_mut() else {
+        let mut kept = kept.filter(|k| k.belongs_to(self));
+        let Some(instance) = kept.as_mut().and_then(|k| k.instance.as_mut()) else {
             return self.invoke(request_id, hook).await;
         };
         let _ticking = self.runtime.ticker.ticking();
@@ -1338,5 +1332,7 @@ mod tests {
         // Names the classifier does not know are matched the same way.
         assert!(all_but_ping.is_match("future.endpoint"));
         assert!(!set(&["!future.*"]).is_match("future.endpoint"));
+        // No pattern at all: no endpoint.
+        assert!(!set(&[]).is_match("container.list"));
     }
 }

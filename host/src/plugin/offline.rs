@@ -365,42 +365,46 @@ pub async fn bench(
         plugin.instantiate_only().await?;
         inst.push(t.elapsed());
     }
-    let mut call = Vec::with_capacity(n);
-    for _ in 0..n {
-        let t = Instant::now();
-        plugin.invoke(request.id, Hook::Request(request)).await?;
-        call.push(t.elapsed());
-    }
+    let call = timed_calls(plugin, request, n, None, None).await?;
     let mut figures = json!({"instantiate": percentiles(inst), "call": percentiles(call)});
     if !matches!(plugin.backend, super::Backend::Wasm(_)) || plugin.warm.is_some() {
         return Ok(figures);
     }
-    let pause = std::time::Duration::from_micros(50);
-    let mut paused = Vec::with_capacity(n);
-    for _ in 0..n {
-        tokio::time::sleep(pause).await;
-        let t = Instant::now();
-        plugin.invoke(request.id, Hook::Request(request)).await?;
-        paused.push(t.elapsed());
-    }
+    let pause = Some(std::time::Duration::from_micros(50));
+    let paused = timed_calls(plugin, request, n, pause, None).await?;
     figures["call_after_pause"] = percentiles(paused);
     plugin.prepare(1);
     if let Some(spares) = plugin.spares.get() {
-        let mut prepared = Vec::with_capacity(n);
-        for _ in 0..n {
+        let prepared = timed_calls(plugin, request, n, pause, Some(spares)).await?;
+        figures["prepared_call"] = percentiles(prepared);
+    }
+    Ok(figures)
+}
+
+/// `n` request-hook calls, each timed: back to back, or each after the thread idled for
+/// `pause` and (with `spares`) until a prepared instance is ready.
+async fn timed_calls(
+    plugin: &Plugin,
+    request: &types::Request,
+    n: usize,
+    pause: Option<std::time::Duration>,
+    spares: Option<&super::Spares>,
+) -> Result<Vec<std::time::Duration>, PluginFailure> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        if let Some(pause) = pause {
             tokio::time::sleep(pause).await;
             // Bounded: a plugin whose preparation fails is measured on fresh instances.
             for _ in 0..10_000 {
-                if spares.len() > 0 {
+                if spares.is_none_or(|s| s.len() > 0) {
                     break;
                 }
                 tokio::time::sleep(pause).await;
             }
-            let t = Instant::now();
-            plugin.invoke(request.id, Hook::Request(request)).await?;
-            prepared.push(t.elapsed());
         }
-        figures["prepared_call"] = percentiles(prepared);
+        let t = std::time::Instant::now();
+        plugin.invoke(request.id, Hook::Request(request)).await?;
+        out.push(t.elapsed());
     }
-    Ok(figures)
+    Ok(out)
 }
