@@ -38,6 +38,8 @@ pin_project_lite::pin_project! {
         Stream { #[pin] inner: Incoming },
         /// Held in memory; sent with an exact Content-Length.
         Full { data: Option<Bytes> },
+        /// Produced by a task of the gateway's (an event stream judged event by event).
+        Channel { rx: tokio::sync::mpsc::Receiver<Result<Bytes, BodyError>> },
     }
 }
 
@@ -80,6 +82,11 @@ impl Body {
         Self::new(Kind::Stream { inner })
     }
 
+    /// A body whose frames a task sends through `rx`; it ends when the sender is dropped.
+    pub fn channel(rx: tokio::sync::mpsc::Receiver<Result<Bytes, BodyError>>) -> Self {
+        Self::new(Kind::Channel { rx })
+    }
+
     /// Fails the stream when no frame arrives for `limit` (none: no idle limit). Held bodies
     /// are not affected: they are already complete.
     pub fn idle_limit(mut self, limit: Option<Duration>) -> Self {
@@ -110,6 +117,7 @@ impl http_body::Body for Body {
         let this = self.project();
         match this.kind.project() {
             KindProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            KindProj::Channel { rx } => rx.poll_recv(cx).map(|f| f.map(|f| f.map(Frame::data))),
             KindProj::Stream { inner } => {
                 let polled = inner.poll_frame(cx);
                 let Some(idle) = this.idle.as_mut() else {
@@ -133,6 +141,7 @@ impl http_body::Body for Body {
         match &self.kind {
             Kind::Stream { inner } => inner.is_end_stream(),
             Kind::Full { data } => data.is_none(),
+            Kind::Channel { .. } => false,
         }
     }
 
@@ -142,6 +151,7 @@ impl http_body::Body for Body {
             Kind::Full { data } => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
+            Kind::Channel { .. } => SizeHint::default(),
         }
     }
 }

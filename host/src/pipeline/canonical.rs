@@ -121,6 +121,12 @@ impl Canonical {
             .collect()
     }
 
+    /// The plugin-facing view, kept after the request was forwarded (an event stream's
+    /// events are judged against it).
+    pub fn into_view(self) -> types::Request {
+        self.view
+    }
+
     /// The body to forward, serialized from the canonical JSON.
     pub fn body_bytes(&self) -> Option<Bytes> {
         self.view.body.clone().map(Bytes::from)

@@ -6,6 +6,7 @@ mod binds;
 mod body;
 pub(crate) mod canonical;
 mod chain;
+mod events;
 pub(crate) mod gojson;
 mod guard;
 mod headers;
@@ -143,6 +144,8 @@ pub struct Gateway {
     slots: Arc<slots::CallerSlots>,
     next_id: AtomicU64,
     audit: Option<Arc<AuditLog>>,
+    /// Objects looked up lately, for judging the events of destroyed ones.
+    seen: Arc<target::Seen>,
 }
 
 impl Gateway {
@@ -158,6 +161,7 @@ impl Gateway {
             slots,
             next_id: AtomicU64::new(1),
             audit: None,
+            seen: Arc::new(target::Seen::default()),
         }
     }
 
@@ -304,7 +308,7 @@ impl Gateway {
             // by what the engine says they are now.
             let wants_request = self.chain.wants_request(endpoint.name);
             let target = if wants_request {
-                target::resolve(&self.upstream, &route, &query).await?
+                target::resolve(&self.upstream, &self.seen, &route, &query).await?
             } else {
                 None
             };
@@ -446,6 +450,26 @@ impl Gateway {
             return Ok((endpoint.name, resp));
         }
         let body = Body::stream(incoming).idle_limit(self.config.limits.stream_idle_timeout);
+        if let (Some(c), true) = (
+            canonical,
+            endpoint.name == "system.events" && wants_response && parts.status.is_success(),
+        ) {
+            // Judged event by event: the head goes now, each event when it is judged.
+            parts.headers.remove(header::CONTENT_LENGTH);
+            let judge = events::EventJudge {
+                chain: self.chain.clone(),
+                upstream: self.upstream.clone(),
+                seen: self.seen.clone(),
+                headers: canonical::visible_headers(&parts.headers),
+                route,
+                id,
+                request: c.into_view(),
+            };
+            return Ok((
+                endpoint.name,
+                Response::from_parts(parts, judge.start(body)),
+            ));
+        }
         Ok((endpoint.name, Response::from_parts(parts, body)))
     }
 

@@ -23,7 +23,7 @@
 //! Each lookup is bounded in size ([`MAX_LOOKUP_BYTES`]) and time ([`LOOKUP_TIMEOUT`]), and
 //! a request refers to at most [`MAX_REFERENCES`] objects.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Limited};
@@ -152,6 +152,7 @@ fn reference(route: &Route, query: &[(String, String)]) -> Option<(Kind, String)
 /// object or the engine does not know it.
 pub async fn resolve(
     upstream: &Upstream,
+    seen: &Seen,
     route: &Route,
     query: &[(String, String)],
 ) -> Result<Option<types::Target>, TargetError> {
@@ -178,7 +179,11 @@ pub async fn resolve(
         }
         kind => (kind, lookup(kind, reference).await?),
     };
-    Ok(doc.map(|doc| describe(kind, &doc)))
+    let target = doc.map(|doc| describe(kind, &doc));
+    if let Some(t) = &target {
+        seen.remember(t);
+    }
+    Ok(target)
 }
 
 /// The path to forward instead of `route.path` once plugins judged `target`: the reference
@@ -234,6 +239,103 @@ async fn lookup(
         .await
         .map_err(|_| fail(format!("no answer within {LOOKUP_TIMEOUT:?}")))?
         .map_err(fail)
+}
+
+/// The objects the gateway has looked up lately, by kind and id, for the events of objects
+/// that carry no labels in the event itself (volumes, networks, services, secrets, configs,
+/// nodes on engine 20.10): once such an object is destroyed the engine cannot be asked any
+/// more, so its destroy event is judged by what the gateway saw of it last (from a request
+/// that acted on it, or an earlier event). Bounded: the least recently used entries go.
+pub struct Seen {
+    objects: std::sync::Mutex<lru::LruCache<SeenKey, (types::Target, Instant)>>,
+}
+
+/// An object's kind and id.
+type SeenKey = (&'static str, String);
+
+/// Objects remembered at most.
+pub const SEEN_OBJECTS: usize = 4096;
+
+/// How long a looked-up object stands for the engine's current answer when the next event
+/// about it arrives: an event fans out to every open event stream, and each would otherwise
+/// ask the engine the same question.
+const SEEN_FRESH: Duration = Duration::from_secs(1);
+
+impl Default for Seen {
+    fn default() -> Self {
+        let cap = std::num::NonZeroUsize::new(SEEN_OBJECTS).unwrap_or(std::num::NonZeroUsize::MIN);
+        Self {
+            objects: std::sync::Mutex::new(lru::LruCache::new(cap)),
+        }
+    }
+}
+
+impl Seen {
+    /// Remembers `t` as the engine reported it now.
+    pub fn remember(&self, t: &types::Target) {
+        let Some(kind) = Kind::of(&t.kind) else {
+            return;
+        };
+        if let Ok(mut objects) = self.objects.lock() {
+            objects.put((kind.name(), t.id.clone()), (t.clone(), Instant::now()));
+        }
+    }
+
+    /// The `kind` object `id` as last seen, if seen within `within` (none: ever).
+    fn get(&self, kind: Kind, id: &str, within: Option<Duration>) -> Option<types::Target> {
+        let mut objects = self.objects.lock().ok()?;
+        let (t, at) = objects.get(&(kind.name(), id.to_owned()))?;
+        within.is_none_or(|w| at.elapsed() < w).then(|| t.clone())
+    }
+}
+
+/// The object an event from `/events` is about, for the kinds whose events carry no labels:
+/// what the engine says it is now, or, once it is gone (its destroy or remove event, or a
+/// replayed event of an object removed since), what the gateway saw of it last. `None` for
+/// other kinds (container and image events carry their labels in `Actor.Attributes`) and
+/// for objects the gateway never saw. A failed lookup falls back to what was seen: an
+/// event is never judged by another object's labels, only, at worst, by none.
+pub async fn event_object(
+    upstream: &Upstream,
+    seen: &Seen,
+    route: &Route,
+    event: &Value,
+) -> Option<types::Target> {
+    let kind = match event.get("Type").and_then(Value::as_str)? {
+        "volume" => Kind::Volume,
+        "network" => Kind::Network,
+        "service" => Kind::Service,
+        "secret" => Kind::Secret,
+        "config" => Kind::Config,
+        "node" => Kind::Node,
+        _ => return None,
+    };
+    let id = event.pointer("/Actor/ID").and_then(Value::as_str)?;
+    if id.is_empty() {
+        return None;
+    }
+    let action = event.get("Action").and_then(Value::as_str).unwrap_or("");
+    if matches!(action, "destroy" | "remove" | "delete") {
+        return seen.get(kind, id, None);
+    }
+    // A create may reuse the name (a volume's id) of an object just destroyed: always ask.
+    if action != "create" {
+        if let Some(t) = seen.get(kind, id, Some(SEEN_FRESH)) {
+            return Some(t);
+        }
+    }
+    match lookup(upstream, route, kind, id.to_owned()).await {
+        Ok(Some(doc)) => {
+            let t = describe(kind, &doc);
+            seen.remember(&t);
+            Some(t)
+        }
+        Ok(None) => seen.get(kind, id, None),
+        Err(e) => {
+            tracing::warn!(error = %e, "event object lookup failed; judging by what was seen of it");
+            seen.get(kind, id, None)
+        }
+    }
 }
 
 /// Most references one request body may carry: each is an engine lookup before forwarding.
@@ -513,6 +615,28 @@ mod tests {
 
     fn route(method: Method, path: &str) -> Route {
         crate::route::classify(&method, path).unwrap()
+    }
+
+    #[test]
+    fn seen_objects_are_bounded_and_age() {
+        let seen = Seen::default();
+        let volume = |id: String| types::Target {
+            kind: "volume".into(),
+            id,
+            name: None,
+            labels: Vec::new(),
+        };
+        for i in 0..=SEEN_OBJECTS {
+            seen.remember(&volume(format!("v{i}")));
+        }
+        // The oldest went; the newest is there, fresh and ever.
+        assert!(seen.get(Kind::Volume, "v0", None).is_none());
+        let last = format!("v{SEEN_OBJECTS}");
+        assert!(seen.get(Kind::Volume, &last, Some(SEEN_FRESH)).is_some());
+        assert!(seen.get(Kind::Volume, &last, Some(Duration::ZERO)).is_none());
+        assert!(seen.get(Kind::Volume, &last, None).is_some());
+        // Kinds are apart: a network of that id is another object.
+        assert!(seen.get(Kind::Network, &last, None).is_none());
     }
 
     #[test]

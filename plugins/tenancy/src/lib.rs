@@ -19,6 +19,11 @@
 //! - **Filter**: list, prune and event requests get the owner label added to their `filters`
 //!   query parameter, so the engine itself returns (or prunes, or streams) only the caller's
 //!   objects; `/system/df`, which cannot be filtered by query, is filtered in the response.
+//! - **Events** (`events = "judge"`, response hook on `system.events`): instead of the label
+//!   filter, which on engine 20.10 leaves out every volume, network and swarm event (they
+//!   carry no labels), each event is judged by its object's owner: container and image events
+//!   by the labels in `Actor.Attributes`, the others by `request.target`, which the gateway
+//!   fills with the object the event is about.
 //!
 //! Images are shared by default (`shared_images = true`: base images are everyone's). With
 //! `shared_images = false`, image requests are guarded and image lists filtered like the rest.
@@ -61,6 +66,21 @@ pub struct Config {
     /// it without an owner label, so only administrators can remove it later; by default such
     /// a create is refused with a hint to `docker volume create` the volume first.
     pub implicit_volumes: bool,
+    /// How `/events` is isolated.
+    pub events: Events,
+}
+
+/// How a caller's `/events` stream is restricted to its own objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Events {
+    /// The owner label is added to the stream's `filters`: the engine streams only events
+    /// that carry it, which on engine 20.10 are container and image events only.
+    Filter,
+    /// Every event is judged in the response hook by the owner of its object. Needs
+    /// `system.events` among the plugin's response endpoints: without it the request is not
+    /// filtered and nothing judges the events, so every caller sees every event.
+    Judge,
 }
 
 impl Default for Config {
@@ -73,6 +93,7 @@ impl Default for Config {
             unowned: Unowned::Deny,
             shared_networks: vec!["bridge".into(), "host".into(), "none".into()],
             implicit_volumes: false,
+            events: Events::Filter,
         }
     }
 }
@@ -128,6 +149,12 @@ impl Plugin for Tenancy {
         if let Some(verdict) = self.stamp(req) {
             return verdict;
         }
+        if req.endpoint == "system.events"
+            && self.config.events == Events::Judge
+            && !labelled_events_only(req)
+        {
+            return Verdict::Allow;
+        }
         if FILTERED.contains(&req.endpoint.as_str())
             || (!self.config.shared_images
                 && matches!(req.endpoint.as_str(), "image.list" | "image.prune"))
@@ -138,6 +165,12 @@ impl Plugin for Tenancy {
     }
 
     fn on_response(&self, req: &Request, resp: &Response) -> Verdict {
+        if req.endpoint == "system.events"
+            && self.config.events == Events::Judge
+            && !self.is_admin(req)
+        {
+            return self.judge_event(req, resp);
+        }
         if req.endpoint != "system.data.usage" || self.is_admin(req) || resp.status != 200 {
             return Verdict::Allow;
         }
@@ -329,6 +362,46 @@ impl Tenancy {
         Some(Verdict::from(patch))
     }
 
+    /// One event of the caller's `/events` stream (`resp.body`): shown only when its object
+    /// is the caller's (or shared: images with `shared_images`, unowned objects as
+    /// `unowned` allows reading them). Events of other kinds (daemon, plugin, node) are
+    /// administrators' business and left out.
+    fn judge_event(&self, req: &Request, resp: &Response) -> Verdict {
+        let hide = |why: &str| Verdict::deny(format!("[owner] event left out: {why}"));
+        let Some(event) = resp.json_body() else {
+            return hide("not a JSON event");
+        };
+        let kind = event.get("Type").and_then(Value::as_str).unwrap_or("");
+        if kind == "image" && self.config.shared_images {
+            return Verdict::Allow;
+        }
+        if !self.isolated(kind) {
+            return hide("not an object callers own");
+        }
+        let owner = match kind {
+            // These events carry their object's labels.
+            "container" | "image" => event
+                .pointer(&json_pointer([
+                    "Actor",
+                    "Attributes",
+                    self.config.owner_label.as_str(),
+                ]))
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            // The gateway looked the object up (or remembers it, once destroyed).
+            _ => match req.target.as_ref().filter(|t| t.kind == kind) {
+                Some(t) => t.label(&self.config.owner_label).map(str::to_owned),
+                None => return hide("the gateway does not know its object"),
+            },
+        };
+        match owner {
+            Some(owner) if owner == req.caller.user => Verdict::Allow,
+            Some(_) => hide("another user's object"),
+            None if self.config.unowned != Unowned::Deny => Verdict::Allow,
+            None => hide("an object without owner"),
+        }
+    }
+
     /// Adds the owner to the `filters` query parameter (label filters are ANDed).
     fn filter_query(&self, req: &Request) -> Verdict {
         let wanted = format!("{}={}", self.config.owner_label, req.caller.user);
@@ -362,6 +435,25 @@ impl Tenancy {
         }
         Verdict::from(Patch::new().set_query("filters", Value::Object(filters).to_string()))
     }
+}
+
+/// Whether the client's own `type` filter asks only for container events, which carry their
+/// labels: the engine can then filter them by owner itself, and fewer events reach the
+/// response hook (`docker compose` watches its containers this way).
+fn labelled_events_only(req: &Request) -> bool {
+    let Some(filters) = req
+        .query("filters")
+        .and_then(|f| serde_json::from_str::<Value>(f).ok())
+    else {
+        return false;
+    };
+    // `{"type": {"container": true}}` or the legacy `{"type": ["container"]}`.
+    let types: Vec<&str> = match filters.get("type") {
+        Some(Value::Object(m)) => m.keys().map(String::as_str).collect(),
+        Some(Value::Array(list)) => list.iter().filter_map(Value::as_str).collect(),
+        _ => return false,
+    };
+    !types.is_empty() && types.iter().all(|t| *t == "container")
 }
 
 /// Sets `labels_at/key` to `owner`, creating the labels object if it is absent or `null`.
@@ -623,5 +715,70 @@ mod tests {
         };
         assert_eq!(patch.ops()[0]["value"].as_array().unwrap().len(), 1);
         assert_eq!(patch.ops()[1]["path"], "/BuildCache");
+    }
+
+    #[test]
+    fn judges_events_by_their_objects_owner() {
+        let p = Tenancy::new(json!({"events": "judge"})).unwrap();
+        let req = as_user(Request::new("GET", "/events", "system.events"), "alice");
+        // No label filter: the events are judged one by one instead.
+        assert!(matches!(p.on_request(&req), Verdict::Allow));
+        let event = |e: Value| Response {
+            status: 200,
+            body: Some(e.to_string()),
+            ..Response::default()
+        };
+        let shown =
+            |req: &Request, e: Value| matches!(p.on_response(req, &event(e)), Verdict::Allow);
+        let container = |owner: &str| {
+            json!({"Type": "container", "Action": "start",
+            "Actor": {"ID": "abc", "Attributes": {"name": "web", "io.portcullis.owner": owner}}})
+        };
+        assert!(shown(&req, container("alice")));
+        assert!(!shown(&req, container("bob")));
+        let volume = json!({"Type": "volume", "Action": "destroy", "Actor": {"ID": "data", "Attributes": {"driver": "local"}}});
+        // The gateway did not know the volume: left out.
+        assert!(!shown(&req, volume.clone()));
+        let with_target = |owner: Option<&str>| {
+            let mut r = req.clone();
+            r.target = Some(Target {
+                kind: "volume".into(),
+                id: "data".into(),
+                name: Some("data".into()),
+                labels: owner
+                    .map(|o| vec![Pair::new("io.portcullis.owner", o)])
+                    .unwrap_or_default(),
+            });
+            r
+        };
+        assert!(shown(&with_target(Some("alice")), volume.clone()));
+        assert!(!shown(&with_target(Some("bob")), volume.clone()));
+        assert!(!shown(&with_target(None), volume.clone()));
+        // A target of another kind never stands for the event's object.
+        let mut wrong = with_target(Some("alice"));
+        wrong.target.as_mut().unwrap().kind = "network".into();
+        assert!(!shown(&wrong, volume));
+        // Shared images' events are everyone's; the daemon's are administrators'.
+        assert!(shown(
+            &req,
+            json!({"Type": "image", "Action": "pull", "Actor": {"ID": "busybox"}})
+        ));
+        assert!(!shown(
+            &req,
+            json!({"Type": "daemon", "Action": "reload", "Actor": {"ID": "x"}})
+        ));
+        // Administrators see everything.
+        let mut admin = req.clone();
+        admin.caller.groups = vec!["docker-admin".into()];
+        assert!(shown(&admin, container("bob")));
+        // Asked for container events only, the engine filters them by owner itself.
+        let mut containers = req.clone();
+        containers.query = vec![Pair::new("filters", r#"{"type":{"container":true}}"#)];
+        assert!(matches!(p.on_request(&containers), Verdict::Patch(_)));
+        containers.query = vec![Pair::new("filters", r#"{"type":["container","volume"]}"#)];
+        assert!(matches!(p.on_request(&containers), Verdict::Allow));
+        // The default still filters by label in the query.
+        let filter = Tenancy::new(Value::Null).unwrap();
+        assert!(matches!(filter.on_request(&req), Verdict::Patch(_)));
     }
 }
