@@ -439,7 +439,7 @@ impl Tenancy {
 
 /// Whether the client's own `type` filter asks only for container events, which carry their
 /// labels: the engine can then filter them by owner itself, and fewer events reach the
-/// response hook (`docker compose` watches its containers this way).
+/// response hook.
 fn labelled_events_only(req: &Request) -> bool {
     let Some(filters) = req
         .query("filters")
