@@ -633,7 +633,9 @@ mod tests {
         assert!(seen.get(Kind::Volume, "v0", None).is_none());
         let last = format!("v{SEEN_OBJECTS}");
         assert!(seen.get(Kind::Volume, &last, Some(SEEN_FRESH)).is_some());
-        assert!(seen.get(Kind::Volume, &last, Some(Duration::ZERO)).is_none());
+        assert!(seen
+            .get(Kind::Volume, &last, Some(Duration::ZERO))
+            .is_none());
         assert!(seen.get(Kind::Volume, &last, None).is_some());
         // Kinds are apart: a network of that id is another object.
         assert!(seen.get(Kind::Network, &last, None).is_none());
