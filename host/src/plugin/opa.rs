@@ -251,7 +251,7 @@ impl Policy {
             .map_err(Error::Eval)?;
         let Some(req) = req else { return Ok(None) };
         let result: Json = policy
-            .evaluate(&mut *store, &self.entrypoint, &rego::input(req))
+            .evaluate(&mut *store, &self.entrypoint, &rego::input::<Json>(req))
             .await
             .map_err(Error::Eval)?;
         Ok(Some(verdict(&result)))
