@@ -222,8 +222,8 @@ pub struct Response {
     pub status: u16,
     /// The response headers (names lowercase).
     pub headers: Vec<Pair>,
-    /// The body as JSON text when the engine answered JSON within the gateway's bound; none
-    /// for streams and other bodies.
+    /// The body as JSON text when the engine answered JSON within the gateway's bound; for
+    /// `/events`, one event (see the `on-response` hook); none for other streams and bodies.
     pub body: Option<String>,
 }
 
