@@ -684,29 +684,24 @@ fn tenancy_isolates_two_users() {
         assert!(String::from_utf8_lossy(&r.body).contains("[owner] container"));
     }
 
-    // Events: each sees only their own objects' events (the engine filters by the label).
+    // Events: each sees only their own objects' events (tenancy judges each by its owner).
     let until = ok(Command::new("date").arg("+%s"))
         .trim()
         .parse::<u64>()
         .expect("date")
         + 1;
-    let events = |user: &str| {
-        ok_timeout(
-            docker_as(&gw, user).args([
-                "events",
-                "--since",
-                &since,
-                "--until",
-                &until.to_string(),
-                "--filter",
-                "type=container",
-                "--format",
-                "{{.Actor.Attributes.name}}",
-            ]),
-            T,
-        )
+    // `docker events` as `user`, replayed from `since` to `until`, with these filters.
+    let events = |user: &str, filters: &[&str], format: &str| {
+        let until = until.to_string();
+        let mut args = vec!["events", "--since", &since, "--until", &until];
+        for f in filters {
+            args.extend(["--filter", f]);
+        }
+        args.extend(["--format", format]);
+        ok_timeout(docker_as(&gw, user).args(&args), T)
     };
-    let (ea, eb) = (events(alice), events(bob));
+    let names = |user: &str| events(user, &["type=container"], "{{.Actor.Attributes.name}}");
+    let (ea, eb) = (names(alice), names(bob));
     assert!(ea.contains(&a) && !ea.contains(&b), "alice's events: {ea}");
     assert!(eb.contains(&b) && !eb.contains(&a), "bob's events: {eb}");
 
@@ -714,21 +709,10 @@ fn tenancy_isolates_two_users() {
     // its object's owner, destroyed ones by what it saw of them (the removal was judged
     // through the gateway). Replayed after the fact, as `--since/--until` does.
     let objects = |user: &str| {
-        ok_timeout(
-            docker_as(&gw, user).args([
-                "events",
-                "--since",
-                &since,
-                "--until",
-                &until.to_string(),
-                "--filter",
-                "type=volume",
-                "--filter",
-                "type=network",
-                "--format",
-                "{{.Type}} {{.Action}} {{.Actor.ID}} {{.Actor.Attributes.name}}",
-            ]),
-            T,
+        events(
+            user,
+            &["type=volume", "type=network"],
+            "{{.Type}} {{.Action}} {{.Actor.ID}} {{.Actor.Attributes.name}}",
         )
     };
     let (oa, ob) = (objects(alice), objects(bob));

@@ -177,25 +177,7 @@ mod tests {
             seen: Arc::new(Seen::default()),
             route: crate::route::classify(&http::Method::GET, "/events").expect("route"),
             id: 1,
-            request: types::Request {
-                id: 1,
-                method: "GET".into(),
-                path: "/events".into(),
-                api_version: None,
-                endpoint: "system.events".into(),
-                object_id: None,
-                query: Vec::new(),
-                headers: Vec::new(),
-                body: None,
-                caller: types::Caller {
-                    user: "alice".into(),
-                    groups: Vec::new(),
-                    auth: types::AuthMethod::PeerCredentials,
-                    peer: "unix(uid=1000)".into(),
-                },
-                target: None,
-                related: Vec::new(),
-            },
+            request: crate::plugin::test_request("GET", "/events", "system.events"),
             headers: Vec::new(),
         }
     }

@@ -301,15 +301,12 @@ pub async fn event_object(
     route: &Route,
     event: &Value,
 ) -> Option<types::Target> {
-    let kind = match event.get("Type").and_then(Value::as_str)? {
-        "volume" => Kind::Volume,
-        "network" => Kind::Network,
-        "service" => Kind::Service,
-        "secret" => Kind::Secret,
-        "config" => Kind::Config,
-        "node" => Kind::Node,
-        _ => return None,
-    };
+    let kind = Kind::of(event.get("Type").and_then(Value::as_str)?).filter(|k| {
+        matches!(
+            k,
+            Kind::Volume | Kind::Network | Kind::Service | Kind::Secret | Kind::Config | Kind::Node
+        )
+    })?;
     let id = event.pointer("/Actor/ID").and_then(Value::as_str)?;
     if id.is_empty() {
         return None;

@@ -1305,6 +1305,31 @@ impl Drop for EpochTicker {
     }
 }
 
+/// A request as plugins see it, for unit tests: alice, over a unix socket, API 1.41, no
+/// query, headers or body.
+#[cfg(test)]
+pub(crate) fn test_request(method: &str, path: &str, endpoint: &str) -> types::Request {
+    types::Request {
+        id: 1,
+        method: method.into(),
+        path: path.into(),
+        api_version: Some("1.41".into()),
+        endpoint: endpoint.into(),
+        object_id: None,
+        query: Vec::new(),
+        headers: Vec::new(),
+        body: None,
+        caller: types::Caller {
+            user: "alice".into(),
+            groups: Vec::new(),
+            auth: types::AuthMethod::PeerCredentials,
+            peer: "unix(uid=1000)".into(),
+        },
+        target: None,
+        related: Vec::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

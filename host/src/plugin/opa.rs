@@ -404,25 +404,10 @@ mod tests {
     }
 
     fn create(privileged: bool) -> types::Request {
-        types::Request {
-            id: 1,
-            method: "POST".into(),
-            path: "/containers/create".into(),
-            api_version: Some("1.41".into()),
-            endpoint: "container.create".into(),
-            object_id: None,
-            query: Vec::new(),
-            headers: Vec::new(),
-            body: Some(json!({"Image": "x", "HostConfig": {"Privileged": privileged}}).to_string()),
-            caller: types::Caller {
-                user: "alice".into(),
-                groups: Vec::new(),
-                auth: types::AuthMethod::PeerCredentials,
-                peer: "unix(uid=1000)".into(),
-            },
-            target: None,
-            related: Vec::new(),
-        }
+        let mut req = crate::plugin::test_request("POST", "/containers/create", "container.create");
+        req.body =
+            Some(json!({"Image": "x", "HostConfig": {"Privileged": privileged}}).to_string());
+        req
     }
 
     #[tokio::test]

@@ -548,31 +548,18 @@ mod tests {
     use super::*;
 
     fn request(method: &str, path: &str, endpoint: &str, body: Option<Json>) -> types::Request {
-        types::Request {
-            id: 1,
-            method: method.into(),
-            path: path.into(),
-            api_version: Some("1.41".into()),
-            endpoint: endpoint.into(),
-            object_id: None,
-            query: vec![types::Pair {
-                name: "name".into(),
-                value: "web 1".into(),
-            }],
-            headers: vec![types::Pair {
-                name: "content-type".into(),
-                value: "application/json".into(),
-            }],
-            body: body.map(|b| b.to_string()),
-            caller: types::Caller {
-                user: "alice".into(),
-                groups: vec!["team-a".into()],
-                auth: types::AuthMethod::PeerCredentials,
-                peer: "unix(uid=1000)".into(),
-            },
-            target: None,
-            related: Vec::new(),
-        }
+        let mut req = crate::plugin::test_request(method, path, endpoint);
+        req.query = vec![types::Pair {
+            name: "name".into(),
+            value: "web 1".into(),
+        }];
+        req.headers = vec![types::Pair {
+            name: "content-type".into(),
+            value: "application/json".into(),
+        }];
+        req.body = body.map(|b| b.to_string());
+        req.caller.groups = vec!["team-a".into()];
+        req
     }
 
     #[test]
