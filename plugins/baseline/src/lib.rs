@@ -251,16 +251,11 @@ impl Baseline {
             "container.create" => match req.container_create() {
                 Some(c) => {
                     self.host_config(&c.host_config, "HostConfig.", f);
-                    if let Some(h) = req.json_body().as_ref().and_then(|b| b.get("HostConfig")) {
-                        system_paths(h, f);
-                    }
+                    system_paths(&c.host_config, f);
                 }
                 None => unreadable(f, "container"),
             },
-            "container.update" => match req
-                .json_body()
-                .and_then(|v| serde_json::from_value::<HostConfig>(v).ok())
-            {
+            "container.update" => match req.body_as::<HostConfig>() {
                 // The update body is Resources and RestartPolicy inline; its device fields
                 // have HostConfig's names.
                 Some(h) => self.devices(&h, "", f),
@@ -604,18 +599,18 @@ const READONLY_PATHS: [&str; 5] = [
 
 /// `HostConfig.MaskedPaths` / `ReadonlyPaths`: `null` or absent is the engine's default; a
 /// list replaces the default, so one without the default paths unmasks them.
-fn system_paths(h: &Value, f: &mut Findings) {
-    for (field, defaults) in [
-        ("MaskedPaths", &MASKED_PATHS[..]),
-        ("ReadonlyPaths", &READONLY_PATHS[..]),
+fn system_paths(h: &HostConfig, f: &mut Findings) {
+    for (field, list, defaults) in [
+        ("MaskedPaths", &h.masked_paths, &MASKED_PATHS[..]),
+        ("ReadonlyPaths", &h.readonly_paths, &READONLY_PATHS[..]),
     ] {
-        let Some(list) = h.get(field).and_then(Value::as_array) else {
+        let Some(list) = list else {
             continue;
         };
         let missing: Vec<&str> = defaults
             .iter()
             .copied()
-            .filter(|d| !list.iter().any(|v| v.as_str() == Some(d)))
+            .filter(|d| !list.iter().any(|v| v == d))
             .collect();
         if !missing.is_empty() {
             f.add(

@@ -228,7 +228,6 @@ fn label_sets(
     req: &Request,
     problems: &mut Vec<String>,
 ) -> Vec<(&'static str, String, BTreeMap<String, String>)> {
-    let body = req.json_body().unwrap_or(Value::Null);
     let map = |v: Option<&Value>| -> BTreeMap<String, String> {
         v.and_then(Value::as_object)
             .map(|m| {
@@ -267,12 +266,15 @@ fn label_sets(
         }
         _ => return Vec::new(),
     };
-    let mut sets = vec![(kind, "Labels".to_owned(), map(body.get("Labels")))];
+    // Only the label fields are read: the rest of a create body (the docker CLI sends every
+    // HostConfig field) is skipped, not built.
+    let body: LabelFields = req.body_as().unwrap_or_default();
+    let mut sets = vec![(kind, "Labels".to_owned(), map(body.labels.as_ref()))];
     if kind == "service" {
         sets.push((
             "container",
             "TaskTemplate.ContainerSpec.Labels".into(),
-            map(body.pointer("/TaskTemplate/ContainerSpec/Labels")),
+            map(body.container_spec().and_then(|s| s.get("Labels"))),
         ));
     }
     sets

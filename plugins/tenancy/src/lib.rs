@@ -338,26 +338,30 @@ impl Tenancy {
             .flatten()
             .unwrap_or(&req.caller.user)
             .to_owned();
-        let Some(body) = req.json_body().filter(Value::is_object) else {
+        // Only the label fields are read; the rest of the body is skipped, not built. (A
+        // derived view also reads a JSON array, positionally: only an object is a body.)
+        let object = req
+            .body
+            .as_deref()
+            .is_some_and(|b| b.trim_start().starts_with('{'));
+        let Some(body) = req.body_as::<LabelFields>().filter(|_| object) else {
             return Some(Verdict::deny_with(
                 400,
                 format!("[owner] {endpoint} needs a JSON object body to record the owner"),
             ));
         };
         let mut patch = Patch::new();
-        patch = set_label(patch, &body, &["Labels"], key, &owner);
-        if endpoint.starts_with("service.")
-            && body
-                .pointer("/TaskTemplate/ContainerSpec")
-                .is_some_and(Value::is_object)
-        {
-            patch = set_label(
-                patch,
-                &body,
-                &["TaskTemplate", "ContainerSpec", "Labels"],
-                key,
-                &owner,
-            );
+        patch = set_label(patch, body.labels.as_ref(), &["Labels"], key, &owner);
+        if endpoint.starts_with("service.") {
+            if let Some(spec) = body.container_spec().filter(|s| s.is_object()) {
+                patch = set_label(
+                    patch,
+                    spec.get("Labels"),
+                    &["TaskTemplate", "ContainerSpec", "Labels"],
+                    key,
+                    &owner,
+                );
+            }
         }
         Some(Verdict::from(patch))
     }
@@ -456,10 +460,17 @@ fn labelled_events_only(req: &Request) -> bool {
     !types.is_empty() && types.iter().all(|t| *t == "container")
 }
 
-/// Sets `labels_at/key` to `owner`, creating the labels object if it is absent or `null`.
-fn set_label(patch: Patch, body: &Value, labels_at: &[&str], key: &str, owner: &str) -> Patch {
+/// Sets `labels_at/key` to `owner`, creating the labels object (now `labels`) if it is
+/// absent or `null`.
+fn set_label(
+    patch: Patch,
+    labels: Option<&Value>,
+    labels_at: &[&str],
+    key: &str,
+    owner: &str,
+) -> Patch {
     let ptr = json_pointer(labels_at.iter().copied());
-    if body.pointer(&ptr).is_some_and(Value::is_object) {
+    if labels.is_some_and(Value::is_object) {
         let mut path = labels_at.to_vec();
         path.push(key);
         patch.add(json_pointer(path), json!(owner))
@@ -524,6 +535,13 @@ mod tests {
         assert_eq!(patch.ops()[1]["path"], "/TaskTemplate/ContainerSpec/Labels");
         let req = as_user(
             Request::new("POST", "/volumes/create", "volume.create"),
+            "alice",
+        );
+        assert!(matches!(p.on_request(&req), Verdict::Deny(_)));
+        // A derived view would read an array positionally; the owner needs an object.
+        let req = as_user(
+            Request::new("POST", "/volumes/create", "volume.create")
+                .with_json_body(&json!([{"a": "b"}])),
             "alice",
         );
         assert!(matches!(p.on_request(&req), Verdict::Deny(_)));

@@ -114,6 +114,15 @@ pub struct HostConfig {
     /// A read-only root filesystem (`--read-only`).
     #[serde(deserialize_with = "de::nullable")]
     pub readonly_rootfs: bool,
+    /// Paths under /proc and /sys masked in the container; `None` (absent or `null`) means
+    /// the engine's defaults, a list replaces them (`--security-opt systempaths=unconfined`
+    /// sends an empty one).
+    #[serde(deserialize_with = "de::optional_strings")]
+    pub masked_paths: Option<Vec<String>>,
+    /// Paths under /proc made read-only; `None` means the engine's defaults, as
+    /// `masked_paths`.
+    #[serde(deserialize_with = "de::optional_strings")]
+    pub readonly_paths: Option<Vec<String>>,
 }
 
 impl HostConfig {
@@ -408,6 +417,27 @@ pub struct AppArmor {
     pub mode: String,
 }
 
+/// The fields of a create or update body that carry labels, and nothing else: `Labels`
+/// (containers, volumes, networks, services, configs, secrets) and, in a service spec,
+/// `TaskTemplate`, which holds `ContainerSpec.Labels`. Each is the JSON as sent, `None` when
+/// absent or `null`. Read with [`Request::body_as`](crate::Request::body_as), it skips the
+/// rest of the body.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct LabelFields {
+    /// `Labels`.
+    pub labels: Option<serde_json::Value>,
+    /// `TaskTemplate` (services only).
+    pub task_template: Option<serde_json::Value>,
+}
+
+impl LabelFields {
+    /// `TaskTemplate.ContainerSpec`, if present.
+    pub fn container_spec(&self) -> Option<&serde_json::Value> {
+        self.task_template.as_ref()?.get("ContainerSpec")
+    }
+}
+
 /// Deserializers with Go's `encoding/json` leniency towards `null`.
 mod de {
     use std::collections::BTreeMap;
@@ -449,6 +479,15 @@ mod de {
                 items.into_iter().map(Option::unwrap_or_default).collect()
             }
         })
+    }
+
+    /// A list of strings that is `None` when absent or `null` (the engine's default), as
+    /// distinct from an empty list; `null` items are empty.
+    pub fn optional_strings<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Vec<String>>, D::Error> {
+        let items = Option::<Vec<Option<String>>>::deserialize(d)?;
+        Ok(items.map(|l| l.into_iter().map(Option::unwrap_or_default).collect()))
     }
 
     /// A list of lists of strings; `null`s are empty.
@@ -553,6 +592,18 @@ mod tests {
 
     /// What docker-py 7 sends for `containers.create("busybox")`: explicit nulls and
     /// defaults everywhere.
+    #[test]
+    fn system_paths_tell_default_from_empty() {
+        let h = |v: Value| create(json!({"HostConfig": v})).host_config;
+        assert_eq!(h(json!({})).masked_paths, None);
+        assert_eq!(h(json!({"MaskedPaths": null})).masked_paths, None);
+        assert_eq!(h(json!({"MaskedPaths": []})).masked_paths, Some(vec![]));
+        assert_eq!(
+            h(json!({"ReadonlyPaths": ["/proc/sys", null]})).readonly_paths,
+            Some(vec!["/proc/sys".to_owned(), String::new()])
+        );
+    }
+
     #[test]
     fn docker_py_explicit_defaults() {
         let c = create(json!({

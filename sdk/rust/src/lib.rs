@@ -109,7 +109,9 @@ pub mod bindings {
 
 /// Everything a plugin usually needs, for `use portcullis_plugin::prelude::*;`.
 pub mod prelude {
-    pub use crate::docker::{ContainerCreate, ExecCreate, HostConfig, Mount, ServiceSpec};
+    pub use crate::docker::{
+        ContainerCreate, ExecCreate, HostConfig, LabelFields, Mount, ServiceSpec,
+    };
     pub use crate::log;
     pub use serde_json::{json, Value};
 
