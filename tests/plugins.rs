@@ -455,3 +455,48 @@ fn endpoint_globs_can_exclude_endpoints() {
         stderr(&out)
     );
 }
+
+/// `portcullis plugin bench` on a component reports every figure it documents, each from the
+/// number of samples asked for, with instantiation and the teardown that returns the pool
+/// slot timed apart.
+#[test]
+fn plugin_bench_times_instantiation_and_teardown_apart() {
+    use portcullis::plugin::offline;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let figures = rt.block_on(async {
+        let plugin = offline::load_one(
+            &testkit(),
+            serde_json::json!({"action": "allow", "hook": "request"}),
+            true,
+            None,
+        )
+        .await
+        .expect("the testkit loads");
+        let req: offline::RequestFile = serde_json::from_value(serde_json::json!({
+            "method": "GET", "path": "/v1.41/_ping",
+        }))
+        .unwrap();
+        offline::bench(
+            &std::sync::Arc::new(plugin),
+            &req.into_request().unwrap(),
+            20,
+        )
+        .await
+        .expect("the bench runs")
+    });
+    for key in [
+        "instantiate",
+        "teardown",
+        "call",
+        "call_after_pause",
+        "prepared_call",
+    ] {
+        let f = &figures[key];
+        assert_eq!(f["n"], 20, "{key}: {figures}");
+        let (p50, max) = (f["p50_us"].as_f64().unwrap(), f["max_us"].as_f64().unwrap());
+        assert!(p50 > 0.0 && p50 <= max, "{key}: {figures}");
+    }
+}

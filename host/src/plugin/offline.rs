@@ -344,9 +344,9 @@ pub fn percentiles(mut samples: Vec<std::time::Duration>) -> Value {
     json!({"n": samples.len(), "p50_us": at(0.5), "p99_us": at(0.99), "max_us": at(1.0)})
 }
 
-/// Measures instantiation alone and a whole call (instantiate, `init`, hook; or only the hook
-/// when the plugin reuses instances), `n` times each after a warm-up, sequentially, back to
-/// back. For a component with fresh instances, also what a request waits for after the
+/// Measures instantiation alone (and, for components, the teardown that returns the pool
+/// slot, apart) and a whole call (instantiate, `init`, hook; or only the hook when the plugin
+/// reuses instances), `n` times each after a warm-up, sequentially, back to back. For a component with fresh instances, also what a request waits for after the
 /// thread was idle (as at a low request rate), with and without `runtime.prepared_instances`:
 /// `call_after_pause` instantiates on the call's path, `prepared_call` takes an instance the
 /// preparing thread made, runs the hook and hands it back for teardown.
@@ -355,18 +355,20 @@ pub async fn bench(
     request: &types::Request,
     n: usize,
 ) -> Result<Value, PluginFailure> {
-    use std::time::Instant;
     for _ in 0..n.min(100) {
         plugin.invoke(request.id, Hook::Request(request)).await?;
     }
-    let mut inst = Vec::with_capacity(n);
+    let (mut inst, mut teardown) = (Vec::with_capacity(n), Vec::with_capacity(n));
     for _ in 0..n {
-        let t = Instant::now();
-        plugin.instantiate_only().await?;
-        inst.push(t.elapsed());
+        let (made, gone) = plugin.instantiate_only().await?;
+        inst.push(made);
+        teardown.push(gone);
     }
     let call = timed_calls(plugin, request, n, None, None).await?;
     let mut figures = json!({"instantiate": percentiles(inst), "call": percentiles(call)});
+    if matches!(plugin.backend, super::Backend::Wasm(_)) {
+        figures["teardown"] = percentiles(teardown);
+    }
     if !matches!(plugin.backend, super::Backend::Wasm(_)) || plugin.warm.is_some() {
         return Ok(figures);
     }
