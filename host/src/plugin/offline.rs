@@ -345,8 +345,9 @@ pub fn percentiles(mut samples: Vec<std::time::Duration>) -> Value {
 }
 
 /// Measures instantiation alone (and, for components, the teardown that returns the pool
-/// slot, apart) and a whole call (instantiate, `init`, hook; or only the hook when the plugin
-/// reuses instances), `n` times each after a warm-up, sequentially, back to back. For a component with fresh instances, also what a request waits for after the
+/// slot, apart) and a whole call (instantiate, `init`, hook; or only the hook when the
+/// plugin reuses instances), `n` times each after a warm-up, sequentially, back to back.
+/// For a component with fresh instances, also what a request waits for after the
 /// thread was idle (as at a low request rate), with and without `runtime.prepared_instances`:
 /// `call_after_pause` instantiates on the call's path, `prepared_call` takes an instance the
 /// preparing thread made, runs the hook and hands it back for teardown.
@@ -366,10 +367,11 @@ pub async fn bench(
     }
     let call = timed_calls(plugin, request, n, None, None).await?;
     let mut figures = json!({"instantiate": percentiles(inst), "call": percentiles(call)});
-    if matches!(plugin.backend, super::Backend::Wasm(_)) {
-        figures["teardown"] = percentiles(teardown);
+    if !matches!(plugin.backend, super::Backend::Wasm(_)) {
+        return Ok(figures);
     }
-    if !matches!(plugin.backend, super::Backend::Wasm(_)) || plugin.warm.is_some() {
+    figures["teardown"] = percentiles(teardown);
+    if plugin.warm.is_some() {
         return Ok(figures);
     }
     let pause = Some(std::time::Duration::from_micros(50));

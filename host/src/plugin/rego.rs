@@ -451,13 +451,31 @@ fn go_header_name(name: &str) -> String {
 /// opa-docker-authz lists them: `(source, read-only)`. The gateway has already resolved
 /// symlinks in them, so `Source` and `Resolved` are the same path.
 fn bind_mounts(endpoint: &str, body: Option<&str>) -> Vec<(String, bool)> {
-    let body = match (endpoint, body) {
-        ("container.create", Some(text)) => serde_json::from_str::<Json>(text).unwrap_or_default(),
+    /// Only the two fields read here are built; the rest of the body is skipped (it was
+    /// parsed once already, into `Body`).
+    #[derive(serde::Deserialize, Default)]
+    #[serde(default, rename_all = "PascalCase")]
+    struct Create {
+        host_config: Option<HostBinds>,
+    }
+    #[derive(serde::Deserialize, Default)]
+    #[serde(default, rename_all = "PascalCase")]
+    struct HostBinds {
+        binds: Json,
+        mounts: Json,
+    }
+    let create: Create = match (endpoint, body) {
+        // A derived view refuses a duplicated field, which the canonical body never has;
+        // through `Value` the last duplicate wins, as in Go.
+        ("container.create", Some(text)) => serde_json::from_str(text)
+            .or_else(|_| serde_json::from_str::<Json>(text).and_then(serde_json::from_value))
+            .unwrap_or_default(),
         _ => return Vec::new(),
     };
-    let host = &body["HostConfig"];
+    let host = create.host_config.unwrap_or_default();
     let mut out = Vec::new();
-    for bind in host["Binds"]
+    for bind in host
+        .binds
         .as_array()
         .into_iter()
         .flatten()
@@ -474,7 +492,7 @@ fn bind_mounts(endpoint: &str, body: Option<&str>) -> Vec<(String, bool)> {
             .is_some_and(|o| o.split(',').any(|x| x == "ro"));
         out.push((source.to_owned(), read_only));
     }
-    for m in host["Mounts"].as_array().into_iter().flatten() {
+    for m in host.mounts.as_array().into_iter().flatten() {
         if m["Type"] == "bind" {
             let source = m["Source"].as_str().unwrap_or("");
             out.push((source.to_owned(), m["ReadOnly"] == true));
@@ -585,6 +603,19 @@ mod tests {
         );
         assert_eq!(i["Caller"]["Groups"], json!(["team-a"]));
         assert_eq!(i["Endpoint"], "container.create");
+    }
+
+    /// `BindMounts` reads the body as dockerd does: `null` is no configuration, and of a
+    /// duplicated key the last one counts.
+    #[test]
+    fn bind_mounts_follow_go_decoding() {
+        assert!(bind_mounts("container.create", Some(r#"{"HostConfig": null}"#)).is_empty());
+        let dup = r#"{"HostConfig": {"Binds": ["/a:/a"], "Binds": ["/b:/b:ro"]}}"#;
+        assert_eq!(
+            bind_mounts("container.create", Some(dup)),
+            vec![("/b".to_owned(), true)]
+        );
+        assert!(bind_mounts("container.update", Some(dup)).is_empty());
     }
 
     /// The input built directly as regorus values is the JSON document, value for value.

@@ -460,8 +460,8 @@ fn labelled_events_only(req: &Request) -> bool {
     !types.is_empty() && types.iter().all(|t| *t == "container")
 }
 
-/// Sets `labels_at/key` to `owner`, creating the labels object (now `labels`) if it is
-/// absent or `null`.
+/// Sets `labels_at/key` to `owner`. `labels` is what the body holds at `labels_at`; when it
+/// is not an object (absent or `null`), the whole object is added.
 fn set_label(
     patch: Patch,
     labels: Option<&Value>,
