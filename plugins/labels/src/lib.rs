@@ -7,8 +7,13 @@
 //! 1. **Docker's key conventions** (`[convention]`): lowercase alphanumerics, dots and
 //!    dashes, beginning and ending with a letter or digit, no `..` or `--`; optionally a
 //!    reverse-DNS prefix (`require_reverse_dns`). Keys under the prefixes Docker reserves
-//!    (`com.docker.`, `io.docker.`, `org.dockerproject.`) are refused, except those the
-//!    official tools set (`allowed_reserved`, default compose's and stack's).
+//!    (`com.docker.`, `io.docker.`, `org.dockerproject.`) are refused.
+//!
+//! Keys under `tool_prefixes` are set by Docker's own tooling, not chosen by the caller:
+//! compose (`com.docker.compose.project.config_files`, with its underscores), stack, swarm
+//! and OCI image annotations. They pass the convention, reserved-prefix and namespace rules
+//! and a schema's `additionalProperties: false`; a schema rule that names such a key still
+//! applies, and gateway-owned keys stay refused whatever their prefix.
 //! 2. **A schema** (`[schema]`) from configuration: a documented subset of JSON Schema applied
 //!    to the labels object: `required`, `properties.<key>.{pattern, enum, const, minLength,
 //!    maxLength}`, `patternProperties`, `additionalProperties: false`. `schemas.<kind>`
@@ -82,8 +87,10 @@ pub struct Config {
     pub require_reverse_dns: bool,
     /// Prefixes reserved by Docker.
     pub reserved_prefixes: Vec<String>,
-    /// Reserved prefixes clients may still use (set by Docker's own tools).
-    pub allowed_reserved: Vec<String>,
+    /// Key prefixes Docker's own tools set (compose, stack, swarm, OCI annotations): not
+    /// judged as the caller's own keys. (`allowed_reserved` is its former name.)
+    #[serde(alias = "allowed_reserved")]
+    pub tool_prefixes: Vec<String>,
     /// The schema for every kind.
     pub schema: Option<Schema>,
     /// Per-kind schemas, replacing `schema` for that kind.
@@ -107,7 +114,12 @@ impl Default for Config {
                 "io.docker.".into(),
                 "org.dockerproject.".into(),
             ],
-            allowed_reserved: vec!["com.docker.compose.".into(), "com.docker.stack.".into()],
+            tool_prefixes: vec![
+                "com.docker.compose.".into(),
+                "com.docker.stack.".into(),
+                "com.docker.swarm.".into(),
+                "org.opencontainers.image.".into(),
+            ],
             schema: None,
             schemas: BTreeMap::new(),
             namespace_template: None,
@@ -300,9 +312,14 @@ impl Labels {
         let c = &self.config;
         for key in labels.keys() {
             if c.gateway_owned.iter().any(|p| matches(p, key)) {
-                out.push(format!(
-                    "[gateway-owned] {field}[{key:?}]: the key is set by the gateway, not by clients"
-                ));
+                if !kept_unchanged(req, key, &labels[key]) {
+                    out.push(format!(
+                        "[gateway-owned] {field}[{key:?}]: the key is set by the gateway, not by clients"
+                    ));
+                }
+                continue;
+            }
+            if self.is_tool_key(key) {
                 continue;
             }
             if c.conventions {
@@ -312,10 +329,6 @@ impl Labels {
                 if c.reserved_prefixes
                     .iter()
                     .any(|p| key.starts_with(p.as_str()))
-                    && !c
-                        .allowed_reserved
-                        .iter()
-                        .any(|p| key.starts_with(p.as_str()))
                 {
                     out.push(format!(
                         "[convention] {field}[{key:?}]: the prefix is reserved by Docker"
@@ -339,9 +352,23 @@ impl Labels {
         }
         let schema = self.schemas.get(kind).or(self.schema.as_ref());
         if let Some(s) = schema {
-            schema_check(s, field, labels, out);
+            schema_check(s, field, labels, |k| self.is_tool_key(k), out);
         }
     }
+
+    fn is_tool_key(&self, key: &str) -> bool {
+        self.config
+            .tool_prefixes
+            .iter()
+            .any(|p| key.starts_with(p.as_str()))
+    }
+}
+
+/// Whether an update sends back a gateway-owned label exactly as the object holds it: a
+/// client that read the object (an administrator sees these labels) and returns the spec it
+/// read changes nothing the gateway set.
+fn kept_unchanged(req: &Request, key: &str, value: &str) -> bool {
+    req.endpoint.ends_with(".update") && req.target_label(key) == Some(value)
 }
 
 /// The prefixes a caller may use under `template`.
@@ -389,6 +416,7 @@ fn schema_check(
     s: &Compiled,
     field: &str,
     labels: &BTreeMap<String, String>,
+    tool_key: impl Fn(&str) -> bool,
     out: &mut Vec<String>,
 ) {
     for key in &s.schema.required {
@@ -410,7 +438,7 @@ fn schema_check(
                 property_check(prop, value_re.as_ref(), field, key, value, out);
             }
         }
-        if !known && s.schema.additional_properties == Some(false) {
+        if !known && !tool_key(key) && s.schema.additional_properties == Some(false) {
             out.push(format!(
                 "[schema] {field}[{key:?}]: the key is not allowed by the schema"
             ));
@@ -497,7 +525,7 @@ mod tests {
         let msg = deny_message(
             &p,
             &create(
-                json!({"Team": "a", "com..x": "b", "com.docker.swarm.x": "c", "-a": "", "io.portcullis.owner": "me"}),
+                json!({"Team": "a", "com..x": "b", "com.docker.x": "c", "-a": "", "io.portcullis.owner": "me"}),
             ),
         );
         for expect in [
@@ -509,6 +537,69 @@ mod tests {
         ] {
             assert!(msg.contains(expect), "{expect}: {msg}");
         }
+    }
+
+    #[test]
+    fn keys_set_by_docker_tooling_are_not_the_callers() {
+        // What docker-compose 1.29 and `docker stack deploy` put on their objects.
+        let tool_keys = json!({
+            "com.docker.compose.project.config_files": "/srv/app/docker-compose.yml",
+            "com.docker.compose.project.working_dir": "/srv/app",
+            "com.docker.compose.config-hash": "abc",
+            "com.docker.stack.namespace": "app",
+            "com.docker.swarm.affinities": "[]",
+            "org.opencontainers.image.source": "https://example.com/app",
+        });
+        let p = Labels::new(json!({
+            "require_reverse_dns": true,
+            "namespace_template": "com.acme.{group}.",
+            "schema": {"additionalProperties": false,
+                       "properties": {"com.acme.team-a.app": {"minLength": 1}}},
+        }))
+        .unwrap();
+        let mut req = create(tool_keys.clone());
+        req.caller.groups = vec!["team-a".into()];
+        assert_eq!(p.on_request(&req), Verdict::Allow);
+        // The caller's own keys are still judged, and gateway-owned ones refused.
+        let mut labels = tool_keys.clone();
+        labels["Own_Key"] = json!("1");
+        labels["io.portcullis.owner"] = json!("me");
+        let mut req = create(labels);
+        req.caller.groups = vec!["team-a".into()];
+        let msg = deny_message(&p, &req);
+        assert!(!msg.contains("com.docker"), "{msg}");
+        for expect in [
+            "[convention] Labels[\"Own_Key\"]",
+            "[namespace] Labels[\"Own_Key\"]",
+            "[schema] Labels[\"Own_Key\"]",
+            "[gateway-owned]",
+        ] {
+            assert!(msg.contains(expect), "{expect}: {msg}");
+        }
+        // Configurable: without the tool prefixes compose's keys break the conventions.
+        let strict = Labels::new(json!({"tool_prefixes": []})).unwrap();
+        assert!(deny_message(&strict, &create(tool_keys)).contains("config_files"));
+    }
+
+    #[test]
+    fn an_update_may_send_back_the_gateways_label_unchanged() {
+        let p = Labels::new(Value::Null).unwrap();
+        let update = |owner: &str| {
+            let mut req = Request::new("POST", "/services/s/update", "service.update")
+                .with_json_body(&json!({"Labels": {"io.portcullis.owner": owner}}));
+            req.target = Some(portcullis_plugin::Target {
+                kind: "service".into(),
+                id: "s".into(),
+                name: None,
+                labels: vec![portcullis_plugin::Pair::new("io.portcullis.owner", "alice")],
+            });
+            req
+        };
+        assert_eq!(p.on_request(&update("alice")), Verdict::Allow);
+        assert!(deny_message(&p, &update("bob")).contains("[gateway-owned]"));
+        let mut create = update("alice");
+        create.endpoint = "service.create".into();
+        assert!(deny_message(&p, &create).contains("[gateway-owned]"));
     }
 
     #[test]
