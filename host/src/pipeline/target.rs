@@ -177,6 +177,20 @@ pub async fn resolve(
                 lookup(Kind::Container, container.to_owned()).await?,
             )
         }
+        Kind::Task => {
+            let Some(task) = lookup(Kind::Task, reference).await? else {
+                return Ok(None);
+            };
+            // A task is the engine's work for a service, with no labels of its own: it is
+            // judged by its service, as the service's owner made it.
+            let Some(service) = task.get("ServiceID").and_then(Value::as_str) else {
+                return Ok(None);
+            };
+            (
+                Kind::Service,
+                lookup(Kind::Service, service.to_owned()).await?,
+            )
+        }
         kind => (kind, lookup(kind, reference).await?),
     };
     let target = doc.map(|doc| describe(kind, &doc));

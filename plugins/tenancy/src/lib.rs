@@ -1,9 +1,11 @@
 //! `tenancy`: owner isolation between the callers of a shared engine.
 //!
 //! - **Stamp** (request, needs `phase = "mutate"`): creating a container, volume, network,
-//!   service (and its tasks' containers), secret or config, or building an image, sets the
-//!   owner label (`owner_label`, default `io.portcullis.owner`) to the caller's user name.
-//!   Updates of services, secrets and configs keep the existing owner.
+//!   service (and its tasks' containers), secret or config sets the owner label
+//!   (`owner_label`, default `io.portcullis.owner`) to the caller's user name; so does
+//!   building an image when images are isolated (`shared_images = false`; with shared images
+//!   a build is left as the client sent it, so the label changes no build cache). Updates of
+//!   services, secrets and configs keep the existing owner.
 //! - **Guard** (request): a request on an existing object (inspect, start, stop, kill, logs,
 //!   attach, exec, rm, archive, export, commit, update, rename, top, stats, wait, resize,
 //!   network connect, ...) passes only for the object's owner or an administrator. The owner
@@ -24,6 +26,10 @@
 //!   carry no labels), each event is judged by its object's owner: container and image events
 //!   by the labels in `Actor.Attributes`, the others by `request.target`, which the gateway
 //!   fills with the object the event is about.
+//! - **Hide** (response, `hide_owner_label`): what a non-administrator reads back (inspect,
+//!   lists, `system df`, events) carries no owner label, so clients and tools see their
+//!   objects as they would without the gateway (docker-py and compose compare labels).
+//!   Administrators see it.
 //!
 //! Images are shared by default (`shared_images = true`: base images are everyone's). With
 //! `shared_images = false`, image requests are guarded and image lists filtered like the rest.
@@ -68,6 +74,9 @@ pub struct Config {
     pub implicit_volumes: bool,
     /// How `/events` is isolated.
     pub events: Events,
+    /// Remove the owner label from what non-administrators read back (needs the read
+    /// endpoints among the plugin's response endpoints).
+    pub hide_owner_label: bool,
 }
 
 /// How a caller's `/events` stream is restricted to its own objects.
@@ -94,6 +103,7 @@ impl Default for Config {
             shared_networks: vec!["bridge".into(), "host".into(), "none".into()],
             implicit_volumes: false,
             events: Events::Filter,
+            hide_owner_label: true,
         }
     }
 }
@@ -165,44 +175,122 @@ impl Plugin for Tenancy {
     }
 
     fn on_response(&self, req: &Request, resp: &Response) -> Verdict {
-        if req.endpoint == "system.events"
-            && self.config.events == Events::Judge
-            && !self.is_admin(req)
-        {
+        if self.is_admin(req) {
+            return Verdict::Allow;
+        }
+        if req.endpoint == "system.events" && self.config.events == Events::Judge {
             return self.judge_event(req, resp);
         }
-        if req.endpoint != "system.data.usage" || self.is_admin(req) || resp.status != 200 {
+        if !(200..300).contains(&resp.status) {
             return Verdict::Allow;
         }
         let Some(body) = resp.json_body() else {
             return Verdict::Allow;
         };
+        if req.endpoint == "system.data.usage" {
+            return allow_or(self.disk_usage(req, body));
+        }
+        allow_or(self.hide_labels(&body))
+    }
+}
+
+/// `Allow` for a patch that changes nothing, so an unchanged response is handed on as the
+/// engine's bytes.
+fn allow_or(patch: Patch) -> Verdict {
+    if patch.is_empty() {
+        Verdict::Allow
+    } else {
+        Verdict::from(patch)
+    }
+}
+
+/// Removes `key` from every `Labels` object in `v`, and from an event's `Actor.Attributes`.
+fn strip_label(v: &mut Value, key: &str) {
+    match v {
+        Value::Object(m) => {
+            for (k, child) in m.iter_mut() {
+                if k == "Labels" || k == "Actor" {
+                    let labels = if k == "Actor" {
+                        child.get_mut("Attributes")
+                    } else {
+                        Some(&mut *child)
+                    };
+                    if let Some(Value::Object(labels)) = labels {
+                        labels.remove(key);
+                    }
+                }
+                strip_label(child, key);
+            }
+        }
+        Value::Array(list) => list.iter_mut().for_each(|c| strip_label(c, key)),
+        _ => {}
+    }
+}
+
+/// A patch that turns `before` into `after` by replacing the top-level members (or array
+/// items) that differ: a list or inspect document with labels removed here and there.
+fn replace_changed(before: &Value, after: &Value) -> Patch {
+    let mut patch = Patch::new();
+    match (before, after) {
+        (Value::Object(b), Value::Object(a)) => {
+            for (k, v) in a {
+                if b.get(k) != Some(v) {
+                    patch = patch.replace(json_pointer([k.as_str()]), v.clone());
+                }
+            }
+        }
+        (Value::Array(b), Value::Array(a)) if a.len() == b.len() => {
+            for (i, (old, new)) in b.iter().zip(a).enumerate() {
+                if old != new {
+                    patch = patch.replace(format!("/{i}"), new.clone());
+                }
+            }
+        }
+        _ if before != after => patch = patch.replace("", after.clone()),
+        _ => {}
+    }
+    patch
+}
+
+impl Tenancy {
+    /// What a non-administrator reads back without the owner label (`hide_owner_label`).
+    fn hide_labels(&self, body: &Value) -> Patch {
+        if !self.config.hide_owner_label {
+            return Patch::new();
+        }
+        let mut shown = body.clone();
+        strip_label(&mut shown, &self.config.owner_label);
+        replace_changed(body, &shown)
+    }
+
+    /// `/system/df` shows only the caller's containers and volumes (and images, when they are
+    /// isolated); build cache records carry no owner and describe others' builds.
+    fn disk_usage(&self, req: &Request, body: Value) -> Patch {
         let user = req.caller.user.as_str();
         let own = |v: &Value| {
             v.pointer(&json_pointer(["Labels", self.config.owner_label.as_str()]))
                 .and_then(Value::as_str)
                 == Some(user)
         };
-        let mut patch = Patch::new();
+        let mut shown = body.clone();
         let mut sections = vec!["Containers", "Volumes"];
         if !self.config.shared_images {
             sections.push("Images");
         }
         for section in sections {
-            if let Some(list) = body.get(section).and_then(Value::as_array) {
-                let mine: Vec<Value> = list.iter().filter(|v| own(v)).cloned().collect();
-                patch = patch.replace(format!("/{section}"), Value::Array(mine));
+            if let Some(list) = shown.get_mut(section).and_then(Value::as_array_mut) {
+                list.retain(own);
             }
         }
-        // Build cache records describe other callers' build steps and carry no owner.
-        if body.get("BuildCache").is_some_and(Value::is_array) {
-            patch = patch.replace("/BuildCache", json!([]));
+        if let Some(cache) = shown.get_mut("BuildCache").filter(|c| c.is_array()) {
+            *cache = json!([]);
         }
-        Verdict::from(patch)
+        if self.config.hide_owner_label {
+            strip_label(&mut shown, &self.config.owner_label);
+        }
+        replace_changed(&body, &shown)
     }
-}
 
-impl Tenancy {
     fn is_admin(&self, req: &Request) -> bool {
         (!self.config.admin_group.is_empty() && req.caller.in_group(&self.config.admin_group))
             || self.config.admin_users.contains(&req.caller.user)
@@ -298,6 +386,9 @@ impl Tenancy {
         let key = self.config.owner_label.as_str();
         let endpoint = req.endpoint.as_str();
         if endpoint == "image.build" {
+            if self.config.shared_images {
+                return None;
+            }
             let mut labels: serde_json::Map<String, Value> = match req.query("labels") {
                 Some(text) => match serde_json::from_str(text) {
                     Ok(m) => m,
@@ -376,8 +467,9 @@ impl Tenancy {
             return hide("not a JSON event");
         };
         let kind = event.get("Type").and_then(Value::as_str).unwrap_or("");
+        let show = || allow_or(self.hide_labels(&event));
         if kind == "image" && self.config.shared_images {
-            return Verdict::Allow;
+            return show();
         }
         if !self.isolated(kind) {
             return hide("not an object callers own");
@@ -399,9 +491,9 @@ impl Tenancy {
             },
         };
         match owner {
-            Some(owner) if owner == req.caller.user => Verdict::Allow,
+            Some(owner) if owner == req.caller.user => show(),
             Some(_) => hide("another user's object"),
-            None if self.config.unowned != Unowned::Deny => Verdict::Allow,
+            None if self.config.unowned != Unowned::Deny => show(),
             None => hide("an object without owner"),
         }
     }
@@ -731,8 +823,110 @@ mod tests {
         let Verdict::Patch(patch) = p.on_response(&req, &resp) else {
             panic!()
         };
-        assert_eq!(patch.ops()[0]["value"].as_array().unwrap().len(), 1);
-        assert_eq!(patch.ops()[1]["path"], "/BuildCache");
+        assert_eq!(patch.ops()[0]["path"], "/BuildCache");
+        // Alice's container only, and without the owner label.
+        assert_eq!(patch.ops()[1]["path"], "/Containers");
+        assert_eq!(patch.ops()[1]["value"], json!([{"Id": "a", "Labels": {}}]));
+        assert_eq!(patch.ops().len(), 2, "{:?}", patch.ops());
+    }
+
+    #[test]
+    fn hides_the_owner_label_from_what_callers_read() {
+        let p = Tenancy::new(Value::Null).unwrap();
+        let read = |endpoint: &str, body: Value, user: &str| {
+            let mut req = as_user(Request::new("GET", "/x", endpoint), user);
+            if user == "root" {
+                req.caller.groups = vec!["docker-admin".into()];
+            }
+            let resp = Response {
+                status: 200,
+                body: Some(body.to_string()),
+                ..Response::default()
+            };
+            let mut shown = body;
+            if let Verdict::Patch(patch) = p.on_response(&req, &resp) {
+                let ops: Vec<Value> = patch.ops().to_vec();
+                let patch: json_patch::Patch = serde_json::from_value(Value::Array(ops)).unwrap();
+                json_patch::patch(&mut shown, &patch).unwrap();
+            }
+            shown
+        };
+        let owner = json!({"io.portcullis.owner": "alice", "app": "web"});
+        let inspect = json!({"Id": "c1", "Config": {"Labels": owner, "Image": "x"}});
+        assert_eq!(
+            read("container.inspect", inspect.clone(), "alice"),
+            json!({"Id": "c1", "Config": {"Labels": {"app": "web"}, "Image": "x"}})
+        );
+        // Administrators see the owner.
+        assert_eq!(
+            read("container.inspect", inspect, "root")["Config"]["Labels"],
+            owner
+        );
+        let list = json!([{"Id": "a", "Labels": owner}, {"Id": "b", "Labels": null}]);
+        assert_eq!(
+            read("container.list", list, "alice"),
+            json!([{"Id": "a", "Labels": {"app": "web"}}, {"Id": "b", "Labels": null}])
+        );
+        let service = json!([{"ID": "s", "Spec": {"Labels": owner,
+            "TaskTemplate": {"ContainerSpec": {"Labels": {"io.portcullis.owner": "alice"}}}}}]);
+        assert_eq!(
+            read("service.list", service, "alice"),
+            json!([{"ID": "s", "Spec": {"Labels": {"app": "web"},
+                "TaskTemplate": {"ContainerSpec": {"Labels": {}}}}}])
+        );
+        let volumes = json!({"Volumes": [{"Name": "v", "Labels": owner}], "Warnings": null});
+        assert_eq!(
+            read("volume.list", volumes, "alice"),
+            json!({"Volumes": [{"Name": "v", "Labels": {"app": "web"}}], "Warnings": null})
+        );
+        // A body without the label is handed on untouched.
+        let mut req = as_user(Request::new("GET", "/x", "network.inspect"), "alice");
+        req.caller.groups = vec![];
+        let resp = Response {
+            status: 200,
+            body: Some(json!({"Name": "n", "Labels": {"a": "b"}}).to_string()),
+            ..Response::default()
+        };
+        assert_eq!(p.on_response(&req, &resp), Verdict::Allow);
+        // Off by configuration.
+        let shown = Tenancy::new(json!({"hide_owner_label": false})).unwrap();
+        let resp = Response {
+            status: 200,
+            body: Some(json!({"Labels": owner}).to_string()),
+            ..Response::default()
+        };
+        assert_eq!(shown.on_response(&req, &resp), Verdict::Allow);
+        // An event shown to its owner loses the label too.
+        let events = Tenancy::new(json!({"events": "judge"})).unwrap();
+        let req = as_user(Request::new("GET", "/events", "system.events"), "alice");
+        let resp = Response {
+            status: 200,
+            body: Some(json!({"Type": "container", "Actor": {"ID": "c", "Attributes": {"io.portcullis.owner": "alice", "name": "web"}}}).to_string()),
+            ..Response::default()
+        };
+        let Verdict::Patch(patch) = events.on_response(&req, &resp) else {
+            panic!()
+        };
+        assert_eq!(patch.ops()[0]["path"], "/Actor");
+        assert_eq!(
+            patch.ops()[0]["value"],
+            json!({"ID": "c", "Attributes": {"name": "web"}})
+        );
+    }
+
+    #[test]
+    fn builds_are_stamped_only_when_images_are_isolated() {
+        let build = as_user(Request::new("POST", "/build", "image.build"), "alice");
+        let shared = Tenancy::new(Value::Null).unwrap();
+        assert_eq!(shared.on_request(&build), Verdict::Allow);
+        let isolated = Tenancy::new(json!({"shared_images": false})).unwrap();
+        let Verdict::Patch(patch) = isolated.on_request(&build) else {
+            panic!()
+        };
+        assert!(
+            matches!(&patch.query_edits()[0], portcullis_plugin::Edit::Set(p) if p.value.contains("alice")),
+            "{patch:?}"
+        );
     }
 
     #[test]
@@ -746,8 +940,9 @@ mod tests {
             body: Some(e.to_string()),
             ..Response::default()
         };
+        // Shown as it is, or without the owner label; a denial leaves the event out.
         let shown =
-            |req: &Request, e: Value| matches!(p.on_response(req, &event(e)), Verdict::Allow);
+            |req: &Request, e: Value| !matches!(p.on_response(req, &event(e)), Verdict::Deny(_));
         let container = |owner: &str| {
             json!({"Type": "container", "Action": "start",
             "Actor": {"ID": "abc", "Attributes": {"name": "web", "io.portcullis.owner": owner}}})
