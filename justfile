@@ -27,8 +27,9 @@ setup:
     set -euo pipefail
     sudo=; [ "$(id -u)" = 0 ] || sudo=sudo
     missing=()
-    # fonts-dejavu-core: the font `just bench` draws its latency plot with.
-    for pkg in docker.io busybox-static socat haproxy iproute2 curl fonts-dejavu-core; do
+    # fonts-dejavu-core: the font `just bench` draws its latency plot with; docker-compose:
+    # the compose tests (tests/tools.rs) run Debian's compose as real users.
+    for pkg in docker.io docker-compose busybox-static socat haproxy iproute2 curl fonts-dejavu-core; do
         dpkg-query -W -f '${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
     done
     if [ "${#missing[@]}" -gt 0 ]; then

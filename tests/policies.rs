@@ -498,48 +498,9 @@ fn labels_lists_every_violation() {
         .success());
 }
 
-/// Two local users, created for the test and removed afterwards.
-struct Users(Vec<String>);
-
-impl Users {
-    fn create(names: &[&str]) -> Self {
-        for n in names {
-            let _ = Command::new("userdel").arg(n).output();
-            let out = run(Command::new("useradd").args([
-                "--system",
-                "--no-create-home",
-                "--shell",
-                "/bin/sh",
-                n,
-            ]));
-            assert!(out.status.success(), "useradd {n}: {}", stderr(&out));
-        }
-        Users(names.iter().map(|s| s.to_string()).collect())
-    }
-}
-
-impl Drop for Users {
-    fn drop(&mut self) {
-        for n in &self.0 {
-            let _ = Command::new("userdel").arg(n).output();
-        }
-    }
-}
-
 /// `docker` through the gateway as the local user `user`.
 fn docker_as(gw: &Gateway, user: &str) -> Command {
-    let mut cmd = Command::new("runuser");
-    cmd.args([
-        "-u",
-        user,
-        "--",
-        "env",
-        &format!("DOCKER_HOST={}", gw.docker_host()),
-        "DOCKER_CONFIG=/nonexistent",
-        "docker",
-    ])
-    .stdin(std::process::Stdio::null());
-    cmd
+    as_user(user, &gw.docker_host(), "docker")
 }
 
 #[test]
@@ -753,13 +714,9 @@ fn tenancy_isolates_two_users() {
 /// A gateway with tenancy whose socket the test users can reach (the harness makes the
 /// socket private).
 fn shared_tenancy_gateway() -> Gateway {
-    use std::os::unix::fs::PermissionsExt;
     // Its response hook runs on every endpoint (the default), `system.events` included.
     let gw = gateway(&[entry("tenancy", "phase = \"mutate\"", "events = \"judge\"")]);
-    let dir = gw.socket.parent().expect("socket dir");
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711)).expect("chmod dir");
-    std::fs::set_permissions(&gw.socket, std::fs::Permissions::from_mode(0o666))
-        .expect("chmod socket");
+    gw.open_to_everyone();
     gw
 }
 

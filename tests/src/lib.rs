@@ -47,6 +47,8 @@ pub fn unique(prefix: &str) -> String {
 pub struct Gateway {
     pub socket: PathBuf,
     _dir: tempfile::TempDir,
+    /// Directories the gateway's configuration points into (its audit store, ...).
+    _state: Option<tempfile::TempDir>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -97,9 +99,27 @@ impl Gateway {
         Gateway {
             socket,
             _dir: dir,
+            _state: None,
             stop: Some(stop_tx),
             thread: Some(thread),
         }
+    }
+
+    /// Starts a gateway with the shipped `policies/portcullis.toml` (the default chain, built
+    /// by `just plugins`) in front of `engine` (default: the test engine), its audit store in
+    /// a temporary directory, open to every local user.
+    pub fn start_shipped(engine: Option<Address>) -> Self {
+        let file = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../policies/portcullis.toml");
+        let mut config = Config::load(&file).expect("policies/portcullis.toml");
+        let state = tempfile::tempdir().expect("tempdir");
+        if let Some(audit) = &mut config.audit {
+            audit.path = state.path().join("audit");
+        }
+        config.engine.url = engine.unwrap_or_else(engine_address);
+        let mut gw = Self::start_raw(config);
+        gw._state = Some(state);
+        gw.open_to_everyone();
+        gw
     }
 
     /// `DOCKER_HOST` for this gateway.
@@ -111,6 +131,65 @@ impl Gateway {
     pub fn docker(&self) -> Command {
         docker_at(&self.docker_host())
     }
+
+    /// Lets every local user connect (the socket 0666 in a 0711 directory), so tests can
+    /// call as several real users, each identified by its peer uid.
+    pub fn open_to_everyone(&self) {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = self.socket.parent().expect("socket dir");
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711)).expect("chmod dir");
+        std::fs::set_permissions(&self.socket, std::fs::Permissions::from_mode(0o666))
+            .expect("chmod socket");
+    }
+}
+
+/// Local users created for a test (system users without a home) and removed on drop.
+pub struct Users(Vec<String>);
+
+impl Users {
+    pub fn create(names: &[&str]) -> Self {
+        for n in names {
+            let _ = Command::new("userdel").arg(n).output();
+            let out = run(Command::new("useradd").args([
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/bin/sh",
+                n,
+            ]));
+            assert!(
+                out.status.success(),
+                "useradd {n}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Users(names.iter().map(|s| s.to_string()).collect())
+    }
+}
+
+impl Drop for Users {
+    fn drop(&mut self) {
+        for n in &self.0 {
+            let _ = Command::new("userdel").arg(n).output();
+        }
+    }
+}
+
+/// `program` (`docker`, `docker-compose`, ...) run as the local user `user`, talking to
+/// `docker_host`, with no client configuration of its own.
+pub fn as_user(user: &str, docker_host: &str, program: &str) -> Command {
+    let mut cmd = Command::new("runuser");
+    cmd.args([
+        "-u",
+        user,
+        "--",
+        "env",
+        &format!("DOCKER_HOST={docker_host}"),
+        "DOCKER_CONFIG=/nonexistent",
+        program,
+    ])
+    .stdin(Stdio::null());
+    cmd
 }
 
 impl Drop for Gateway {
