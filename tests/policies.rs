@@ -425,6 +425,48 @@ fn baseline_exec_update_services_and_admin_endpoints() {
     assert!(!stderr(&out).contains("baseline"), "{}", stderr(&out));
 }
 
+/// A schema value bound to the caller (`{group}`): each real user may label a container
+/// with its own team only.
+#[test]
+fn labels_bind_a_value_to_the_callers_group() {
+    let (alice, bob) = ("pc-lab-alice", "pc-lab-bob");
+    let _users = Users::create(&[alice, bob]);
+    let gw = gateway(&[entry(
+        "labels",
+        "phase = \"mutate\"",
+        "[plugins.config.schema.properties]\n\"com.acme.team\" = { const = \"{group}\" }",
+    )]);
+    gw.open_to_everyone();
+    let mut clean = Cleanup::new();
+    let create = |user: &str, name: &str, team: &str| {
+        let mut cmd = docker_as(&gw, user);
+        cmd.args([
+            "create",
+            "--name",
+            name,
+            "--label",
+            TEST_LABEL,
+            "--label",
+            &format!("com.acme.team={team}"),
+            IMAGE,
+            "true",
+        ]);
+        cmd
+    };
+    // useradd gives each user a group of its own name.
+    let own = clean.container(&unique("team-own"));
+    ok(&mut create(alice, &own, alice));
+    assert!(container_exists(&own));
+    let claimed = clean.container(&unique("team-claimed"));
+    denied(
+        &mut create(alice, &claimed, bob),
+        &[&format!(
+            "labels: [schema] Labels[\"com.acme.team\"] = \"{bob}\": must be \"{alice}\""
+        )],
+    );
+    assert!(!container_exists(&claimed));
+}
+
 #[test]
 fn labels_lists_every_violation() {
     let gw = gateway(&[entry(

@@ -337,7 +337,7 @@ impl Labels {
             }
             if let Some(template) = &c.namespace_template {
                 let exempt = c.namespace_exempt.iter().any(|p| matches(p, key));
-                let prefixes = namespaces(template, &req.caller);
+                let prefixes = with_identity(template, &req.caller);
                 if !exempt && !prefixes.iter().any(|p| key.starts_with(p.as_str())) {
                     let allowed = if prefixes.is_empty() {
                         "the caller has no namespace".to_owned()
@@ -352,7 +352,7 @@ impl Labels {
         }
         let schema = self.schemas.get(kind).or(self.schema.as_ref());
         if let Some(s) = schema {
-            schema_check(s, field, labels, |k| self.is_tool_key(k), out);
+            schema_check(s, field, labels, &req.caller, |k| self.is_tool_key(k), out);
         }
     }
 
@@ -371,8 +371,10 @@ fn kept_unchanged(req: &Request, key: &str, value: &str) -> bool {
     req.endpoint.ends_with(".update") && req.target_label(key) == Some(value)
 }
 
-/// The prefixes a caller may use under `template`.
-fn namespaces(template: &str, caller: &Caller) -> Vec<String> {
+/// `template` with the caller filled in: `{user}` is its user name, `{group}` each of its
+/// groups (no value when it has none). Namespaces (`com.acme.{group}.`) and schema values
+/// bound to who sets them (`"com.acme.team" = { const = "{group}" }`) use it.
+fn with_identity(template: &str, caller: &Caller) -> Vec<String> {
     let with_user = template.replace("{user}", &caller.user);
     if with_user.contains("{group}") {
         caller
@@ -416,6 +418,7 @@ fn schema_check(
     s: &Compiled,
     field: &str,
     labels: &BTreeMap<String, String>,
+    caller: &Caller,
     tool_key: impl Fn(&str) -> bool,
     out: &mut Vec<String>,
 ) {
@@ -428,14 +431,14 @@ fn schema_check(
         let mut known = false;
         if let Some(prop) = s.schema.properties.get(key) {
             known = true;
-            property_check(prop, s.patterns.get(key), field, key, value, out);
+            property_check(prop, s.patterns.get(key), field, key, value, caller, out);
         }
         for (re, prop) in &s.key_patterns {
             if re.is_match(key) {
                 known = true;
                 // Compiled at load, so a pattern here always compiles.
                 let value_re = prop.pattern.as_deref().and_then(|p| Regex::new(p).ok());
-                property_check(prop, value_re.as_ref(), field, key, value, out);
+                property_check(prop, value_re.as_ref(), field, key, value, caller, out);
             }
         }
         if !known && !tool_key(key) && s.schema.additional_properties == Some(false) {
@@ -452,6 +455,7 @@ fn property_check(
     field: &str,
     key: &str,
     value: &str,
+    caller: &Caller,
     out: &mut Vec<String>,
 ) {
     let mut bad = |why: String| out.push(format!("[schema] {field}[{key:?}] = {value:?}: {why}"));
@@ -461,13 +465,21 @@ fn property_check(
         }
     }
     if let Some(values) = &prop.enum_ {
+        let values: Vec<String> = values
+            .iter()
+            .flat_map(|v| with_identity(v, caller))
+            .collect();
         if !values.iter().any(|v| v == value) {
             bad(format!("must be one of {values:?}"));
         }
     }
     if let Some(v) = &prop.const_ {
-        if v != value {
-            bad(format!("must be {v:?}"));
+        let values = with_identity(v, caller);
+        if !values.iter().any(|v| v == value) {
+            match values.as_slice() {
+                [one] => bad(format!("must be {one:?}")),
+                _ => bad(format!("must be one of {values:?}")),
+            }
         }
     }
     let len = value.chars().count();
@@ -629,6 +641,33 @@ mod tests {
         }
         assert!(Labels::new(json!({"schema": {"properties": {"a": {"pattern": "("}}}})).is_err());
         assert!(Labels::new(json!({"schemas": {"vm": {}}})).is_err());
+    }
+
+    #[test]
+    fn schema_values_bound_to_the_caller() {
+        let p = Labels::new(json!({"schema": {"properties": {
+            "com.acme.team": {"const": "{group}"},
+            "com.acme.owner": {"enum": ["{user}", "shared"]},
+        }}}))
+        .unwrap();
+        let labelled = |team: &str, owner: &str| {
+            let mut req = create(json!({"com.acme.team": team, "com.acme.owner": owner}));
+            req.caller.user = "bob".into();
+            req.caller.groups = vec!["team-b".into(), "ci".into()];
+            req
+        };
+        assert_eq!(p.on_request(&labelled("team-b", "bob")), Verdict::Allow);
+        assert_eq!(p.on_request(&labelled("ci", "shared")), Verdict::Allow);
+        let msg = deny_message(&p, &labelled("team-a", "alice"));
+        assert!(
+            msg.contains(r#"Labels["com.acme.team"] = "team-a": must be one of ["team-b", "ci"]"#)
+                && msg.contains(r#"must be one of ["bob", "shared"]"#),
+            "{msg}"
+        );
+        // A caller without groups matches no `{group}` value.
+        let mut req = labelled("team-b", "bob");
+        req.caller.groups.clear();
+        assert!(deny_message(&p, &req).contains("must be one of []"));
     }
 
     #[test]
