@@ -114,6 +114,12 @@ test *args: setup plugins plugin-examples
         cargo test --no-fail-fast "$@" -- --test-threads 2
     fi
 
+# docker-py's integration suite (PORTCULLIS_DOCKER_PY_SRC: a docker-py checkout) run directly and
+# through the shipped policy as a plain user, on an engine of its own; prints each test as passed,
+# denied by a rule or broken (args: --keep, -k EXPR, -- PYTEST-ARGS).
+peer *args: build plugins
+    scripts/peer-docker-py "$@"
+
 # Benchmark portcullis against the engine, socat and HAProxy into BENCHMARKS.md (args: --quick, --compare OLD.json, ...).
 bench *args:
     #!/usr/bin/env bash

@@ -221,6 +221,24 @@ fn compose_project_lifecycle_as_two_users() {
         "{seen}"
     );
 
+    // Volume create answers with the whole volume: without the gateway's label too.
+    let vol = unique("tools-vol");
+    let created = pass(as_user(alice, &gw.docker_host(), "curl").args([
+        "-sf",
+        "--unix-socket",
+        gw.socket.to_str().expect("socket path"),
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        &format!(r#"{{"Name":"{vol}","Labels":{{"com.example.a":"b"}}}}"#),
+        "http://gateway/v1.41/volumes/create",
+    ]));
+    let _ = run(docker_direct().args(["volume", "rm", &vol]));
+    assert!(
+        created.contains("com.example.a") && !created.contains("io.portcullis"),
+        "{created}"
+    );
+
     let ps = pass(p.compose(&gw, alice, &["ps"]));
     assert!(ps.contains(&db1) && ps.contains(&web1), "{ps}");
     let logs = pass(p.compose(&gw, alice, &["logs", "db"]));
@@ -460,16 +478,19 @@ fn stack_and_services_as_two_users() {
         cmd
     };
     let on_swarm = |args: &[&str]| ok(swarm.docker().args(args));
+    let deploy = || {
+        pass(dock(alice).args([
+            "stack",
+            "deploy",
+            "--resolve-image",
+            "never",
+            "-c",
+            "docker-compose.yml",
+            &stack,
+        ]))
+    };
 
-    pass(dock(alice).args([
-        "stack",
-        "deploy",
-        "--resolve-image",
-        "never",
-        "-c",
-        "docker-compose.yml",
-        &stack,
-    ]));
+    deploy();
     let web = format!("{stack}_web");
     let owner = "{{index .Spec.Labels \"io.portcullis.owner\"}}";
     assert_eq!(
@@ -514,15 +535,7 @@ fn stack_and_services_as_two_users() {
         "{seen}"
     );
     // A second deploy of the same stack updates its services.
-    let redeploy = pass(dock(alice).args([
-        "stack",
-        "deploy",
-        "--resolve-image",
-        "never",
-        "-c",
-        "docker-compose.yml",
-        &stack,
-    ]));
+    let redeploy = deploy();
     assert!(
         redeploy.contains(&format!("Updating service {web}")),
         "{redeploy}"

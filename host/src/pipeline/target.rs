@@ -117,6 +117,17 @@ impl Kind {
         }
     }
 
+    /// For objects the engine makes on behalf of another, with no labels of their own: the
+    /// inspect field naming that object, and its kind. An exec is judged by its container,
+    /// a task (the engine's work for a service) by its service, as their owners made them.
+    fn belongs_to(self) -> Option<(&'static str, Kind)> {
+        match self {
+            Kind::Exec => Some(("ContainerID", Kind::Container)),
+            Kind::Task => Some(("ServiceID", Kind::Service)),
+            _ => None,
+        }
+    }
+
     /// The engine path that inspects the object `reference` (before percent-encoding).
     fn inspect_path(self, reference: &str) -> String {
         match self {
@@ -163,35 +174,17 @@ pub async fn resolve(
         return Ok(None);
     }
     let lookup = |kind, reference| lookup(upstream, route, kind, reference);
-    let (kind, doc) = match kind {
-        Kind::Exec => {
-            let Some(exec) = lookup(Kind::Exec, reference).await? else {
+    let (kind, doc) = match kind.belongs_to() {
+        Some((field, parent)) => {
+            let Some(doc) = lookup(kind, reference).await? else {
                 return Ok(None);
             };
-            // An exec has no labels of its own: it is judged by its container's.
-            let Some(container) = exec.get("ContainerID").and_then(Value::as_str) else {
+            let Some(parent_id) = doc.get(field).and_then(Value::as_str) else {
                 return Ok(None);
             };
-            (
-                Kind::Container,
-                lookup(Kind::Container, container.to_owned()).await?,
-            )
+            (parent, lookup(parent, parent_id.to_owned()).await?)
         }
-        Kind::Task => {
-            let Some(task) = lookup(Kind::Task, reference).await? else {
-                return Ok(None);
-            };
-            // A task is the engine's work for a service, with no labels of its own: it is
-            // judged by its service, as the service's owner made it.
-            let Some(service) = task.get("ServiceID").and_then(Value::as_str) else {
-                return Ok(None);
-            };
-            (
-                Kind::Service,
-                lookup(Kind::Service, service.to_owned()).await?,
-            )
-        }
-        kind => (kind, lookup(kind, reference).await?),
+        None => (kind, lookup(kind, reference).await?),
     };
     let target = doc.map(|doc| describe(kind, &doc));
     if let Some(t) = &target {
