@@ -132,7 +132,12 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 
 /// The engine's inspect field `format` of `object`, asked directly.
 fn inspect(object: &str, format: &str) -> String {
-    ok(docker_direct().args(["inspect", "-f", format, object]))
+    inspect_with(docker_direct(), object, format)
+}
+
+/// The same with `docker`, a command talking to some engine directly.
+fn inspect_with(mut docker: Command, object: &str, format: &str) -> String {
+    ok(docker.args(["inspect", "-f", format, object]))
         .trim()
         .to_owned()
 }
@@ -521,7 +526,7 @@ fn stack_and_services_as_two_users() {
         &format!("label=com.docker.swarm.service.name={web}"),
     ]);
     let task_container = task_container.lines().next().expect("a task container");
-    assert_eq!(inspect_on(&swarm, task_container, OWNER), alice);
+    assert_eq!(inspect_with(swarm.docker(), task_container, OWNER), alice);
 
     let logs = wait_for("the service's logs", T, || {
         let out = run_timeout(dock(alice).args(["service", "logs", &web]), None, T);
@@ -631,10 +636,4 @@ fn stack_and_services_as_two_users() {
         (!names.contains(&stack)).then_some(names)
     });
     assert!(!left.contains(&stack), "{left}");
-}
-
-fn inspect_on(swarm: &Swarm, object: &str, format: &str) -> String {
-    ok(swarm.docker().args(["inspect", "-f", format, object]))
-        .trim()
-        .to_owned()
 }
