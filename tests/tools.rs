@@ -298,6 +298,25 @@ fn compose_project_lifecycle_as_two_users() {
         up.contains("belongs to another user") || up.contains("already"),
         "bob's up does not name the conflict: {up}"
     );
+    // Nor build over the project's image: its repository is alice's. (`docker-compose
+    // build` stops at alice's network already.)
+    let web_image = inspect(&format!("{n}_web"), "{{.Id}}");
+    let mut bob_build = as_user(bob, &gw.docker_host(), "docker");
+    bob_build
+        .args(["build", "-q", "-t", &format!("{n}_web"), "web"])
+        .current_dir(p.dir.path());
+    let build = fail(bob_build);
+    assert!(
+        build.contains(&format!(
+            "[image-owner] t[0]: tag \"{n}_web:latest\" belongs to another user"
+        )),
+        "bob's build does not name the owner: {build}"
+    );
+    assert_eq!(
+        inspect(&format!("{n}_web"), "{{.Id}}"),
+        web_image,
+        "bob moved alice's tag"
+    );
     let _ = run_timeout(&mut p.compose(&gw, bob, &["stop"]), None, T);
     let _ = run_timeout(&mut p.compose(&gw, bob, &["down", "-v"]), None, T);
     assert_eq!(

@@ -20,6 +20,8 @@
 //! - [`plugin`]: the WebAssembly plugin runtime (wasmtime): compile and cache components,
 //!   a fresh sandboxed instance per call, deadlines and memory caps.
 //! - [`upstream`]: the pooled client to the real engine (`unix://`, `tcp://`).
+//! - [`owners`]: the gateway's own record of who owns each image repository (a name no label
+//!   can protect), written before the request that creates a tag is forwarded.
 //! - [`audit`]: the tamper-evident audit trail (sled store, hash chain, indexes) that every
 //!   request leaves, and the `portcullis audit` commands.
 //! - [`admin`]: the admin listener (off unless configured): the audit queries over HTTP.
@@ -35,6 +37,7 @@ pub mod fuzz;
 pub mod identity;
 pub mod listener;
 pub mod net;
+pub mod owners;
 pub mod pipeline;
 pub mod plugin;
 pub mod route;
@@ -59,6 +62,8 @@ pub enum RunError {
     Audit(#[from] audit::AuditError),
     #[error(transparent)]
     Admin(#[from] admin::AdminError),
+    #[error(transparent)]
+    Owners(#[from] owners::OwnersError),
 }
 
 /// Serves the gateway on already-bound `listeners` until `shutdown` resolves, then stops
@@ -77,7 +82,13 @@ pub async fn run(
         Some(a) => Some(audit::AuditLog::start(a, &config.base_dir)?),
         None => None,
     };
-    let gateway = pipeline::Gateway::new(config.clone(), upstream, chain).with_audit(audit.clone());
+    let owners = owners::Owners::open(config.owners.as_ref(), &config.base_dir)?;
+    if owners.path().is_none() {
+        tracing::warn!("no [owners] table: who owns each image repository is kept in memory and forgotten on restart");
+    }
+    let gateway = pipeline::Gateway::new(config.clone(), upstream, chain)
+        .with_audit(audit.clone())
+        .with_owners(Arc::new(owners));
     let resolver = Arc::new(identity::Resolver::from_config(&config)?);
     // The admin listener stops with the gateway's listeners.
     let (admin_stop, admin_task) = match (&config.admin, &audit) {

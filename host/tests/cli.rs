@@ -65,12 +65,12 @@ fn check_refuses_files_that_are_not_compatible_components() {
         (
             "no-export.wasm",
             b"(component)",
-            "does not export portcullis:plugin/policy@0.1.0",
+            "does not export portcullis:plugin/policy@0.2.0",
         ),
         (
             "future.wasm",
-            b"(component (instance $i) (export \"portcullis:plugin/policy@0.2.0\" (instance $i)))",
-            "implements contract 0.2.0, this gateway supports 0.1.0",
+            b"(component (instance $i) (export \"portcullis:plugin/policy@0.3.0\" (instance $i)))",
+            "implements contract 0.3.0, this gateway supports 0.2.0",
         ),
     ];
     for (file, bytes, expect) in cases {
@@ -265,7 +265,7 @@ fn plugin_test_prints_the_verdict() {
 
     let out = portcullis(&["plugin", "inspect", testkit().to_str().unwrap()]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["contract"], "portcullis:plugin@0.1.0", "{v}");
+    assert_eq!(v["contract"], "portcullis:plugin@0.2.0", "{v}");
     assert!(
         v["hooks"]
             .as_array()

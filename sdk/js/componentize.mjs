@@ -59,7 +59,7 @@ if (!existsSync(join(stage, 'portcullis.js'))) {
 const entry = join(stage, 'portcullis-entry.mjs');
 await writeFile(
   entry,
-  `import { log } from 'portcullis:plugin/host@0.1.0';\n` +
+  `import { log } from 'portcullis:plugin/host@0.2.0';\n` +
     `import { setLogger } from './portcullis.js';\n` +
     `setLogger(log);\n` +
     `export * from './${basename(source)}';\n`,

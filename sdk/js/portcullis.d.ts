@@ -1,5 +1,5 @@
 // TypeScript types for portcullis.js (the JavaScript plugin helpers), mirroring
-// sdk/wit/plugin.wit (portcullis:plugin@0.1.0).
+// sdk/wit/plugin.wit (portcullis:plugin@0.2.0).
 
 export declare const CONTRACT_VERSION: string;
 
@@ -12,7 +12,7 @@ export interface Caller {
   peer: string;
 }
 
-export interface Target { kind: string; id: string; name?: string; labels: Record<string, string> }
+export interface Target { kind: string; id: string; name?: string; labels: Record<string, string>; /** For a `tag`: its repository's owner by the gateway's record. */ owner?: string }
 
 /** An object the request body refers to; `object` is undefined when the engine knows none. */
 export interface Reference { field: string; kind: string; name: string; object?: Target }

@@ -1,7 +1,7 @@
 """Write portcullis gateway plugins in Python.
 
 A plugin is a WebAssembly component built with componentize-py from the WIT contract in
-``sdk/wit/plugin.wit`` (``portcullis:plugin@0.1.0``). This module wraps the generated bindings:
+``sdk/wit/plugin.wit`` (``portcullis:plugin@0.2.0``). This module wraps the generated bindings:
 subclass :class:`Plugin`, override the hooks you need, and export it::
 
     from portcullis_plugin import Plugin, Request, allow, deny, export
@@ -37,7 +37,7 @@ __all__ = [
     "Patch", "allow", "deny", "export", "log", "request_from_json", "verdict_json",
 ]
 
-VERSION = "0.1.0"
+VERSION = "0.2.0"
 """The contract version this module speaks."""
 
 
@@ -65,6 +65,8 @@ class Target:
     id: str = ""
     name: Optional[str] = None
     labels: Dict[str, str] = field(default_factory=dict)
+    owner: Optional[str] = None
+    """For a ``tag``: the repository's owner by the gateway's own record."""
 
 
 @dataclass
@@ -314,7 +316,7 @@ _AUTH = {0: "none", 1: "peer-credentials", 2: "mutual-tls", 3: "token"}
 
 
 def _target(t: Any) -> Optional[Target]:
-    return None if t is None else Target(t.kind, t.id, t.name, {p.name: p.value for p in t.labels})
+    return None if t is None else Target(t.kind, t.id, t.name, {p.name: p.value for p in t.labels}, t.owner)
 
 
 def _request(r: Any) -> Request:
@@ -416,7 +418,7 @@ def request_from_json(text: str) -> Request:
         query_pairs=pairs(d.get("query")), header_pairs=pairs(d.get("headers")),
         body=body if isinstance(body, str) or body is None else json.dumps(body),
         caller=Caller(c.get("user", "test"), c.get("groups", []), c.get("auth", "none"), c.get("peer", "test")),
-        target=None if t is None else Target(t.get("kind", ""), t.get("id", ""), t.get("name"), t.get("labels", {})),
+        target=None if t is None else Target(t.get("kind", ""), t.get("id", ""), t.get("name"), t.get("labels", {}), t.get("owner")),
     )
 
 

@@ -106,14 +106,17 @@ impl Gateway {
     }
 
     /// Starts a gateway with the shipped `policies/portcullis.toml` (the default chain, built
-    /// by `just plugins`) in front of `engine` (default: the test engine), its audit store in
-    /// a temporary directory, open to every local user.
+    /// by `just plugins`) in front of `engine` (default: the test engine), its audit store and
+    /// its record of repository owners in a temporary directory, open to every local user.
     pub fn start_shipped(engine: Option<Address>) -> Self {
         let file = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../policies/portcullis.toml");
         let mut config = Config::load(&file).expect("policies/portcullis.toml");
         let state = tempfile::tempdir().expect("tempdir");
         if let Some(audit) = &mut config.audit {
             audit.path = state.path().join("audit");
+        }
+        if let Some(owners) = &mut config.owners {
+            owners.path = state.path().join("owners");
         }
         config.engine.url = engine.unwrap_or_else(engine_address);
         let mut gw = Self::start_raw(config);

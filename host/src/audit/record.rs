@@ -348,7 +348,11 @@ fn target_json(t: &types::Target) -> Value {
         .iter()
         .map(|p| (p.name.clone(), Value::String(p.value.clone())))
         .collect();
-    serde_json::json!({"kind": t.kind, "id": t.id, "name": t.name, "labels": labels})
+    let mut v = serde_json::json!({"kind": t.kind, "id": t.id, "name": t.name, "labels": labels});
+    if let Some(owner) = &t.owner {
+        v["owner"] = Value::String(owner.clone());
+    }
+    v
 }
 
 /// A field looked up the way Go's `encoding/json` matches names: case-insensitively

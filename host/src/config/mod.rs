@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use crate::audit::AuditConfig;
+pub use crate::owners::OwnersConfig;
 pub use address::{Address, AddressError};
 pub use api::{ApiConfig, ApiVersion};
 pub use identity::{AnonymousIdentity, TlsConfig, UserFrom};
@@ -46,6 +47,9 @@ pub struct Config {
     /// The admin listener (audit queries over HTTP); off when absent.
     #[serde(default)]
     pub admin: Option<crate::admin::AdminConfig>,
+    /// The record of image repository owners; in memory when absent.
+    #[serde(default)]
+    pub owners: Option<OwnersConfig>,
     /// Directory relative plugin paths are resolved against (the config file's).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -206,6 +210,13 @@ pub struct Limits {
     /// included; more are answered 429 at once. Keeps one user or runaway CI job from
     /// taking every connection and plugin instance of a shared gateway.
     pub max_requests_per_caller: usize,
+    /// Largest `docker load` archive. When a plugin judges `image.load`, the archive is kept
+    /// in `spool_dir` until the tags inside have been read and judged, then sent to the
+    /// engine from there (a larger one is refused with 413).
+    pub max_load_bytes: bytesize::ByteSize,
+    /// Where `docker load` archives are kept while they are judged; each is deleted when its
+    /// request ends. A disk, not a memory file system: archives are as large as images.
+    pub spool_dir: PathBuf,
 }
 
 impl Default for Limits {
@@ -219,6 +230,8 @@ impl Default for Limits {
             shutdown_grace: Duration::from_secs(10),
             stream_idle_timeout: None,
             max_requests_per_caller: 256,
+            max_load_bytes: bytesize::ByteSize::gib(8),
+            spool_dir: PathBuf::from("/var/tmp"),
         }
     }
 }
@@ -284,6 +297,9 @@ impl Config {
         let l = &self.limits;
         if l.max_connections == 0 {
             return Err(invalid("limits.max_connections", "must be at least 1"));
+        }
+        if l.max_load_bytes.as_u64() == 0 {
+            return Err(invalid("limits.max_load_bytes", "must be more than zero"));
         }
         if l.max_header_bytes < 8192 {
             return Err(invalid("limits.max_header_bytes", "must be at least 8192"));
@@ -383,6 +399,9 @@ impl Config {
             ));
         }
         if let Some(Err((key, why))) = self.audit.as_ref().map(AuditConfig::validate) {
+            return Err(invalid(key, &why));
+        }
+        if let Some(Err((key, why))) = self.owners.as_ref().map(OwnersConfig::validate) {
             return Err(invalid(key, &why));
         }
         if let Some(admin) = &self.admin {

@@ -50,6 +50,39 @@ pub fn decode(endpoint: &str, bytes: &[u8]) -> Result<Value, GoJsonError> {
     Ok(value)
 }
 
+/// Parses `bytes` with repeated keys refused and no field renamed: for documents other than
+/// request bodies, whose struct fields are read with [`struct_field`].
+pub fn decode_strict(bytes: &[u8]) -> Result<Value, GoJsonError> {
+    let Strict(value) =
+        serde_json::from_slice(bytes).map_err(|e| GoJsonError::Syntax(e.to_string()))?;
+    Ok(value)
+}
+
+/// The value Go decodes into the struct field `name` from `object`: the one key that matches
+/// it case-insensitively (`repotags` for `RepoTags`). Two such keys are refused: Go would
+/// take the last, a reader keeping another would judge something else.
+pub fn struct_field<'a>(
+    object: &'a Map<String, Value>,
+    name: &str,
+    path: &str,
+) -> Result<Option<&'a Value>, GoJsonError> {
+    let folded = fold(name);
+    let mut found: Option<(&String, &Value)> = None;
+    for (k, v) in object {
+        if fold(k) == folded {
+            if let Some((first, _)) = found {
+                return Err(GoJsonError::Ambiguous {
+                    path: format!("{path}{name}"),
+                    first: first.clone(),
+                    second: k.clone(),
+                });
+            }
+            found = Some((k, v));
+        }
+    }
+    Ok(found.map(|(_, v)| v))
+}
+
 /// A JSON value parsed with repeated object keys refused (serde_json would keep the last).
 struct Strict(Value);
 

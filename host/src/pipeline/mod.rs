@@ -11,6 +11,8 @@ pub(crate) mod gojson;
 mod guard;
 mod headers;
 mod slots;
+mod spool;
+mod tags;
 mod target;
 pub mod tunnel;
 
@@ -29,6 +31,7 @@ use crate::audit::{AuditError, AuditLog, Draft};
 use crate::config::Config;
 use crate::error::{DockerError, IntoDockerError};
 use crate::identity::Caller;
+use crate::owners::Owners;
 use crate::plugin::types;
 use crate::route::{self, BodyKind, Route, RouteError};
 use crate::upstream::{Upstream, UpstreamError};
@@ -38,6 +41,8 @@ use chain::Patchable;
 pub use body::Body;
 pub use canonical::{apply_json_patch, CREDENTIAL_HEADERS};
 pub use chain::{Chain, ChainError, Held, Note, Trace};
+pub use spool::SpoolError;
+pub use tags::{ImageRef, TagError};
 pub use target::TargetError;
 
 /// Why a request was not forwarded, or failed on the way.
@@ -99,6 +104,10 @@ pub enum PipelineError {
     #[error(transparent)]
     Target(#[from] TargetError),
     #[error(transparent)]
+    Tags(#[from] TagError),
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
+    #[error(transparent)]
     Audit(#[from] AuditError),
 }
 
@@ -124,11 +133,15 @@ impl IntoDockerError for PipelineError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             PipelineError::ResponseUnreadable { .. } => StatusCode::BAD_GATEWAY,
+            PipelineError::Spool(SpoolError::TooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
+            PipelineError::Spool(SpoolError::Disk(_)) => StatusCode::INSUFFICIENT_STORAGE,
+            PipelineError::Spool(_) => StatusCode::BAD_REQUEST,
             // Plugin messages go to the client as they are: the CLI shows
             // "Error response from daemon: <plugin>: <message>".
             PipelineError::Chain(e) => return e.to_docker_error(),
             PipelineError::Upstream(e) => return e.to_docker_error(),
             PipelineError::Target(e) => return e.to_docker_error(),
+            PipelineError::Tags(e) => return e.to_docker_error(),
             PipelineError::Audit(e) => return e.to_docker_error(),
         };
         DockerError::new(status, format!("portcullis: {self}"))
@@ -146,6 +159,8 @@ pub struct Gateway {
     audit: Option<Arc<AuditLog>>,
     /// Objects looked up lately, for judging the events of destroyed ones.
     seen: Arc<target::Seen>,
+    /// Who owns each image repository; without it plugins get no `tag` references.
+    owners: Option<Arc<Owners>>,
 }
 
 impl Gateway {
@@ -162,7 +177,15 @@ impl Gateway {
             next_id: AtomicU64::new(1),
             audit: None,
             seen: Arc::new(target::Seen::default()),
+            owners: None,
         }
+    }
+
+    /// Keeps the owners of image repositories in `owners`, and hands plugins the tags each
+    /// request names.
+    pub fn with_owners(mut self, owners: Arc<Owners>) -> Self {
+        self.owners = Some(owners);
+        self
     }
 
     /// Records every request in `audit` (none: no audit trail).
@@ -181,13 +204,19 @@ impl Gateway {
         // Taken before any work is done for the request, held until its answer (or
         // tunnel) is finished.
         let mut slot = self.slots.take(&caller.user);
+        // A streamed upload the pipeline has not sent on yet, kept here so that a refusal
+        // can read the rest of it first (see `drain`).
+        let mut unread = None;
         let result = match (refused, &slot) {
             (Some(e), _) => Err(PipelineError::Audit(e)),
             (None, None) => Err(PipelineError::TooManyRequests {
                 user: caller.user.clone(),
                 limit: self.slots.limit(),
             }),
-            (None, Some(_)) => self.forward(id, req, &caller, &mut slot, &mut draft).await,
+            (None, Some(_)) => {
+                self.forward(id, req, &caller, &mut slot, &mut draft, &mut unread)
+                    .await
+            }
         };
         let resp = match result {
             Ok((endpoint, resp)) => {
@@ -203,6 +232,9 @@ impl Gateway {
                     info!(id, %method, user = %caller.user, error = %e, "request refused");
                 }
                 draft.failed(&e, &err);
+                if let Some(body) = unread.take() {
+                    self.drain(body).await;
+                }
                 err.into_response()
             }
         };
@@ -239,6 +271,7 @@ impl Gateway {
         caller: &Caller,
         slot: &mut Option<slots::CallerSlot>,
         draft: &mut Draft,
+        stream: &mut Option<Incoming>,
     ) -> Result<(&'static str, Response<Body>), PipelineError> {
         // hyper's read buffer bound is soft (a head that arrives in one large read can pass
         // it), so the configured bound is enforced exactly here, before anything is forwarded.
@@ -270,18 +303,21 @@ impl Gateway {
 
         // Read what may be read: streamed uploads stay streams, everything else is read
         // whole within the bound, so plugins and the engine get the same bytes.
-        let (mut buffered, stream) = match endpoint.body {
-            BodyKind::Stream => (None, Some(incoming)),
+        let mut buffered = match endpoint.body {
+            BodyKind::Stream => {
+                *stream = Some(incoming);
+                None
+            }
             BodyKind::Json | BodyKind::None => {
                 let bytes = self.read_body(incoming, &route).await?;
                 if bytes.is_empty() {
-                    (None, None)
+                    None
                 } else if endpoint.body == BodyKind::None {
                     return Err(PipelineError::UnexpectedBody {
                         endpoint: endpoint.name,
                     });
                 } else {
-                    (Some(bytes), None)
+                    Some(bytes)
                 }
             }
         };
@@ -295,6 +331,7 @@ impl Gateway {
             Held::default()
         };
         let mut canonical = None;
+        let mut archive = None;
         let wants_audit = draft.is_on() && self.chain.wants_audit(endpoint.name);
         let (query, mut headers) = if self.chain.wants_request(endpoint.name)
             || wants_response
@@ -322,10 +359,21 @@ impl Gateway {
                 caller,
             );
             c.set_target(target);
+            let mut tags = Vec::new();
+            let query_judged = c.query();
+            if wants_request && endpoint.name == "image.load" {
+                if let Some(s) = stream.take() {
+                    let l = &self.config.limits;
+                    archive = Some(spool::spool(s, &l.spool_dir, l.max_load_bytes).await?);
+                }
+            }
+            let archive_tags = archive.as_ref().map_or(&[][..], |a| a.tags.as_slice());
             if wants_request {
-                c.set_related(
-                    target::resolve_related(&self.upstream, &route, c.body(), &[]).await?,
-                );
+                tags = self.tags(&route, &query_judged, archive_tags).await?;
+                let mut related =
+                    target::resolve_related(&self.upstream, &route, c.body(), &[]).await?;
+                related.extend(tags.iter().cloned());
+                c.set_related(related);
             }
             if wants_audit {
                 // Audit hooks shape the records of refused requests too (redaction).
@@ -335,15 +383,26 @@ impl Gateway {
                 .mutate(id, &mut c, draft.trace(), &mut held)
                 .await?;
             if wants_request {
-                // Validating plugins judge the body mutating plugins left, references included.
-                let related =
+                // Validating plugins judge the body and query mutating plugins left,
+                // references included.
+                let mut related =
                     target::resolve_related(&self.upstream, &route, c.body(), &c.view().related)
                         .await?;
+                let query = c.query();
+                if query != query_judged {
+                    tags = self.tags(&route, &query, archive_tags).await?;
+                }
+                related.extend(tags);
                 c.set_related(related);
             }
             self.chain
                 .validate(id, &c, draft.trace(), &mut held)
                 .await?;
+            if let Some(owners) = &self.owners {
+                // New repositories become the caller's before the request that makes them
+                // is forwarded.
+                tags::claim(owners, endpoint.name, &c.view().related, &caller.user).await?;
+            }
             buffered = c.body_bytes();
             if wants_audit {
                 draft.keep_view(c.view());
@@ -365,10 +424,14 @@ impl Gateway {
         };
 
         draft.request(&query, buffered.as_ref());
-        let body = match (stream, buffered) {
-            (Some(s), _) => Body::stream(s).idle_limit(self.config.limits.stream_idle_timeout),
-            (None, Some(b)) => Body::full(b),
-            (None, None) => Body::empty(),
+        let body = match (archive, stream.take(), buffered) {
+            // The archive the plugins judged, from the gateway's file.
+            (Some(a), _, _) => a.into_body(),
+            (None, Some(s), _) => {
+                Body::stream(s).idle_limit(self.config.limits.stream_idle_timeout)
+            }
+            (None, None, Some(b)) => Body::full(b),
+            (None, None, None) => Body::empty(),
         };
         if wants_upgrade {
             // Forward the protocol the client asked for (`tcp` for attach/exec, `h2c` for
@@ -531,6 +594,19 @@ impl Gateway {
         Ok(Response::from_parts(parts, Body::full(body)))
     }
 
+    /// The tags a request creates, moves, pushes or removes, with their repositories' owners.
+    async fn tags(
+        &self,
+        route: &Route,
+        query: &[(String, String)],
+        archive: &[(String, String)],
+    ) -> Result<Vec<types::Reference>, PipelineError> {
+        match &self.owners {
+            Some(owners) => Ok(tags::resolve(&self.upstream, owners, route, query, archive).await?),
+            None => Ok(Vec::new()),
+        }
+    }
+
     /// Decodes a JSON body as dockerd will (Go's field matching, no repeated keys) and
     /// resolves bind sources, so plugins judge what the engine acts on.
     fn decode_json(
@@ -546,6 +622,24 @@ impl Gateway {
             binds::resolve(endpoint, &mut json)?;
         }
         Ok(json)
+    }
+
+    /// Reads and drops what is left of a refused upload (a build context, a load archive),
+    /// within `limits.max_body_bytes` and `limits.header_read_timeout`. Closing the
+    /// connection with the client's bytes still unread makes the kernel reset it, and the
+    /// client then sees a broken pipe instead of the refusal.
+    async fn drain(&self, mut body: Incoming) {
+        let limit = self.config.limits.max_body_bytes;
+        let read = async {
+            let mut n = 0;
+            while let Some(Ok(frame)) = body.frame().await {
+                n += frame.data_ref().map_or(0, |d| d.len());
+                if n > limit {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(self.config.limits.header_read_timeout, read).await;
     }
 
     /// Reads a non-streaming body whole, within the configured bound.

@@ -248,6 +248,66 @@ async fn lookup(
         .map_err(fail)
 }
 
+/// The engine's inspect document of the image `reference` (a tag, digest reference or id):
+/// `Ok(None)` when it knows no such image.
+pub(super) async fn lookup_image(
+    upstream: &Upstream,
+    route: &Route,
+    reference: &str,
+) -> Result<Option<Value>, TargetError> {
+    lookup(upstream, route, Kind::Image, reference.to_owned()).await
+}
+
+/// The engine's image list entries for `repository` (the short form, `team/app`): the list's
+/// `reference` filter matches a bare repository name against every tag in it, so one call
+/// says whether the repository exists and which image each of its tags names.
+pub(super) async fn repository_images(
+    upstream: &Upstream,
+    route: &Route,
+    repository: &str,
+) -> Result<Vec<Value>, TargetError> {
+    let fail = |reason: String| TargetError::Lookup {
+        kind: "repository",
+        reference: repository.to_owned(),
+        reason,
+    };
+    let filters = serde_json::json!({ "reference": { repository: true } }).to_string();
+    let query = super::canonical::encode_query(&[("filters".to_owned(), filters)]);
+    let path = Route {
+        path: "/images/json".into(),
+        ..route.clone()
+    }
+    .upstream_path();
+    let path = format!("{path}?{}", query.unwrap_or_default());
+    let list = tokio::time::timeout(LOOKUP_TIMEOUT, inspect(upstream, &path))
+        .await
+        .map_err(|_| fail(format!("no answer within {LOOKUP_TIMEOUT:?}")))?
+        .map_err(fail)?;
+    match list {
+        Some(Value::Array(images)) => Ok(images),
+        Some(_) => Err(fail("the image list is not a list".into())),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// An image as plugins see it, from the engine's inspect document or an image list entry
+/// (whose labels are at the top).
+pub(super) fn describe_image(doc: &Value) -> types::Target {
+    let mut t = describe(Kind::Image, doc);
+    if t.labels.is_empty() {
+        if let Some(labels) = doc.get("Labels").and_then(Value::as_object) {
+            t.labels = labels
+                .iter()
+                .map(|(k, v)| types::Pair {
+                    name: k.clone(),
+                    value: v.as_str().unwrap_or_default().to_owned(),
+                })
+                .collect();
+        }
+    }
+    t
+}
+
 /// The objects the gateway has looked up lately, by kind and id, for the events of objects
 /// that carry no labels in the event itself (volumes, networks, services, secrets, configs,
 /// nodes on engine 20.10): once such an object is destroyed the engine cannot be asked any
@@ -383,6 +443,10 @@ fn mentions(endpoint: &str, body: &Value) -> Vec<Mention> {
     let joined = |mode: &str| mode.strip_prefix("container:").map(str::to_owned);
     match endpoint {
         "container.create" => {
+            // The engine gives the container the image's labels beneath its own.
+            if let Some(image) = text(body, "/Image") {
+                add("Image".into(), Kind::Image, &image);
+            }
             for (i, b) in list(body, "/HostConfig/Binds") {
                 // `source:destination[:options]`; a source that is not an absolute path is a
                 // volume name (dockerd's linux mount parser). A lone destination is anonymous.
@@ -467,6 +531,13 @@ fn mentions(endpoint: &str, body: &Value) -> Vec<Mention> {
                 }
             }
             let spec = "/TaskTemplate/ContainerSpec";
+            if let Some(image) = text(body, &format!("{spec}/Image")) {
+                add(
+                    "TaskTemplate.ContainerSpec.Image".into(),
+                    Kind::Image,
+                    &image,
+                );
+            }
             for (i, m) in list(body, &format!("{spec}/Mounts")) {
                 if text(&m, "/Type").as_deref() == Some("volume") {
                     let field = format!("TaskTemplate.ContainerSpec.Mounts[{i}].Source");
@@ -609,6 +680,7 @@ fn describe(kind: Kind, doc: &Value) -> types::Target {
         id: id.unwrap_or_default(),
         name,
         labels,
+        owner: None,
     }
 }
 
@@ -629,6 +701,7 @@ mod tests {
             id,
             name: None,
             labels: Vec::new(),
+            owner: None,
         };
         for i in 0..=SEEN_OBJECTS {
             seen.remember(&volume(format!("v{i}")));
@@ -673,6 +746,7 @@ mod tests {
             id: id.into(),
             name: Some("web".into()),
             labels: Vec::new(),
+            owner: None,
         };
         let pinned = |method, path: &str, t: &types::Target| {
             let r = route(method, path);
@@ -749,6 +823,7 @@ mod tests {
             .map(|m| (m.field, m.kind, m.name))
             .collect();
         let want = [
+            ("Image", Kind::Image, "x"),
             ("HostConfig.Binds[1]", Kind::Volume, "data"),
             ("HostConfig.Binds[3]", Kind::Volume, "cache"),
             ("HostConfig.Mounts[0].Source", Kind::Volume, "logs"),
@@ -770,7 +845,7 @@ mod tests {
         assert_eq!(mentions("container.create", &named)[0].kind, Kind::Network);
 
         let service = json!({"TaskTemplate": {
-            "ContainerSpec": {"Mounts": [{"Type": "volume", "Source": "v"}], "Secrets": [{"SecretID": "s1"}], "Configs": [{"ConfigID": "c1"}]},
+            "ContainerSpec": {"Image": "busybox", "Mounts": [{"Type": "volume", "Source": "v"}], "Secrets": [{"SecretID": "s1"}], "Configs": [{"ConfigID": "c1"}]},
             "Networks": [{"Target": "front"}]}});
         let fields: Vec<String> = mentions("service.update", &service)
             .into_iter()
@@ -780,6 +855,7 @@ mod tests {
             fields,
             [
                 "TaskTemplate.Networks[0].Target",
+                "TaskTemplate.ContainerSpec.Image",
                 "TaskTemplate.ContainerSpec.Mounts[0].Source",
                 "TaskTemplate.ContainerSpec.Secrets[0].SecretID",
                 "TaskTemplate.ContainerSpec.Configs[0].ConfigID",

@@ -9,7 +9,7 @@ wasmtime::component::bindgen!({
 });
 
 /// The contract version this host speaks, as it appears in export names.
-pub const CONTRACT_VERSION: &str = "0.1.0";
+pub const CONTRACT_VERSION: &str = "0.2.0";
 /// The interface a plugin must export.
 pub const POLICY_INTERFACE: &str = "portcullis:plugin/policy";
 

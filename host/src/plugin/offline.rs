@@ -90,6 +90,7 @@ pub struct TargetFile {
     pub id: String,
     pub name: Option<String>,
     pub labels: std::collections::BTreeMap<String, String>,
+    pub owner: Option<String>,
 }
 
 /// One entry of a [`RequestFile`]'s `related`: `object` absent when the engine knows no
@@ -114,6 +115,7 @@ impl TargetFile {
                 .into_iter()
                 .map(|(name, value)| types::Pair { name, value })
                 .collect(),
+            owner: self.owner,
         }
     }
 }

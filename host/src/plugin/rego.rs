@@ -305,6 +305,7 @@ pub fn input<D: InputDoc>(req: &types::Request) -> D {
                         .collect(),
                 ),
             ),
+            ("Owner".into(), opt(&t.owner)),
         ])
     };
     let related = req
@@ -636,6 +637,7 @@ mod tests {
                 name: "a".into(),
                 value: "b".into(),
             }],
+            owner: None,
         });
         req.related.push(types::Reference {
             field: "HostConfig.Binds[1]".into(),

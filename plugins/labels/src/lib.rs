@@ -169,6 +169,9 @@ pub struct Labels {
     config: Config,
     schema: Option<Compiled>,
     schemas: BTreeMap<String, Compiled>,
+    /// Keys in anyone's namespace: `namespace_template` with each placeholder as one
+    /// dot-free word.
+    namespace_shape: Option<Regex>,
 }
 
 const KINDS: [&str; 7] = [
@@ -215,10 +218,23 @@ impl Plugin for Labels {
                 );
             }
         }
+        let namespace_shape = match &config.namespace_template {
+            Some(t) => {
+                let shape = regex::escape(t)
+                    .replace(r"\{group\}", "[^.]+")
+                    .replace(r"\{user\}", "[^.]+");
+                Some(
+                    Regex::new(&format!("^{shape}"))
+                        .map_err(|e| format!("labels config: namespace_template: {e}"))?,
+                )
+            }
+            None => None,
+        };
         Ok(Labels {
             config,
             schema,
             schemas,
+            namespace_shape,
         })
     }
 
@@ -226,6 +242,9 @@ impl Plugin for Labels {
         let mut problems = Vec::new();
         for (kind, field, labels) in label_sets(req, &mut problems) {
             self.check(req, kind, &field, &labels, &mut problems);
+        }
+        for (field, labels) in inherited(req) {
+            self.check_inherited(req, &field, &labels, &mut problems);
         }
         if problems.is_empty() {
             Verdict::Allow
@@ -292,6 +311,43 @@ fn label_sets(
     sets
 }
 
+/// The labels a container (or a service's task containers) will get from its image, beneath
+/// its own: the engine merges the image's labels into the container's at create. The image is
+/// the one the gateway looked up for the request (`request.related`, kind `image`).
+fn inherited(req: &Request) -> Vec<(String, BTreeMap<String, String>)> {
+    let (image_field, own_labels) = match req.endpoint.as_str() {
+        "container.create" => ("Image", "/Labels"),
+        "service.create" | "service.update" => (
+            "TaskTemplate.ContainerSpec.Image",
+            "/TaskTemplate/ContainerSpec/Labels",
+        ),
+        _ => return Vec::new(),
+    };
+    let Some((name, image)) = req
+        .related
+        .iter()
+        .find(|r| r.kind == "image" && r.field == image_field)
+        .and_then(|r| Some((&r.name, r.object.as_ref()?)))
+    else {
+        return Vec::new();
+    };
+    let body = req.json_body().unwrap_or(Value::Null);
+    let own = body.pointer(own_labels).and_then(Value::as_object);
+    let labels: BTreeMap<String, String> = image
+        .labels
+        .iter()
+        .filter(|p| !own.is_some_and(|o| o.contains_key(&p.name)))
+        .map(|p| (p.name.clone(), p.value.clone()))
+        .collect();
+    if labels.is_empty() {
+        return Vec::new();
+    }
+    vec![(
+        format!("{image_field} {name:?} (labels the container inherits)"),
+        labels,
+    )]
+}
+
 /// Whether `key` is `pattern` or, for a pattern ending in `*`, starts with its prefix.
 fn matches(pattern: &str, key: &str) -> bool {
     match pattern.strip_suffix('*') {
@@ -335,24 +391,74 @@ impl Labels {
                     ));
                 }
             }
-            if let Some(template) = &c.namespace_template {
-                let exempt = c.namespace_exempt.iter().any(|p| matches(p, key));
-                let prefixes = with_identity(template, &req.caller);
-                if !exempt && !prefixes.iter().any(|p| key.starts_with(p.as_str())) {
-                    let allowed = if prefixes.is_empty() {
-                        "the caller has no namespace".to_owned()
-                    } else {
-                        format!("allowed prefixes: {}", prefixes.join(", "))
-                    };
-                    out.push(format!(
-                        "[namespace] {field}[{key:?}]: outside the caller's namespace ({allowed})"
-                    ));
-                }
-            }
+            out.extend(self.namespace_problem(req, field, key));
         }
         let schema = self.schemas.get(kind).or(self.schema.as_ref());
         if let Some(s) = schema {
             schema_check(s, field, labels, &req.caller, |k| self.is_tool_key(k), out);
+        }
+    }
+
+    /// Why `key` is outside the caller's namespace, when a namespace is configured.
+    fn namespace_problem(&self, req: &Request, field: &str, key: &str) -> Option<String> {
+        let c = &self.config;
+        let template = c.namespace_template.as_ref()?;
+        let exempt = c.namespace_exempt.iter().any(|p| matches(p, key));
+        let prefixes = with_identity(template, &req.caller);
+        if exempt || prefixes.iter().any(|p| key.starts_with(p.as_str())) {
+            return None;
+        }
+        let allowed = if prefixes.is_empty() {
+            "the caller has no namespace".to_owned()
+        } else {
+            format!("allowed prefixes: {}", prefixes.join(", "))
+        };
+        Some(format!(
+            "[namespace] {field}[{key:?}]: outside the caller's namespace ({allowed})"
+        ))
+    }
+
+    /// The labels a container gets from its image (those its own labels do not override):
+    /// judged by the rules that say whose a label is: the namespace, for keys shaped like
+    /// someone's namespace (`com.acme.team-a.x` under `com.acme.{group}.`), and the schema's
+    /// value rules for the keys it names. Docker's key conventions and reserved prefixes are left
+    /// to whoever made the image (base images carry keys such as `maintainer`), and
+    /// gateway-owned keys are the gateway's to overwrite.
+    fn check_inherited(
+        &self,
+        req: &Request,
+        field: &str,
+        labels: &BTreeMap<String, String>,
+        out: &mut Vec<String>,
+    ) {
+        let schema = self.schemas.get("container").or(self.schema.as_ref());
+        for (key, value) in labels {
+            let gateway_owned = self.config.gateway_owned.iter().any(|p| matches(p, key));
+            if gateway_owned || self.is_tool_key(key) {
+                continue;
+            }
+            // A key in nobody's namespace (`maintainer`) is the image maker's business; one
+            // in another caller's namespace is not the caller's to hold.
+            let namespaced = self
+                .namespace_shape
+                .as_ref()
+                .is_some_and(|re| re.is_match(key));
+            if namespaced {
+                out.extend(self.namespace_problem(req, field, key));
+            }
+            if let Some(s) = schema {
+                if let Some(prop) = s.schema.properties.get(key) {
+                    property_check(
+                        prop,
+                        s.patterns.get(key),
+                        field,
+                        key,
+                        value,
+                        &req.caller,
+                        out,
+                    );
+                }
+            }
         }
     }
 
@@ -516,6 +622,68 @@ mod tests {
     }
 
     #[test]
+    fn labels_a_container_inherits_from_its_image_are_judged() {
+        let p = Labels::new(json!({
+            "namespace_template": "com.acme.{group}.",
+            "namespace_exempt": ["com.acme.team"],
+            "schema": {"properties": {"com.acme.team": {"const": "{group}"}}},
+        }))
+        .unwrap();
+        let run = |image_labels: &[(&str, &str)], own: Value| {
+            let mut req = create(own);
+            req.caller.groups = vec!["team-b".into()];
+            req.related = vec![Reference {
+                field: "Image".into(),
+                kind: "image".into(),
+                name: "x".into(),
+                object: Some(Target {
+                    kind: "image".into(),
+                    labels: image_labels
+                        .iter()
+                        .map(|(k, v)| portcullis_plugin::Pair::new(*k, *v))
+                        .collect(),
+                    ..Target::default()
+                }),
+            }];
+            req
+        };
+        // Another team's namespace and another team's value, by way of the image.
+        let why = deny_message(
+            &p,
+            &run(
+                &[("com.acme.team-a.x", "1"), ("com.acme.team", "team-a")],
+                json!({}),
+            ),
+        );
+        assert!(
+            why.contains(
+                r#"[namespace] Image "x" (labels the container inherits)["com.acme.team-a.x"]"#
+            ),
+            "{why}"
+        );
+        assert!(
+            why.contains(r#"["com.acme.team"] = "team-a": must be "team-b""#),
+            "{why}"
+        );
+        // The container's own labels override the image's; keys no one owns pass, and so do
+        // the tools' and the gateway's (tenancy stamps its owner label over the image's).
+        let fine = run(
+            &[
+                ("maintainer", "someone"),
+                ("com.acme.team", "team-a"),
+                ("io.portcullis.owner", "alice"),
+                ("org.opencontainers.image.title", "x"),
+            ],
+            json!({"com.acme.team": "team-b"}),
+        );
+        let fine_p =
+            Labels::new(json!({"schema": {"properties": {"com.acme.team": {"const": "{group}"}}}}))
+                .unwrap();
+        assert_eq!(fine_p.on_request(&fine), Verdict::Allow);
+        assert_eq!(p.on_request(&fine), Verdict::Allow);
+    }
+
+    #[test]
     fn hooks_are_declared() {
         portcullis_plugin::testing::assert_hooks(&Labels::new(Value::Null).unwrap());
     }
@@ -604,6 +772,7 @@ mod tests {
                 id: "s".into(),
                 name: None,
                 labels: vec![portcullis_plugin::Pair::new("io.portcullis.owner", "alice")],
+                ..Default::default()
             });
             req
         };

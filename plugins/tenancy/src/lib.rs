@@ -31,8 +31,22 @@
 //!   objects as they would without the gateway (docker-py and compose compare labels).
 //!   Administrators see it.
 //!
-//! Images are shared by default (`shared_images = true`: base images are everyone's). With
-//! `shared_images = false`, image requests are guarded and image lists filtered like the rest.
+//! - **Image tags** (request, `[image-owner]`): a tag is a name in a repository, and the
+//!   gateway records who made each repository (`request.related` `tag` entries carry the
+//!   owner from that record, never from an image label, which whoever built the image chose).
+//!   Only a repository's owner (or an administrator) points its tags elsewhere (`tag`,
+//!   `build -t`, `commit`, `import`, `pull` over them), removes them (`rmi`, by tag or by id)
+//!   or pushes them. Repositories that exist without a record (made before the gateway or on
+//!   the engine) are shared images: everyone uses them, only administrators change them. A
+//!   tag in a new repository is anyone's to create (it becomes theirs), unless
+//!   `reserved_repositories` names it or `repository_prefix` (`{user}/`, `{group}/`) puts
+//!   callers' repositories under a prefix. `docker load` is judged by the tags inside the
+//!   archive (the gateway reads them before the engine does); `docker image prune -a`
+//!   (tagged images) is for administrators.
+//!
+//! Images are shared by default (`shared_images = true`: everyone may run, build from and
+//! inspect every image; the tags are owned as above). With `shared_images = false`, image
+//! requests are also guarded by the image's owner label and image lists filtered by it.
 //! Objects without an owner label (made before the gateway, or directly on the engine) are
 //! reachable only by administrators (`unowned = "deny"`), read-only (`"read"`) or by anyone
 //! (`"allow"`).
@@ -77,6 +91,12 @@ pub struct Config {
     /// Remove the owner label from what non-administrators read back (needs the read
     /// endpoints among the plugin's response endpoints).
     pub hide_owner_label: bool,
+    /// Repositories (exact names, or prefixes ending in `*`) in which only administrators
+    /// create tags.
+    pub reserved_repositories: Vec<String>,
+    /// The prefix a non-administrator's new repositories must have: `{user}/` or `{group}/`
+    /// (any of the caller's groups); none: any name.
+    pub repository_prefix: Option<String>,
 }
 
 /// How a caller's `/events` stream is restricted to its own objects.
@@ -104,6 +124,8 @@ impl Default for Config {
             implicit_volumes: false,
             events: Events::Filter,
             hide_owner_label: true,
+            reserved_repositories: Vec::new(),
+            repository_prefix: None,
         }
     }
 }
@@ -142,6 +164,13 @@ impl Plugin for Tenancy {
         if config.owner_label.is_empty() {
             return Err("tenancy config: owner_label must not be empty".into());
         }
+        if let Some(p) = &config.repository_prefix {
+            if !p.contains("{user}") && !p.contains("{group}") {
+                return Err(
+                    "tenancy config: repository_prefix must contain {user} or {group}".into(),
+                );
+            }
+        }
         Ok(Tenancy { config })
     }
 
@@ -154,6 +183,9 @@ impl Plugin for Tenancy {
             return verdict;
         }
         if let Some(verdict) = self.check_related(req) {
+            return verdict;
+        }
+        if let Some(verdict) = self.check_tags(req) {
             return verdict;
         }
         if let Some(verdict) = self.stamp(req) {
@@ -192,6 +224,36 @@ impl Plugin for Tenancy {
         }
         allow_or(self.hide_labels(&body))
     }
+}
+
+/// The repository of a tag in the engine's short form (`team/app:1` → `team/app`,
+/// `app@sha256:...` → `app`, `registry:5000/app` → itself).
+fn repository_of(name: &str) -> &str {
+    let name = name.split_once('@').map_or(name, |(n, _)| n);
+    match name.rfind(':') {
+        Some(i) if !name[i + 1..].contains('/') => &name[..i],
+        _ => name,
+    }
+}
+
+/// Whether an image prune removes tagged images too (`dangling=false`, `docker image prune
+/// -a`); dockerd prunes only untagged ones unless told so.
+fn prunes_tagged(req: &Request) -> bool {
+    let Some(filters) = req
+        .query("filters")
+        .and_then(|f| serde_json::from_str::<Value>(f).ok())
+    else {
+        return false;
+    };
+    let values: Vec<String> = match filters.get("dangling") {
+        Some(Value::Object(m)) => m.keys().cloned().collect(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect(),
+        _ => Vec::new(),
+    };
+    values.iter().any(|v| v != "true" && v != "1")
 }
 
 /// `Allow` for a patch that changes nothing, so an unchanged response is handed on as the
@@ -348,6 +410,10 @@ impl Tenancy {
             .iter()
             .filter_map(|r| {
                 let (field, kind, name) = (&r.field, &r.kind, &r.name);
+                // Images are judged by their tags' owners (`check_tags`), not here.
+                if matches!(kind.as_str(), "image" | "tag") {
+                    return None;
+                }
                 let Some(object) = &r.object else {
                     if kind == "volume" && self.config.implicit_volumes {
                         return None;
@@ -359,7 +425,9 @@ impl Tenancy {
                     };
                     return Some(format!("{field}: no {kind} {name:?} exists{hint}"));
                 };
-                if !self.isolated(&object.kind) || self.shared_network(object) {
+                if !self.isolated(&object.kind)
+                    || self.shared_network(object)
+                {
                     return None;
                 }
                 match object.label(&self.config.owner_label) {
@@ -379,6 +447,86 @@ impl Tenancy {
                 problems.join("; ")
             ))
         })
+    }
+
+    /// Image tags: only a repository's owner changes, removes or pushes its tags; a new
+    /// repository is the caller's if its name is allowed. Every offending tag is named.
+    fn check_tags(&self, req: &Request) -> Option<Verdict> {
+        if req.endpoint == "image.prune" && prunes_tagged(req) {
+            return Some(Verdict::deny(
+                "[image-owner] `docker image prune -a` removes every unused tagged image, other users' and shared ones too; only administrators prune tagged images (`docker image prune` removes the untagged ones)",
+            ));
+        }
+        let user = req.caller.user.as_str();
+        let verb = match req.endpoint.as_str() {
+            "image.delete" => "remove",
+            "image.push" => "push",
+            _ => "change",
+        };
+        let problems: Vec<String> = req
+            .related
+            .iter()
+            .filter(|r| r.kind == "tag")
+            .filter_map(|r| {
+                let (field, name) = (&r.field, &r.name);
+                let repository = repository_of(name);
+                let Some(tag) = &r.object else {
+                    return self.new_repository_problem(req, repository).map(|why| format!("{field}: {why}"));
+                };
+                match tag.owner.as_deref() {
+                    Some(owner) if owner == user => None,
+                    Some(_) => Some(format!(
+                        "{field}: tag {name:?} belongs to another user (the repository {repository:?} is theirs); {user} may {verb} only its own tags"
+                    )),
+                    None if self.config.unowned == Unowned::Allow => None,
+                    None => Some(format!(
+                        "{field}: tag {name:?} is a shared image (the repository {repository:?} has no owner: it was made before the gateway or on the engine); only administrators {verb} it"
+                    )),
+                }
+            })
+            .collect();
+        (!problems.is_empty())
+            .then(|| Verdict::deny(format!("[image-owner] {}", problems.join("; "))))
+    }
+
+    /// Why the caller may not create `repository`, a name nobody has yet.
+    fn new_repository_problem(&self, req: &Request, repository: &str) -> Option<String> {
+        let reserved =
+            self.config
+                .reserved_repositories
+                .iter()
+                .any(|p| match p.strip_suffix('*') {
+                    Some(prefix) => repository.starts_with(prefix),
+                    None => p == repository,
+                });
+        if reserved {
+            return Some(format!(
+                "the repository {repository:?} is reserved for administrators"
+            ));
+        }
+        let template = self.config.repository_prefix.as_deref()?;
+        let with_user = template.replace("{user}", &req.caller.user);
+        let prefixes: Vec<String> = if with_user.contains("{group}") {
+            req.caller
+                .groups
+                .iter()
+                .map(|g| with_user.replace("{group}", g))
+                .collect()
+        } else {
+            vec![with_user]
+        };
+        if prefixes.iter().any(|p| repository.starts_with(p.as_str())) {
+            return None;
+        }
+        let allowed = if prefixes.is_empty() {
+            "the caller has no group to name them after".to_owned()
+        } else {
+            format!("allowed: {}", prefixes.join(", "))
+        };
+        Some(format!(
+            "new repositories of {} must be under its own prefix ({allowed}); {repository:?} is not",
+            req.caller.user
+        ))
     }
 
     /// The owner label patch for create (and spec update) requests.
@@ -591,6 +739,7 @@ mod tests {
             labels: owner
                 .map(|o| vec![Pair::new("io.portcullis.owner", o)])
                 .unwrap_or_default(),
+            ..Target::default()
         }
     }
 
@@ -671,6 +820,7 @@ mod tests {
                 labels: o
                     .map(|o| vec![Pair::new("io.portcullis.owner", o)])
                     .unwrap_or_default(),
+                ..Target::default()
             }),
         }
     }
@@ -752,7 +902,7 @@ mod tests {
             kind: "network".into(),
             id: "n1".into(),
             name: Some("bridge".into()),
-            labels: vec![],
+            ..Target::default()
         });
         req.related = vec![reference(
             "Container",
@@ -914,6 +1064,149 @@ mod tests {
         );
     }
 
+    fn tag(field: &str, name: &str, object: Option<Option<&str>>) -> Reference {
+        Reference {
+            field: field.into(),
+            kind: "tag".into(),
+            name: name.into(),
+            object: object.map(|owner| Target {
+                kind: "tag".into(),
+                id: "sha256:1".into(),
+                name: Some(name.into()),
+                owner: owner.map(str::to_owned),
+                ..Target::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn tags_are_changed_removed_and_pushed_by_their_owners_only() {
+        let p = Tenancy::new(json!({"admin_users": ["root"]})).unwrap();
+        let request = |endpoint: &str, related: Vec<Reference>, user: &str| {
+            let mut req = as_user(Request::new("POST", "/x", endpoint), user);
+            req.related = related;
+            req
+        };
+        let denied = |req: &Request| match p.on_request(req) {
+            Verdict::Deny(d) => d.message,
+            v => panic!("{v:?}"),
+        };
+        let alices = || vec![tag("repo", "alice-app:latest", Some(Some("alice")))];
+        assert_eq!(
+            p.on_request(&request("image.tag", alices(), "alice")),
+            Verdict::Allow
+        );
+        let why = denied(&request("image.tag", alices(), "bob"));
+        assert!(
+            why.starts_with(r#"[image-owner] repo: tag "alice-app:latest" belongs to another user (the repository "alice-app" is theirs); bob may change only its own tags"#),
+            "{why}"
+        );
+        assert!(denied(&request("image.delete", alices(), "bob")).contains("bob may remove only"));
+        assert!(denied(&request("image.push", alices(), "bob")).contains("bob may push only"));
+        assert_eq!(
+            p.on_request(&request("image.delete", alices(), "root")),
+            Verdict::Allow
+        );
+        // A shared image: used by all, changed by administrators.
+        let shared = || vec![tag("t[0]", "portcullis/busybox:latest", Some(None))];
+        assert!(denied(&request("image.build", shared(), "alice")).contains("is a shared image"));
+        assert_eq!(
+            p.on_request(&request("image.build", shared(), "root")),
+            Verdict::Allow
+        );
+        // A new name is anyone's; every offending tag is named at once.
+        let new = || vec![tag("t[0]", "fresh:1", None)];
+        assert_eq!(
+            p.on_request(&request("image.build", new(), "bob")),
+            Verdict::Allow
+        );
+        let mixed = vec![
+            tag("RepoTags[0]", "bob-app:1", Some(Some("bob"))),
+            tag("RepoTags[1]", "alice-app:1", Some(Some("alice"))),
+            tag("RepoDigests[0]", "base@sha256:ab", Some(None)),
+        ];
+        let why = denied(&request("image.delete", mixed, "bob"));
+        assert!(!why.contains("bob-app"), "{why}");
+        assert!(
+            why.contains("RepoTags[1]") && why.contains("RepoDigests[0]"),
+            "{why}"
+        );
+        assert_eq!(
+            repository_of("registry:5000/team/app:1"),
+            "registry:5000/team/app"
+        );
+        assert_eq!(repository_of("registry:5000/app"), "registry:5000/app");
+        assert_eq!(repository_of("app@sha256:ab"), "app");
+
+        // Reserved repositories and per-user prefixes bind new names only.
+        let strict = Tenancy::new(json!({"reserved_repositories": ["portcullis/*", "base"],
+                                         "repository_prefix": "{user}/"}))
+        .unwrap();
+        let judge = |name: &str, object| {
+            strict.on_request(&request(
+                "image.tag",
+                vec![tag("repo", name, object)],
+                "bob",
+            ))
+        };
+        assert_eq!(judge("bob/app:1", None), Verdict::Allow);
+        let Verdict::Deny(d) = judge("app:1", None) else {
+            panic!()
+        };
+        assert!(d.message.contains(r#"new repositories of bob must be under its own prefix (allowed: bob/); "app" is not"#), "{}", d.message);
+        let Verdict::Deny(d) = judge("portcullis/tools:1", None) else {
+            panic!()
+        };
+        assert!(
+            d.message.contains("reserved for administrators"),
+            "{}",
+            d.message
+        );
+        assert!(matches!(judge("base:1", None), Verdict::Deny(_)));
+        // An existing repository of the caller's is its own, whatever its name.
+        assert_eq!(judge("app:2", Some(Some("bob"))), Verdict::Allow);
+        assert!(Tenancy::new(json!({"repository_prefix": "team/"})).is_err());
+    }
+
+    #[test]
+    fn tagged_prunes_are_for_administrators_and_loads_judged_by_their_tags() {
+        let p = Tenancy::new(json!({"admin_users": ["root"]})).unwrap();
+        let prune = |filters: Option<&str>, user: &str| {
+            let mut req = as_user(Request::new("POST", "/images/prune", "image.prune"), user);
+            if let Some(f) = filters {
+                req.query = vec![Pair::new("filters", f)];
+            }
+            p.on_request(&req)
+        };
+        assert_eq!(prune(None, "bob"), Verdict::Allow);
+        assert_eq!(
+            prune(Some(r#"{"dangling":{"true":true}}"#), "bob"),
+            Verdict::Allow
+        );
+        assert!(matches!(
+            prune(Some(r#"{"dangling":{"false":true}}"#), "bob"),
+            Verdict::Deny(_)
+        ));
+        assert!(matches!(
+            prune(Some(r#"{"dangling":["0"]}"#), "bob"),
+            Verdict::Deny(_)
+        ));
+        assert_eq!(
+            prune(Some(r#"{"dangling":{"false":true}}"#), "root"),
+            Verdict::Allow
+        );
+        // A load is judged by the tags its archive names.
+        let mut load = as_user(Request::new("POST", "/images/load", "image.load"), "bob");
+        load.related = vec![tag(
+            "manifest.json[0].RepoTags[0]",
+            "alice-app:1",
+            Some(Some("alice")),
+        )];
+        assert!(matches!(p.on_request(&load), Verdict::Deny(_)));
+        load.related = vec![tag("manifest.json[0].RepoTags[0]", "bob-app:1", None)];
+        assert_eq!(p.on_request(&load), Verdict::Allow);
+    }
+
     #[test]
     fn builds_are_stamped_only_when_images_are_isolated() {
         let build = as_user(Request::new("POST", "/build", "image.build"), "alice");
@@ -961,6 +1254,7 @@ mod tests {
                 labels: owner
                     .map(|o| vec![Pair::new("io.portcullis.owner", o)])
                     .unwrap_or_default(),
+                ..Target::default()
             });
             r
         };

@@ -2,7 +2,7 @@
 //!
 //! A plugin is a WebAssembly component that the gateway runs, sandboxed, on every Docker
 //! Engine API request its configuration selects. This crate turns the WIT contract in
-//! `sdk/wit/plugin.wit` (`portcullis:plugin@0.1.0`) into a trait and a few friendly types:
+//! `sdk/wit/plugin.wit` (`portcullis:plugin@0.2.0`) into a trait and a few friendly types:
 //! implement [`Plugin`], call [`export_plugin!`], build for `wasm32-wasip2`.
 //!
 //! ```

@@ -80,6 +80,9 @@ pub struct Target {
     pub name: Option<String>,
     /// The object's labels.
     pub labels: Vec<Pair>,
+    /// Who owns the object by the gateway's own record: for a `tag`, the user who first made
+    /// a tag in its repository through the gateway; none otherwise.
+    pub owner: Option<String>,
 }
 
 impl Target {
@@ -97,7 +100,8 @@ impl Target {
 pub struct Reference {
     /// Where in the body the reference is, e.g. `HostConfig.Binds[0]`.
     pub field: String,
-    /// The kind of object: `volume`, `network`, `container`, `secret` or `config`.
+    /// The kind of object: `volume`, `network`, `container`, `secret`, `config`, `image` or
+    /// `tag` (an image `repository:tag` the request creates, moves, pushes or removes).
     pub kind: String,
     /// The reference as the body gives it: a name, a full id or an id prefix.
     pub name: String,
@@ -330,6 +334,7 @@ impl From<wit::Target> for Target {
             id: t.id,
             name: t.name,
             labels: pairs(t.labels),
+            owner: t.owner,
         }
     }
 }
@@ -358,6 +363,7 @@ mod tests {
                 id: "abc".into(),
                 name: Some("web".into()),
                 labels: vec![Pair::new("com.acme.team", "blue")],
+                owner: None,
             }),
             caller: Caller {
                 user: "alice".into(),
