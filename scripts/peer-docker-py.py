@@ -30,7 +30,7 @@ import time
 
 # --------------------------------------------------------------------------------------
 # The rules whose refusals are intended. Keep in step with the plugins' sources:
-# baseline's RULES (plugins/baseline/src/lib.rs), tenancy's "[owner]"
+# baseline's RULES (plugins/baseline/src/lib.rs), tenancy's "[owner]" and "[image-owner]"
 # (plugins/tenancy/src/lib.rs) and labels' tags (plugins/labels/src/lib.rs).
 # baseline's "[body]" (a body it cannot read) is deliberately not here: docker-py sends
 # valid bodies, so such a refusal is a gap in the plugin, not an intended rule.
@@ -40,7 +40,7 @@ RULES = {
         "capabilities", "devices", "security-options", "sysctls", "runtime", "host-admin",
         "read-only",
     ],
-    "tenancy": ["owner"],
+    "tenancy": ["owner", "image-owner"],
     "labels": ["schema", "gateway-owned", "convention", "namespace"],
 }
 RULE_RE = re.compile(

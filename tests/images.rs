@@ -361,6 +361,7 @@ fn docker_load_is_judged_by_the_tags_inside_the_archive() {
     std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o777)).expect("chmod");
     let saved = work.path().join("saved.tar");
     pass(docker(bob).args(["save", "-o", saved.to_str().unwrap(), &b]));
+    std::fs::set_permissions(&saved, std::fs::Permissions::from_mode(0o644)).expect("chmod");
     let rewrite = |name: &str| {
         let dir = work.path().join(name);
         std::fs::create_dir(&dir).expect("mkdir");
@@ -386,6 +387,18 @@ fn docker_load_is_judged_by_the_tags_inside_the_archive() {
         std::fs::set_permissions(&tar, std::fs::Permissions::from_mode(0o644)).expect("chmod");
         tar
     };
+    // Loading what is there already moves nothing: another user (alice) loads bob's archive
+    // unchanged, and bob a shared image's, as a CI job loading a cached image does.
+    pass(docker(alice).args(["load", "-i", saved.to_str().unwrap()]));
+    assert_eq!(image_id(&b).as_deref(), Some(bobs.as_str()));
+    let base = work.path().join("base.tar");
+    pass(docker(bob).args(["save", "-o", base.to_str().unwrap(), IMAGE]));
+    pass(docker(bob).args(["load", "-i", base.to_str().unwrap()]));
+    let base_id = image_id(IMAGE).expect("the test image");
+    pass(docker(bob).args(["tag", &base_id, IMAGE]));
+    refused(docker(bob).args(["tag", &b, IMAGE]), &["is a shared image"]);
+    assert_eq!(image_id(IMAGE).as_deref(), Some(base_id.as_str()));
+
     let onto_alices = rewrite(&a);
     refused(
         docker(bob).args(["load", "-i", onto_alices.to_str().unwrap()]),

@@ -368,8 +368,12 @@ impl Gateway {
                 }
             }
             let archive_tags = archive.as_ref().map_or(&[][..], |a| a.tags.as_slice());
+            let source = c.view().target.as_ref().map(|t| t.id.clone());
+            let source = source.as_deref();
             if wants_request {
-                tags = self.tags(&route, &query_judged, archive_tags).await?;
+                tags = self
+                    .tags(&route, &query_judged, archive_tags, source)
+                    .await?;
                 let mut related =
                     target::resolve_related(&self.upstream, &route, c.body(), &[]).await?;
                 related.extend(tags.iter().cloned());
@@ -390,7 +394,7 @@ impl Gateway {
                         .await?;
                 let query = c.query();
                 if query != query_judged {
-                    tags = self.tags(&route, &query, archive_tags).await?;
+                    tags = self.tags(&route, &query, archive_tags, source).await?;
                 }
                 related.extend(tags);
                 c.set_related(related);
@@ -599,10 +603,14 @@ impl Gateway {
         &self,
         route: &Route,
         query: &[(String, String)],
-        archive: &[(String, String)],
+        archive: &[spool::LoadedTag],
+        source: Option<&str>,
     ) -> Result<Vec<types::Reference>, PipelineError> {
         match &self.owners {
-            Some(owners) => Ok(tags::resolve(&self.upstream, owners, route, query, archive).await?),
+            Some(owners) => {
+                let found = tags::resolve(&self.upstream, owners, route, query, archive, source);
+                Ok(found.await?)
+            }
             None => Ok(Vec::new()),
         }
     }

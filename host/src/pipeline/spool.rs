@@ -24,6 +24,7 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::gojson;
@@ -34,6 +35,21 @@ const MAX_INDEX_BYTES: u64 = 4 * 1024 * 1024;
 
 /// Chunk size when the archive is sent on to the engine.
 const CHUNK: usize = 256 * 1024;
+
+/// Image configs hashed per archive at most (a `docker save` of one image has one).
+const MAX_CONFIGS: usize = 4096;
+
+/// A tag a `docker load` archive names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadedTag {
+    /// Where in the archive: `manifest.json[0].RepoTags[1]`, `repositories["app"]`.
+    pub field: String,
+    /// The tag as written there.
+    pub reference: String,
+    /// The id of the image the engine will point it at (`sha256:` of the image config the
+    /// manifest names, as dockerd computes it), when the archive says.
+    pub image: Option<String>,
+}
 
 /// Why an archive could not be judged.
 #[derive(Debug, thiserror::Error)]
@@ -51,8 +67,8 @@ pub enum SpoolError {
 /// A spooled archive and the tags it names.
 pub struct Archive {
     file: std::fs::File,
-    /// `(field, reference)`: where in the archive, and the tag as written there.
-    pub tags: Vec<(String, String)>,
+    /// The tags it names.
+    pub tags: Vec<LoadedTag>,
 }
 
 /// Reads `incoming` into a file in `dir` (at most `limit` bytes) and the tags it names.
@@ -116,7 +132,7 @@ impl Archive {
 }
 
 /// The tags `archive` names, as dockerd's loader finds them.
-fn tags_in(archive: &mut (impl Read + Seek)) -> Result<Vec<(String, String)>, SpoolError> {
+fn tags_in(archive: &mut (impl Read + Seek)) -> Result<Vec<LoadedTag>, SpoolError> {
     let unreadable = |why: String| SpoolError::Unreadable(why);
     let mut magic = [0u8; 6];
     let n = archive
@@ -136,7 +152,11 @@ fn tags_in(archive: &mut (impl Read + Seek)) -> Result<Vec<(String, String)>, Sp
             "it is {name}-compressed; load it uncompressed or gzip-compressed"
         )));
     }
-    let (manifest, repositories) = if magic.starts_with(&[0x1F, 0x8B]) {
+    let Index {
+        manifest,
+        repositories,
+        configs,
+    } = if magic.starts_with(&[0x1F, 0x8B]) {
         index_files(flate2::read::GzDecoder::new(archive))?
     } else {
         index_files(archive)?
@@ -155,6 +175,13 @@ fn tags_in(archive: &mut (impl Read + Seek)) -> Result<Vec<(String, String)>, Sp
                 return Err(unreadable(format!("manifest.json[{i}] is not an object")));
             };
             let at = format!("manifest.json[{i}].");
+            // The engine's id for the image is the digest of the config file's bytes, so
+            // only a config read here (not a name) says where the tags will point.
+            let image = gojson::struct_field(object, "Config", &at)
+                .map_err(|e| unreadable(e.to_string()))?
+                .and_then(Value::as_str)
+                .and_then(clean)
+                .and_then(|path| configs.get(&path).cloned());
             let repo_tags = gojson::struct_field(object, "RepoTags", &at)
                 .map_err(|e| unreadable(e.to_string()))?;
             let list = match repo_tags {
@@ -166,7 +193,11 @@ fn tags_in(archive: &mut (impl Read + Seek)) -> Result<Vec<(String, String)>, Sp
                 let t = t
                     .as_str()
                     .ok_or_else(|| unreadable(format!("{at}RepoTags[{j}] is not a string")))?;
-                tags.push((format!("{at}RepoTags[{j}]"), t.to_owned()));
+                tags.push(LoadedTag {
+                    field: format!("{at}RepoTags[{j}]"),
+                    reference: t.to_owned(),
+                    image: image.clone(),
+                });
             }
         }
     } else if let Some(bytes) = repositories {
@@ -182,22 +213,36 @@ fn tags_in(archive: &mut (impl Read + Seek)) -> Result<Vec<(String, String)>, Sp
                 )));
             };
             for tag in tags_of.keys() {
-                tags.push((format!("repositories[{repo:?}]"), format!("{repo}:{tag}")));
+                tags.push(LoadedTag {
+                    field: format!("repositories[{repo:?}]"),
+                    reference: format!("{repo}:{tag}"),
+                    image: None,
+                });
             }
         }
     }
     Ok(tags)
 }
 
-/// `manifest.json` and `repositories` from the tar stream `reader`, each if present.
-#[allow(clippy::type_complexity)]
-fn index_files(reader: impl Read) -> Result<(Option<Vec<u8>>, Option<Vec<u8>>), SpoolError> {
+/// What an archive says about its images.
+struct Index {
+    manifest: Option<Vec<u8>>,
+    repositories: Option<Vec<u8>>,
+    /// `sha256:` of each small regular `.json` file or blob, by path: the image configs a
+    /// manifest may name.
+    configs: std::collections::HashMap<String, String>,
+}
+
+/// `manifest.json` and `repositories` from the tar stream `reader`, each if present, and
+/// the digests of the files that may be image configs.
+fn index_files(reader: impl Read) -> Result<Index, SpoolError> {
     let unreadable = |why: String| SpoolError::Unreadable(why);
     let bad_tar = |e: std::io::Error| unreadable(format!("not a tar archive: {e}"));
     let mut tar = tar::Archive::new(reader);
     let mut links: Vec<String> = Vec::new();
     let mut manifest = None;
     let mut repositories = None;
+    let mut configs = std::collections::HashMap::new();
     for entry in tar.entries().map_err(bad_tar)? {
         let mut entry = entry.map_err(bad_tar)?;
         let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
@@ -209,12 +254,27 @@ fn index_files(reader: impl Read) -> Result<(Option<Vec<u8>>, Option<Vec<u8>>), 
             )));
         }
         let index = matches!(path.as_str(), "manifest.json" | "repositories");
+        // A path given twice (as a file, link or directory) could be either: a config
+        // hashed under it is not known any more.
+        let repeated = configs.get_mut(&path).map(String::clear).is_some();
         let kind = entry.header().entry_type();
         if kind.is_symlink() || kind.is_hard_link() {
             if index {
                 return Err(unreadable(format!("{path} is a link")));
             }
             links.push(path);
+            continue;
+        }
+        if !index
+            && !repeated
+            && (path.ends_with(".json") || path.starts_with("blobs/"))
+            && (kind.is_file() || kind.is_contiguous())
+            && entry.size() <= MAX_INDEX_BYTES
+            && configs.len() < MAX_CONFIGS
+        {
+            let mut hash = Sha256::new();
+            std::io::copy(&mut entry.by_ref().take(MAX_INDEX_BYTES), &mut hash).map_err(bad_tar)?;
+            configs.insert(path, format!("sha256:{:x}", hash.finalize()));
             continue;
         }
         if !index {
@@ -244,7 +304,12 @@ fn index_files(reader: impl Read) -> Result<(Option<Vec<u8>>, Option<Vec<u8>>), 
             .map_err(bad_tar)?;
         *slot = Some(bytes);
     }
-    Ok((manifest, repositories))
+    configs.retain(|_, digest| !digest.is_empty());
+    Ok(Index {
+        manifest,
+        repositories,
+        configs,
+    })
 }
 
 /// An entry's name as the engine's unpacker places it (Go's `filepath.Clean`, rooted at the
@@ -298,7 +363,9 @@ mod tests {
     }
 
     fn tags(bytes: Vec<u8>) -> Result<Vec<(String, String)>, String> {
-        tags_in(&mut Cursor::new(bytes)).map_err(|e| e.to_string())
+        tags_in(&mut Cursor::new(bytes))
+            .map(|t| t.into_iter().map(|t| (t.field, t.reference)).collect())
+            .map_err(|e| e.to_string())
     }
 
     const MANIFEST: &[u8] =
@@ -342,6 +409,32 @@ mod tests {
             ["old:1", "old:2"]
         );
         assert_eq!(tags(archive(&[E::File("x", b"")])), Ok(Vec::new()));
+        // The image a tag will name: the digest of the config's bytes, not its file name.
+        let config = br#"{"config":{}}"#;
+        let digest = format!("sha256:{:x}", Sha256::digest(config));
+        let named = |entries: &[E]| {
+            tags_in(&mut Cursor::new(archive(entries))).unwrap()[0]
+                .image
+                .clone()
+        };
+        let manifest = br#"[{"Config":"0000.json","RepoTags":["app:1"]}]"#;
+        assert_eq!(
+            named(&[
+                E::File("0000.json", config),
+                E::File("manifest.json", manifest)
+            ]),
+            Some(digest)
+        );
+        assert_eq!(named(&[E::File("manifest.json", manifest)]), None);
+        // Two files of that name: the engine would read the last, the gateway knows neither.
+        assert_eq!(
+            named(&[
+                E::File("0000.json", config),
+                E::File("./0000.json", b"{}"),
+                E::File("manifest.json", manifest)
+            ]),
+            None
+        );
     }
 
     #[test]

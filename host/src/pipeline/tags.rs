@@ -18,6 +18,7 @@
 use http::StatusCode;
 use serde_json::Value;
 
+use super::spool::LoadedTag;
 use super::target::{self, TargetError};
 use crate::error::{DockerError, IntoDockerError};
 use crate::owners::{Owners, OwnersError};
@@ -224,6 +225,9 @@ struct Mention {
     reference: ImageRef,
     /// Every tag of the repository (a pull or push without a tag), not one.
     whole_repository: bool,
+    /// The image the request will point the tag at, when known before forwarding (the
+    /// source of a `docker tag`, the config of a loaded image).
+    image: Option<String>,
 }
 
 fn first<'a>(query: &'a [(String, String)], key: &str) -> &'a str {
@@ -238,7 +242,8 @@ fn first<'a>(query: &'a [(String, String)], key: &str) -> &'a str {
 fn mentions(
     route: &Route,
     query: &[(String, String)],
-    archive: &[(String, String)],
+    archive: &[LoadedTag],
+    source: Option<&str>,
 ) -> Result<Vec<Mention>, TagError> {
     let parse = |field: &str, reference: &str| {
         ImageRef::parse(reference).map_err(|reason| TagError::BadReference {
@@ -258,6 +263,7 @@ fn mentions(
         field: field.to_owned(),
         reference,
         whole_repository: false,
+        image: None,
     };
     let mut out = Vec::new();
     match route.endpoint.name {
@@ -265,7 +271,13 @@ fn mentions(
             let repo = first(query, "repo");
             if !repo.is_empty() {
                 let r = with_tag("tag", parse("repo", repo)?, first(query, "tag"))?;
-                out.push(one("repo", r));
+                let image = (route.endpoint.name == "image.tag")
+                    .then(|| source.map(str::to_owned))
+                    .flatten();
+                out.push(Mention {
+                    image,
+                    ..one("repo", r)
+                });
             }
         }
         "image.build" => {
@@ -281,9 +293,8 @@ fn mentions(
                 let r = with_tag("tag", parse("fromImage", from_image)?, tag)?;
                 let whole = r.tag.is_none() && r.digest.is_none();
                 out.push(Mention {
-                    field: "fromImage".into(),
-                    reference: r,
                     whole_repository: whole,
+                    ..one("fromImage", r)
                 });
             } else if !repo.is_empty() {
                 // `docker import`: the new image gets `repo[:tag]`.
@@ -292,8 +303,11 @@ fn mentions(
             }
         }
         "image.load" => {
-            for (field, reference) in archive {
-                out.push(one(field, parse(field, reference)?));
+            for t in archive {
+                out.push(Mention {
+                    image: t.image.clone(),
+                    ..one(&t.field, parse(&t.field, &t.reference)?)
+                });
             }
         }
         "image.push" => {
@@ -301,9 +315,8 @@ fn mentions(
                 let r = with_tag("tag", parse("path", name)?, first(query, "tag"))?;
                 let whole = r.tag.is_none() && r.digest.is_none();
                 out.push(Mention {
-                    field: "path".into(),
-                    reference: r,
                     whole_repository: whole,
+                    ..one("path", r)
                 });
             }
         }
@@ -323,6 +336,7 @@ fn removed(name: &str, image: &Value) -> Result<Vec<Mention>, TagError> {
         field,
         reference,
         whole_repository: false,
+        image: None,
     };
     if !by_id {
         let r = ImageRef::parse(name).map_err(|reason| TagError::BadReference {
@@ -348,13 +362,16 @@ fn removed(name: &str, image: &Value) -> Result<Vec<Mention>, TagError> {
 
 /// The tags the request names, each with the image it names now and its repository's owner,
 /// as `tag` references for `request.related`. `archive`: the tags a `docker load` archive
-/// names (see `spool`).
+/// names (see `spool`); `source`: the image a `docker tag` names. A tag the request leaves
+/// on the image it names already is not moved, and not listed: re-loading or re-tagging a
+/// shared image changes nothing.
 pub async fn resolve(
     upstream: &Upstream,
     owners: &Owners,
     route: &Route,
     query: &[(String, String)],
-    archive: &[(String, String)],
+    archive: &[LoadedTag],
+    source: Option<&str>,
 ) -> Result<Vec<types::Reference>, TagError> {
     // A removal names tags of the image it removes: that image's inspect document says what
     // each of them names. Other requests ask the engine about each tag's repository.
@@ -368,7 +385,7 @@ pub async fn resolve(
             None => return Ok(Vec::new()),
         }
     } else {
-        (mentions(route, query, archive)?, None)
+        (mentions(route, query, archive, source)?, None)
     };
     if found.len() > target::MAX_REFERENCES {
         return Err(TargetError::TooManyReferences {
@@ -402,15 +419,17 @@ pub async fn resolve(
                 (!images.is_empty(), image)
             }
         };
-        let object = (exists || owner.is_some()).then(|| {
-            let described = image.as_ref().map(target::describe_image);
-            types::Target {
-                kind: "tag".into(),
-                id: described.as_ref().map(|t| t.id.clone()).unwrap_or_default(),
-                name: Some(name.clone()),
-                labels: described.map(|t| t.labels).unwrap_or_default(),
-                owner,
-            }
+        let described = image.as_ref().map(target::describe_image);
+        let unmoved = m.image.is_some() && described.as_ref().map(|t| &t.id) == m.image.as_ref();
+        if unmoved {
+            continue;
+        }
+        let object = (exists || owner.is_some()).then(|| types::Target {
+            kind: "tag".into(),
+            id: described.as_ref().map(|t| t.id.clone()).unwrap_or_default(),
+            name: Some(name.clone()),
+            labels: described.map(|t| t.labels).unwrap_or_default(),
+            owner,
         });
         out.push(types::Reference {
             field: m.field,
@@ -533,7 +552,7 @@ mod tests {
     }
 
     fn names(route: &Route, query: &[(String, String)]) -> Vec<(String, String, bool)> {
-        mentions(route, query, &[])
+        mentions(route, query, &[], None)
             .unwrap()
             .into_iter()
             .map(|m| (m.field, m.reference.name(), m.whole_repository))
@@ -598,21 +617,21 @@ mod tests {
             [own("path", "registry:5000/app:1")]
         );
         let load = route(Method::POST, "/images/load");
-        let archive = [(
-            "manifest.json[0].RepoTags[0]".to_owned(),
-            "docker.io/library/x".to_owned(),
-        )];
-        assert_eq!(
-            mentions(&load, &[], &archive).unwrap()[0].reference.name(),
-            "x:latest"
-        );
+        let archive = [LoadedTag {
+            field: "manifest.json[0].RepoTags[0]".into(),
+            reference: "docker.io/library/x".into(),
+            image: Some("sha256:1".into()),
+        }];
+        let loaded = &mentions(&load, &[], &archive, None).unwrap()[0];
+        assert_eq!(loaded.reference.name(), "x:latest");
+        assert_eq!(loaded.image.as_deref(), Some("sha256:1"));
         // A reference the engine would refuse is refused before anything is looked up.
         assert!(matches!(
-            mentions(&tag, &q(&[("repo", "Alice-App")]), &[]),
+            mentions(&tag, &q(&[("repo", "Alice-App")]), &[], None),
             Err(TagError::BadReference { .. })
         ));
         assert!(matches!(
-            mentions(&tag, &q(&[("repo", "app"), ("tag", "-bad")]), &[]),
+            mentions(&tag, &q(&[("repo", "app"), ("tag", "-bad")]), &[], None),
             Err(TagError::BadReference { .. })
         ));
     }
