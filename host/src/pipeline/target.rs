@@ -202,8 +202,17 @@ pub async fn resolve(
 /// Only for kinds whose id stands for the name in every endpoint: containers, networks,
 /// services, secrets, configs and nodes. Image and plugin references are tags with a meaning
 /// of their own (removing `name:tag` is not removing the image), a volume's name is its id,
-/// and exec endpoints name the exec while their target is its container.
+/// and exec endpoints name the exec while their target is its container. The one image
+/// endpoint pinned is `docker tag`: its source stands for the image it names, and a tag
+/// judged as left where it is (see `tags`) must not move to whatever the source names
+/// by the time the engine acts.
 pub fn pinned_path(route: &Route, target: &types::Target) -> Option<String> {
+    if route.endpoint.name == "image.tag" {
+        let (algorithm, hex) = target.id.split_once(':')?;
+        let digest =
+            algorithm == "sha256" && !hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit());
+        return digest.then(|| format!("/images/{}/tag", target.id));
+    }
     let kind = Kind::of(route.endpoint.name)?;
     let pinnable = matches!(
         kind,
@@ -793,6 +802,20 @@ mod tests {
             None
         );
         assert_eq!(pinned(Method::POST, "/exec/abc/start", &c), None);
+        // `docker tag`'s source, by the image's id, whatever the name's slashes.
+        let image = target("image", &format!("sha256:{id}"));
+        assert_eq!(
+            pinned(
+                Method::POST,
+                "/v1.41/images/reg:5000/team/app:1/tag",
+                &image
+            ),
+            Some(format!("/v1.41/images/sha256:{id}/tag"))
+        );
+        assert_eq!(
+            pinned(Method::POST, "/images/app/tag", &target("image", "")),
+            None
+        );
         assert_eq!(
             pinned(
                 Method::POST,
