@@ -5,20 +5,12 @@
 //! used. Shared base images are everyone's to use and nobody's to move. Each refusal is
 //! judged by the engine's state afterwards, asked directly.
 
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 
 use portcullis_tests::*;
 
 const T: Duration = Duration::from_secs(120);
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 fn pass(cmd: &mut Command) -> String {
     let out = run_timeout(cmd, None, T);

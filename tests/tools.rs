@@ -9,21 +9,13 @@
 
 use std::borrow::BorrowMut;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 
 use portcullis::config::Address;
 use portcullis_tests::*;
 
 const T: Duration = Duration::from_secs(120);
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 /// Runs `cmd`, which must succeed; returns stdout and stderr together.
 fn pass(mut cmd: impl BorrowMut<Command>) -> String {

@@ -221,6 +221,15 @@ pub fn docker_direct() -> Command {
     docker_at(&engine_address().to_string())
 }
 
+/// A command's stdout and stderr together, as text.
+pub fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
 /// Runs a command, returning its output; panics with the command's stderr on spawn failure.
 pub fn run(cmd: &mut Command) -> Output {
     cmd.output()

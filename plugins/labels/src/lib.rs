@@ -404,7 +404,7 @@ impl Labels {
         let c = &self.config;
         let template = c.namespace_template.as_ref()?;
         let exempt = c.namespace_exempt.iter().any(|p| matches(p, key));
-        let prefixes = with_identity(template, &req.caller);
+        let prefixes = req.caller.fill(template);
         if exempt || prefixes.iter().any(|p| key.starts_with(p.as_str())) {
             return None;
         }
@@ -475,22 +475,6 @@ impl Labels {
 /// read changes nothing the gateway set.
 fn kept_unchanged(req: &Request, key: &str, value: &str) -> bool {
     req.endpoint.ends_with(".update") && req.target_label(key) == Some(value)
-}
-
-/// `template` with the caller filled in: `{user}` is its user name, `{group}` each of its
-/// groups (no value when it has none). Namespaces (`com.acme.{group}.`) and schema values
-/// bound to who sets them (`"com.acme.team" = { const = "{group}" }`) use it.
-fn with_identity(template: &str, caller: &Caller) -> Vec<String> {
-    let with_user = template.replace("{user}", &caller.user);
-    if with_user.contains("{group}") {
-        caller
-            .groups
-            .iter()
-            .map(|g| with_user.replace("{group}", g))
-            .collect()
-    } else {
-        vec![with_user]
-    }
 }
 
 /// Why `key` breaks Docker's label key conventions, if it does.
@@ -571,16 +555,13 @@ fn property_check(
         }
     }
     if let Some(values) = &prop.enum_ {
-        let values: Vec<String> = values
-            .iter()
-            .flat_map(|v| with_identity(v, caller))
-            .collect();
+        let values: Vec<String> = values.iter().flat_map(|v| caller.fill(v)).collect();
         if !values.iter().any(|v| v == value) {
             bad(format!("must be one of {values:?}"));
         }
     }
     if let Some(v) = &prop.const_ {
-        let values = with_identity(v, caller);
+        let values = caller.fill(v);
         if !values.iter().any(|v| v == value) {
             match values.as_slice() {
                 [one] => bad(format!("must be {one:?}")),

@@ -505,16 +505,7 @@ impl Tenancy {
             ));
         }
         let template = self.config.repository_prefix.as_deref()?;
-        let with_user = template.replace("{user}", &req.caller.user);
-        let prefixes: Vec<String> = if with_user.contains("{group}") {
-            req.caller
-                .groups
-                .iter()
-                .map(|g| with_user.replace("{group}", g))
-                .collect()
-        } else {
-            vec![with_user]
-        };
+        let prefixes = req.caller.fill(template);
         if prefixes.iter().any(|p| repository.starts_with(p.as_str())) {
             return None;
         }

@@ -65,6 +65,21 @@ impl Caller {
     pub fn in_group(&self, group: &str) -> bool {
         self.groups.iter().any(|g| g == group)
     }
+
+    /// `template` with the caller filled in: `{user}` is its user name, `{group}` each of its
+    /// groups (no value when it has none). For names bound to who asks: label namespaces
+    /// (`com.acme.{group}.`), schema values, repository prefixes (`{user}/`).
+    pub fn fill(&self, template: &str) -> Vec<String> {
+        let with_user = template.replace("{user}", &self.user);
+        if with_user.contains("{group}") {
+            self.groups
+                .iter()
+                .map(|g| with_user.replace("{group}", g))
+                .collect()
+        } else {
+            vec![with_user]
+        }
+    }
 }
 
 /// The existing object a request acts on, as the engine reported it just before the request
@@ -382,6 +397,16 @@ mod tests {
         assert_eq!(req.header("Content-Type"), Some("application/json"));
         assert_eq!(req.target_label("com.acme.team"), Some("blue"));
         assert_eq!(req.target_label("missing"), None);
+        assert_eq!(
+            req.caller.fill("com.acme.{group}.{user}"),
+            ["com.acme.dev.alice"]
+        );
+        assert_eq!(req.caller.fill("{user}/"), ["alice/"]);
+        let lonely = Caller {
+            groups: vec![],
+            ..req.caller.clone()
+        };
+        assert!(lonely.fill("{group}/").is_empty());
         assert!(req.caller.in_group("dev"));
         assert!(!req.caller.in_group("ops"));
     }
