@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 
-use crate::pipeline::Body;
+use crate::body::Body;
 
 /// A failure as a Docker client should see it.
 #[derive(Debug, Clone, PartialEq, Eq)]

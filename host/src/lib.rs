@@ -25,11 +25,13 @@
 //! - [`audit`]: the tamper-evident audit trail (sled store, hash chain, indexes) that every
 //!   request leaves, and the `portcullis audit` commands.
 //! - [`admin`]: the admin listener (off unless configured): the audit queries over HTTP.
+//! - [`body`]: the one HTTP body type sent both ways (a stream passed through, or bytes held).
 //! - [`error`]: the single conversion of any failure to Docker's `{"message": ...}` format.
 //! - [`config`]: the strict TOML configuration and listen/engine addresses.
 
 pub mod admin;
 pub mod audit;
+pub mod body;
 pub mod config;
 pub mod error;
 #[doc(hidden)]

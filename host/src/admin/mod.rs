@@ -12,7 +12,6 @@
 //! - `GET /audit/stats`: counts by user, decision and endpoint.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -22,51 +21,15 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::Deserialize;
 use tracing::{info, warn};
 
 use crate::audit::{cli, AuditError, Decision, Query, Store};
-use crate::config::Address;
+use crate::config::{Address, AdminConfig};
 
 /// Records one `GET /audit` returns at most.
 pub const MAX_LIMIT: usize = 10_000;
 /// Records `GET /audit` returns without `limit`.
 pub const DEFAULT_LIMIT: usize = 100;
-
-/// The `[admin]` table.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AdminConfig {
-    /// `unix:///path` or a loopback `tcp://127.0.0.1:port`.
-    pub listen: Address,
-}
-
-impl AdminConfig {
-    /// Checks what types cannot: the error names the key.
-    pub fn validate(&self) -> Result<(), (&'static str, String)> {
-        match &self.listen {
-            Address::Unix(_) => Ok(()),
-            Address::Tcp(hp) if is_loopback(hp) => Ok(()),
-            Address::Tcp(hp) => Err((
-                "admin.listen",
-                format!("{hp} is not a loopback address: the admin listener has no authentication, use unix:///path or tcp://127.0.0.1:PORT"),
-            )),
-            Address::Tls(_) => Err((
-                "admin.listen",
-                "tls:// is not supported here: use unix:///path or a loopback tcp:// address".into(),
-            )),
-        }
-    }
-}
-
-fn is_loopback(hostport: &str) -> bool {
-    match hostport.parse::<SocketAddr>() {
-        Ok(a) => a.ip().is_loopback(),
-        Err(_) => hostport
-            .rsplit_once(':')
-            .is_some_and(|(h, _)| h == "localhost"),
-    }
-}
 
 /// Why the admin listener cannot start.
 #[derive(Debug, thiserror::Error)]

@@ -10,7 +10,6 @@
 
 pub mod bench;
 pub mod cli;
-mod config;
 pub mod query;
 pub mod record;
 pub mod store;
@@ -28,7 +27,7 @@ use crate::error::{DockerError, IntoDockerError};
 use crate::pipeline::{Body, Chain};
 use crate::plugin::types;
 
-pub use config::{AuditConfig, Durability, OnFullDisk};
+pub use crate::config::{AuditConfig, Durability, OnFullDisk};
 pub use query::Query;
 pub use record::{Decision, Draft, Record};
 pub use store::{Encoded, OpenOptions, Store, Verified};

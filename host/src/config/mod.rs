@@ -3,20 +3,26 @@
 //! a protection off; every error names the file and the key.
 
 mod address;
+mod admin;
 mod api;
+mod audit;
 mod identity;
+mod owners;
 mod plugins;
+pub mod tokens;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 
-pub use crate::audit::AuditConfig;
-pub use crate::owners::OwnersConfig;
 pub use address::{Address, AddressError};
+pub use admin::AdminConfig;
 pub use api::{ApiConfig, ApiVersion};
-pub use identity::{AnonymousIdentity, TlsConfig, UserFrom};
+pub use audit::{AuditConfig, Durability, OnFullDisk};
+pub use identity::{gid_of, uid_of, AnonymousIdentity, TlsConfig, UserFrom};
+pub(crate) use owners::default_max_repositories;
+pub use owners::OwnersConfig;
 pub use plugins::{Grants, Kind, Mode, Phase, PluginConfig, Reuse, RuntimeConfig};
 
 /// The whole gateway configuration.
@@ -46,7 +52,7 @@ pub struct Config {
     pub audit: Option<AuditConfig>,
     /// The admin listener (audit queries over HTTP); off when absent.
     #[serde(default)]
-    pub admin: Option<crate::admin::AdminConfig>,
+    pub admin: Option<AdminConfig>,
     /// The record of image repository owners; in memory when absent.
     #[serde(default)]
     pub owners: Option<OwnersConfig>,
@@ -293,7 +299,7 @@ impl Config {
                 "must be an octal permission such as \"0660\"",
             ));
         }
-        crate::identity::validate_config(self).map_err(|(key, message)| invalid(key, &message))?;
+        identity::validate(self).map_err(|(key, message)| invalid(key, &message))?;
         let l = &self.limits;
         if l.max_connections == 0 {
             return Err(invalid("limits.max_connections", "must be at least 1"));
@@ -445,7 +451,7 @@ mod tests {
         assert_eq!(c.server.listen.len(), 1);
         assert_eq!(c.socket_mode(), Some(0o660));
         let audit = c.audit.expect("the example documents [audit]");
-        assert_eq!(audit.durability, crate::audit::Durability::Batch);
+        assert_eq!(audit.durability, Durability::Batch);
     }
 
     #[test]

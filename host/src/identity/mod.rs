@@ -12,7 +12,7 @@
 
 pub mod cert;
 pub mod devca;
-pub mod tokens;
+pub use crate::config::tokens;
 pub mod users;
 pub mod watch;
 
@@ -23,7 +23,7 @@ use std::sync::Arc;
 use http::{header, HeaderMap, StatusCode};
 use serde::Serialize;
 
-use crate::config::{Address, AnonymousIdentity, Config};
+use crate::config::{AnonymousIdentity, Config};
 use crate::error::{DockerError, IntoDockerError};
 use tokens::{Tokens, TokensError};
 use watch::Watched;
@@ -262,54 +262,6 @@ impl Connection {
             peer: self.peer.clone(),
         }))
     }
-}
-
-/// Checks the identity keys of `[server]` that types cannot: the error names the key.
-pub fn validate_config(config: &Config) -> Result<(), (&'static str, String)> {
-    let s = &config.server;
-    if let Some(owner) = &s.socket_owner {
-        if users::uid_of(owner).is_none() {
-            return Err(("server.socket_owner", format!("no such user {owner:?}")));
-        }
-    }
-    if let Some(group) = &s.socket_group {
-        if users::gid_of(group).is_none() {
-            return Err(("server.socket_group", format!("no such group {group:?}")));
-        }
-    }
-    if let Some(a) = &s.anonymous {
-        if a.user.is_empty() {
-            return Err(("server.anonymous.user", "must not be empty".into()));
-        }
-    }
-    if s.tls.is_none() && s.listen.iter().any(|a| matches!(a, Address::Tls(_))) {
-        return Err((
-            "server.tls",
-            "a tls:// listen address needs [server.tls] cert and key (or --tls-cert/--tls-key)"
-                .into(),
-        ));
-    }
-    if let Some(tls) = &s.tls {
-        for (key, path) in [
-            ("server.tls.cert", Some(&tls.cert)),
-            ("server.tls.key", Some(&tls.key)),
-            ("server.tls.client_ca", tls.client_ca.as_ref()),
-        ] {
-            if let Some(path) = path {
-                let path = config.base_dir.join(path);
-                if let Err(e) = std::fs::metadata(&path) {
-                    return Err((key, format!("{}: {e}", path.display())));
-                }
-            }
-        }
-    }
-    if let Some(path) = &s.tokens_file {
-        let path = config.base_dir.join(path);
-        if let Err(e) = Tokens::load(&path) {
-            return Err(("server.tokens_file", e.to_string()));
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

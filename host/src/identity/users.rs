@@ -89,20 +89,6 @@ pub fn lookup_uncached(uid: u32) -> UnixUser {
     UnixUser { name, groups }
 }
 
-/// A uid from a user name or a number, for `server.socket_owner`.
-pub fn uid_of(spec: &str) -> Option<u32> {
-    spec.parse()
-        .ok()
-        .or_else(|| uzers::get_user_by_name(spec).map(|u| u.uid()))
-}
-
-/// A gid from a group name or a number, for `server.socket_group`.
-pub fn gid_of(spec: &str) -> Option<u32> {
-    spec.parse()
-        .ok()
-        .or_else(|| uzers::get_group_by_name(spec).map(|g| g.gid()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,13 +117,5 @@ mod tests {
         // Cached: the same Arc comes back.
         let a = db.lookup(0);
         assert!(Arc::ptr_eq(&a, &db.lookup(0)));
-    }
-
-    #[test]
-    fn owner_and_group_specs() {
-        assert_eq!(uid_of("root"), Some(0));
-        assert_eq!(uid_of("1234"), Some(1234));
-        assert_eq!(gid_of("root"), Some(0));
-        assert_eq!(uid_of("no-such-user-portcullis"), None);
     }
 }

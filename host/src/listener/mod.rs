@@ -115,11 +115,11 @@ impl Listener {
                 let uid = server
                     .socket_owner
                     .as_deref()
-                    .and_then(crate::identity::users::uid_of);
+                    .and_then(crate::config::uid_of);
                 let gid = server
                     .socket_group
                     .as_deref()
-                    .and_then(crate::identity::users::gid_of);
+                    .and_then(crate::config::gid_of);
                 if uid.is_some() || gid.is_some() {
                     std::os::unix::fs::chown(path, uid, gid).map_err(|source| {
                         ListenError::Owner {

@@ -25,15 +25,13 @@
 //! Repositories that exist on the engine without a record (made before the gateway, or
 //! directly on the engine) belong to nobody: they are the host's shared base images.
 
-mod config;
-
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use http::StatusCode;
 
+pub use crate::config::OwnersConfig;
 use crate::error::{DockerError, IntoDockerError};
-pub use config::OwnersConfig;
 
 /// Why the record could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -90,7 +88,7 @@ impl Owners {
             None => (
                 sled::Config::new().temporary(true),
                 None,
-                config::default_max_repositories(),
+                crate::config::default_max_repositories(),
             ),
         };
         let shown = path.clone().unwrap_or_else(|| PathBuf::from("(in memory)"));

@@ -19,10 +19,10 @@ use http_body_util::BodyExt;
 use serde_json::Value;
 use tracing::{debug, warn};
 
-use super::body::BodyError;
 use super::chain::{Chain, Held, Trace};
 use super::target::{self, Seen};
 use super::{canonical, Body};
+use crate::body::BodyError;
 use crate::plugin::types;
 use crate::route::Route;
 use crate::upstream::Upstream;

@@ -3,7 +3,6 @@
 //! connections become a raw tunnel only after the engine itself answered `101`.
 
 mod binds;
-mod body;
 pub(crate) mod canonical;
 mod chain;
 mod events;
@@ -38,7 +37,7 @@ use crate::upstream::{Upstream, UpstreamError};
 use canonical::Canonical;
 use chain::Patchable;
 
-pub use body::Body;
+pub use crate::body::Body;
 pub use canonical::{apply_json_patch, CREDENTIAL_HEADERS};
 pub use chain::{Chain, ChainError, Held, Note, Trace};
 pub use spool::SpoolError;

@@ -13,9 +13,9 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use crate::body::Body;
 use crate::config::{Address, EngineConfig};
 use crate::error::{DockerError, IntoDockerError};
-use crate::pipeline::Body;
 
 pub use connector::Connector;
 pub use tls::{EngineTls, EngineTlsError};

@@ -2,8 +2,8 @@
 //! frame by frame (never buffered whole), or bytes the gateway holds (a canonical JSON body,
 //! an error). An enum rather than a boxed trait object: no allocation per request.
 //!
-//! A body may also carry its request's [`CallerSlot`] (so a long stream counts against its
-//! caller until it ends) and, for streams, an idle limit (`limits.stream_idle_timeout`):
+//! A body may also hold a guard until it ends (the pipeline's per-caller slot, so a long
+//! stream counts against its caller until it ends) and, for streams, an idle limit (`limits.stream_idle_timeout`):
 //! a stream with no frame for that long fails, which closes the connection.
 
 use std::future::Future;
@@ -16,8 +16,6 @@ use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
-use super::slots::CallerSlot;
-
 /// Why a body stopped: the other side's error, or the idle limit.
 pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -27,7 +25,7 @@ pin_project_lite::pin_project! {
         #[pin]
         kind: Kind,
         idle: Option<Idle>,
-        slot: Option<CallerSlot>,
+        held: Option<Box<dyn std::any::Any + Send + Sync>>,
     }
 }
 
@@ -60,7 +58,7 @@ impl Body {
         Body {
             kind,
             idle: None,
-            slot: None,
+            held: None,
         }
     }
 
@@ -99,9 +97,9 @@ impl Body {
         self
     }
 
-    /// Keeps `slot` taken until the body is finished or dropped.
-    pub fn holding(mut self, slot: Option<CallerSlot>) -> Self {
-        self.slot = slot;
+    /// Keeps `guard` (a caller's slot) until the body is dropped.
+    pub fn holding<G: Send + Sync + 'static>(mut self, guard: Option<G>) -> Self {
+        self.held = guard.map(|g| Box::new(g) as Box<dyn std::any::Any + Send + Sync>);
         self
     }
 }

@@ -17,7 +17,7 @@ pub struct OwnersConfig {
     pub max_repositories: usize,
 }
 
-pub(super) fn default_max_repositories() -> usize {
+pub(crate) fn default_max_repositories() -> usize {
     100_000
 }
 
