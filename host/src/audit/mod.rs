@@ -1,12 +1,14 @@
 //! The audit trail: a tamper-evident record of every request that reaches the pipeline,
 //! allowed, denied or failed, kept in an embedded sled store.
 //!
-//! - [`record`]: what a record holds and how the pipeline fills one in ([`Draft`]).
+//! - [`record`]: what a record holds, and each plugin's answer in it ([`Note`]).
 //! - [`store`]: the sled store: hash chain, indexes, retention, verification.
 //! - [`query`]: `audit list` filters answered from the indexes.
 //! - [`cli`]: the `portcullis audit …` commands (main only parses arguments).
 //! - [`AuditLog`] (here): the gateway's handle, a bounded queue to one writer thread that
-//!   commits records in groups with the configured durability.
+//!   commits records in groups with the configured durability. Records are shaped before
+//!   they are written by a [`Shaper`] (the plugin chain's audit hooks, which the pipeline
+//!   provides: the trail knows nothing of plugins).
 
 pub mod bench;
 pub mod cli;
@@ -19,17 +21,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use http::{Response, StatusCode};
+use std::future::Future;
+
+use http::StatusCode;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, warn};
 
 use crate::error::{DockerError, IntoDockerError};
-use crate::pipeline::{Body, Chain};
 use crate::plugin::types;
 
 pub use crate::config::{AuditConfig, Durability, OnFullDisk};
 pub use query::Query;
-pub use record::{Decision, Draft, Record};
+pub use record::{Decision, Note, Outcome, Record};
 pub use store::{Encoded, OpenOptions, Store, Verified};
 
 /// What can go wrong with the audit store.
@@ -266,32 +269,39 @@ impl AuditLog {
         }
     }
 
-    /// Completes `draft` with the response head, lets audit plugins shape it, and appends
-    /// it. Called by the pipeline before the response is released. With `sync` durability
-    /// all of it happens before; otherwise only completing the draft does, and shaping (the
-    /// audit plugins, `redact` in the default chain: a plugin call on every create) and
-    /// encoding run on a task of their own, at most [`PENDING`] at once. Beyond that the
-    /// caller does it, so a burst slows requests instead of piling up tasks.
-    pub async fn finish(self: &Arc<Self>, chain: &Arc<Chain>, draft: Draft, resp: &Response<Body>) {
-        let Some((record, view)) = draft.finish(resp) else {
-            return;
-        };
+    /// Lets `shaper` shape `record` (for the request `view`), and appends it. Called by the
+    /// pipeline before the response is released. With `sync` durability all of it happens
+    /// before; otherwise shaping (the audit hooks, `redact` in the default chain: a plugin
+    /// call on every create) and encoding run on a task of their own, at most [`PENDING`]
+    /// at once. Beyond that the caller does it, so a burst slows requests instead of piling
+    /// up tasks.
+    pub async fn finish<S: Shaper>(
+        self: &Arc<Self>,
+        shaper: &Arc<S>,
+        record: Record,
+        view: Option<types::Request>,
+    ) {
         if self.durability != Durability::Sync {
             if let Ok(permit) = self.pending.clone().try_acquire_owned() {
-                let (log, chain) = (self.clone(), chain.clone());
+                let (log, shaper) = (self.clone(), shaper.clone());
                 tokio::spawn(async move {
-                    log.record(&chain, record, view).await;
+                    log.record(&*shaper, record, view).await;
                     drop(permit);
                 });
                 return;
             }
         }
-        self.record(chain, record, view).await;
+        self.record(&**shaper, record, view).await;
     }
 
-    async fn record(&self, chain: &Chain, mut record: Record, view: Option<types::Request>) {
-        if let Some(view) = view.filter(|v| chain.wants_audit(&v.endpoint)) {
-            shape(chain, &view, &mut record).await;
+    async fn record<S: Shaper>(
+        &self,
+        shaper: &S,
+        mut record: Record,
+        view: Option<types::Request>,
+    ) {
+        if let Some(view) = view.filter(|v| shaper.wants(&v.endpoint)) {
+            shaper.shape(&view, &mut record).await;
         }
         self.append(record).await;
     }
@@ -311,31 +321,13 @@ impl AuditLog {
     }
 }
 
-/// Runs the audit hooks on the record's JSON; a patched record that is no longer a valid
-/// record is refused and the original kept.
-async fn shape(chain: &Chain, view: &types::Request, record: &mut Record) {
-    let Ok(mut text) = serde_json::to_string(&*record) else {
-        return;
-    };
-    let mut trace = crate::pipeline::Trace::enabled();
-    chain
-        .on_audit(view.id, view, &mut text, &mut trace, |text, patch| {
-            let Some(ops) = &patch.body else {
-                return Ok(());
-            };
-            let mut json: serde_json::Value =
-                serde_json::from_str(text).map_err(|e| e.to_string())?;
-            crate::pipeline::apply_json_patch(&mut json, ops)?;
-            serde_json::from_value::<Record>(json.clone())
-                .map_err(|e| format!("the patched record is not a valid audit record: {e}"))?;
-            *text = json.to_string();
-            Ok(())
-        })
-        .await;
-    if let Ok(shaped) = serde_json::from_str::<Record>(&text) {
-        *record = shaped;
-    }
-    record.plugins.extend(trace.notes);
+/// Shapes records before they are written: adds fields, redacts. A record is always written,
+/// shaped or not.
+pub trait Shaper: Send + Sync + 'static {
+    /// Whether records of `endpoint` are shaped at all.
+    fn wants(&self, endpoint: &str) -> bool;
+    /// Shapes `record`, the record of `view`, in place.
+    fn shape(&self, view: &types::Request, record: &mut Record) -> impl Future<Output = ()> + Send;
 }
 
 /// The writer thread: the only code that appends to the store.

@@ -1,24 +1,16 @@
-//! The audit record and how one is built while a request travels the pipeline: a
-//! [`Draft`] is started when the request arrives, filled in as the pipeline learns things
-//! (route, final body, plugin answers, error) and finished when the response head is ready.
+//! The audit record: what the trail keeps of one request, and of each plugin's answer to it
+//! ([`Note`]). The pipeline builds a record once, from its request context, when the
+//! response head is ready.
 //!
 //! What never enters a record: request and response headers (so `Authorization`,
 //! `X-Registry-Auth` and `X-Registry-Config` cannot), bodies other than the
 //! security-relevant fields of container, exec and service creation, and the values of
 //! credential headers a plugin sets.
 
-use std::time::Instant;
-
-use bytes::Bytes;
-use http::{header, Request, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::error::DockerError;
-use crate::identity::{Caller, IdentityError, Peer};
-use crate::pipeline::{Body, ChainError, Note, PipelineError, Trace};
 use crate::plugin::types;
-use crate::route::{Route, RouteError};
 
 /// The outcome of a request, as the policy saw it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -134,215 +126,75 @@ impl Record {
 /// The user of records of requests refused because nothing named their caller.
 pub const UNIDENTIFIED: &str = "unknown";
 
-/// Longest raw path kept for requests that could not be classified.
-const MAX_RAW_PATH: usize = 1024;
-
-/// A record under construction. Inert (and allocation-free) when auditing is off.
-pub struct Draft {
-    partial: Option<Box<Partial>>,
-    trace: Trace,
+/// One plugin's answer to one request, after its mode and failure policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Note {
+    /// The plugin's configured name.
+    pub plugin: String,
+    /// `request`, `response` or `audit` (the hook that shaped the record).
+    pub hook: String,
+    /// What it answered.
+    pub verdict: Outcome,
+    /// Its message (denials) or what went wrong (failures).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The patch it asked for, as data (credential header values removed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patch: Option<Value>,
 }
 
-struct Partial {
-    record: Record,
-    started: Instant,
-    view: Option<types::Request>,
-    /// The last body given to [`Draft::request`]: `details` are taken from it once, when
-    /// the record is finished (a create's body was parsed twice per request before).
-    body: Option<Bytes>,
+/// What a plugin's answer came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    /// Allowed.
+    Allow,
+    /// Denied, enforced.
+    Deny,
+    /// Patched, applied.
+    Patch,
+    /// Would have denied: the plugin runs in dry-run mode.
+    WouldDeny,
+    /// Would have patched: the plugin runs in dry-run mode.
+    WouldPatch,
+    /// Failed; the request was denied (fail-closed).
+    Failed,
+    /// Failed; the request went on (`fail_open`, or dry-run mode).
+    FailedOpen,
+    /// A denial from the hook that shapes the record: the record is always written.
+    Ignored,
 }
 
-impl Draft {
-    /// A draft that records nothing.
-    pub fn off() -> Self {
-        Self {
-            partial: None,
-            trace: Trace::default(),
+impl Outcome {
+    /// The name the record uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Allow => "allow",
+            Outcome::Deny => "deny",
+            Outcome::Patch => "patch",
+            Outcome::WouldDeny => "would-deny",
+            Outcome::WouldPatch => "would-patch",
+            Outcome::Failed => "failed",
+            Outcome::FailedOpen => "failed-open",
+            Outcome::Ignored => "ignored",
         }
-    }
-
-    /// Starts the record of a request that just arrived.
-    pub fn start<B>(
-        on: bool,
-        id: u64,
-        req: &Request<B>,
-        caller: &Caller,
-        started: Instant,
-    ) -> Self {
-        if !on {
-            return Self::off();
-        }
-        let mut path = req.uri().path().to_owned();
-        if path.len() > MAX_RAW_PATH {
-            let mut cut = MAX_RAW_PATH;
-            while !path.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            path.truncate(cut);
-        }
-        let bytes_in = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok());
-        let record = Record {
-            seq: 0,
-            time: String::new(),
-            request_id: id,
-            caller: serde_json::to_value(caller).unwrap_or(Value::Null),
-            method: req.method().as_str().to_owned(),
-            path,
-            api_version: None,
-            endpoint: "unknown".into(),
-            object: None,
-            target: None,
-            decision: Decision::Allow,
-            plugins: Vec::new(),
-            error: None,
-            status: 0,
-            duration_us: 0,
-            engine_us: None,
-            bytes_in,
-            bytes_out: None,
-            details: None,
-        };
-        Self {
-            partial: Some(Box::new(Partial {
-                record,
-                started,
-                view: None,
-                body: None,
-            })),
-            trace: Trace::enabled(),
-        }
-    }
-
-    /// The record of a request refused before it had a caller (the identity layer's 401):
-    /// decision deny, user `unknown`, how identification failed, the transport peer, and
-    /// the endpoint it asked for when the path can be classified.
-    pub fn unidentified<B>(
-        id: u64,
-        req: &Request<B>,
-        peer: &Peer,
-        why: &IdentityError,
-        sent: &DockerError,
-        started: Instant,
-    ) -> Self {
-        let nobody = Caller {
-            user: UNIDENTIFIED.into(),
-            groups: Vec::new(),
-            auth: crate::identity::AuthMethod::None,
-            peer: peer.clone(),
-        };
-        let mut draft = Self::start(true, id, req, &nobody, started);
-        if let Some(p) = &mut draft.partial {
-            if let Some(c) = p.record.caller.as_object_mut() {
-                c.insert("refused".into(), Value::String(why.to_string()));
-            }
-            p.record.decision = Decision::Deny;
-            p.record.error = Some(sent.message.clone());
-        }
-        if let Ok(route) = crate::route::classify(req.method(), req.uri().path()) {
-            draft.routed(&route);
-        }
-        draft
-    }
-
-    /// Whether this draft records anything.
-    pub fn is_on(&self) -> bool {
-        self.partial.is_some()
-    }
-
-    /// Where plugins' answers are collected.
-    pub fn trace(&mut self) -> &mut Trace {
-        &mut self.trace
-    }
-
-    /// The request was classified.
-    pub fn routed(&mut self, route: &Route) {
-        if let Some(p) = &mut self.partial {
-            let r = &mut p.record;
-            r.path = route.path.clone();
-            r.api_version = route.version.map(|(a, b)| format!("{a}.{b}"));
-            r.endpoint = route.endpoint.name.to_owned();
-            r.object = route.object_id.clone();
-        }
-    }
-
-    /// The request's query and body: called as read (so that refusals show what was asked)
-    /// and again as forwarded (after mutating plugins: what the engine acts on).
-    pub fn request(&mut self, query: &[(String, String)], body: Option<&Bytes>) {
-        let Some(p) = &mut self.partial else { return };
-        let r = &mut p.record;
-        if let Some(b) = body {
-            r.bytes_in = Some(b.len() as u64);
-        }
-        if r.object.is_none() {
-            r.object = query
-                .iter()
-                .find(|(k, _)| k == "name")
-                .map(|(_, v)| v.clone());
-        }
-        p.body = body.cloned();
-    }
-
-    /// Keeps the plugin view of the request for the audit hooks.
-    pub fn keep_view(&mut self, view: &types::Request) {
-        if let Some(p) = &mut self.partial {
-            p.record.target = view.target.as_ref().map(target_json);
-            p.view = Some(view.clone());
-        }
-    }
-
-    /// The engine answered the forwarded request's head after `took`.
-    pub fn engine_answered(&mut self, took: std::time::Duration) {
-        if let Some(p) = &mut self.partial {
-            p.record.engine_us = Some(u64::try_from(took.as_micros()).unwrap_or(u64::MAX));
-        }
-    }
-
-    /// The request was refused or failed with `err`, answered as `sent`.
-    pub fn failed(&mut self, err: &PipelineError, sent: &DockerError) {
-        let Some(p) = &mut self.partial else { return };
-        p.record.decision = match err {
-            PipelineError::Chain(ChainError::Denied { .. })
-            | PipelineError::Route(RouteError::UnknownEndpoint { .. }) => Decision::Deny,
-            _ => Decision::Error,
-        };
-        p.record.error = Some(sent.message.clone());
-    }
-
-    /// Completes the record with the response head. Returns the record and the plugin
-    /// view (for audit hooks), or nothing when auditing is off.
-    pub(crate) fn finish(self, resp: &Response<Body>) -> Option<(Record, Option<types::Request>)> {
-        use http_body::Body as _;
-        let mut p = self.partial?;
-        let r = &mut p.record;
-        r.status = resp.status().as_u16();
-        r.duration_us = u64::try_from(p.started.elapsed().as_micros()).unwrap_or(u64::MAX);
-        r.bytes_out = resp.body().size_hint().exact().or_else(|| {
-            resp.headers()
-                .get(header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse().ok())
-        });
-        r.plugins = self.trace.notes;
-        let json = || {
-            p.body
-                .as_ref()
-                .and_then(|b| serde_json::from_slice::<Value>(b).ok())
-        };
-        r.details = match r.endpoint.as_str() {
-            "container.create" => json().map(|v| container_details(&v)),
-            "container.exec" => json().map(|v| exec_details(&v)),
-            "service.create" => json().map(|v| service_details(&v)),
-            _ => None,
-        };
-        Some((p.record, p.view))
     }
 }
 
-fn target_json(t: &types::Target) -> Value {
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for Outcome {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+/// The target object as the record shows it: kind, id, name, labels and owner.
+pub fn target_json(t: &types::Target) -> Value {
     let labels: Map<String, Value> = t
         .labels
         .iter()
@@ -353,6 +205,25 @@ fn target_json(t: &types::Target) -> Value {
         v["owner"] = Value::String(owner.clone());
     }
     v
+}
+
+/// Whether records of `endpoint` carry [`details`].
+pub fn has_details(endpoint: &str) -> bool {
+    matches!(
+        endpoint,
+        "container.create" | "container.exec" | "service.create"
+    )
+}
+
+/// For container create, exec create and service create: the security-relevant part of the
+/// body the engine acted on.
+pub fn details(endpoint: &str, body: &Value) -> Option<Value> {
+    match endpoint {
+        "container.create" => Some(container_details(body)),
+        "container.exec" => Some(exec_details(body)),
+        "service.create" => Some(service_details(body)),
+        _ => None,
+    }
 }
 
 /// A field looked up the way Go's `encoding/json` matches names: case-insensitively

@@ -25,7 +25,9 @@ pub enum Mode {
     #[default]
     Enforce,
     /// Denials and patches are only logged and recorded: try a policy before enforcing it.
-    Audit,
+    /// Also spelled `audit`, its first name (taken apart from the audit trail and hook).
+    #[serde(rename = "dry-run", alias = "audit")]
+    DryRun,
 }
 
 /// What a plugin is made of.

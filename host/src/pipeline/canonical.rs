@@ -165,6 +165,15 @@ pub fn apply_json_patch(target: &mut Value, ops: &str) -> Result<(), String> {
     json_patch::patch(target, &patch).map_err(|e| format!("body patch does not apply: {e}"))
 }
 
+/// Applies a body patch to JSON text (`None`: `null`) and prints the result: the one way a
+/// response, an event or an audit record is patched.
+pub fn patch_text(text: Option<&str>, ops: &str) -> Result<String, String> {
+    let mut json: Value =
+        serde_json::from_str(text.unwrap_or("null")).map_err(|e| e.to_string())?;
+    apply_json_patch(&mut json, ops)?;
+    Ok(json.to_string())
+}
+
 /// Applies a header edit; framing headers cannot be edited.
 pub fn edit_headers(headers: &mut HeaderMap, edit: &types::Edit) -> Result<(), String> {
     let name = match edit {

@@ -2,7 +2,7 @@
 //! (each sees the previous one's result), then every validating plugin on the final request
 //! (all run, so a denial lists every objection), then — after the engine answered — response
 //! plugins, which may filter or rewrite a JSON response. Modes and failure policy are applied
-//! here: `audit` plugins only log what they would have done; a failing plugin denies unless
+//! here: plugins in `dry-run` mode only log and record what they would have done; a failing plugin denies unless
 //! the operator set `fail_open`.
 
 use std::sync::Arc;
@@ -10,8 +10,7 @@ use std::sync::Arc;
 use http::StatusCode;
 use tracing::{info, warn};
 
-use serde::{Deserialize, Serialize};
-
+use crate::audit::{Note, Outcome};
 use crate::config::{Mode, Phase};
 use crate::error::{DockerError, IntoDockerError};
 use crate::plugin::types::{self, Hooks, Verdict};
@@ -74,7 +73,7 @@ impl Trace {
         &mut self,
         plugin: &str,
         hook: &str,
-        verdict: &str,
+        verdict: Outcome,
         message: Option<String>,
         patch: Option<&types::Patch>,
     ) {
@@ -82,30 +81,12 @@ impl Trace {
             self.notes.push(Note {
                 plugin: plugin.to_owned(),
                 hook: hook.to_owned(),
-                verdict: verdict.to_owned(),
+                verdict,
                 message,
                 patch: patch.map(patch_json),
             });
         }
     }
-}
-
-/// One plugin's answer: `allow`, `deny`, `patch`, `would-deny` / `would-patch` (audit
-/// mode), `failed` (fail-closed), `failed-open`, or `ignored` (a denial from an audit hook).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Note {
-    /// The plugin's configured name.
-    pub plugin: String,
-    /// `request`, `response` or `audit`.
-    pub hook: String,
-    /// What it answered, after mode and failure policy.
-    pub verdict: String,
-    /// Its message (denials) or what went wrong (failures).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
-    /// The patch it asked for, as data (credential header values removed).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub patch: Option<serde_json::Value>,
 }
 
 /// A patch as JSON for the record. Values of credential headers a plugin sets are replaced,
@@ -248,22 +229,25 @@ impl Chain {
         for p in self.selected(&req.endpoint, Hooks::AUDIT) {
             let name = p.name();
             let (verdict, message) = match p.invoke(id, Hook::Audit(req, record)).await {
-                Ok(Verdict::Allow) => ("allow", None),
+                Ok(Verdict::Allow) => (Outcome::Allow, None),
                 Ok(Verdict::Deny(d)) => {
                     info!(id, plugin = name, message = %d.message, "audit hook denied; ignored, the record is written");
-                    ("ignored", Some(d.message))
+                    (Outcome::Ignored, Some(d.message))
                 }
-                Ok(Verdict::Patch(_)) if p.mode() == Mode::Audit => ("would-patch", None),
+                Ok(Verdict::Patch(_)) if p.mode() == Mode::DryRun => (Outcome::WouldPatch, None),
                 Ok(Verdict::Patch(patch)) => match apply(record, &patch) {
-                    Ok(()) => ("patch", None),
+                    Ok(()) => (Outcome::Patch, None),
                     Err(why) => {
                         warn!(id, plugin = name, error = %why, "audit hook returned a malformed patch; record kept as it was");
-                        ("failed", Some(PluginFailure::Malformed(why).to_string()))
+                        (
+                            Outcome::Failed,
+                            Some(PluginFailure::Malformed(why).to_string()),
+                        )
                     }
                 },
                 Err(failure) => {
                     warn!(id, plugin = name, error = %failure, "audit hook failed; record kept as it was");
-                    ("failed", Some(failure.to_string()))
+                    (Outcome::Failed, Some(failure.to_string()))
                 }
             };
             trace.push(name, "audit", verdict, message, None);
@@ -380,10 +364,10 @@ impl Chain {
         apply: impl FnOnce(&types::Patch) -> Result<(), String>,
     ) -> Result<Option<(StatusCode, String, String)>, ChainError> {
         let name = p.name();
-        let audit_only = p.mode() == Mode::Audit;
+        let dry_run = p.mode() == Mode::DryRun;
         let failure = match verdict {
             Ok(Verdict::Allow) => {
-                trace.push(name, hook, "allow", None, None);
+                trace.push(name, hook, Outcome::Allow, None, None);
                 return Ok(None);
             }
             Ok(Verdict::Deny(d)) => {
@@ -391,23 +375,23 @@ impl Chain {
                     .ok()
                     .filter(|s| s.is_client_error() || s.is_server_error())
                     .unwrap_or(StatusCode::FORBIDDEN);
-                if audit_only {
-                    info!(id, plugin = name, message = %d.message, "would deny (audit mode)");
-                    trace.push(name, hook, "would-deny", Some(d.message), None);
+                if dry_run {
+                    info!(id, plugin = name, message = %d.message, "would deny (dry-run mode)");
+                    trace.push(name, hook, Outcome::WouldDeny, Some(d.message), None);
                     return Ok(None);
                 }
-                trace.push(name, hook, "deny", Some(d.message.clone()), None);
+                trace.push(name, hook, Outcome::Deny, Some(d.message.clone()), None);
                 return Ok(Some((status, name.to_owned(), d.message)));
             }
             Ok(Verdict::Patch(patch)) => {
-                if audit_only {
-                    info!(id, plugin = name, "would patch (audit mode)");
-                    trace.push(name, hook, "would-patch", None, Some(&patch));
+                if dry_run {
+                    info!(id, plugin = name, "would patch (dry-run mode)");
+                    trace.push(name, hook, Outcome::WouldPatch, None, Some(&patch));
                     return Ok(None);
                 }
                 match apply(&patch) {
                     Ok(()) => {
-                        trace.push(name, hook, "patch", None, Some(&patch));
+                        trace.push(name, hook, Outcome::Patch, None, Some(&patch));
                         return Ok(None);
                     }
                     Err(why) => PluginFailure::Malformed(why),
@@ -415,13 +399,19 @@ impl Chain {
             }
             Err(failure) => failure,
         };
-        if p.config().fail_open || audit_only {
+        if p.config().fail_open || dry_run {
             warn!(id, plugin = name, error = %failure, "plugin failed; letting the request through (fail_open)");
-            trace.push(name, hook, "failed-open", Some(failure.to_string()), None);
+            trace.push(
+                name,
+                hook,
+                Outcome::FailedOpen,
+                Some(failure.to_string()),
+                None,
+            );
             return Ok(None);
         }
         warn!(id, plugin = name, error = %failure, "plugin failed; denying (fail-closed)");
-        trace.push(name, hook, "failed", Some(failure.to_string()), None);
+        trace.push(name, hook, Outcome::Failed, Some(failure.to_string()), None);
         Err(ChainError::Failed {
             plugin: name.to_owned(),
             failure,

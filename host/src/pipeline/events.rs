@@ -133,11 +133,7 @@ impl EventJudge {
                         return Err("an event can only be patched in its body".into());
                     }
                     if let Some(ops) = &patch.body {
-                        let mut json: Value =
-                            serde_json::from_str(resp.body.as_deref().unwrap_or("null"))
-                                .map_err(|e| e.to_string())?;
-                        canonical::apply_json_patch(&mut json, ops)?;
-                        resp.body = Some(json.to_string());
+                        resp.body = Some(canonical::patch_text(resp.body.as_deref(), ops)?);
                         patched = true;
                     }
                     Ok(())

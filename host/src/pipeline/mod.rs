@@ -5,10 +5,12 @@
 mod binds;
 pub(crate) mod canonical;
 mod chain;
+mod context;
 mod events;
 pub(crate) mod gojson;
 mod guard;
 mod headers;
+mod record;
 mod slots;
 mod spool;
 mod tags;
@@ -26,7 +28,7 @@ use hyper::body::Incoming;
 use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
-use crate::audit::{AuditError, AuditLog, Draft};
+use crate::audit::{AuditError, AuditLog};
 use crate::config::Config;
 use crate::error::{DockerError, IntoDockerError};
 use crate::identity::Caller;
@@ -36,10 +38,11 @@ use crate::route::{self, BodyKind, Route, RouteError};
 use crate::upstream::{Upstream, UpstreamError};
 use canonical::Canonical;
 use chain::Patchable;
+use context::{Context, Failure, Judged, Upgrade};
 
 pub use crate::body::Body;
 pub use canonical::{apply_json_patch, CREDENTIAL_HEADERS};
-pub use chain::{Chain, ChainError, Held, Note, Trace};
+pub use chain::{Chain, ChainError, Held, Trace};
 pub use spool::SpoolError;
 pub use tags::{ImageRef, TagError};
 pub use target::TargetError;
@@ -194,55 +197,47 @@ impl Gateway {
     }
 
     /// Handles one request; never fails: every error becomes a Docker-style response.
+    ///
+    /// The trip is a list of phases over one [`Context`]: **admit** (the caller's slot, the
+    /// head's bound, the route, the API guard), **read** (the body, within its bound),
+    /// **enrich** (the objects the request acts on, as the engine knows them), **decide**
+    /// (mutating, then validating plugins), **send** (exactly what was judged, to the
+    /// engine), **respond** (stream, filter, or hand the connection over) and, whatever
+    /// happened, **log** (the audit record, built from the context).
     pub async fn handle(&self, req: Request<Incoming>, caller: Arc<Caller>) -> Response<Body> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let started = Instant::now();
-        let method = req.method().clone();
-        let mut draft = Draft::start(self.audit.is_some(), id, &req, &caller, started);
-        let refused = self.audit.as_ref().and_then(|a| a.refusal());
+        let recording = self.audit.is_some();
+        let mut ctx = Context::new(id, &req, caller, recording, Instant::now());
         // Taken before any work is done for the request, held until its answer (or
         // tunnel) is finished.
-        let mut slot = self.slots.take(&caller.user);
-        // A streamed upload the pipeline has not sent on yet, kept here so that a refusal
-        // can read the rest of it first (see `drain`).
-        let mut unread = None;
-        let result = match (refused, &slot) {
-            (Some(e), _) => Err(PipelineError::Audit(e)),
-            (None, None) => Err(PipelineError::TooManyRequests {
-                user: caller.user.clone(),
-                limit: self.slots.limit(),
-            }),
-            (None, Some(_)) => {
-                self.forward(id, req, &caller, &mut slot, &mut draft, &mut unread)
-                    .await
-            }
-        };
-        let resp = match result {
-            Ok((endpoint, resp)) => {
-                debug!(id, %method, endpoint, user = %caller.user, status = resp.status().as_u16(),
-                       micros = started.elapsed().as_micros() as u64, "forwarded");
+        let mut slot = self.slots.take(&ctx.caller.user);
+        let method = req.method().clone();
+        let resp = match self.trip(req, &mut ctx, &mut slot).await {
+            Ok(resp) => {
+                debug!(id, %method, endpoint = ctx.endpoint(), user = %ctx.caller.user,
+                       status = resp.status().as_u16(),
+                       micros = ctx.started.elapsed().as_micros() as u64, "forwarded");
                 resp
             }
-            Err(e) => {
-                let err = e.to_docker_error();
-                if err.status.is_server_error() {
-                    warn!(id, %method, user = %caller.user, error = %e, "request failed");
-                } else {
-                    info!(id, %method, user = %caller.user, error = %e, "request refused");
-                }
-                draft.failed(&e, &err);
-                if let Some(body) = unread.take() {
-                    self.drain(body).await;
-                }
-                err.into_response()
-            }
+            Err(e) => self.refuse(e, &method, &mut ctx).await,
         };
-        // With `sync` durability this returns only once the record is on disk; otherwise
-        // audit plugins shape it after the response is released.
-        if let Some(audit) = &self.audit {
-            audit.finish(&self.chain, draft, &resp).await;
-        }
+        self.log(ctx, &resp).await;
         resp.map(|body| body.holding(slot))
+    }
+
+    /// The phases up to the answer, in order; the first failure ends the trip.
+    async fn trip(
+        &self,
+        req: Request<Incoming>,
+        ctx: &mut Context,
+        slot: &mut Option<slots::CallerSlot>,
+    ) -> Result<Response<Body>, PipelineError> {
+        self.admit(req, ctx, slot.is_some())?;
+        self.read(ctx).await?;
+        self.enrich(ctx).await?;
+        self.decide(ctx).await?;
+        let resp = self.send(ctx).await?;
+        self.respond(resp, ctx, slot).await
     }
 
     /// Answers a request the identity layer refused (no caller: 401) and leaves its audit
@@ -255,37 +250,58 @@ impl Gateway {
     ) -> Response<Body> {
         let sent = why.to_docker_error();
         let resp = sent.clone().into_response();
-        if let Some(audit) = &self.audit {
+        if self.audit.is_some() {
+            let nobody = Caller {
+                user: crate::audit::record::UNIDENTIFIED.into(),
+                groups: Vec::new(),
+                auth: crate::identity::AuthMethod::None,
+                peer: peer.clone(),
+            };
             let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-            let draft = Draft::unidentified(id, req, peer, why, &sent, Instant::now());
-            audit.finish(&self.chain, draft, &resp).await;
+            let mut ctx = Context::new(id, req, Arc::new(nobody), true, Instant::now());
+            if let Some(a) = &mut ctx.arrival {
+                a.unidentified = Some(why.to_string());
+            }
+            ctx.route = route::classify(req.method(), req.uri().path()).ok();
+            ctx.failure = Some(Failure {
+                denied: true,
+                message: sent.message,
+            });
+            self.log(ctx, &resp).await;
         }
         resp
     }
 
-    async fn forward(
+    /// **admit**: whether this request may be worked on at all, and what it is.
+    fn admit(
         &self,
-        id: u64,
         mut req: Request<Incoming>,
-        caller: &Caller,
-        slot: &mut Option<slots::CallerSlot>,
-        draft: &mut Draft,
-        stream: &mut Option<Incoming>,
-    ) -> Result<(&'static str, Response<Body>), PipelineError> {
+        ctx: &mut Context,
+        has_slot: bool,
+    ) -> Result<(), PipelineError> {
+        if let Some(e) = self.audit.as_ref().and_then(|a| a.refusal()) {
+            return Err(PipelineError::Audit(e));
+        }
+        if !has_slot {
+            return Err(PipelineError::TooManyRequests {
+                user: ctx.caller.user.clone(),
+                limit: self.slots.limit(),
+            });
+        }
         // hyper's read buffer bound is soft (a head that arrives in one large read can pass
         // it), so the configured bound is enforced exactly here, before anything is forwarded.
         let limit = self.config.limits.max_header_bytes;
         if head_size(&req) > limit {
             return Err(PipelineError::HeadTooLarge { limit });
         }
-        let mut route = if self.config.api.pass_unknown_endpoints {
+        let route = if self.config.api.pass_unknown_endpoints {
             route::classify_or_unknown(req.method(), req.uri().path())?
         } else {
             route::classify(req.method(), req.uri().path())?
         };
         let endpoint = route.endpoint;
-        draft.routed(&route);
-        guard::check(&self.config.api, &route, req.headers())?;
+        ctx.route = Some(route);
+        guard::check(&self.config.api, ctx.route(), req.headers())?;
 
         let wants_upgrade = headers::wants_upgrade(req.headers());
         if wants_upgrade && !endpoint.hijack {
@@ -293,178 +309,236 @@ impl Gateway {
                 endpoint: endpoint.name,
             });
         }
-        // dockerd also hijacks attach and exec start sent without `Upgrade` (the legacy
-        // hijack); the gateway asks the engine to upgrade either way (see `tunnel`).
-        let legacy_hijack = !wants_upgrade && tunnel::legacy_hijackable(endpoint.name);
-        let handover = req.extensions_mut().remove::<Arc<tunnel::Handover>>();
-        let upgrade_protocol = req.headers().get(header::UPGRADE).cloned();
-        let (parts, incoming) = req.into_parts();
+        ctx.upgrade = if wants_upgrade {
+            Upgrade::Asked(req.headers().get(header::UPGRADE).cloned())
+        } else if tunnel::legacy_hijackable(endpoint.name) {
+            Upgrade::Legacy
+        } else {
+            Upgrade::No
+        };
+        ctx.handover = req.extensions_mut().remove::<Arc<tunnel::Handover>>();
+        let (head, incoming) = req.into_parts();
+        ctx.head = Some(head);
+        ctx.incoming = Some(incoming);
+        Ok(())
+    }
 
-        // Read what may be read: streamed uploads stay streams, everything else is read
-        // whole within the bound, so plugins and the engine get the same bytes.
-        let mut buffered = match endpoint.body {
-            BodyKind::Stream => {
-                *stream = Some(incoming);
-                None
-            }
+    /// **read**: streamed uploads stay streams, everything else is read whole within the
+    /// bound, so plugins and the engine get the same bytes.
+    async fn read(&self, ctx: &mut Context) -> Result<(), PipelineError> {
+        let endpoint = ctx.route().endpoint;
+        let Some(incoming) = ctx.incoming.take() else {
+            return Ok(());
+        };
+        match endpoint.body {
+            BodyKind::Stream => ctx.stream = Some(incoming),
             BodyKind::Json | BodyKind::None => {
-                let bytes = self.read_body(incoming, &route).await?;
+                let bytes = self.read_body(incoming, endpoint.name).await?;
                 if bytes.is_empty() {
-                    None
                 } else if endpoint.body == BodyKind::None {
                     return Err(PipelineError::UnexpectedBody {
                         endpoint: endpoint.name,
                     });
                 } else {
-                    Some(bytes)
+                    ctx.body = Some(bytes);
                 }
             }
-        };
-        let query = canonical::parse_query(parts.uri.query());
-        draft.request(&query, buffered.as_ref());
+        }
+        ctx.query = canonical::parse_query(ctx.head.as_ref().and_then(|h| h.uri.query()));
+        Ok(())
+    }
 
-        let wants_response = self.chain.wants_response(endpoint.name);
-        let mut held = if wants_response && !endpoint.streaming {
-            Held::keeping()
-        } else {
-            Held::default()
+    /// **enrich**: when any plugin looks at this endpoint, the request as plugins see it:
+    /// the body decoded as dockerd decodes it, the object it acts on and the objects it
+    /// refers to (images, tags, their owners) as the engine and the gateway know them now.
+    async fn enrich(&self, ctx: &mut Context) -> Result<(), PipelineError> {
+        let endpoint = ctx.route().endpoint;
+        let request_hooks = self.chain.wants_request(endpoint.name);
+        let response_hooks = self.chain.wants_response(endpoint.name);
+        let record_hooks = ctx.recording() && self.chain.wants_audit(endpoint.name);
+        if !(request_hooks || response_hooks || record_hooks) {
+            return Ok(());
+        }
+        if response_hooks && !endpoint.streaming {
+            ctx.held = Held::keeping();
+        }
+        let json = match &ctx.body {
+            Some(bytes) => Some(self.decode_json(endpoint.name, bytes)?),
+            None => None,
         };
-        let mut canonical = None;
-        let mut archive = None;
-        let wants_audit = draft.is_on() && self.chain.wants_audit(endpoint.name);
-        let (query, mut headers) = if self.chain.wants_request(endpoint.name)
-            || wants_response
-            || wants_audit
-        {
-            let json = match &buffered {
-                Some(bytes) => Some(self.decode_json(endpoint.name, bytes)?),
-                None => None,
-            };
-            // Request plugins judge an existing object, and the objects the body refers to,
-            // by what the engine says they are now.
-            let wants_request = self.chain.wants_request(endpoint.name);
-            let target = if wants_request {
-                target::resolve(&self.upstream, &self.seen, &route, &query).await?
-            } else {
-                None
-            };
-            let mut c = Canonical::new(
-                id,
-                &parts.method,
-                &route,
-                query,
-                parts.headers,
-                json,
-                caller,
-            );
-            c.set_target(target);
-            let mut tags = Vec::new();
-            let query_judged = c.query();
-            if wants_request && endpoint.name == "image.load" {
-                if let Some(s) = stream.take() {
-                    let l = &self.config.limits;
-                    archive = Some(spool::spool(s, &l.spool_dir, l.max_load_bytes).await?);
-                }
+        let Some(route) = ctx.route.as_ref() else {
+            return Ok(());
+        };
+        let target = if request_hooks {
+            target::resolve(&self.upstream, &self.seen, route, &ctx.query).await?
+        } else {
+            None
+        };
+        let Some(head) = ctx.head.as_mut() else {
+            return Ok(());
+        };
+        let headers = std::mem::take(&mut head.headers);
+        let mut c = Canonical::new(
+            ctx.id,
+            &head.method,
+            route,
+            ctx.query.clone(),
+            headers,
+            json,
+            &ctx.caller,
+        );
+        c.set_target(target);
+        let tags_query = c.query();
+        if request_hooks && endpoint.name == "image.load" {
+            if let Some(s) = ctx.stream.take() {
+                let l = &self.config.limits;
+                ctx.archive = Some(spool::spool(s, &l.spool_dir, l.max_load_bytes).await?);
             }
-            let archive_tags = archive.as_ref().map_or(&[][..], |a| a.tags.as_slice());
-            let source = c.view().target.as_ref().map(|t| t.id.clone());
-            let source = source.as_deref();
-            if wants_request {
-                tags = self
-                    .tags(&route, &query_judged, archive_tags, source)
+        }
+        let source = c.view().target.as_ref().map(|t| t.id.clone());
+        let mut tags = Vec::new();
+        if request_hooks {
+            let archive = ctx.archive.as_ref().map_or(&[][..], |a| a.tags.as_slice());
+            tags = self
+                .tags(route, &tags_query, archive, source.as_deref())
+                .await?;
+            let mut related = target::resolve_related(&self.upstream, route, c.body(), &[]).await?;
+            related.extend(tags.iter().cloned());
+            c.set_related(related);
+        }
+        if record_hooks {
+            // Audit hooks shape the records of refused requests too (redaction).
+            ctx.view = Some(c.view().clone());
+        }
+        ctx.judged = Some(Judged {
+            canonical: c,
+            request_hooks,
+            record_hooks,
+            tags_query,
+            tags,
+            source,
+        });
+        Ok(())
+    }
+
+    /// **decide**: mutating plugins in order, then every validating plugin on what they
+    /// left; new repositories become the caller's; the engine will act on the judged object.
+    async fn decide(&self, ctx: &mut Context) -> Result<(), PipelineError> {
+        let Some(mut j) = ctx.judged.take() else {
+            return Ok(());
+        };
+        let Some(route) = ctx.route.as_mut() else {
+            return Ok(());
+        };
+        let (id, trace, held) = (ctx.id, &mut ctx.trace, &mut ctx.held);
+        self.chain.mutate(id, &mut j.canonical, trace, held).await?;
+        let c = &mut j.canonical;
+        if j.request_hooks {
+            // Validating plugins judge the body and query mutating plugins left,
+            // references included.
+            let mut related =
+                target::resolve_related(&self.upstream, route, c.body(), &c.view().related).await?;
+            let query = c.query();
+            if query != j.tags_query {
+                let archive = ctx.archive.as_ref().map_or(&[][..], |a| a.tags.as_slice());
+                j.tags = self
+                    .tags(route, &query, archive, j.source.as_deref())
                     .await?;
-                let mut related =
-                    target::resolve_related(&self.upstream, &route, c.body(), &[]).await?;
-                related.extend(tags.iter().cloned());
-                c.set_related(related);
             }
-            if wants_audit {
-                // Audit hooks shape the records of refused requests too (redaction).
-                draft.keep_view(c.view());
-            }
-            self.chain
-                .mutate(id, &mut c, draft.trace(), &mut held)
-                .await?;
-            if wants_request {
-                // Validating plugins judge the body and query mutating plugins left,
-                // references included.
-                let mut related =
-                    target::resolve_related(&self.upstream, &route, c.body(), &c.view().related)
-                        .await?;
-                let query = c.query();
-                if query != query_judged {
-                    tags = self.tags(&route, &query, archive_tags, source).await?;
-                }
-                related.extend(tags);
-                c.set_related(related);
-            }
-            self.chain
-                .validate(id, &c, draft.trace(), &mut held)
-                .await?;
-            if let Some(owners) = &self.owners {
-                // New repositories become the caller's before the request that makes them
-                // is forwarded.
-                tags::claim(owners, endpoint.name, &c.view().related, &caller.user).await?;
-            }
-            buffered = c.body_bytes();
-            if wants_audit {
-                draft.keep_view(c.view());
-            }
-            // The engine acts on the object the plugins judged, by its id.
-            if let Some(path) = c
-                .view()
-                .target
-                .as_ref()
-                .and_then(|t| target::pinned_path(&route, t))
-            {
-                route.path = path;
-            }
-            let forwarded = (c.query(), headers::forwardable(&c.headers));
-            canonical = Some(c);
-            forwarded
-        } else {
-            (query, headers::forwardable(&parts.headers))
-        };
+            related.append(&mut j.tags);
+            c.set_related(related);
+        }
+        self.chain.validate(id, &*c, trace, held).await?;
+        if let Some(owners) = &self.owners {
+            // New repositories become the caller's before the request that makes them
+            // is forwarded.
+            let endpoint = route.endpoint.name;
+            tags::claim(owners, endpoint, &c.view().related, &ctx.caller.user).await?;
+        }
+        ctx.body = c.body_bytes();
+        ctx.query = c.query();
+        if j.record_hooks {
+            ctx.view = Some(c.view().clone());
+        }
+        // The engine acts on the object the plugins judged, by its id.
+        if let Some(path) = c
+            .view()
+            .target
+            .as_ref()
+            .and_then(|t| target::pinned_path(route, t))
+        {
+            route.path = path;
+        }
+        ctx.judged = Some(j);
+        Ok(())
+    }
 
-        draft.request(&query, buffered.as_ref());
-        let body = match (archive, stream.take(), buffered) {
+    /// **send**: exactly what was judged (the canonical body, the re-encoded query, the
+    /// judged archive) goes to the engine, upgraded only if the client asked.
+    async fn send(&self, ctx: &mut Context) -> Result<Response<Incoming>, PipelineError> {
+        let Some(head) = ctx.head.as_ref() else {
+            return Err(PipelineError::BodyRead("request head missing".into()));
+        };
+        let mut headers = match &ctx.judged {
+            Some(j) => headers::forwardable(&j.canonical.headers),
+            None => headers::forwardable(&head.headers),
+        };
+        let body = match (ctx.archive.take(), ctx.stream.take(), &ctx.body) {
             // The archive the plugins judged, from the gateway's file.
             (Some(a), _, _) => a.into_body(),
             (None, Some(s), _) => {
                 Body::stream(s).idle_limit(self.config.limits.stream_idle_timeout)
             }
-            (None, None, Some(b)) => Body::full(b),
+            (None, None, Some(b)) => Body::full(b.clone()),
             (None, None, None) => Body::empty(),
         };
-        if wants_upgrade {
+        match &ctx.upgrade {
             // Forward the protocol the client asked for (`tcp` for attach/exec, `h2c` for
             // BuildKit's session), on a connection upgraded only if the engine agrees.
-            if let Some(proto) = upgrade_protocol {
-                headers.insert(header::UPGRADE, proto);
+            Upgrade::Asked(proto) => {
+                if let Some(proto) = proto {
+                    headers.insert(header::UPGRADE, proto.clone());
+                }
+                headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
             }
-            headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-        } else if legacy_hijack {
-            headers.insert(header::UPGRADE, HeaderValue::from_static("tcp"));
-            headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-            // The engine-style answer replaces hyper's head on the client connection: wait
-            // until nothing of an earlier response is still on its way out.
-            if let Some(h) = &handover {
-                h.settle(self.config.limits.header_read_timeout)
-                    .await
-                    .map_err(|_| PipelineError::ClientNotReading)?;
+            Upgrade::Legacy => {
+                headers.insert(header::UPGRADE, HeaderValue::from_static("tcp"));
+                headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+                // The engine-style answer replaces hyper's head on the client connection:
+                // wait until nothing of an earlier response is still on its way out.
+                if let Some(h) = &ctx.handover {
+                    h.settle(self.config.limits.header_read_timeout)
+                        .await
+                        .map_err(|_| PipelineError::ClientNotReading)?;
+                }
             }
+            Upgrade::No => {}
         }
         let mut upstream_req = Request::new(body);
-        *upstream_req.method_mut() = parts.method.clone();
-        *upstream_req.uri_mut() = upstream_uri(&route, canonical::encode_query(&query).as_deref())?;
+        *upstream_req.method_mut() = head.method.clone();
+        *upstream_req.uri_mut() =
+            upstream_uri(ctx.route(), canonical::encode_query(&ctx.query).as_deref())?;
         *upstream_req.headers_mut() = headers;
 
         let sent = Instant::now();
-        let mut resp = self.upstream.send(upstream_req).await?;
-        draft.engine_answered(sent.elapsed());
+        let resp = self.upstream.send(upstream_req).await?;
+        ctx.engine_time = Some(sent.elapsed());
+        Ok(resp)
+    }
 
+    /// **respond**: a switched protocol becomes a tunnel, a JSON answer that response
+    /// plugins read is filtered, events are judged one by one, the rest streams through.
+    async fn respond(
+        &self,
+        mut resp: Response<Incoming>,
+        ctx: &mut Context,
+        slot: &mut Option<slots::CallerSlot>,
+    ) -> Result<Response<Body>, PipelineError> {
+        let endpoint = ctx.route().endpoint;
+        let idle = self.config.limits.stream_idle_timeout;
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-            let (Some(handover), true) = (handover, wants_upgrade || legacy_hijack) else {
+            let (Some(handover), false) = (ctx.handover.take(), matches!(ctx.upgrade, Upgrade::No))
+            else {
                 // The engine switched protocols on a request that never asked to (or on a
                 // connection that cannot be handed over): nothing sane can be relayed.
                 return Err(PipelineError::UpgradeRefused {
@@ -478,65 +552,83 @@ impl Gateway {
             })?;
             let engine_upgrade = hyper::upgrade::on(&mut resp);
             let (parts, _) = resp.into_parts();
-            if legacy_hijack {
+            if matches!(ctx.upgrade, Upgrade::Legacy) {
                 let head = tunnel::legacy_head(&parts.headers);
-                handover.put(
-                    engine_upgrade,
-                    permit,
-                    slot.take(),
-                    Some(head),
-                    self.config.limits.stream_idle_timeout,
-                );
+                handover.put(engine_upgrade, permit, slot.take(), Some(head), idle);
                 // hyper writes (and the connection swallows) this; the client gets `head`.
                 let mut resp = Response::new(Body::empty());
                 resp.headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
-                return Ok((endpoint.name, resp));
+                return Ok(resp);
             }
-            handover.put(
-                engine_upgrade,
-                permit,
-                slot.take(),
-                None,
-                self.config.limits.stream_idle_timeout,
-            );
-            return Ok((endpoint.name, Response::from_parts(parts, Body::empty())));
+            handover.put(engine_upgrade, permit, slot.take(), None, idle);
+            return Ok(Response::from_parts(parts, Body::empty()));
         }
 
         let (mut parts, incoming) = resp.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers);
-        if let (Some(c), true) = (
-            &canonical,
-            wants_response && !endpoint.streaming && is_json(&parts.headers),
-        ) {
+        let response_hooks = ctx.judged.is_some() && self.chain.wants_response(endpoint.name);
+        if response_hooks && !endpoint.streaming && is_json(&parts.headers) {
             let resp = Response::from_parts(parts, incoming);
-            let resp = self
-                .filter_response(id, c.view(), resp, endpoint.name, draft.trace(), held)
-                .await?;
-            return Ok((endpoint.name, resp));
+            return self.filter_response(resp, ctx).await;
         }
-        let body = Body::stream(incoming).idle_limit(self.config.limits.stream_idle_timeout);
-        if let (Some(c), true) = (
-            canonical,
-            endpoint.name == "system.events" && wants_response && parts.status.is_success(),
-        ) {
-            // Judged event by event: the head goes now, each event when it is judged.
-            parts.headers.remove(header::CONTENT_LENGTH);
-            let judge = events::EventJudge {
-                chain: self.chain.clone(),
-                upstream: self.upstream.clone(),
-                seen: self.seen.clone(),
-                headers: canonical::visible_headers(&parts.headers),
-                route,
-                id,
-                request: c.into_view(),
-            };
-            return Ok((
-                endpoint.name,
-                Response::from_parts(parts, judge.start(body)),
-            ));
+        let body = Body::stream(incoming).idle_limit(idle);
+        if response_hooks && endpoint.name == "system.events" && parts.status.is_success() {
+            if let Some(j) = ctx.judged.take() {
+                // Judged event by event: the head goes now, each event when it is judged.
+                parts.headers.remove(header::CONTENT_LENGTH);
+                let judge = events::EventJudge {
+                    chain: self.chain.clone(),
+                    upstream: self.upstream.clone(),
+                    seen: self.seen.clone(),
+                    headers: canonical::visible_headers(&parts.headers),
+                    route: ctx.route().clone(),
+                    id: ctx.id,
+                    request: j.canonical.into_view(),
+                };
+                return Ok(Response::from_parts(parts, judge.start(body)));
+            }
         }
-        Ok((endpoint.name, Response::from_parts(parts, body)))
+        Ok(Response::from_parts(parts, body))
+    }
+
+    /// A refused or failed trip's answer: logged, kept for the record, and sent once what is
+    /// left of a streamed upload has been read.
+    async fn refuse(
+        &self,
+        e: PipelineError,
+        method: &http::Method,
+        ctx: &mut Context,
+    ) -> Response<Body> {
+        let err = e.to_docker_error();
+        let (id, user) = (ctx.id, &ctx.caller.user);
+        if err.status.is_server_error() {
+            warn!(id, %method, %user, error = %e, "request failed");
+        } else {
+            info!(id, %method, %user, error = %e, "request refused");
+        }
+        ctx.failure = Some(Failure {
+            denied: matches!(
+                e,
+                PipelineError::Chain(ChainError::Denied { .. })
+                    | PipelineError::Route(RouteError::UnknownEndpoint { .. })
+            ),
+            message: err.message.clone(),
+        });
+        if let Some(body) = ctx.stream.take() {
+            self.drain(body).await;
+        }
+        err.into_response()
+    }
+
+    /// **log**: the request's record, built from its context, shaped by the audit hooks and
+    /// written. With `sync` durability this returns only once the record is on disk;
+    /// otherwise audit plugins shape it after the response is released.
+    async fn log(&self, ctx: Context, resp: &Response<Body>) {
+        let Some(audit) = &self.audit else { return };
+        if let Some((record, view)) = record::build(ctx, resp) {
+            audit.finish(&self.chain, record, view).await;
+        }
     }
 
     /// Reads a JSON response whole (within the body bound) and runs the response plugins.
@@ -545,13 +637,17 @@ impl Gateway {
     /// through costs one validation pass, not a parse and a print.
     async fn filter_response(
         &self,
-        id: u64,
-        req: &types::Request,
         resp: Response<Incoming>,
-        endpoint: &'static str,
-        trace: &mut Trace,
-        mut held: Held,
+        ctx: &mut Context,
     ) -> Result<Response<Body>, PipelineError> {
+        let endpoint = ctx.route().endpoint.name;
+        let Some(j) = &ctx.judged else {
+            return Err(PipelineError::ResponseUnreadable {
+                endpoint,
+                reason: "the request was not judged".into(),
+            });
+        };
+        let req = j.canonical.view();
         let (mut parts, incoming) = resp.into_parts();
         let unreadable = |reason: String| PipelineError::ResponseUnreadable { endpoint, reason };
         let limit = self.config.limits.max_body_bytes;
@@ -570,14 +666,11 @@ impl Gateway {
         };
         let mut patched = false;
         let mut headers = parts.headers.clone();
+        let (trace, held) = (&mut ctx.trace, &mut ctx.held);
         self.chain
-            .on_response(id, req, &mut resp, trace, &mut held, |resp, patch| {
+            .on_response(ctx.id, req, &mut resp, trace, held, |resp, patch| {
                 if let Some(ops) = &patch.body {
-                    let current = resp.body.as_deref().unwrap_or("null");
-                    let mut json: serde_json::Value =
-                        serde_json::from_str(current).map_err(|e| e.to_string())?;
-                    canonical::apply_json_patch(&mut json, ops)?;
-                    resp.body = Some(json.to_string());
+                    resp.body = Some(canonical::patch_text(resp.body.as_deref(), ops)?);
                     patched = true;
                 }
                 for edit in &patch.headers {
@@ -650,7 +743,11 @@ impl Gateway {
     }
 
     /// Reads a non-streaming body whole, within the configured bound.
-    async fn read_body(&self, incoming: Incoming, route: &Route) -> Result<Bytes, PipelineError> {
+    async fn read_body(
+        &self,
+        incoming: Incoming,
+        endpoint: &'static str,
+    ) -> Result<Bytes, PipelineError> {
         use http_body::Body as _;
         if incoming.is_end_stream() {
             return Ok(Bytes::new());
@@ -659,10 +756,7 @@ impl Gateway {
         match Limited::new(incoming, limit).collect().await {
             Ok(collected) => Ok(collected.to_bytes()),
             Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-                Err(PipelineError::BodyTooLarge {
-                    endpoint: route.endpoint.name,
-                    limit,
-                })
+                Err(PipelineError::BodyTooLarge { endpoint, limit })
             }
             Err(e) => Err(PipelineError::BodyRead(e.to_string())),
         }
