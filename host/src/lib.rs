@@ -27,6 +27,7 @@
 //! - [`admin`]: the admin listener (off unless configured): the audit queries over HTTP.
 //! - [`error`]: the single conversion of any failure to Docker's `{"message": ...}` format.
 //! - [`config`]: the strict TOML configuration and listen/engine addresses.
+//! - [`model`]: the host's request, response and verdict types, mirroring the plugin contract.
 
 pub mod admin;
 pub mod audit;
@@ -36,6 +37,7 @@ pub mod error;
 pub mod fuzz;
 pub mod identity;
 pub mod listener;
+pub mod model;
 pub mod net;
 pub mod owners;
 pub mod pipeline;

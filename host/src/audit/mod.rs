@@ -25,8 +25,8 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, warn};
 
 use crate::error::{DockerError, IntoDockerError};
+use crate::model;
 use crate::pipeline::{Body, Chain};
-use crate::plugin::types;
 
 pub use config::{AuditConfig, Durability, OnFullDisk};
 pub use query::Query;
@@ -290,7 +290,7 @@ impl AuditLog {
         self.record(chain, record, view).await;
     }
 
-    async fn record(&self, chain: &Chain, mut record: Record, view: Option<types::Request>) {
+    async fn record(&self, chain: &Chain, mut record: Record, view: Option<model::Request>) {
         if let Some(view) = view.filter(|v| chain.wants_audit(&v.endpoint)) {
             shape(chain, &view, &mut record).await;
         }
@@ -314,7 +314,7 @@ impl AuditLog {
 
 /// Runs the audit hooks on the record's JSON; a patched record that is no longer a valid
 /// record is refused and the original kept.
-async fn shape(chain: &Chain, view: &types::Request, record: &mut Record) {
+async fn shape(chain: &Chain, view: &model::Request, record: &mut Record) {
     let Ok(mut text) = serde_json::to_string(&*record) else {
         return;
     };

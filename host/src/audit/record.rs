@@ -16,8 +16,8 @@ use serde_json::{Map, Value};
 
 use crate::error::DockerError;
 use crate::identity::{Caller, IdentityError, Peer};
+use crate::model;
 use crate::pipeline::{Body, ChainError, Note, PipelineError, Trace};
-use crate::plugin::types;
 use crate::route::{Route, RouteError};
 
 /// The outcome of a request, as the policy saw it.
@@ -146,7 +146,7 @@ pub struct Draft {
 struct Partial {
     record: Record,
     started: Instant,
-    view: Option<types::Request>,
+    view: Option<model::Request>,
     /// The last body given to [`Draft::request`]: `details` are taken from it once, when
     /// the record is finished (a create's body was parsed twice per request before).
     body: Option<Bytes>,
@@ -287,7 +287,7 @@ impl Draft {
     }
 
     /// Keeps the plugin view of the request for the audit hooks.
-    pub fn keep_view(&mut self, view: &types::Request) {
+    pub fn keep_view(&mut self, view: &model::Request) {
         if let Some(p) = &mut self.partial {
             p.record.target = view.target.as_ref().map(target_json);
             p.view = Some(view.clone());
@@ -314,7 +314,7 @@ impl Draft {
 
     /// Completes the record with the response head. Returns the record and the plugin
     /// view (for audit hooks), or nothing when auditing is off.
-    pub(crate) fn finish(self, resp: &Response<Body>) -> Option<(Record, Option<types::Request>)> {
+    pub(crate) fn finish(self, resp: &Response<Body>) -> Option<(Record, Option<model::Request>)> {
         use http_body::Body as _;
         let mut p = self.partial?;
         let r = &mut p.record;
@@ -342,7 +342,7 @@ impl Draft {
     }
 }
 
-fn target_json(t: &types::Target) -> Value {
+fn target_json(t: &model::Target) -> Value {
     let labels: Map<String, Value> = t
         .labels
         .iter()
