@@ -205,8 +205,8 @@ fn a_broken_policy_stops_the_start() {
 /// as a policy, so a policy can be tried offline like a component.
 #[test]
 fn a_rego_policy_runs_offline_like_a_component() {
+    use portcullis::model::Verdict;
     use portcullis::plugin::offline;
-    use portcullis::plugin::types::Verdict;
     let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/rego/authz.rego");
     let judge = |body: serde_json::Value| {
         let rt = tokio::runtime::Builder::new_current_thread()

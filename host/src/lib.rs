@@ -28,6 +28,7 @@
 //! - [`body`]: the one HTTP body type sent both ways (a stream passed through, or bytes held).
 //! - [`error`]: the single conversion of any failure to Docker's `{"message": ...}` format.
 //! - [`config`]: the strict TOML configuration and listen/engine addresses.
+//! - [`model`]: the host's request, response and verdict types, mirroring the plugin contract.
 
 pub mod admin;
 pub mod audit;
@@ -38,6 +39,7 @@ pub mod error;
 pub mod fuzz;
 pub mod identity;
 pub mod listener;
+pub mod model;
 pub mod net;
 pub mod owners;
 pub mod pipeline;

@@ -430,10 +430,7 @@ async fn load_for_test(
     request: &std::path::Path,
     config: Option<&std::path::Path>,
     reuse: Option<portcullis::config::Reuse>,
-) -> Result<(
-    portcullis::plugin::Plugin,
-    portcullis::plugin::types::Request,
-)> {
+) -> Result<(portcullis::plugin::Plugin, portcullis::model::Request)> {
     use portcullis::plugin::offline;
     let config = match config {
         Some(p) => read_json(p)?,

@@ -2,7 +2,7 @@
  * portcullis.h: helpers for portcullis plugins written in C.
  *
  * A C plugin implements the five functions that wit-bindgen's C generator declares in
- * `plugin.h` from the WIT package `sdk/wit/plugin.wit` (portcullis:plugin@0.2.0):
+ * `plugin.h` from the WIT package `sdk/wit/0.2.0/plugin.wit` (portcullis:plugin@0.2.0):
  *
  *   void exports_portcullis_plugin_policy_describe(portcullis_plugin_types_info_t *ret);
  *   bool exports_portcullis_plugin_policy_init(plugin_string_t *config, plugin_string_t *err);

@@ -1,5 +1,5 @@
 // TypeScript types for portcullis.js (the JavaScript plugin helpers), mirroring
-// sdk/wit/plugin.wit (portcullis:plugin@0.2.0).
+// sdk/wit/0.2.0/plugin.wit (portcullis:plugin@0.2.0).
 
 export declare const CONTRACT_VERSION: string;
 

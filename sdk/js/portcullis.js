@@ -1,7 +1,7 @@
 // Write portcullis gateway plugins in JavaScript.
 //
 // A plugin is a WebAssembly component built with @bytecodealliance/componentize-js from the
-// WIT contract in sdk/wit/plugin.wit (portcullis:plugin@0.2.0). This module wraps the
+// WIT contract in sdk/wit/0.2.0/plugin.wit (portcullis:plugin@0.2.0). This module wraps the
 // generated bindings: extend `Plugin`, override the hooks you need, and export it:
 //
 //   import { Plugin, allow, deny, exportPlugin } from './portcullis.js';

@@ -1,7 +1,7 @@
 """Write portcullis gateway plugins in Python.
 
 A plugin is a WebAssembly component built with componentize-py from the WIT contract in
-``sdk/wit/plugin.wit`` (``portcullis:plugin@0.2.0``). This module wraps the generated bindings:
+``sdk/wit/0.2.0/plugin.wit`` (``portcullis:plugin@0.2.0``). This module wraps the generated bindings:
 subclass :class:`Plugin`, override the hooks you need, and export it::
 
     from portcullis_plugin import Plugin, Request, allow, deny, export

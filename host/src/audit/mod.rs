@@ -28,7 +28,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, warn};
 
 use crate::error::{DockerError, IntoDockerError};
-use crate::plugin::types;
+use crate::model;
 
 pub use crate::config::{AuditConfig, Durability, OnFullDisk};
 pub use query::Query;
@@ -279,7 +279,7 @@ impl AuditLog {
         self: &Arc<Self>,
         shaper: &Arc<S>,
         record: Record,
-        view: Option<types::Request>,
+        view: Option<model::Request>,
     ) {
         if self.durability != Durability::Sync {
             if let Ok(permit) = self.pending.clone().try_acquire_owned() {
@@ -298,7 +298,7 @@ impl AuditLog {
         &self,
         shaper: &S,
         mut record: Record,
-        view: Option<types::Request>,
+        view: Option<model::Request>,
     ) {
         if let Some(view) = view.filter(|v| shaper.wants(&v.endpoint)) {
             shaper.shape(&view, &mut record).await;
@@ -327,7 +327,7 @@ pub trait Shaper: Send + Sync + 'static {
     /// Whether records of `endpoint` are shaped at all.
     fn wants(&self, endpoint: &str) -> bool;
     /// Shapes `record`, the record of `view`, in place.
-    fn shape(&self, view: &types::Request, record: &mut Record) -> impl Future<Output = ()> + Send;
+    fn shape(&self, view: &model::Request, record: &mut Record) -> impl Future<Output = ()> + Send;
 }
 
 /// The writer thread: the only code that appends to the store.

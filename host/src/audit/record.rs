@@ -10,7 +10,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::plugin::types;
+use crate::model;
 
 /// The outcome of a request, as the policy saw it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -194,7 +194,7 @@ impl PartialEq<&str> for Outcome {
 }
 
 /// The target object as the record shows it: kind, id, name, labels and owner.
-pub fn target_json(t: &types::Target) -> Value {
+pub fn target_json(t: &model::Target) -> Value {
     let labels: Map<String, Value> = t
         .labels
         .iter()

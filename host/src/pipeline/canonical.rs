@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::chain::Patchable;
 use crate::identity::{AuthMethod, Caller};
-use crate::plugin::types;
+use crate::model;
 use crate::route::Route;
 
 /// Headers that carry credentials; plugins see them only when granted.
@@ -56,7 +56,7 @@ pub fn encode_query(pairs: &[(String, String)]) -> Option<String> {
 
 /// A request in canonical form, with the plugin-facing view kept in step.
 pub struct Canonical {
-    view: types::Request,
+    view: model::Request,
     /// The headers to forward (credentials included; hop-by-hop removed later).
     pub headers: HeaderMap,
     body: Option<Value>,
@@ -73,7 +73,7 @@ impl Canonical {
         body: Option<Value>,
         caller: &Caller,
     ) -> Self {
-        let view = types::Request {
+        let view = model::Request {
             id,
             method: method.as_str().to_owned(),
             path: route.path.clone(),
@@ -82,7 +82,7 @@ impl Canonical {
             object_id: route.object_id.clone(),
             query: query
                 .into_iter()
-                .map(|(name, value)| types::Pair { name, value })
+                .map(|(name, value)| model::Pair { name, value })
                 .collect(),
             headers: visible_headers(&headers),
             body: body.as_ref().map(Value::to_string),
@@ -98,12 +98,12 @@ impl Canonical {
     }
 
     /// Sets the object the request acts on, as the engine reported it (see `target.rs`).
-    pub fn set_target(&mut self, target: Option<types::Target>) {
+    pub fn set_target(&mut self, target: Option<model::Target>) {
         self.view.target = target;
     }
 
     /// Sets the other objects the body refers to (see `target.rs`).
-    pub fn set_related(&mut self, related: Vec<types::Reference>) {
+    pub fn set_related(&mut self, related: Vec<model::Reference>) {
         self.view.related = related;
     }
 
@@ -123,7 +123,7 @@ impl Canonical {
 
     /// The plugin-facing view, kept after the request was forwarded (an event stream's
     /// events are judged against it).
-    pub fn into_view(self) -> types::Request {
+    pub fn into_view(self) -> model::Request {
         self.view
     }
 
@@ -134,11 +134,11 @@ impl Canonical {
 }
 
 impl Patchable for Canonical {
-    fn view(&self) -> &types::Request {
+    fn view(&self) -> &model::Request {
         &self.view
     }
 
-    fn apply(&mut self, patch: &types::Patch) -> Result<(), String> {
+    fn apply(&mut self, patch: &model::Patch) -> Result<(), String> {
         if let Some(ops) = &patch.body {
             let body = self
                 .body
@@ -175,10 +175,10 @@ pub fn patch_text(text: Option<&str>, ops: &str) -> Result<String, String> {
 }
 
 /// Applies a header edit; framing headers cannot be edited.
-pub fn edit_headers(headers: &mut HeaderMap, edit: &types::Edit) -> Result<(), String> {
+pub fn edit_headers(headers: &mut HeaderMap, edit: &model::Edit) -> Result<(), String> {
     let name = match edit {
-        types::Edit::Set(p) => &p.name,
-        types::Edit::Remove(n) => n,
+        model::Edit::Set(p) => &p.name,
+        model::Edit::Remove(n) => n,
     };
     let lower = name.to_ascii_lowercase();
     if FRAMING_HEADERS.contains(&lower.as_str()) {
@@ -187,12 +187,12 @@ pub fn edit_headers(headers: &mut HeaderMap, edit: &types::Edit) -> Result<(), S
     let name = HeaderName::from_bytes(lower.as_bytes())
         .map_err(|_| format!("bad header name {name:?}"))?;
     match edit {
-        types::Edit::Set(p) => {
+        model::Edit::Set(p) => {
             let value = HeaderValue::from_str(&p.value)
                 .map_err(|_| format!("bad value for header {name}"))?;
             headers.insert(name, value);
         }
-        types::Edit::Remove(_) => {
+        model::Edit::Remove(_) => {
             headers.remove(name);
         }
     }
@@ -200,37 +200,37 @@ pub fn edit_headers(headers: &mut HeaderMap, edit: &types::Edit) -> Result<(), S
 }
 
 /// Applies a query (or any pair list) edit.
-pub fn edit_pairs(pairs: &mut Vec<types::Pair>, edit: &types::Edit) {
+pub fn edit_pairs(pairs: &mut Vec<model::Pair>, edit: &model::Edit) {
     match edit {
-        types::Edit::Set(p) => {
+        model::Edit::Set(p) => {
             pairs.retain(|q| q.name != p.name);
             pairs.push(p.clone());
         }
-        types::Edit::Remove(n) => pairs.retain(|q| &q.name != n),
+        model::Edit::Remove(n) => pairs.retain(|q| &q.name != n),
     }
 }
 
 /// Headers as plugins see them: lowercase names, credentials removed.
-pub fn visible_headers(headers: &HeaderMap) -> Vec<types::Pair> {
+pub fn visible_headers(headers: &HeaderMap) -> Vec<model::Pair> {
     headers
         .iter()
         .filter(|(n, _)| !CREDENTIAL_HEADERS.contains(&n.as_str()))
-        .map(|(n, v)| types::Pair {
+        .map(|(n, v)| model::Pair {
             name: n.as_str().to_owned(),
             value: String::from_utf8_lossy(v.as_bytes()).into_owned(),
         })
         .collect()
 }
 
-fn plugin_caller(c: &Caller) -> types::Caller {
-    types::Caller {
+fn plugin_caller(c: &Caller) -> model::Caller {
+    model::Caller {
         user: c.user.clone(),
         groups: c.groups.clone(),
         auth: match c.auth {
-            AuthMethod::None => types::AuthMethod::None,
-            AuthMethod::PeerCredentials => types::AuthMethod::PeerCredentials,
-            AuthMethod::MutualTls => types::AuthMethod::MutualTls,
-            AuthMethod::Token => types::AuthMethod::Token,
+            AuthMethod::None => model::AuthMethod::None,
+            AuthMethod::PeerCredentials => model::AuthMethod::PeerCredentials,
+            AuthMethod::MutualTls => model::AuthMethod::MutualTls,
+            AuthMethod::Token => model::AuthMethod::Token,
         },
         peer: c.peer.to_string(),
     }
@@ -254,12 +254,12 @@ mod tests {
     #[test]
     fn framing_headers_cannot_be_edited() {
         let mut h = HeaderMap::new();
-        let edit = types::Edit::Set(types::Pair {
+        let edit = model::Edit::Set(model::Pair {
             name: "Content-Length".into(),
             value: "0".into(),
         });
         assert!(edit_headers(&mut h, &edit).is_err());
-        let edit = types::Edit::Set(types::Pair {
+        let edit = model::Edit::Set(model::Pair {
             name: "X-Team".into(),
             value: "a".into(),
         });

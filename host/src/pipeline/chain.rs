@@ -13,7 +13,7 @@ use tracing::{info, warn};
 use crate::audit::{Note, Outcome};
 use crate::config::{Mode, Phase};
 use crate::error::{DockerError, IntoDockerError};
-use crate::plugin::types::{self, Hooks, Verdict};
+use crate::model::{self, Hooks, Verdict};
 use crate::plugin::{Hook, Kept, Plugin, PluginFailure};
 
 /// Why the chain refused a request or response.
@@ -46,9 +46,9 @@ impl IntoDockerError for ChainError {
 /// What a plugin asks to change; applied by the caller, which owns the canonical request.
 pub trait Patchable {
     /// Applies a patch; an error means the patch is malformed for this request.
-    fn apply(&mut self, patch: &types::Patch) -> Result<(), String>;
+    fn apply(&mut self, patch: &model::Patch) -> Result<(), String>;
     /// The plugin-facing view after changes.
-    fn view(&self) -> &types::Request;
+    fn view(&self) -> &model::Request;
 }
 
 /// What each plugin answered for one request, kept for the audit record. Collects nothing
@@ -75,7 +75,7 @@ impl Trace {
         hook: &str,
         verdict: Outcome,
         message: Option<String>,
-        patch: Option<&types::Patch>,
+        patch: Option<&model::Patch>,
     ) {
         if self.enabled {
             self.notes.push(Note {
@@ -91,13 +91,13 @@ impl Trace {
 
 /// A patch as JSON for the record. Values of credential headers a plugin sets are replaced,
 /// so that no credential reaches the audit trail.
-fn patch_json(p: &types::Patch) -> serde_json::Value {
+fn patch_json(p: &model::Patch) -> serde_json::Value {
     use serde_json::{json, Value};
-    let edits = |edits: &[types::Edit], headers: bool| -> Vec<Value> {
+    let edits = |edits: &[model::Edit], headers: bool| -> Vec<Value> {
         edits
             .iter()
             .map(|e| match e {
-                types::Edit::Set(pair) => {
+                model::Edit::Set(pair) => {
                     let secret = headers
                         && super::CREDENTIAL_HEADERS
                             .contains(&pair.name.to_ascii_lowercase().as_str());
@@ -108,7 +108,7 @@ fn patch_json(p: &types::Patch) -> serde_json::Value {
                     };
                     json!({"set": {"name": pair.name, "value": value}})
                 }
-                types::Edit::Remove(name) => json!({"remove": name}),
+                model::Edit::Remove(name) => json!({"remove": name}),
             })
             .collect()
     };
@@ -221,10 +221,10 @@ impl Chain {
     pub async fn on_audit(
         &self,
         id: u64,
-        req: &types::Request,
+        req: &model::Request,
         record: &mut String,
         trace: &mut Trace,
-        mut apply: impl FnMut(&mut String, &types::Patch) -> Result<(), String>,
+        mut apply: impl FnMut(&mut String, &model::Patch) -> Result<(), String>,
     ) {
         for p in self.selected(&req.endpoint, Hooks::AUDIT) {
             let name = p.name();
@@ -302,7 +302,7 @@ impl Chain {
                 continue;
             }
             let verdict = self.request_hook(p, id, req.view(), held).await;
-            let no_patches = |_: &types::Patch| Err("validating plugins cannot patch".to_string());
+            let no_patches = |_: &model::Patch| Err("validating plugins cannot patch".to_string());
             if let Some(denial) = self.settle(id, p, verdict, trace, "request", no_patches)? {
                 denials.push(denial);
             }
@@ -320,7 +320,7 @@ impl Chain {
         &self,
         p: &Plugin,
         id: u64,
-        req: &types::Request,
+        req: &model::Request,
         held: &mut Held,
     ) -> Result<Verdict, PluginFailure> {
         let keep = held.keep && p.hooks(Hooks::RESPONSE, &req.endpoint);
@@ -334,11 +334,11 @@ impl Chain {
     pub async fn on_response(
         &self,
         id: u64,
-        req: &types::Request,
-        resp: &mut types::Response,
+        req: &model::Request,
+        resp: &mut model::Response,
         trace: &mut Trace,
         held: &mut Held,
-        mut apply: impl FnMut(&mut types::Response, &types::Patch) -> Result<(), String>,
+        mut apply: impl FnMut(&mut model::Response, &model::Patch) -> Result<(), String>,
     ) -> Result<(), ChainError> {
         for p in self.selected(&req.endpoint, Hooks::RESPONSE) {
             let verdict = p
@@ -361,7 +361,7 @@ impl Chain {
         verdict: Result<Verdict, PluginFailure>,
         trace: &mut Trace,
         hook: &str,
-        apply: impl FnOnce(&types::Patch) -> Result<(), String>,
+        apply: impl FnOnce(&model::Patch) -> Result<(), String>,
     ) -> Result<Option<(StatusCode, String, String)>, ChainError> {
         let name = p.name();
         let dry_run = p.mode() == Mode::DryRun;

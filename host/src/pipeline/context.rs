@@ -14,7 +14,7 @@ use super::chain::{Held, Trace};
 use super::spool::Archive;
 use super::tunnel::Handover;
 use crate::identity::Caller;
-use crate::plugin::types;
+use crate::model;
 use crate::route::Route;
 
 /// Longest raw path a record keeps of a request that could not be classified.
@@ -64,7 +64,7 @@ pub(super) struct Context {
     /// Every plugin answer, collected only when there is an audit trail.
     pub trace: Trace,
     /// The plugins' view of the request, kept for the hooks that shape its record.
-    pub view: Option<types::Request>,
+    pub view: Option<model::Request>,
     /// What only the record needs; `None` without an audit trail.
     pub arrival: Option<Box<Arrival>>,
     /// Why the request was refused or failed, as sent: for the record.
@@ -99,7 +99,7 @@ pub(super) struct Judged {
     /// The query the tags were resolved for.
     pub tags_query: Vec<(String, String)>,
     /// The tags the request names, with their owners.
-    pub tags: Vec<types::Reference>,
+    pub tags: Vec<model::Reference>,
     /// The id of the image a tag request's source names.
     pub source: Option<String>,
 }

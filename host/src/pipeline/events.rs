@@ -23,7 +23,7 @@ use super::chain::{Chain, Held, Trace};
 use super::target::{self, Seen};
 use super::{canonical, Body};
 use crate::body::BodyError;
-use crate::plugin::types;
+use crate::model;
 use crate::route::Route;
 use crate::upstream::Upstream;
 
@@ -42,9 +42,9 @@ pub(super) struct EventJudge {
     pub route: Route,
     pub id: u64,
     /// The request as plugins judged it; each event's copy gets its own `target`.
-    pub request: types::Request,
+    pub request: model::Request,
     /// The engine's response headers as plugins see them.
-    pub headers: Vec<types::Pair>,
+    pub headers: Vec<model::Pair>,
 }
 
 impl EventJudge {
@@ -114,7 +114,7 @@ impl EventJudge {
         let mut request = self.request.clone();
         request.target =
             target::event_object(&self.upstream, &self.seen, &self.route, &event).await;
-        let mut resp = types::Response {
+        let mut resp = model::Response {
             status: 200,
             headers: self.headers.clone(),
             body: Some(text.to_owned()),

@@ -32,8 +32,8 @@ use crate::audit::{AuditError, AuditLog};
 use crate::config::Config;
 use crate::error::{DockerError, IntoDockerError};
 use crate::identity::Caller;
+use crate::model;
 use crate::owners::Owners;
-use crate::plugin::types;
 use crate::route::{self, BodyKind, Route, RouteError};
 use crate::upstream::{Upstream, UpstreamError};
 use canonical::Canonical;
@@ -659,7 +659,7 @@ impl Gateway {
         let text = String::from_utf8(bytes.to_vec()).map_err(|e| unreadable(e.to_string()))?;
         serde_json::from_str::<serde::de::IgnoredAny>(&text)
             .map_err(|e| unreadable(e.to_string()))?;
-        let mut resp = types::Response {
+        let mut resp = model::Response {
             status: parts.status.as_u16(),
             headers: canonical::visible_headers(&parts.headers),
             body: Some(text),
@@ -697,7 +697,7 @@ impl Gateway {
         query: &[(String, String)],
         archive: &[spool::LoadedTag],
         source: Option<&str>,
-    ) -> Result<Vec<types::Reference>, PipelineError> {
+    ) -> Result<Vec<model::Reference>, PipelineError> {
         match &self.owners {
             Some(owners) => {
                 let found = tags::resolve(&self.upstream, owners, route, query, archive, source);

@@ -15,14 +15,14 @@ use super::chain::{Chain, Trace};
 use super::context::Context;
 use crate::audit::{record, Decision, Record, Shaper};
 use crate::body::Body;
-use crate::plugin::types;
+use crate::model;
 
 /// The record of the trip in `ctx`, answered with `resp`, and the plugins' view of the
 /// request (for the audit hooks). Nothing without an audit trail.
 pub(super) fn build(
     ctx: Context,
     resp: &Response<Body>,
-) -> Option<(Record, Option<types::Request>)> {
+) -> Option<(Record, Option<model::Request>)> {
     use http_body::Body as _;
     let arrival = ctx.arrival?;
     let mut caller = serde_json::to_value(&*ctx.caller).unwrap_or(Value::Null);
@@ -98,7 +98,7 @@ impl Shaper for Chain {
 
     /// Runs the audit hooks on the record's JSON; a patched record that is no longer a valid
     /// record is refused and the original kept.
-    async fn shape(&self, view: &types::Request, record: &mut Record) {
+    async fn shape(&self, view: &model::Request, record: &mut Record) {
         let Ok(mut text) = serde_json::to_string(&*record) else {
             return;
         };

@@ -21,8 +21,8 @@ use serde_json::Value;
 use super::spool::LoadedTag;
 use super::target::{self, TargetError};
 use crate::error::{DockerError, IntoDockerError};
+use crate::model;
 use crate::owners::{Owners, OwnersError};
-use crate::plugin::types;
 use crate::route::Route;
 use crate::upstream::Upstream;
 
@@ -372,7 +372,7 @@ pub async fn resolve(
     query: &[(String, String)],
     archive: &[LoadedTag],
     source: Option<&str>,
-) -> Result<Vec<types::Reference>, TagError> {
+) -> Result<Vec<model::Reference>, TagError> {
     // A removal names tags of the image it removes: that image's inspect document says what
     // each of them names. Other requests ask the engine about each tag's repository.
     let (found, removing) = if route.endpoint.name == "image.delete" {
@@ -424,14 +424,14 @@ pub async fn resolve(
         if unmoved {
             continue;
         }
-        let object = (exists || owner.is_some()).then(|| types::Target {
+        let object = (exists || owner.is_some()).then(|| model::Target {
             kind: "tag".into(),
             id: described.as_ref().map(|t| t.id.clone()).unwrap_or_default(),
             name: Some(name.clone()),
             labels: described.map(|t| t.labels).unwrap_or_default(),
             owner,
         });
-        out.push(types::Reference {
+        out.push(model::Reference {
             field: m.field,
             kind: "tag".into(),
             name,
@@ -456,7 +456,7 @@ const CREATES_TAGS: [&str; 5] = [
 pub async fn claim(
     owners: &Owners,
     endpoint: &str,
-    related: &[types::Reference],
+    related: &[model::Reference],
     user: &str,
 ) -> Result<(), TagError> {
     if !CREATES_TAGS.contains(&endpoint) {

@@ -31,7 +31,7 @@ use serde_json::Value;
 
 use super::Body;
 use crate::error::{DockerError, IntoDockerError};
-use crate::plugin::types;
+use crate::model;
 use crate::route::Route;
 use crate::upstream::Upstream;
 
@@ -166,7 +166,7 @@ pub async fn resolve(
     seen: &Seen,
     route: &Route,
     query: &[(String, String)],
-) -> Result<Option<types::Target>, TargetError> {
+) -> Result<Option<model::Target>, TargetError> {
     let Some((kind, reference)) = reference(route, query) else {
         return Ok(None);
     };
@@ -206,7 +206,7 @@ pub async fn resolve(
 /// endpoint pinned is `docker tag`: its source stands for the image it names, and a tag
 /// judged as left where it is (see `tags`) must not move to whatever the source names
 /// by the time the engine acts.
-pub fn pinned_path(route: &Route, target: &types::Target) -> Option<String> {
+pub fn pinned_path(route: &Route, target: &model::Target) -> Option<String> {
     if route.endpoint.name == "image.tag" {
         let (algorithm, hex) = target.id.split_once(':')?;
         let digest =
@@ -301,13 +301,13 @@ pub(super) async fn repository_images(
 
 /// An image as plugins see it, from the engine's inspect document or an image list entry
 /// (whose labels are at the top).
-pub(super) fn describe_image(doc: &Value) -> types::Target {
+pub(super) fn describe_image(doc: &Value) -> model::Target {
     let mut t = describe(Kind::Image, doc);
     if t.labels.is_empty() {
         if let Some(labels) = doc.get("Labels").and_then(Value::as_object) {
             t.labels = labels
                 .iter()
-                .map(|(k, v)| types::Pair {
+                .map(|(k, v)| model::Pair {
                     name: k.clone(),
                     value: v.as_str().unwrap_or_default().to_owned(),
                 })
@@ -323,7 +323,7 @@ pub(super) fn describe_image(doc: &Value) -> types::Target {
 /// more, so its destroy event is judged by what the gateway saw of it last (from a request
 /// that acted on it, or an earlier event). Bounded: the least recently used entries go.
 pub struct Seen {
-    objects: std::sync::Mutex<lru::LruCache<SeenKey, (types::Target, Instant)>>,
+    objects: std::sync::Mutex<lru::LruCache<SeenKey, (model::Target, Instant)>>,
 }
 
 /// An object's kind and id.
@@ -348,7 +348,7 @@ impl Default for Seen {
 
 impl Seen {
     /// Remembers `t` as the engine reported it now.
-    pub fn remember(&self, t: &types::Target) {
+    pub fn remember(&self, t: &model::Target) {
         let Some(kind) = Kind::of(&t.kind) else {
             return;
         };
@@ -358,7 +358,7 @@ impl Seen {
     }
 
     /// The `kind` object `id` as last seen, if seen within `within` (none: ever).
-    fn get(&self, kind: Kind, id: &str, within: Option<Duration>) -> Option<types::Target> {
+    fn get(&self, kind: Kind, id: &str, within: Option<Duration>) -> Option<model::Target> {
         let mut objects = self.objects.lock().ok()?;
         let (t, at) = objects.get(&(kind.name(), id.to_owned()))?;
         within.is_none_or(|w| at.elapsed() < w).then(|| t.clone())
@@ -376,7 +376,7 @@ pub async fn event_object(
     seen: &Seen,
     route: &Route,
     event: &Value,
-) -> Option<types::Target> {
+) -> Option<model::Target> {
     let kind = Kind::of(event.get("Type").and_then(Value::as_str)?).filter(|k| {
         matches!(
             k,
@@ -582,8 +582,8 @@ pub async fn resolve_related(
     upstream: &Upstream,
     route: &Route,
     body: Option<&Value>,
-    known: &[types::Reference],
-) -> Result<Vec<types::Reference>, TargetError> {
+    known: &[model::Reference],
+) -> Result<Vec<model::Reference>, TargetError> {
     let Some(body) = body else {
         return Ok(Vec::new());
     };
@@ -594,7 +594,7 @@ pub async fn resolve_related(
             limit: MAX_REFERENCES,
         });
     }
-    let mut known: Vec<(Kind, String, Option<types::Target>)> = known
+    let mut known: Vec<(Kind, String, Option<model::Target>)> = known
         .iter()
         .filter_map(|r| Some((Kind::of(&r.kind)?, r.name.clone(), r.object.clone())))
         .collect();
@@ -610,7 +610,7 @@ pub async fn resolve_related(
                 object
             }
         };
-        out.push(types::Reference {
+        out.push(model::Reference {
             field: m.field,
             kind: m.kind.name().to_owned(),
             name: m.name,
@@ -650,7 +650,7 @@ async fn inspect(upstream: &Upstream, path: &str) -> Result<Option<Value>, Strin
 }
 
 /// The target as plugins see it, from the engine's inspect document of a `kind`.
-fn describe(kind: Kind, doc: &Value) -> types::Target {
+fn describe(kind: Kind, doc: &Value) -> model::Target {
     let s = |v: &Value| v.as_str().map(str::to_owned);
     let at = |ptr: &str| doc.pointer(ptr).and_then(s);
     let (id, name, labels) = match kind {
@@ -677,14 +677,14 @@ fn describe(kind: Kind, doc: &Value) -> types::Target {
         .and_then(Value::as_object)
         .map(|m| {
             m.iter()
-                .map(|(k, v)| types::Pair {
+                .map(|(k, v)| model::Pair {
                     name: k.clone(),
                     value: v.as_str().unwrap_or_default().to_owned(),
                 })
                 .collect()
         })
         .unwrap_or_default();
-    types::Target {
+    model::Target {
         kind: kind.name().to_owned(),
         id: id.unwrap_or_default(),
         name,
@@ -705,7 +705,7 @@ mod tests {
     #[test]
     fn seen_objects_are_bounded_and_age() {
         let seen = Seen::default();
-        let volume = |id: String| types::Target {
+        let volume = |id: String| model::Target {
             kind: "volume".into(),
             id,
             name: None,
@@ -750,14 +750,14 @@ mod tests {
     #[test]
     fn the_forwarded_path_names_the_judged_object_by_its_id() {
         let id = "3f2a".repeat(16);
-        let target = |kind: &str, id: &str| types::Target {
+        let target = |kind: &str, id: &str| model::Target {
             kind: kind.into(),
             id: id.into(),
             name: Some("web".into()),
             labels: Vec::new(),
             owner: None,
         };
-        let pinned = |method, path: &str, t: &types::Target| {
+        let pinned = |method, path: &str, t: &model::Target| {
             let r = route(method, path);
             pinned_path(&r, t).map(|p| Route { path: p, ..r }.upstream_path())
         };

@@ -31,8 +31,8 @@ use wasmtime::component::{Component, Linker};
 use wasmtime::{Engine, PoolingAllocationConfig, Store};
 
 use crate::config::{Config, Mode, Phase, PluginConfig, RuntimeConfig};
-pub use bindings::types;
-use bindings::PluginPre;
+use crate::model;
+use bindings::latest::{self as contract, PluginPre};
 pub use bindings::CONTRACT_VERSION;
 use sandbox::{DeadlineExceeded, State, TICK};
 
@@ -210,11 +210,7 @@ impl Runtime {
         let engine = Engine::new(&wc).map_err(engine_err)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(engine_err)?;
-        bindings::portcullis::plugin::host::add_to_linker::<
-            State,
-            wasmtime::component::HasSelf<State>,
-        >(&mut linker, |s| s)
-        .map_err(engine_err)?;
+        contract::add_to_linker(&mut linker).map_err(engine_err)?;
         let ticker = EpochTicker::start(engine.clone());
         Ok(Self {
             engine,
@@ -299,10 +295,10 @@ impl Runtime {
         })?;
         let mut plugin = Plugin {
             cfg: cfg.clone(),
-            info: types::Info {
+            info: model::Info {
                 name: String::new(),
                 version: String::new(),
-                hooks: types::Hooks::empty(),
+                hooks: model::Hooks::empty(),
             },
             config_json,
             endpoints: glob_set(&cfg.endpoints, &name, "endpoints")?,
@@ -345,10 +341,10 @@ impl Runtime {
     ) -> Result<Plugin, LoadError> {
         Ok(Plugin {
             cfg: cfg.clone(),
-            info: types::Info {
+            info: model::Info {
                 name: cfg.name.clone(),
                 version: version.into(),
-                hooks: types::Hooks::REQUEST,
+                hooks: model::Hooks::REQUEST,
             },
             config_json: String::new(),
             endpoints: glob_set(&cfg.endpoints, &cfg.name, "endpoints")?,
@@ -523,7 +519,7 @@ fn check_contract(
 /// A loaded plugin, ready to be instantiated per call.
 pub struct Plugin {
     cfg: PluginConfig,
-    info: types::Info,
+    info: model::Info,
     config_json: String,
     endpoints: EndpointSet,
     /// `response_endpoints`, when configured.
@@ -550,11 +546,11 @@ enum Backend {
 /// Which hook to call.
 pub enum Hook<'a> {
     /// Judge a request.
-    Request(&'a types::Request),
+    Request(&'a model::Request),
     /// Judge or rewrite a response.
-    Response(&'a types::Request, &'a types::Response),
+    Response(&'a model::Request, &'a model::Response),
     /// Shape an audit record (JSON text).
-    Audit(&'a types::Request, &'a str),
+    Audit(&'a model::Request, &'a str),
 }
 
 impl Plugin {
@@ -563,7 +559,7 @@ impl Plugin {
         &self.cfg.name
     }
     /// What the plugin says about itself.
-    pub fn info(&self) -> &types::Info {
+    pub fn info(&self) -> &model::Info {
         &self.info
     }
     /// Its configuration entry.
@@ -583,22 +579,22 @@ impl Plugin {
         self.endpoints.is_match(endpoint)
     }
     /// Whether it implements `hook`.
-    pub fn has(&self, hook: types::Hooks) -> bool {
+    pub fn has(&self, hook: model::Hooks) -> bool {
         self.info.hooks.contains(hook)
     }
     /// Whether `hook` is to be called for `endpoint`: implemented, configured for the
     /// endpoint, and for responses within `response_endpoints`.
-    pub fn hooks(&self, hook: types::Hooks, endpoint: &str) -> bool {
+    pub fn hooks(&self, hook: model::Hooks, endpoint: &str) -> bool {
         self.has(hook)
             && self.applies_to(endpoint)
-            && (hook != types::Hooks::RESPONSE
+            && (hook != model::Hooks::RESPONSE
                 || self
                     .response_endpoints
                     .as_ref()
                     .is_none_or(|g| g.is_match(endpoint)))
     }
 
-    async fn probe(&self) -> Result<types::Info, PluginFailure> {
+    async fn probe(&self) -> Result<model::Info, PluginFailure> {
         match self.call(0, Call::Describe).await? {
             Output::Info(info) => Ok(info),
             _ => Err(PluginFailure::Malformed(
@@ -653,7 +649,7 @@ impl Plugin {
         &self,
         request_id: u64,
         hook: Hook<'_>,
-    ) -> Result<types::Verdict, PluginFailure> {
+    ) -> Result<model::Verdict, PluginFailure> {
         match self.call(request_id, Call::Hook(hook)).await? {
             Output::Verdict(v) => Ok(v),
             _ => Err(PluginFailure::Malformed("hook returned no verdict".into())),
@@ -671,9 +667,9 @@ impl Plugin {
     pub async fn invoke_request(
         &self,
         request_id: u64,
-        req: &types::Request,
+        req: &model::Request,
         keep: bool,
-    ) -> (Result<types::Verdict, PluginFailure>, Option<Kept>) {
+    ) -> (Result<model::Verdict, PluginFailure>, Option<Kept>) {
         let (Backend::Wasm(pre), None, true) = (&self.backend, &self.warm, keep) else {
             return (self.invoke(request_id, Hook::Request(req)).await, None);
         };
@@ -706,7 +702,9 @@ impl Plugin {
                 }
             }
         };
-        match run_hook(&instance.bindings, &mut instance.store, &Hook::Request(req)).await {
+        match contract::call_hook(&instance.bindings, &mut instance.store, &Hook::Request(req))
+            .await
+        {
             Ok(verdict) => {
                 let kept = Kept {
                     plugin: self as *const Plugin as usize,
@@ -734,7 +732,7 @@ impl Plugin {
         kept: Option<Kept>,
         request_id: u64,
         hook: Hook<'_>,
-    ) -> Result<types::Verdict, PluginFailure> {
+    ) -> Result<model::Verdict, PluginFailure> {
         let mut kept = kept.filter(|k| k.belongs_to(self));
         let Some(instance) = kept.as_mut().and_then(|k| k.instance.as_mut()) else {
             return self.invoke(request_id, hook).await;
@@ -744,7 +742,7 @@ impl Plugin {
             .store
             .data_mut()
             .start_call(request_id, self.cfg.timeout);
-        let result = run_hook(&instance.bindings, &mut instance.store, &hook).await;
+        let result = contract::call_hook(&instance.bindings, &mut instance.store, &hook).await;
         result.map_err(|e| self.failure(&instance.store, &e))
     }
 
@@ -772,21 +770,24 @@ impl Plugin {
         let (_permit, _ticking, mut store) = self.fresh_store(request_id).await?;
         let result: wasmtime::Result<Result<Output, PluginFailure>> = async {
             let instance = pre.instantiate_async(&mut store).await?;
-            let policy = instance.portcullis_plugin_policy();
             let hook = match what {
                 Call::Instantiate => return Ok(Ok(Output::Initialized)),
                 Call::Describe => {
-                    return Ok(Ok(Output::Info(policy.call_describe(&mut store).await?)))
+                    return Ok(Ok(Output::Info(
+                        contract::describe(&instance, &mut store).await?,
+                    )))
                 }
                 Call::Init => None,
                 Call::Hook(hook) => Some(hook),
             };
-            if let Err(reason) = policy.call_init(&mut store, &self.config_json).await? {
+            if let Err(reason) = contract::init(&instance, &mut store, &self.config_json).await? {
                 return Ok(Err(PluginFailure::Init(reason)));
             }
             Ok(Ok(match hook {
                 None => Output::Initialized,
-                Some(hook) => Output::Verdict(run_hook(&instance, &mut store, &hook).await?),
+                Some(hook) => {
+                    Output::Verdict(contract::call_hook(&instance, &mut store, &hook).await?)
+                }
             }))
         }
         .await;
@@ -802,7 +803,7 @@ impl Plugin {
         warm: &WarmPool,
         request_id: u64,
         hook: &Hook<'_>,
-    ) -> Result<types::Verdict, PluginFailure> {
+    ) -> Result<model::Verdict, PluginFailure> {
         let _ticking = self.runtime.ticker.ticking();
         let idle = warm.idle.lock().map(|mut v| v.pop()).unwrap_or(None);
         let mut instance = match idle {
@@ -821,7 +822,7 @@ impl Plugin {
                 self.initialized(pre, permit, request_id).await?
             }
         };
-        let result = run_hook(&instance.bindings, &mut instance.store, hook).await;
+        let result = contract::call_hook(&instance.bindings, &mut instance.store, hook).await;
         instance.calls += 1;
         match result {
             Ok(verdict) => {
@@ -848,12 +849,9 @@ impl Plugin {
         request_id: u64,
     ) -> Result<Warm, PluginFailure> {
         let mut store = self.new_store(request_id);
-        let made: wasmtime::Result<Result<bindings::Plugin, String>> = async {
+        let made: wasmtime::Result<Result<contract::Plugin, String>> = async {
             let instance = pre.instantiate_async(&mut store).await?;
-            let init = instance
-                .portcullis_plugin_policy()
-                .call_init(&mut store, &self.config_json)
-                .await?;
+            let init = contract::init(&instance, &mut store, &self.config_json).await?;
             Ok(init.map(|()| instance))
         }
         .await;
@@ -877,13 +875,13 @@ impl Plugin {
         mut instance: Warm,
         request_id: u64,
         hook: &Hook<'_>,
-    ) -> Result<types::Verdict, PluginFailure> {
+    ) -> Result<model::Verdict, PluginFailure> {
         let _ticking = self.runtime.ticker.ticking();
         instance
             .store
             .data_mut()
             .start_call(request_id, self.cfg.timeout);
-        let result = run_hook(&instance.bindings, &mut instance.store, hook).await;
+        let result = contract::call_hook(&instance.bindings, &mut instance.store, hook).await;
         let result = result.map_err(|e| self.failure(&instance.store, &e));
         spares.retire(instance);
         result
@@ -1023,7 +1021,7 @@ impl Plugin {
         let req = match what {
             Call::Describe => return Ok(Output::Info(self.info.clone())),
             Call::Hook(Hook::Request(req)) => Some(req),
-            Call::Hook(_) => return Ok(Output::Verdict(types::Verdict::Allow)),
+            Call::Hook(_) => return Ok(Output::Verdict(model::Verdict::Allow)),
             Call::Instantiate | Call::Init => None,
         };
         let (_permit, _ticking, mut store) = self.fresh_store(request_id).await?;
@@ -1045,20 +1043,6 @@ impl Plugin {
         } else {
             PluginFailure::Trap(format!("{e:#}"))
         }
-    }
-}
-
-/// Calls `hook` on an initialized instance.
-async fn run_hook(
-    instance: &bindings::Plugin,
-    store: &mut Store<State>,
-    hook: &Hook<'_>,
-) -> wasmtime::Result<types::Verdict> {
-    let policy = instance.portcullis_plugin_policy();
-    match *hook {
-        Hook::Request(r) => policy.call_on_request(store, r).await,
-        Hook::Response(r, resp) => policy.call_on_response(store, r, resp).await,
-        Hook::Audit(r, rec) => policy.call_on_audit(store, r, rec).await,
     }
 }
 
@@ -1167,7 +1151,7 @@ impl Drop for Kept {
 /// One initialized instance with its store and the pool slot it holds.
 struct Warm {
     store: Store<State>,
-    bindings: bindings::Plugin,
+    bindings: contract::Plugin,
     calls: u32,
     _permit: tokio::sync::OwnedSemaphorePermit,
 }
@@ -1175,7 +1159,7 @@ struct Warm {
 /// A call on a Rego policy: only requests are judged; an evaluation error (a builtin
 /// failing, the time limit) is a failure like a trapping plugin's.
 fn rego_call(
-    info: &types::Info,
+    info: &model::Info,
     policy: &rego::Policy,
     what: Call<'_>,
 ) -> Result<Output, PluginFailure> {
@@ -1185,7 +1169,7 @@ fn rego_call(
         Call::Hook(Hook::Request(req)) => {
             Output::Verdict(policy.evaluate(req).map_err(PluginFailure::Trap)?)
         }
-        Call::Hook(_) => Output::Verdict(types::Verdict::Allow),
+        Call::Hook(_) => Output::Verdict(model::Verdict::Allow),
     })
 }
 
@@ -1202,9 +1186,9 @@ enum Call<'a> {
 }
 
 enum Output {
-    Info(types::Info),
+    Info(model::Info),
     Initialized,
-    Verdict(types::Verdict),
+    Verdict(model::Verdict),
 }
 
 /// Advances the engine's epoch every [`TICK`] on a small thread while plugin calls run.
@@ -1325,8 +1309,8 @@ impl Drop for EpochTicker {
 /// A request as plugins see it, for unit tests: alice, over a unix socket, API 1.41, no
 /// query, headers or body.
 #[cfg(test)]
-pub(crate) fn test_request(method: &str, path: &str, endpoint: &str) -> types::Request {
-    types::Request {
+pub(crate) fn test_request(method: &str, path: &str, endpoint: &str) -> model::Request {
+    model::Request {
         id: 1,
         method: method.into(),
         path: path.into(),
@@ -1336,10 +1320,10 @@ pub(crate) fn test_request(method: &str, path: &str, endpoint: &str) -> types::R
         query: Vec::new(),
         headers: Vec::new(),
         body: None,
-        caller: types::Caller {
+        caller: model::Caller {
             user: "alice".into(),
             groups: Vec::new(),
-            auth: types::AuthMethod::PeerCredentials,
+            auth: model::AuthMethod::PeerCredentials,
             peer: "unix(uid=1000)".into(),
         },
         target: None,

@@ -8,8 +8,9 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{types, Hook, LoadError, Plugin, PluginFailure, Runtime};
+use super::{Hook, LoadError, Plugin, PluginFailure, Runtime};
 use crate::config::{PluginConfig, RuntimeConfig};
+use crate::model;
 
 /// A request as a plugin author writes it for a test. Unset fields take neutral defaults;
 /// the endpoint, version and object id are derived from `method` and `path` when unset.
@@ -43,10 +44,10 @@ pub enum PairFile {
 }
 
 impl PairFile {
-    fn into_pair(self) -> types::Pair {
+    fn into_pair(self) -> model::Pair {
         match self {
             PairFile::Tuple(name, value) | PairFile::Named { name, value } => {
-                types::Pair { name, value }
+                model::Pair { name, value }
             }
         }
     }
@@ -105,15 +106,15 @@ pub struct ReferenceFile {
 }
 
 impl TargetFile {
-    fn into_target(self) -> types::Target {
-        types::Target {
+    fn into_target(self) -> model::Target {
+        model::Target {
             kind: self.kind,
             id: self.id,
             name: self.name,
             labels: self
                 .labels
                 .into_iter()
-                .map(|(name, value)| types::Pair { name, value })
+                .map(|(name, value)| model::Pair { name, value })
                 .collect(),
             owner: self.owner,
         }
@@ -142,13 +143,13 @@ impl Default for ResponseFile {
     }
 }
 
-fn pairs(v: Vec<PairFile>) -> Vec<types::Pair> {
+fn pairs(v: Vec<PairFile>) -> Vec<model::Pair> {
     v.into_iter().map(PairFile::into_pair).collect()
 }
 
 impl RequestFile {
     /// The contract's request.
-    pub fn into_request(self) -> Result<types::Request, String> {
+    pub fn into_request(self) -> Result<model::Request, String> {
         let method = self.method.unwrap_or_else(|| "GET".into()).to_uppercase();
         let path = self.path.unwrap_or_else(|| "/_ping".into());
         let m = http::Method::from_bytes(method.as_bytes()).map_err(|e| e.to_string())?;
@@ -160,13 +161,13 @@ impl RequestFile {
             .replace('-', "")
             .as_str()
         {
-            "none" => types::AuthMethod::None,
-            "peercredentials" => types::AuthMethod::PeerCredentials,
-            "mutualtls" => types::AuthMethod::MutualTls,
-            "token" => types::AuthMethod::Token,
+            "none" => model::AuthMethod::None,
+            "peercredentials" => model::AuthMethod::PeerCredentials,
+            "mutualtls" => model::AuthMethod::MutualTls,
+            "token" => model::AuthMethod::Token,
             other => return Err(format!("caller.auth: unknown method {other:?}")),
         };
-        Ok(types::Request {
+        Ok(model::Request {
             id: self.id,
             method,
             path: route.as_ref().map_or(path.clone(), |r| r.path.clone()),
@@ -186,7 +187,7 @@ impl RequestFile {
             query: pairs(self.query),
             headers: pairs(self.headers),
             body: self.body.map(body_text),
-            caller: types::Caller {
+            caller: model::Caller {
                 user: self.caller.user,
                 groups: self.caller.groups,
                 auth,
@@ -196,7 +197,7 @@ impl RequestFile {
             related: self
                 .related
                 .into_iter()
-                .map(|r| types::Reference {
+                .map(|r| model::Reference {
                     field: r.field,
                     kind: r.kind,
                     name: r.name,
@@ -209,8 +210,8 @@ impl RequestFile {
 
 impl ResponseFile {
     /// The contract's response.
-    pub fn into_response(self) -> types::Response {
-        types::Response {
+    pub fn into_response(self) -> model::Response {
+        model::Response {
             status: self.status,
             headers: pairs(self.headers),
             body: self.body.map(body_text),
@@ -220,22 +221,22 @@ impl ResponseFile {
 
 /// A verdict as JSON: `{"verdict": "allow"}`, `{"verdict": "deny", "status": 403,
 /// "message": ...}` or `{"verdict": "patch", "body": [...], "headers": [...], "query": [...]}`.
-pub fn verdict_json(v: &types::Verdict) -> Value {
-    let edits = |edits: &[types::Edit]| -> Vec<Value> {
+pub fn verdict_json(v: &model::Verdict) -> Value {
+    let edits = |edits: &[model::Edit]| -> Vec<Value> {
         edits
             .iter()
             .map(|e| match e {
-                types::Edit::Set(p) => json!({"set": [p.name, p.value]}),
-                types::Edit::Remove(n) => json!({"remove": n}),
+                model::Edit::Set(p) => json!({"set": [p.name, p.value]}),
+                model::Edit::Remove(n) => json!({"remove": n}),
             })
             .collect()
     };
     match v {
-        types::Verdict::Allow => json!({"verdict": "allow"}),
-        types::Verdict::Deny(d) => {
+        model::Verdict::Allow => json!({"verdict": "allow"}),
+        model::Verdict::Deny(d) => {
             json!({"verdict": "deny", "status": d.status, "message": d.message})
         }
-        types::Verdict::Patch(p) => json!({
+        model::Verdict::Patch(p) => json!({
             "verdict": "patch",
             "body": p.body.as_deref().map(|b| serde_json::from_str::<Value>(b).unwrap_or(Value::String(b.to_owned()))),
             "headers": edits(&p.headers),
@@ -302,9 +303,9 @@ fn is_opa_policy(path: &Path) -> bool {
 /// Runs the request hook, or the response hook when a response is given.
 pub async fn run(
     plugin: &Plugin,
-    request: &types::Request,
-    response: Option<&types::Response>,
-) -> Result<types::Verdict, PluginFailure> {
+    request: &model::Request,
+    response: Option<&model::Response>,
+) -> Result<model::Verdict, PluginFailure> {
     match response {
         Some(resp) => {
             plugin
@@ -320,9 +321,9 @@ pub fn describe(plugin: &Plugin) -> Value {
     let info = plugin.info();
     let mut hooks = Vec::new();
     for (flag, name) in [
-        (types::Hooks::REQUEST, "request"),
-        (types::Hooks::RESPONSE, "response"),
-        (types::Hooks::AUDIT, "audit"),
+        (model::Hooks::REQUEST, "request"),
+        (model::Hooks::RESPONSE, "response"),
+        (model::Hooks::AUDIT, "audit"),
     ] {
         if info.hooks.contains(flag) {
             hooks.push(name);
@@ -355,7 +356,7 @@ pub fn percentiles(mut samples: Vec<std::time::Duration>) -> Value {
 /// preparing thread made, runs the hook and hands it back for teardown.
 pub async fn bench(
     plugin: &std::sync::Arc<Plugin>,
-    request: &types::Request,
+    request: &model::Request,
     n: usize,
 ) -> Result<Value, PluginFailure> {
     for _ in 0..n.min(100) {
@@ -391,7 +392,7 @@ pub async fn bench(
 /// `pause` and (with `spares`) until a prepared instance is ready.
 async fn timed_calls(
     plugin: &Plugin,
-    request: &types::Request,
+    request: &model::Request,
     n: usize,
     pause: Option<std::time::Duration>,
     spares: Option<&super::Spares>,

@@ -22,9 +22,10 @@ use std::path::Path;
 use serde_json::{json, Value as Json};
 use wasmtime::{Engine, ExternType, Linker, Memory, Module, Store};
 
+use super::rego;
 use super::sandbox::{DeadlineExceeded, State};
-use super::{rego, types};
 use crate::config::PluginConfig;
+use crate::model;
 
 /// The entrypoint opa-docker-authz policies are built with.
 const DEFAULT_ENTRYPOINT: &str = "docker/authz/allow";
@@ -228,8 +229,8 @@ impl Policy {
     pub(super) async fn run(
         &self,
         store: &mut Store<State>,
-        req: Option<&types::Request>,
-    ) -> Result<Option<types::Verdict>, Error> {
+        req: Option<&model::Request>,
+    ) -> Result<Option<model::Verdict>, Error> {
         let runtime = opa_wasm::Runtime::new(&mut *store, &self.module)
             .await
             .map_err(|e| self.instantiation_error(store, e))?;
@@ -358,7 +359,7 @@ pub(super) fn stopped_by_deadline(e: &anyhow::Error) -> bool {
 
 /// Reads an evaluation's result set: `[{"result": <decision>}]`, or `[]` when the decision
 /// is undefined, which denies like `false`.
-fn verdict(result: &Json) -> types::Verdict {
+fn verdict(result: &Json) -> model::Verdict {
     let decision = result
         .get(0)
         .and_then(|r| r.get("result"))
@@ -403,7 +404,7 @@ mod tests {
         load(query, &wat::parse_str(POLICY).unwrap()).await.unwrap()
     }
 
-    fn create(privileged: bool) -> types::Request {
+    fn create(privileged: bool) -> model::Request {
         let mut req = crate::plugin::test_request("POST", "/containers/create", "container.create");
         req.body =
             Some(json!({"Image": "x", "HostConfig": {"Privileged": privileged}}).to_string());
@@ -415,10 +416,10 @@ mod tests {
         let p = policy(None).await;
         assert!(matches!(
             p.invoke(1, Hook::Request(&create(false))).await,
-            Ok(types::Verdict::Allow)
+            Ok(model::Verdict::Allow)
         ));
         match p.invoke(2, Hook::Request(&create(true))).await {
-            Ok(types::Verdict::Deny(d)) => {
+            Ok(model::Verdict::Deny(d)) => {
                 assert_eq!(d.status, 403);
                 assert!(
                     d.message.contains("privileged containers are not allowed"),
@@ -432,7 +433,7 @@ mod tests {
         let p = policy(Some("data.docker.authz.allow")).await;
         assert!(matches!(
             p.invoke(3, Hook::Request(&create(true))).await,
-            Ok(types::Verdict::Deny(_))
+            Ok(model::Verdict::Deny(_))
         ));
     }
 
@@ -441,7 +442,7 @@ mod tests {
         let p = policy(Some("test/undefined")).await;
         let verdict = p.invoke(1, Hook::Request(&create(false))).await;
         assert!(
-            matches!(&verdict, Ok(types::Verdict::Deny(d)) if d.message == "request rejected by administrative policy"),
+            matches!(&verdict, Ok(model::Verdict::Deny(d)) if d.message == "request rejected by administrative policy"),
             "{verdict:?}"
         );
     }
@@ -538,7 +539,7 @@ mod tests {
         let p = load(Some("test/data"), &both).await.unwrap();
         let verdict = p.invoke(1, Hook::Request(&create(false))).await;
         assert!(
-            matches!(&verdict, Ok(types::Verdict::Deny(d)) if d.message == "data.json reached the policy"),
+            matches!(&verdict, Ok(model::Verdict::Deny(d)) if d.message == "data.json reached the policy"),
             "{verdict:?}"
         );
         let p = load(None, &bundle(&[("/policy.wasm", &module)]))
@@ -546,11 +547,11 @@ mod tests {
             .unwrap();
         assert!(matches!(
             p.invoke(1, Hook::Request(&create(true))).await,
-            Ok(types::Verdict::Deny(_))
+            Ok(model::Verdict::Deny(_))
         ));
         assert!(matches!(
             p.invoke(2, Hook::Request(&create(false))).await,
-            Ok(types::Verdict::Allow)
+            Ok(model::Verdict::Allow)
         ));
 
         let err = |r: Result<Plugin, LoadError>| r.err().expect("loaded").to_string();
@@ -585,9 +586,9 @@ mod tests {
 
     #[test]
     fn result_sets_read_like_rego_decisions() {
-        let allow = |v: Json| matches!(verdict(&v), types::Verdict::Allow);
+        let allow = |v: Json| matches!(verdict(&v), model::Verdict::Allow);
         let message = |v: Json| match verdict(&v) {
-            types::Verdict::Deny(d) => d.message,
+            model::Verdict::Deny(d) => d.message,
             _ => "not denied".into(),
         };
         assert!(allow(json!([{"result": true}])));

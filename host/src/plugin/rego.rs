@@ -36,8 +36,8 @@ use regorus::{Engine, Value};
 use serde_json::{json, Map, Value as Json};
 use tracing::info;
 
-use super::types;
 use crate::config::PluginConfig;
+use crate::model;
 
 /// The message opa-docker-authz gives when a policy says no without saying why.
 const DEFAULT_MESSAGE: &str = "request rejected by administrative policy";
@@ -182,7 +182,7 @@ fn is_test_file(p: &Path) -> bool {
 
 impl Policy {
     /// Judges a request.
-    pub fn evaluate(&self, req: &types::Request) -> Result<types::Verdict, String> {
+    pub fn evaluate(&self, req: &model::Request) -> Result<model::Verdict, String> {
         let input = input::<Value>(req);
         let decision = match &self.program {
             Some(program) => self.run_vm(program, input)?,
@@ -231,20 +231,20 @@ impl Policy {
 /// The verdict a decision means: `true` allows; `false` or undefined denies; an object
 /// `{"allow": bool, "message": str}` says why. OPA wasm policies ([`super::opa`]) are read
 /// the same way.
-pub(super) fn verdict(decision: &Value) -> types::Verdict {
+pub(super) fn verdict(decision: &Value) -> model::Verdict {
     let deny = |message: String| {
-        types::Verdict::Deny(types::Denial {
+        model::Verdict::Deny(model::Denial {
             status: 403,
             message,
         })
     };
     if *decision == Value::from(true) {
-        return types::Verdict::Allow;
+        return model::Verdict::Allow;
     }
     if let Ok(fields) = decision.as_object() {
         let allow = fields.get(&Value::from("allow")) == Some(&Value::from(true));
         if allow {
-            return types::Verdict::Allow;
+            return model::Verdict::Allow;
         }
         let message = fields
             .get(&Value::from("message"))
@@ -258,7 +258,7 @@ pub(super) fn verdict(decision: &Value) -> types::Verdict {
 /// The input document: opa-docker-authz's fields, then ours. OPA wasm policies
 /// ([`super::opa`]) get the same document as JSON; the native evaluator gets it built as
 /// regorus's own [`Value`] ([`InputDoc`]), without a conversion pass.
-pub fn input<D: InputDoc>(req: &types::Request) -> D {
+pub fn input<D: InputDoc>(req: &model::Request) -> D {
     let prefix = req
         .api_version
         .as_ref()
@@ -285,13 +285,13 @@ pub fn input<D: InputDoc>(req: &types::Request) -> D {
         .collect();
     let body = req.body.as_deref().map_or_else(D::null, D::parse);
     let auth = match req.caller.auth {
-        types::AuthMethod::None => "none",
-        types::AuthMethod::PeerCredentials => "peer-credentials",
-        types::AuthMethod::MutualTls => "mutual-tls",
-        types::AuthMethod::Token => "token",
+        model::AuthMethod::None => "none",
+        model::AuthMethod::PeerCredentials => "peer-credentials",
+        model::AuthMethod::MutualTls => "mutual-tls",
+        model::AuthMethod::Token => "token",
     };
     let opt = |s: &Option<String>| s.as_deref().map_or_else(D::null, D::str);
-    let object = |t: &types::Target| {
+    let object = |t: &model::Target| {
         D::object(vec![
             ("Kind".into(), D::str(&t.kind)),
             ("Id".into(), D::str(&t.id)),
@@ -566,13 +566,13 @@ pub fn run_tests(dir: &Path, timeout: Duration) -> Result<TestReport, String> {
 mod tests {
     use super::*;
 
-    fn request(method: &str, path: &str, endpoint: &str, body: Option<Json>) -> types::Request {
+    fn request(method: &str, path: &str, endpoint: &str, body: Option<Json>) -> model::Request {
         let mut req = crate::plugin::test_request(method, path, endpoint);
-        req.query = vec![types::Pair {
+        req.query = vec![model::Pair {
             name: "name".into(),
             value: "web 1".into(),
         }];
-        req.headers = vec![types::Pair {
+        req.headers = vec![model::Pair {
             name: "content-type".into(),
             value: "application/json".into(),
         }];
@@ -625,21 +625,21 @@ mod tests {
         let body = json!({"Image": "x", "N": 1.5, "Big": 12345678901234567890u64, "L": [true, null],
                           "HostConfig": {"Binds": ["/srv:/data:ro"], "Mounts": [{"Type": "bind", "Source": "/etc"}]}});
         let mut req = request("POST", "/containers/create", "container.create", Some(body));
-        req.query.push(types::Pair {
+        req.query.push(model::Pair {
             name: "name".into(),
             value: "again".into(),
         });
-        req.target = Some(types::Target {
+        req.target = Some(model::Target {
             kind: "container".into(),
             id: "abc".into(),
             name: None,
-            labels: vec![types::Pair {
+            labels: vec![model::Pair {
                 name: "a".into(),
                 value: "b".into(),
             }],
             owner: None,
         });
-        req.related.push(types::Reference {
+        req.related.push(model::Reference {
             field: "HostConfig.Binds[1]".into(),
             kind: "volume".into(),
             name: "data".into(),
@@ -680,7 +680,7 @@ mod tests {
                 "container.create",
                 Some(json!({"HostConfig": {"Privileged": false}})),
             );
-            assert!(matches!(p.evaluate(&ok).unwrap(), types::Verdict::Allow));
+            assert!(matches!(p.evaluate(&ok).unwrap(), model::Verdict::Allow));
             let bad = request(
                 "POST",
                 "/containers/create",
@@ -688,7 +688,7 @@ mod tests {
                 Some(json!({"HostConfig": {"Privileged": true}})),
             );
             assert!(
-                matches!(p.evaluate(&bad).unwrap(), types::Verdict::Deny(d) if d.message == DEFAULT_MESSAGE)
+                matches!(p.evaluate(&bad).unwrap(), model::Verdict::Deny(d) if d.message == DEFAULT_MESSAGE)
             );
         }
     }
@@ -702,11 +702,11 @@ mod tests {
         .unwrap();
         let r = request("GET", "/containers/json", "container.list", None);
         assert!(
-            matches!(p.evaluate(&r).unwrap(), types::Verdict::Deny(d) if d.message == "alice may not")
+            matches!(p.evaluate(&r).unwrap(), model::Verdict::Deny(d) if d.message == "alice may not")
         );
     }
 
-    fn decision(p: &Policy, req: &types::Request, vm: bool) -> Value {
+    fn decision(p: &Policy, req: &model::Request, vm: bool) -> Value {
         let input = input::<Value>(req);
         match (&p.program, vm) {
             (Some(program), true) => p.run_vm(program, input).unwrap(),
@@ -806,7 +806,7 @@ mod tests {
         .unwrap();
         assert!(p.program.is_none());
         let r = request("GET", "/containers/json", "container.list", None);
-        assert!(matches!(p.evaluate(&r).unwrap(), types::Verdict::Allow));
+        assert!(matches!(p.evaluate(&r).unwrap(), model::Verdict::Allow));
     }
 
     #[test]

@@ -10,8 +10,8 @@ use wasmtime::{ResourceLimiter, UpdateDeadline};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
 
-use super::bindings::portcullis::plugin::host;
 use crate::config::Grants;
+use crate::model::Level;
 
 /// Lines a plugin may log per call; more are dropped, so a chatty plugin cannot flood logs.
 const MAX_LOG_LINES: u32 = 64;
@@ -115,11 +115,13 @@ impl WasiView for State {
     }
 }
 
-impl host::Host for State {
-    fn log(&mut self, level: host::Level, message: String) -> wasmtime::Result<()> {
+impl State {
+    /// A line from the plugin's `host.log` import, tagged with the plugin's name and the
+    /// request id; bounded in count and length.
+    pub fn log(&mut self, level: Level, message: String) {
         self.log_lines += 1;
         if self.log_lines > MAX_LOG_LINES {
-            return Ok(());
+            return;
         }
         let mut message = message;
         if message.len() > MAX_LOG_LINE {
@@ -131,13 +133,12 @@ impl host::Host for State {
         }
         let (plugin, id) = (self.plugin.as_str(), self.request_id);
         match level {
-            host::Level::Trace => tracing::trace!(plugin, id, "{message}"),
-            host::Level::Debug => tracing::debug!(plugin, id, "{message}"),
-            host::Level::Info => tracing::info!(plugin, id, "{message}"),
-            host::Level::Warn => tracing::warn!(plugin, id, "{message}"),
-            host::Level::Error => tracing::error!(plugin, id, "{message}"),
+            Level::Trace => tracing::trace!(plugin, id, "{message}"),
+            Level::Debug => tracing::debug!(plugin, id, "{message}"),
+            Level::Info => tracing::info!(plugin, id, "{message}"),
+            Level::Warn => tracing::warn!(plugin, id, "{message}"),
+            Level::Error => tracing::error!(plugin, id, "{message}"),
         }
-        Ok(())
     }
 }
 

@@ -99,7 +99,7 @@ fn files(lang: Lang) -> Vec<File> {
             sdk_file!("app.py", "python/template/app.py"),
             sdk_file!("portcullis_plugin.py", "python/portcullis_plugin.py"),
             sdk_file!("build.sh", "python/template/build.sh", exec),
-            sdk_file!("wit/plugin.wit", "wit/plugin.wit"),
+            sdk_file!("wit/plugin.wit", "wit/0.2.0/plugin.wit"),
         ],
         Lang::Js => vec![
             sdk_file!("plugin.js", "js/template/plugin.js"),
@@ -108,14 +108,14 @@ fn files(lang: Lang) -> Vec<File> {
             sdk_file!("componentize.mjs", "js/componentize.mjs"),
             sdk_file!("package.json", "js/template/package.json"),
             sdk_file!("build.sh", "js/template/build.sh", exec),
-            sdk_file!("wit/plugin.wit", "wit/plugin.wit"),
+            sdk_file!("wit/plugin.wit", "wit/0.2.0/plugin.wit"),
         ],
         Lang::C => vec![
             sdk_file!("plugin.c", "c/template/plugin.c"),
             sdk_file!("portcullis.h", "c/portcullis.h"),
             sdk_file!("portcullis_json.h", "c/portcullis_json.h"),
             sdk_file!("build.sh", "c/template/build.sh", exec),
-            sdk_file!("wit/plugin.wit", "wit/plugin.wit"),
+            sdk_file!("wit/plugin.wit", "wit/0.2.0/plugin.wit"),
         ],
     });
     files

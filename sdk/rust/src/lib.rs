@@ -2,7 +2,7 @@
 //!
 //! A plugin is a WebAssembly component that the gateway runs, sandboxed, on every Docker
 //! Engine API request its configuration selects. This crate turns the WIT contract in
-//! `sdk/wit/plugin.wit` (`portcullis:plugin@0.2.0`) into a trait and a few friendly types:
+//! `sdk/wit/0.2.0/plugin.wit` (`portcullis:plugin@0.2.0`) into a trait and a few friendly types:
 //! implement [`Plugin`], call [`export_plugin!`], build for `wasm32-wasip2`.
 //!
 //! ```
@@ -99,7 +99,7 @@ pub use serde_json;
 #[doc(hidden)]
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../wit",
+        path: "../wit/0.2.0",
         world: "portcullis:plugin/plugin",
         // The `export!` macro is invoked from the plugin's crate by `export_plugin!`.
         pub_export_macro: true,
