@@ -275,7 +275,22 @@ impl Gateway {
     /// **admit**: whether this request may be worked on at all, and what it is.
     fn admit(
         &self,
-        mut req: Request<Incoming>,
+        req: Request<Incoming>,
+        ctx: &mut Context,
+        has_slot: bool,
+    ) -> Result<(), PipelineError> {
+        self.admit_head(&req, ctx, has_slot)?;
+        let (mut head, incoming) = req.into_parts();
+        ctx.handover = head.extensions.remove::<Arc<tunnel::Handover>>();
+        ctx.head = Some(head);
+        ctx.incoming = Some(incoming);
+        Ok(())
+    }
+
+    /// What `admit` decides from the request's head alone.
+    fn admit_head<B>(
+        &self,
+        req: &Request<B>,
         ctx: &mut Context,
         has_slot: bool,
     ) -> Result<(), PipelineError> {
@@ -316,10 +331,6 @@ impl Gateway {
         } else {
             Upgrade::No
         };
-        ctx.handover = req.extensions_mut().remove::<Arc<tunnel::Handover>>();
-        let (head, incoming) = req.into_parts();
-        ctx.head = Some(head);
-        ctx.incoming = Some(incoming);
         Ok(())
     }
 
@@ -789,4 +800,162 @@ fn upstream_uri(route: &Route, query: Option<&str>) -> Result<http::Uri, Pipelin
     }
     pq.parse()
         .map_err(|_| PipelineError::Route(RouteError::BadPath("cannot re-encode path".into())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::Decision;
+    use crate::identity::{AuthMethod, Peer};
+
+    fn gateway(toml: &str) -> Gateway {
+        let config = Config::parse(toml, std::path::Path::new("/tmp/portcullis.toml")).unwrap();
+        // Nothing here is sent: the engine is never dialled.
+        let upstream = Upstream::new(&config.engine).unwrap();
+        Gateway::new(Arc::new(config), upstream, Chain::default())
+    }
+
+    fn context<B>(req: &Request<B>, recording: bool) -> Context {
+        let caller = Caller {
+            user: "alice".into(),
+            groups: vec!["dev".into()],
+            auth: AuthMethod::PeerCredentials,
+            peer: Peer::Tcp {
+                addr: "127.0.0.1:5555".parse().unwrap(),
+            },
+        };
+        Context::new(7, req, Arc::new(caller), recording, Instant::now())
+    }
+
+    fn request(method: &str, path: &str, headers: &[(&str, &str)]) -> Request<()> {
+        let mut b = Request::builder().method(method).uri(path);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn admit_classifies_and_reads_the_upgrade_asked_for() {
+        let g = gateway("");
+        let req = request(
+            "POST",
+            "/v1.41/containers/abc/attach?stream=1",
+            &[("upgrade", "tcp"), ("connection", "Upgrade")],
+        );
+        let mut ctx = context(&req, false);
+        g.admit_head(&req, &mut ctx, true).unwrap();
+        assert_eq!(ctx.endpoint(), "container.attach");
+        assert!(matches!(&ctx.upgrade, Upgrade::Asked(Some(p)) if p == "tcp"));
+
+        // dockerd hijacks attach without `Upgrade` too.
+        let req = request("POST", "/v1.41/containers/abc/attach", &[]);
+        let mut ctx = context(&req, false);
+        g.admit_head(&req, &mut ctx, true).unwrap();
+        assert!(matches!(ctx.upgrade, Upgrade::Legacy));
+
+        let req = request(
+            "GET",
+            "/containers/json",
+            &[("upgrade", "tcp"), ("connection", "Upgrade")],
+        );
+        let mut ctx = context(&req, false);
+        let e = g.admit_head(&req, &mut ctx, true).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                PipelineError::UpgradeRefused {
+                    endpoint: "container.list"
+                }
+            ),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn admit_refuses_before_any_work_is_done() {
+        let g = gateway("[limits]\nmax_header_bytes = 8192\n");
+        let req = request("GET", "/containers/json", &[]);
+        let mut ctx = context(&req, false);
+        let e = g.admit_head(&req, &mut ctx, false).unwrap_err();
+        assert!(matches!(e, PipelineError::TooManyRequests { .. }), "{e}");
+        assert!(ctx.route.is_none());
+
+        let long = "x".repeat(9000);
+        let req = request("GET", "/containers/json", &[("x-long", &long)]);
+        let e = g
+            .admit_head(&req, &mut context(&req, false), true)
+            .unwrap_err();
+        assert!(
+            matches!(e, PipelineError::HeadTooLarge { limit: 8192 }),
+            "{e}"
+        );
+
+        let req = request("POST", "/v1.41/no/such/thing", &[]);
+        let mut ctx = context(&req, false);
+        let e = g.admit_head(&req, &mut ctx, true).unwrap_err();
+        assert_eq!(e.to_docker_error().status, StatusCode::FORBIDDEN, "{e}");
+        assert_eq!(ctx.endpoint(), "unknown");
+    }
+
+    #[tokio::test]
+    async fn the_record_is_built_from_the_context() {
+        let g = gateway("");
+        let req = request(
+            "POST",
+            "/v1.41/containers/create?name=web",
+            &[("content-length", "99")],
+        );
+        let mut ctx = context(&req, true);
+        g.admit_head(&req, &mut ctx, true).unwrap();
+        ctx.query = canonical::parse_query(req.uri().query());
+        let body = br#"{"image":"busybox","HostConfig":{"Privileged":true,"Memory":5}}"#;
+        ctx.body = Some(Bytes::from_static(body));
+        ctx.failure = Some(Failure {
+            denied: true,
+            message: "baseline: privileged".into(),
+        });
+        let sent = DockerError::new(StatusCode::FORBIDDEN, "baseline: privileged");
+        let (r, view) = record::build(ctx, &sent.into_response()).unwrap();
+        assert!(view.is_none());
+        assert_eq!(r.request_id, 7);
+        assert_eq!(r.user(), "alice");
+        assert_eq!(r.endpoint, "container.create");
+        assert_eq!(r.path, "/containers/create");
+        assert_eq!(r.api_version.as_deref(), Some("1.41"));
+        assert_eq!(r.object.as_deref(), Some("web"));
+        assert_eq!(r.decision, Decision::Deny);
+        assert_eq!(r.error.as_deref(), Some("baseline: privileged"));
+        assert_eq!(r.status, 403);
+        // The body read, not the announced length.
+        assert_eq!(r.bytes_in, Some(body.len() as u64));
+        let details = r.details.unwrap();
+        assert_eq!(details["Image"], "busybox");
+        assert_eq!(details["HostConfig"]["Privileged"], true);
+        assert!(details["HostConfig"].get("Memory").is_none());
+    }
+
+    #[tokio::test]
+    async fn an_unclassified_request_keeps_its_raw_path_cut() {
+        let path = format!("/v1.41/{}", "é".repeat(700));
+        let req = request("GET", &path, &[("content-length", "12")]);
+        let mut ctx = context(&req, true);
+        ctx.failure = Some(Failure {
+            denied: false,
+            message: "bad".into(),
+        });
+        let resp = Response::new(Body::empty());
+        let (r, _) = record::build(ctx, &resp).unwrap();
+        assert_eq!(r.endpoint, "unknown");
+        assert!(
+            r.path.len() <= 1024 && r.path.starts_with("/v1.41/é"),
+            "{}",
+            r.path.len()
+        );
+        assert_eq!(r.decision, Decision::Error);
+        assert_eq!(r.bytes_in, Some(12));
+
+        let req = request("GET", "/_ping", &[]);
+        assert!(record::build(context(&req, false), &resp).is_none());
+    }
 }
