@@ -319,7 +319,7 @@ fn main() -> Result<()> {
     };
 
     if plan.write_markdown {
-        // The committed copy BENCHMARKS.md and README.md show.
+        // The committed copy BENCHMARKS.md and docs/benchmarks.md show.
         if plotted {
             std::fs::copy(&png, workspace().join("bench/latency.png"))?;
         }

@@ -372,7 +372,7 @@ fn plugin_chain_config(plugin: &Path) -> String {
 /// One plugin written in `lang` (Python or JavaScript): the owner policy of
 /// `sdk/examples/owner/`, on every endpoint (it allows everything but `container.create`,
 /// where it wants an image from `portcullis/busybox` and the bench's label), with instance
-/// reuse on, as README's "Cost per language" recommends for interpreters.
+/// reuse on, as docs/plugins.md, "Cost per language", recommends for interpreters.
 fn language_plugin_config(lang: &str, wasm: &Path) -> String {
     format!(
         "[[plugins]]\nname = \"owner-{lang}\"\npath = {path:?}\nendpoints = [\"*\"]\n\

@@ -91,7 +91,7 @@ pub struct ServerConfig {
     pub insecure_tcp: bool,
     /// Threads serving requests (none: `TOKIO_WORKER_THREADS`, else half the cores, at least
     /// one). The engine, its containers and the clients need cores too, and every thread more
-    /// means more cross-thread wake-ups per request; see README, "Tuning".
+    /// means more cross-thread wake-ups per request; see docs/benchmarks.md, "Tuning".
     #[serde(default)]
     pub worker_threads: Option<usize>,
 }
@@ -115,8 +115,8 @@ impl Default for ServerConfig {
 impl ServerConfig {
     /// Request threads: `worker_threads`; else `TOKIO_WORKER_THREADS`; else half the cores,
     /// at least one. The gateway shares its host with the engine, which does the work of
-    /// every request it forwards, and usually with the clients: measured on 2 cores, one
-    /// thread served `/_ping` at up to twice the rate of two (README, "Tuning").
+    /// every request it forwards, and usually with the clients, so fewer threads than cores
+    /// serve faster (the figures: docs/benchmarks.md, "Tuning").
     pub fn request_threads(&self) -> usize {
         self.worker_threads
             .or_else(|| std::env::var("TOKIO_WORKER_THREADS").ok()?.parse().ok())

@@ -116,7 +116,7 @@ pub struct PluginConfig {
     pub config: toml::Table,
     /// Keep initialized instances and reuse them for later calls (`wasm` only; opt-in). Absent:
     /// a fresh instance per call. Faster for interpreters, at the cost of isolation between
-    /// calls (README, "Instance reuse").
+    /// calls (docs/configuration.md, "Instance reuse").
     #[serde(default)]
     pub reuse: Option<Reuse>,
 }
