@@ -470,6 +470,18 @@ mod tests {
     }
 
     #[test]
+    fn the_dry_run_mode_keeps_its_first_spelling() {
+        let mode = |m: &str| {
+            let text = format!("[[plugins]]\nname = \"p\"\npath = \"p.wasm\"\nmode = \"{m}\"\n");
+            Config::parse(&text, Path::new("c.toml")).map(|c| c.plugins[0].mode)
+        };
+        assert_eq!(mode("dry-run").unwrap(), Mode::DryRun);
+        assert_eq!(mode("audit").unwrap(), Mode::DryRun);
+        assert_eq!(mode("enforce").unwrap(), Mode::Enforce);
+        assert!(mode("dryrun").is_err());
+    }
+
+    #[test]
     fn instance_reuse_is_validated() {
         let entry = |extra: &str| {
             format!("[runtime]\nmax_instances = 4\n[[plugins]]\nname = \"p\"\npath = \"p.wasm\"\n{extra}\n")
