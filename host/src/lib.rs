@@ -15,8 +15,8 @@
 //!   request; requests with no caller are refused.
 //! - [`route`]: the endpoint classifier: method + path → canonical path, API version,
 //!   endpoint name (`container.create`, ...) and object id, the way dockerd's router reads it.
-//! - [`pipeline`]: one request's trip: classify, bound and read the body, decide, forward,
-//!   stream the answer back, and splice hijacked (attach/exec) connections.
+//! - [`pipeline`]: one request's trip, as phases over one request context: admit, read,
+//!   enrich, decide, send, respond, and log (the audit record, built once at the end).
 //! - [`plugin`]: the WebAssembly plugin runtime (wasmtime): compile and cache components,
 //!   a fresh sandboxed instance per call, deadlines and memory caps.
 //! - [`upstream`]: the pooled client to the real engine (`unix://`, `tcp://`).

@@ -1,6 +1,10 @@
-//! One request's trip through the gateway: classify the endpoint, bound and read the body,
-//! forward exactly what was read to the engine, and stream the answer back. Attach and exec
-//! connections become a raw tunnel only after the engine itself answered `101`.
+//! One request's trip through the gateway, as phases over one request context
+//! ([`Gateway::handle`]): **admit** (the endpoint, the bounds of the head), **read** (the body
+//! within its bound), **enrich** (the objects the request acts on, as the engine knows them),
+//! **decide** (the plugin chain), **send** (exactly what was judged, to the engine),
+//! **respond** (stream, filter, or tunnel) and **log** (the audit record, built from the
+//! context whatever happened). Attach and exec connections become a raw tunnel only after the
+//! engine itself answered `101`. docs/architecture.md draws the journey.
 
 mod binds;
 pub(crate) mod canonical;
