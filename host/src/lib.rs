@@ -27,9 +27,13 @@
 //! - [`admin`]: the admin listener (off unless configured): the audit queries over HTTP.
 //! - [`error`]: the single conversion of any failure to Docker's `{"message": ...}` format.
 //! - [`config`]: the strict TOML configuration and listen/engine addresses.
+//!
+//! On top of them all, [`cli`]: the `portcullis` commands (`serve`, `check`, `audit`, …),
+//! which `main.rs` only parses and dispatches to.
 
 pub mod admin;
 pub mod audit;
+pub mod cli;
 pub mod config;
 pub mod error;
 #[doc(hidden)]
