@@ -23,7 +23,7 @@
 //! - [`owners`]: the gateway's own record of who owns each image repository (a name no label
 //!   can protect), written before the request that creates a tag is forwarded.
 //! - [`audit`]: the tamper-evident audit trail (sled store, hash chain, indexes) that every
-//!   request leaves, and the `portcullis audit` commands.
+//!   request leaves, and its reports (listings, chain check, export, statistics).
 //! - [`admin`]: the admin listener (off unless configured): the audit queries over HTTP.
 //! - [`error`]: the single conversion of any failure to Docker's `{"message": ...}` format.
 //! - [`config`]: the strict TOML configuration and listen/engine addresses.

@@ -2,12 +2,13 @@
 //! opens it, and prints a listing, a record, the chain check, an export or statistics.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
 
 use super::{runtime, CliError};
-use crate::audit::{cli, Decision, Query};
+use crate::audit::{report, AuditError, Decision, Query, Store};
+use crate::config::Address;
 use crate::Config;
 
 /// `portcullis audit` and its store options.
@@ -93,7 +94,7 @@ pub fn run(args: AuditArgs) -> Result<(), CliError> {
     let config = args.config.as_ref().map(|f| Config::load(f)).transpose()?;
     let path = match (&args.store, &config) {
         (Some(dir), _) => dir.clone(),
-        (None, Some(config)) => cli::store_path(config)?,
+        (None, Some(config)) => store_path(config)?,
         (None, None) => {
             return Err(CliError::Message(
                 "name the store with --config FILE or --store DIR".into(),
@@ -107,7 +108,7 @@ pub fn run(args: AuditArgs) -> Result<(), CliError> {
             println!("{}", serde_json::to_string_pretty(&figures)?);
             return Ok(());
         }
-        _ => cli::open_for_command(&path, config.as_ref())?,
+        _ => open_for_command(&path, config.as_ref())?,
     };
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
@@ -123,7 +124,7 @@ pub fn run(args: AuditArgs) -> Result<(), CliError> {
             json,
         } => {
             let time = |s: Option<String>| {
-                s.map(|s| cli::parse_time(&s))
+                s.map(|s| report::parse_time(&s))
                     .transpose()
                     .map_err(CliError::Message)
             };
@@ -136,20 +137,60 @@ pub fn run(args: AuditArgs) -> Result<(), CliError> {
                 object,
                 limit: (limit > 0).then_some(limit),
             };
-            cli::list(&store, &query, json, &mut out)?;
+            report::list(&store, &query, json, &mut out)?;
         }
-        AuditCommand::Show { seq } => cli::show(&store, seq, &mut out)?,
+        AuditCommand::Show { seq } => report::show(&store, seq, &mut out)?,
         AuditCommand::Verify => {
-            cli::verify(&store, &mut out)?;
+            report::verify(&store, &mut out)?;
         }
         AuditCommand::Export {
             format: ExportFormat::Jsonl,
         } => {
-            cli::export(&store, &mut out)?;
+            report::export(&store, &mut out)?;
         }
-        AuditCommand::Stats { json } => cli::stats(&store, json, &mut out)?,
+        AuditCommand::Stats { json } => report::stats(&store, json, &mut out)?,
         AuditCommand::Bench { .. } => {}
     }
     out.flush()?;
     Ok(())
+}
+
+/// The store directory a gateway configuration uses.
+fn store_path(config: &Config) -> Result<PathBuf, CliError> {
+    config
+        .audit
+        .as_ref()
+        .map(|a| a.store_path(&config.base_dir))
+        .ok_or_else(|| {
+            CliError::Message("the configuration has no [audit] table (or pass --store DIR)".into())
+        })
+}
+
+/// Opens the store for an `audit` command. sled lets one process open a store, so a store
+/// held by a running gateway is an error that says where the same queries are served: the
+/// admin listener of `config`, or how to configure one.
+fn open_for_command(path: &Path, config: Option<&Config>) -> Result<Store, CliError> {
+    match report::open(path) {
+        Err(AuditError::Locked { path }) => {
+            let hint = match config.and_then(|c| c.admin.as_ref()) {
+                Some(a) => format!(
+                    "query the running gateway through its admin listener at {}: GET /audit?user=U&limit=100, /audit/SEQ, /audit/verify, /audit/stats{}",
+                    a.listen,
+                    match &a.listen {
+                        Address::Unix(p) => format!(
+                            " (e.g. curl --unix-socket {} 'http://admin/audit?limit=10')",
+                            p.display()
+                        ),
+                        _ => String::new(),
+                    }
+                ),
+                None => "stop the gateway, or configure an [admin] listener to query it while it runs (GET /audit, /audit/verify, /audit/stats)".into(),
+            };
+            Err(CliError::Message(format!(
+                "audit store {} is in use by a running gateway (a store is opened by one process at a time); {hint}",
+                path.display()
+            )))
+        }
+        other => Ok(other?),
+    }
 }
