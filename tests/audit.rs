@@ -211,9 +211,9 @@ fn credentials_never_reach_a_record() {
     let records = audit_records(dir.path());
     assert_eq!(records.len(), 2);
     assert_eq!(records[0].plugins[0].verdict, "would-deny");
-    let store = portcullis::audit::cli::open(&dir.path().join("store")).unwrap();
+    let store = portcullis::audit::report::open(&dir.path().join("store")).unwrap();
     let mut all = Vec::new();
-    portcullis::audit::cli::export(&store, &mut all).unwrap();
+    portcullis::audit::report::export(&store, &mut all).unwrap();
     let all = String::from_utf8(all).unwrap();
     assert!(
         all.contains("containers.list") || all.contains("container.list"),
@@ -235,7 +235,7 @@ fn the_store_is_opened_by_one_gateway_at_a_time() {
     );
 
     // The CLI, and a second gateway, are refused with a clear message.
-    let err = portcullis::audit::cli::open(&dir.path().join("store"))
+    let err = portcullis::audit::report::open(&dir.path().join("store"))
         .err()
         .expect("locked");
     assert!(
@@ -364,9 +364,9 @@ fn the_redact_plugin_keeps_secrets_out_of_the_record_but_not_from_the_engine() {
         (note.plugin.as_str(), note.verdict.as_str()),
         ("redact", "patch")
     );
-    let store = portcullis::audit::cli::open(&dir.path().join("store")).unwrap();
+    let store = portcullis::audit::report::open(&dir.path().join("store")).unwrap();
     let mut all = Vec::new();
-    portcullis::audit::cli::export(&store, &mut all).unwrap();
+    portcullis::audit::report::export(&store, &mut all).unwrap();
     assert!(
         !String::from_utf8_lossy(&all).contains(&secret),
         "the secret reached the audit trail"

@@ -116,7 +116,7 @@ fn the_admin_listener_serves_the_trail_while_the_gateway_runs() {
 
     // While the gateway runs, the store is locked to everyone else.
     assert!(matches!(
-        portcullis::audit::cli::open(&dir.path().join("store")),
+        portcullis::audit::report::open(&dir.path().join("store")),
         Err(AuditError::Locked { .. })
     ));
 

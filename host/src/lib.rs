@@ -23,16 +23,20 @@
 //! - [`owners`]: the gateway's own record of who owns each image repository (a name no label
 //!   can protect), written before the request that creates a tag is forwarded.
 //! - [`audit`]: the tamper-evident audit trail (sled store, hash chain, indexes) that every
-//!   request leaves, and the `portcullis audit` commands.
+//!   request leaves, and its reports (listings, chain check, export, statistics).
 //! - [`admin`]: the admin listener (off unless configured): the audit queries over HTTP.
 //! - [`body`]: the one HTTP body type sent both ways (a stream passed through, or bytes held).
 //! - [`error`]: the single conversion of any failure to Docker's `{"message": ...}` format.
 //! - [`config`]: the strict TOML configuration and listen/engine addresses.
 //! - [`model`]: the host's request, response and verdict types, mirroring the plugin contract.
+//!
+//! On top of them all, [`cli`]: the `portcullis` commands (`serve`, `check`, `audit`, …),
+//! which `main.rs` only parses and dispatches to.
 
 pub mod admin;
 pub mod audit;
 pub mod body;
+pub mod cli;
 pub mod config;
 pub mod error;
 #[doc(hidden)]

@@ -905,7 +905,7 @@ pub fn audit_records(dir: &Path) -> Vec<portcullis::audit::Record> {
     let store = wait_for(
         "the gateway to release the audit store",
         Duration::from_secs(60),
-        || match portcullis::audit::cli::open(&dir.join("store")) {
+        || match portcullis::audit::report::open(&dir.join("store")) {
             Ok(s) => Some(s),
             Err(AuditError::Locked { .. }) => None,
             Err(e) => panic!("cannot open the store: {e}"),

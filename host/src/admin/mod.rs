@@ -23,7 +23,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use tracing::{info, warn};
 
-use crate::audit::{cli, AuditError, Decision, Query, Store};
+use crate::audit::{report, AuditError, Decision, Query, Store};
 use crate::config::{Address, AdminConfig};
 
 /// Records one `GET /audit` returns at most.
@@ -161,8 +161,8 @@ fn query_of(params: &HashMap<String, String>) -> Result<Query, ApiError> {
     };
     for (k, v) in params {
         match k.as_str() {
-            "since" => q.since = Some(cli::parse_time(v).map_err(bad)?),
-            "until" => q.until = Some(cli::parse_time(v).map_err(bad)?),
+            "since" => q.since = Some(report::parse_time(v).map_err(bad)?),
+            "until" => q.until = Some(report::parse_time(v).map_err(bad)?),
             "user" => q.user = Some(v.clone()),
             "decision" => q.decision = Some(v.parse::<Decision>().map_err(bad)?),
             "endpoint" => q.endpoint = Some(v.clone()),

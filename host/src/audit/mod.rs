@@ -4,16 +4,17 @@
 //! - [`record`]: what a record holds, and each plugin's answer in it ([`Note`]).
 //! - [`store`]: the sled store: hash chain, indexes, retention, verification.
 //! - [`query`]: `audit list` filters answered from the indexes.
-//! - [`cli`]: the `portcullis audit …` commands (main only parses arguments).
+//! - [`report`]: the trail read by people: listings, records, the chain check, export and
+//!   statistics rendered as text or JSON (the `portcullis audit` commands print them).
 //! - [`AuditLog`] (here): the gateway's handle, a bounded queue to one writer thread that
 //!   commits records in groups with the configured durability. Records are shaped before
 //!   they are written by a [`Shaper`] (the plugin chain's audit hooks, which the pipeline
 //!   provides: the trail knows nothing of plugins).
 
 pub mod bench;
-pub mod cli;
 pub mod query;
 pub mod record;
+pub mod report;
 pub mod store;
 
 use std::path::{Path, PathBuf};

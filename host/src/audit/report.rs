@@ -1,5 +1,7 @@
-//! The `portcullis audit …` commands: the work behind `list`, `show`, `verify`, `export`
-//! and `stats`, writing to any `Write` so that tests and the binary share it.
+//! The audit trail read by people: a store opened to read, the times `--since` and
+//! `since=` accept, and the listing, one record, the chain check, the export and the
+//! statistics rendered into any `Write`. The `portcullis audit` commands print these; the
+//! admin API reads times the same way.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -8,7 +10,6 @@ use std::time::SystemTime;
 use super::record::Record;
 use super::store::{OpenOptions, Store, Verified};
 use super::{AuditError, Query};
-use crate::config::Config;
 
 fn io_err(e: std::io::Error) -> AuditError {
     AuditError::Io {
@@ -17,52 +18,12 @@ fn io_err(e: std::io::Error) -> AuditError {
     }
 }
 
-/// The store directory a gateway configuration uses.
-pub fn store_path(config: &Config) -> Result<PathBuf, AuditError> {
-    config
-        .audit
-        .as_ref()
-        .map(|a| a.store_path(&config.base_dir))
-        .ok_or_else(|| {
-            AuditError::Query("the configuration has no [audit] table (or pass --store DIR)".into())
-        })
-}
-
-/// Opens an existing store for the CLI (never creates one).
+/// Opens an existing store to read (never creates one).
 pub fn open(path: &Path) -> Result<Store, AuditError> {
     Store::open(path, &OpenOptions::default())
 }
 
-/// Opens the store for an `audit` command. sled lets one process open a store, so a store
-/// held by a running gateway is an error that says where the same queries are served: the
-/// admin listener of `config`, or how to configure one.
-pub fn open_for_command(path: &Path, config: Option<&Config>) -> Result<Store, AuditError> {
-    match open(path) {
-        Err(AuditError::Locked { path }) => {
-            let hint = match config.and_then(|c| c.admin.as_ref()) {
-                Some(a) => format!(
-                    "query the running gateway through its admin listener at {}: GET /audit?user=U&limit=100, /audit/SEQ, /audit/verify, /audit/stats{}",
-                    a.listen,
-                    match &a.listen {
-                        crate::config::Address::Unix(p) => format!(
-                            " (e.g. curl --unix-socket {} 'http://admin/audit?limit=10')",
-                            p.display()
-                        ),
-                        _ => String::new(),
-                    }
-                ),
-                None => "stop the gateway, or configure an [admin] listener to query it while it runs (GET /audit, /audit/verify, /audit/stats)".into(),
-            };
-            Err(AuditError::Query(format!(
-                "audit store {} is in use by a running gateway (a store is opened by one process at a time); {hint}",
-                path.display()
-            )))
-        }
-        other => other,
-    }
-}
-
-/// Parses `--since` / `--until`: a duration ago (`90s`, `1h`, `2d`) or an RFC 3339 time.
+/// Parses a time bound (`--since`, `--until`; `since=`, `until=` of the admin API): a duration ago (`90s`, `1h`, `2d`) or an RFC 3339 time.
 pub fn parse_time(s: &str) -> Result<SystemTime, String> {
     if let Ok(d) = humantime::parse_duration(s) {
         return SystemTime::now()
