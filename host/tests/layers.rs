@@ -36,8 +36,9 @@ const LAYERS: &[(&str, u8)] = &[
     ("lib", 6),
     // The command line, and the fuzzing hooks (which reach into the pipeline's parsers).
     ("cli", 7),
-    ("main", 7),
     ("fuzz", 7),
+    // The binary: it only dispatches to `cli`.
+    ("main", 8),
 ];
 
 /// The layer of the crate root's own items.
