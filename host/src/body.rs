@@ -23,15 +23,15 @@ pin_project_lite::pin_project! {
     /// A request or response body.
     pub struct Body {
         #[pin]
-        kind: Kind,
+        kind: Content,
         idle: Option<Idle>,
         held: Option<Box<dyn std::any::Any + Send + Sync>>,
     }
 }
 
 pin_project_lite::pin_project! {
-    #[project = KindProj]
-    enum Kind {
+    #[project = ContentProj]
+    enum Content {
         /// Streamed through as it arrives.
         Stream { #[pin] inner: Incoming },
         /// Held in memory; sent with an exact Content-Length.
@@ -54,7 +54,7 @@ struct Idle {
 pub struct IdleTimeout(Duration);
 
 impl Body {
-    fn new(kind: Kind) -> Self {
+    fn new(kind: Content) -> Self {
         Body {
             kind,
             idle: None,
@@ -65,30 +65,30 @@ impl Body {
     /// A body of exactly these bytes.
     pub fn full(data: impl Into<Bytes>) -> Self {
         let data: Bytes = data.into();
-        Self::new(Kind::Full {
+        Self::new(Content::Full {
             data: (!data.is_empty()).then_some(data),
         })
     }
 
     /// No body.
     pub fn empty() -> Self {
-        Self::new(Kind::Full { data: None })
+        Self::new(Content::Full { data: None })
     }
 
     /// A body streamed from the other side.
     pub fn stream(inner: Incoming) -> Self {
-        Self::new(Kind::Stream { inner })
+        Self::new(Content::Stream { inner })
     }
 
     /// A body whose frames a task sends through `rx`; it ends when the sender is dropped.
     pub fn channel(rx: tokio::sync::mpsc::Receiver<Result<Bytes, BodyError>>) -> Self {
-        Self::new(Kind::Channel { rx })
+        Self::new(Content::Channel { rx })
     }
 
     /// Fails the stream when no frame arrives for `limit` (none: no idle limit). Held bodies
     /// are not affected: they are already complete.
     pub fn idle_limit(mut self, limit: Option<Duration>) -> Self {
-        if let (Some(limit), Kind::Stream { .. }) = (limit, &self.kind) {
+        if let (Some(limit), Content::Stream { .. }) = (limit, &self.kind) {
             self.idle = Some(Idle {
                 limit,
                 timer: Box::pin(tokio::time::sleep(limit)),
@@ -114,9 +114,9 @@ impl http_body::Body for Body {
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.project();
         match this.kind.project() {
-            KindProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-            KindProj::Channel { rx } => rx.poll_recv(cx).map(|f| f.map(|f| f.map(Frame::data))),
-            KindProj::Stream { inner } => {
+            ContentProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            ContentProj::Channel { rx } => rx.poll_recv(cx).map(|f| f.map(|f| f.map(Frame::data))),
+            ContentProj::Stream { inner } => {
                 let polled = inner.poll_frame(cx);
                 let Some(idle) = this.idle.as_mut() else {
                     return polled.map_err(Into::into);
@@ -137,19 +137,19 @@ impl http_body::Body for Body {
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
-            Kind::Stream { inner } => inner.is_end_stream(),
-            Kind::Full { data } => data.is_none(),
-            Kind::Channel { .. } => false,
+            Content::Stream { inner } => inner.is_end_stream(),
+            Content::Full { data } => data.is_none(),
+            Content::Channel { .. } => false,
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
-            Kind::Stream { inner } => inner.size_hint(),
-            Kind::Full { data } => {
+            Content::Stream { inner } => inner.size_hint(),
+            Content::Full { data } => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
-            Kind::Channel { .. } => SizeHint::default(),
+            Content::Channel { .. } => SizeHint::default(),
         }
     }
 }

@@ -69,7 +69,7 @@ impl IntoDockerError for TargetError {
 
 /// The kind of object an endpoint acts on and how to find the reference to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
+enum ObjectKind {
     Container,
     Exec,
     Image,
@@ -83,47 +83,47 @@ enum Kind {
     Task,
 }
 
-impl Kind {
-    fn of(endpoint: &str) -> Option<Kind> {
+impl ObjectKind {
+    fn of(endpoint: &str) -> Option<ObjectKind> {
         let word = endpoint.split('.').next().unwrap_or("");
         Some(match word {
-            "container" => Kind::Container,
-            "exec" => Kind::Exec,
-            "image" => Kind::Image,
-            "volume" => Kind::Volume,
-            "network" => Kind::Network,
-            "service" => Kind::Service,
-            "secret" => Kind::Secret,
-            "config" => Kind::Config,
-            "node" => Kind::Node,
-            "plugin" => Kind::Plugin,
-            "task" => Kind::Task,
+            "container" => ObjectKind::Container,
+            "exec" => ObjectKind::Exec,
+            "image" => ObjectKind::Image,
+            "volume" => ObjectKind::Volume,
+            "network" => ObjectKind::Network,
+            "service" => ObjectKind::Service,
+            "secret" => ObjectKind::Secret,
+            "config" => ObjectKind::Config,
+            "node" => ObjectKind::Node,
+            "plugin" => ObjectKind::Plugin,
+            "task" => ObjectKind::Task,
             _ => return None,
         })
     }
 
     fn name(self) -> &'static str {
         match self {
-            Kind::Container | Kind::Exec => "container",
-            Kind::Image => "image",
-            Kind::Volume => "volume",
-            Kind::Network => "network",
-            Kind::Service => "service",
-            Kind::Secret => "secret",
-            Kind::Config => "config",
-            Kind::Node => "node",
-            Kind::Plugin => "plugin",
-            Kind::Task => "task",
+            ObjectKind::Container | ObjectKind::Exec => "container",
+            ObjectKind::Image => "image",
+            ObjectKind::Volume => "volume",
+            ObjectKind::Network => "network",
+            ObjectKind::Service => "service",
+            ObjectKind::Secret => "secret",
+            ObjectKind::Config => "config",
+            ObjectKind::Node => "node",
+            ObjectKind::Plugin => "plugin",
+            ObjectKind::Task => "task",
         }
     }
 
     /// For objects the engine makes on behalf of another, with no labels of their own: the
     /// inspect field naming that object, and its kind. An exec is judged by its container,
     /// a task (the engine's work for a service) by its service, as their owners made them.
-    fn belongs_to(self) -> Option<(&'static str, Kind)> {
+    fn belongs_to(self) -> Option<(&'static str, ObjectKind)> {
         match self {
-            Kind::Exec => Some(("ContainerID", Kind::Container)),
-            Kind::Task => Some(("ServiceID", Kind::Service)),
+            ObjectKind::Exec => Some(("ContainerID", ObjectKind::Container)),
+            ObjectKind::Task => Some(("ServiceID", ObjectKind::Service)),
             _ => None,
         }
     }
@@ -131,32 +131,32 @@ impl Kind {
     /// The engine path that inspects the object `reference` (before percent-encoding).
     fn inspect_path(self, reference: &str) -> String {
         match self {
-            Kind::Container => format!("/containers/{reference}/json"),
-            Kind::Exec => format!("/exec/{reference}/json"),
-            Kind::Image => format!("/images/{reference}/json"),
-            Kind::Volume => format!("/volumes/{reference}"),
-            Kind::Network => format!("/networks/{reference}"),
-            Kind::Service => format!("/services/{reference}"),
-            Kind::Secret => format!("/secrets/{reference}"),
-            Kind::Config => format!("/configs/{reference}"),
-            Kind::Node => format!("/nodes/{reference}"),
-            Kind::Plugin => format!("/plugins/{reference}/json"),
-            Kind::Task => format!("/tasks/{reference}"),
+            ObjectKind::Container => format!("/containers/{reference}/json"),
+            ObjectKind::Exec => format!("/exec/{reference}/json"),
+            ObjectKind::Image => format!("/images/{reference}/json"),
+            ObjectKind::Volume => format!("/volumes/{reference}"),
+            ObjectKind::Network => format!("/networks/{reference}"),
+            ObjectKind::Service => format!("/services/{reference}"),
+            ObjectKind::Secret => format!("/secrets/{reference}"),
+            ObjectKind::Config => format!("/configs/{reference}"),
+            ObjectKind::Node => format!("/nodes/{reference}"),
+            ObjectKind::Plugin => format!("/plugins/{reference}/json"),
+            ObjectKind::Task => format!("/tasks/{reference}"),
         }
     }
 }
 
 /// The object `route` (with its decoded `query`) acts on, and its kind; `None` for requests
 /// on collections (list, create, prune, ...).
-fn reference(route: &Route, query: &[(String, String)]) -> Option<(Kind, String)> {
+fn reference(route: &Route, query: &[(String, String)]) -> Option<(ObjectKind, String)> {
     let endpoint = route.endpoint.name;
     // `POST /commit?container=` acts on a container named in the query.
     if endpoint == "image.commit" {
         let c = query.iter().find(|(k, _)| k == "container")?;
-        return Some((Kind::Container, c.1.clone()));
+        return Some((ObjectKind::Container, c.1.clone()));
     }
     let id = route.object_id.clone()?;
-    Some((Kind::of(endpoint)?, id))
+    Some((ObjectKind::of(endpoint)?, id))
 }
 
 /// Looks up the object the request acts on. `Ok(None)` when the request acts on no existing
@@ -213,10 +213,15 @@ pub fn pinned_path(route: &Route, target: &model::Target) -> Option<String> {
             algorithm == "sha256" && !hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit());
         return digest.then(|| format!("/images/{}/tag", target.id));
     }
-    let kind = Kind::of(route.endpoint.name)?;
+    let kind = ObjectKind::of(route.endpoint.name)?;
     let pinnable = matches!(
         kind,
-        Kind::Container | Kind::Network | Kind::Service | Kind::Secret | Kind::Config | Kind::Node
+        ObjectKind::Container
+            | ObjectKind::Network
+            | ObjectKind::Service
+            | ObjectKind::Secret
+            | ObjectKind::Config
+            | ObjectKind::Node
     );
     let reference = route.object_id.as_deref()?;
     let id = target.id.as_str();
@@ -238,7 +243,7 @@ pub fn pinned_path(route: &Route, target: &model::Target) -> Option<String> {
 async fn lookup(
     upstream: &Upstream,
     route: &Route,
-    kind: Kind,
+    kind: ObjectKind,
     reference: String,
 ) -> Result<Option<Value>, TargetError> {
     let fail = |reason: String| TargetError::Lookup {
@@ -264,7 +269,7 @@ pub(super) async fn lookup_image(
     route: &Route,
     reference: &str,
 ) -> Result<Option<Value>, TargetError> {
-    lookup(upstream, route, Kind::Image, reference.to_owned()).await
+    lookup(upstream, route, ObjectKind::Image, reference.to_owned()).await
 }
 
 /// The engine's image list entries for `repository` (the short form, `team/app`): the list's
@@ -302,7 +307,7 @@ pub(super) async fn repository_images(
 /// An image as plugins see it, from the engine's inspect document or an image list entry
 /// (whose labels are at the top).
 pub(super) fn describe_image(doc: &Value) -> model::Target {
-    let mut t = describe(Kind::Image, doc);
+    let mut t = describe(ObjectKind::Image, doc);
     if t.labels.is_empty() {
         if let Some(labels) = doc.get("Labels").and_then(Value::as_object) {
             t.labels = labels
@@ -349,7 +354,7 @@ impl Default for Seen {
 impl Seen {
     /// Remembers `t` as the engine reported it now.
     pub fn remember(&self, t: &model::Target) {
-        let Some(kind) = Kind::of(&t.kind) else {
+        let Some(kind) = ObjectKind::of(&t.kind) else {
             return;
         };
         if let Ok(mut objects) = self.objects.lock() {
@@ -358,7 +363,7 @@ impl Seen {
     }
 
     /// The `kind` object `id` as last seen, if seen within `within` (none: ever).
-    fn get(&self, kind: Kind, id: &str, within: Option<Duration>) -> Option<model::Target> {
+    fn get(&self, kind: ObjectKind, id: &str, within: Option<Duration>) -> Option<model::Target> {
         let mut objects = self.objects.lock().ok()?;
         let (t, at) = objects.get(&(kind.name(), id.to_owned()))?;
         within.is_none_or(|w| at.elapsed() < w).then(|| t.clone())
@@ -377,10 +382,15 @@ pub async fn event_object(
     route: &Route,
     event: &Value,
 ) -> Option<model::Target> {
-    let kind = Kind::of(event.get("Type").and_then(Value::as_str)?).filter(|k| {
+    let kind = ObjectKind::of(event.get("Type").and_then(Value::as_str)?).filter(|k| {
         matches!(
             k,
-            Kind::Volume | Kind::Network | Kind::Service | Kind::Secret | Kind::Config | Kind::Node
+            ObjectKind::Volume
+                | ObjectKind::Network
+                | ObjectKind::Service
+                | ObjectKind::Secret
+                | ObjectKind::Config
+                | ObjectKind::Node
         )
     })?;
     let id = event.pointer("/Actor/ID").and_then(Value::as_str)?;
@@ -423,7 +433,7 @@ const PREDEFINED_NETWORKS: [&str; 4] = ["default", "bridge", "host", "none"];
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Mention {
     field: String,
-    kind: Kind,
+    kind: ObjectKind,
     name: String,
 }
 
@@ -431,8 +441,8 @@ struct Mention {
 /// way dockerd reads each field. The body has Go's field names already (`canonical.rs`).
 fn mentions(endpoint: &str, body: &Value) -> Vec<Mention> {
     let mut out = Vec::new();
-    let mut add = |field: String, kind: Kind, name: &str| {
-        let predefined = kind == Kind::Network && PREDEFINED_NETWORKS.contains(&name);
+    let mut add = |field: String, kind: ObjectKind, name: &str| {
+        let predefined = kind == ObjectKind::Network && PREDEFINED_NETWORKS.contains(&name);
         if !(name.is_empty() || predefined) {
             out.push(Mention {
                 field,
@@ -454,21 +464,25 @@ fn mentions(endpoint: &str, body: &Value) -> Vec<Mention> {
         "container.create" => {
             // The engine gives the container the image's labels beneath its own.
             if let Some(image) = text(body, "/Image") {
-                add("Image".into(), Kind::Image, &image);
+                add("Image".into(), ObjectKind::Image, &image);
             }
             for (i, b) in list(body, "/HostConfig/Binds") {
                 // `source:destination[:options]`; a source that is not an absolute path is a
                 // volume name (dockerd's linux mount parser). A lone destination is anonymous.
                 let parts: Vec<&str> = b.as_str().unwrap_or_default().split(':').collect();
                 if parts.len() >= 2 && !parts[0].starts_with('/') {
-                    add(format!("HostConfig.Binds[{i}]"), Kind::Volume, parts[0]);
+                    add(
+                        format!("HostConfig.Binds[{i}]"),
+                        ObjectKind::Volume,
+                        parts[0],
+                    );
                 }
             }
             for (i, m) in list(body, "/HostConfig/Mounts") {
                 if text(&m, "/Type").as_deref() == Some("volume") {
                     add(
                         format!("HostConfig.Mounts[{i}].Source"),
-                        Kind::Volume,
+                        ObjectKind::Volume,
                         &text(&m, "/Source").unwrap_or_default(),
                     );
                 }
@@ -478,7 +492,7 @@ fn mentions(endpoint: &str, body: &Value) -> Vec<Mention> {
                 let spec = v.as_str().unwrap_or_default();
                 add(
                     format!("HostConfig.VolumesFrom[{i}]"),
-                    Kind::Container,
+                    ObjectKind::Container,
                     spec.split(':').next().unwrap_or_default(),
                 );
             }
@@ -492,14 +506,14 @@ fn mentions(endpoint: &str, body: &Value) -> Vec<Mention> {
                     .unwrap_or_default();
                 add(
                     format!("HostConfig.Links[{i}]"),
-                    Kind::Container,
+                    ObjectKind::Container,
                     name.trim_start_matches('/'),
                 );
             }
             if let Some(mode) = text(body, "/HostConfig/NetworkMode") {
                 match joined(&mode) {
-                    Some(c) => add("HostConfig.NetworkMode".into(), Kind::Container, &c),
-                    None => add("HostConfig.NetworkMode".into(), Kind::Network, &mode),
+                    Some(c) => add("HostConfig.NetworkMode".into(), ObjectKind::Container, &c),
+                    None => add("HostConfig.NetworkMode".into(), ObjectKind::Network, &mode),
                 }
             }
             for field in ["PidMode", "IpcMode"] {
@@ -507,7 +521,7 @@ fn mentions(endpoint: &str, body: &Value) -> Vec<Mention> {
                     .as_deref()
                     .and_then(joined)
                 {
-                    add(format!("HostConfig.{field}"), Kind::Container, &c);
+                    add(format!("HostConfig.{field}"), ObjectKind::Container, &c);
                 }
             }
             if let Some(networks) = body
@@ -517,7 +531,7 @@ fn mentions(endpoint: &str, body: &Value) -> Vec<Mention> {
                 for name in networks.keys() {
                     add(
                         "NetworkingConfig.EndpointsConfig".into(),
-                        Kind::Network,
+                        ObjectKind::Network,
                         name,
                     );
                 }
@@ -525,7 +539,7 @@ fn mentions(endpoint: &str, body: &Value) -> Vec<Mention> {
         }
         "network.connect" | "network.disconnect" => {
             if let Some(c) = text(body, "/Container") {
-                add("Container".into(), Kind::Container, &c);
+                add("Container".into(), ObjectKind::Container, &c);
             }
         }
         "service.create" | "service.update" => {
@@ -534,7 +548,7 @@ fn mentions(endpoint: &str, body: &Value) -> Vec<Mention> {
                     let field = format!("{}[{i}].Target", at[1..].replace('/', "."));
                     add(
                         field,
-                        Kind::Network,
+                        ObjectKind::Network,
                         &text(&n, "/Target").unwrap_or_default(),
                     );
                 }
@@ -543,7 +557,7 @@ fn mentions(endpoint: &str, body: &Value) -> Vec<Mention> {
             if let Some(image) = text(body, &format!("{spec}/Image")) {
                 add(
                     "TaskTemplate.ContainerSpec.Image".into(),
-                    Kind::Image,
+                    ObjectKind::Image,
                     &image,
                 );
             }
@@ -552,14 +566,14 @@ fn mentions(endpoint: &str, body: &Value) -> Vec<Mention> {
                     let field = format!("TaskTemplate.ContainerSpec.Mounts[{i}].Source");
                     add(
                         field,
-                        Kind::Volume,
+                        ObjectKind::Volume,
                         &text(&m, "/Source").unwrap_or_default(),
                     );
                 }
             }
             for (array, id, kind) in [
-                ("Secrets", "/SecretID", Kind::Secret),
-                ("Configs", "/ConfigID", Kind::Config),
+                ("Secrets", "/SecretID", ObjectKind::Secret),
+                ("Configs", "/ConfigID", ObjectKind::Config),
             ] {
                 for (i, r) in list(body, &format!("{spec}/{array}")) {
                     let field = format!(
@@ -594,9 +608,9 @@ pub async fn resolve_related(
             limit: MAX_REFERENCES,
         });
     }
-    let mut known: Vec<(Kind, String, Option<model::Target>)> = known
+    let mut known: Vec<(ObjectKind, String, Option<model::Target>)> = known
         .iter()
-        .filter_map(|r| Some((Kind::of(&r.kind)?, r.name.clone(), r.object.clone())))
+        .filter_map(|r| Some((ObjectKind::of(&r.kind)?, r.name.clone(), r.object.clone())))
         .collect();
     let mut out = Vec::with_capacity(found.len());
     for m in found {
@@ -650,28 +664,28 @@ async fn inspect(upstream: &Upstream, path: &str) -> Result<Option<Value>, Strin
 }
 
 /// The target as plugins see it, from the engine's inspect document of a `kind`.
-fn describe(kind: Kind, doc: &Value) -> model::Target {
+fn describe(kind: ObjectKind, doc: &Value) -> model::Target {
     let s = |v: &Value| v.as_str().map(str::to_owned);
     let at = |ptr: &str| doc.pointer(ptr).and_then(s);
     let (id, name, labels) = match kind {
-        Kind::Container | Kind::Exec => (
+        ObjectKind::Container | ObjectKind::Exec => (
             at("/Id"),
             // Docker reports container names with a leading slash.
             at("/Name").map(|n| n.trim_start_matches('/').to_owned()),
             doc.pointer("/Config/Labels"),
         ),
-        Kind::Image => (at("/Id"), at("/RepoTags/0"), doc.pointer("/Config/Labels")),
-        Kind::Volume => (at("/Name"), at("/Name"), doc.get("Labels")),
-        Kind::Network | Kind::Plugin => (at("/Id"), at("/Name"), doc.get("Labels")),
-        Kind::Service | Kind::Secret | Kind::Config => {
+        ObjectKind::Image => (at("/Id"), at("/RepoTags/0"), doc.pointer("/Config/Labels")),
+        ObjectKind::Volume => (at("/Name"), at("/Name"), doc.get("Labels")),
+        ObjectKind::Network | ObjectKind::Plugin => (at("/Id"), at("/Name"), doc.get("Labels")),
+        ObjectKind::Service | ObjectKind::Secret | ObjectKind::Config => {
             (at("/ID"), at("/Spec/Name"), doc.pointer("/Spec/Labels"))
         }
-        Kind::Node => (
+        ObjectKind::Node => (
             at("/ID"),
             at("/Description/Hostname"),
             doc.pointer("/Spec/Labels"),
         ),
-        Kind::Task => (at("/ID"), at("/Name"), doc.get("Labels")),
+        ObjectKind::Task => (at("/ID"), at("/Name"), doc.get("Labels")),
     };
     let labels = labels
         .and_then(Value::as_object)
@@ -716,26 +730,34 @@ mod tests {
             seen.remember(&volume(format!("v{i}")));
         }
         // The oldest went; the newest is there, fresh and ever.
-        assert!(seen.get(Kind::Volume, "v0", None).is_none());
+        assert!(seen.get(ObjectKind::Volume, "v0", None).is_none());
         let last = format!("v{SEEN_OBJECTS}");
-        assert!(seen.get(Kind::Volume, &last, Some(SEEN_FRESH)).is_some());
         assert!(seen
-            .get(Kind::Volume, &last, Some(Duration::ZERO))
+            .get(ObjectKind::Volume, &last, Some(SEEN_FRESH))
+            .is_some());
+        assert!(seen
+            .get(ObjectKind::Volume, &last, Some(Duration::ZERO))
             .is_none());
-        assert!(seen.get(Kind::Volume, &last, None).is_some());
+        assert!(seen.get(ObjectKind::Volume, &last, None).is_some());
         // Kinds are apart: a network of that id is another object.
-        assert!(seen.get(Kind::Network, &last, None).is_none());
+        assert!(seen.get(ObjectKind::Network, &last, None).is_none());
     }
 
     #[test]
     fn references_come_from_the_path_or_the_commit_query() {
         let r = route(Method::POST, "/v1.41/containers/web/stop");
-        assert_eq!(reference(&r, &[]), Some((Kind::Container, "web".into())));
+        assert_eq!(
+            reference(&r, &[]),
+            Some((ObjectKind::Container, "web".into()))
+        );
         let r = route(Method::POST, "/exec/abc/start");
-        assert_eq!(reference(&r, &[]), Some((Kind::Exec, "abc".into())));
+        assert_eq!(reference(&r, &[]), Some((ObjectKind::Exec, "abc".into())));
         let r = route(Method::POST, "/commit");
         let q = [("container".to_owned(), "web".to_owned())];
-        assert_eq!(reference(&r, &q), Some((Kind::Container, "web".into())));
+        assert_eq!(
+            reference(&r, &q),
+            Some((ObjectKind::Container, "web".into()))
+        );
         assert_eq!(
             reference(&route(Method::GET, "/containers/json"), &[]),
             None
@@ -841,22 +863,26 @@ mod tests {
             },
             "NetworkingConfig": {"EndpointsConfig": {"bridge": {}, "backend": {}}},
         });
-        let found: Vec<(String, Kind, String)> = mentions("container.create", &body)
+        let found: Vec<(String, ObjectKind, String)> = mentions("container.create", &body)
             .into_iter()
             .map(|m| (m.field, m.kind, m.name))
             .collect();
         let want = [
-            ("Image", Kind::Image, "x"),
-            ("HostConfig.Binds[1]", Kind::Volume, "data"),
-            ("HostConfig.Binds[3]", Kind::Volume, "cache"),
-            ("HostConfig.Mounts[0].Source", Kind::Volume, "logs"),
-            ("HostConfig.VolumesFrom[0]", Kind::Container, "web"),
-            ("HostConfig.Links[0]", Kind::Container, "db"),
-            ("HostConfig.NetworkMode", Kind::Container, "abc"),
-            ("HostConfig.PidMode", Kind::Container, "def"),
-            ("NetworkingConfig.EndpointsConfig", Kind::Network, "backend"),
+            ("Image", ObjectKind::Image, "x"),
+            ("HostConfig.Binds[1]", ObjectKind::Volume, "data"),
+            ("HostConfig.Binds[3]", ObjectKind::Volume, "cache"),
+            ("HostConfig.Mounts[0].Source", ObjectKind::Volume, "logs"),
+            ("HostConfig.VolumesFrom[0]", ObjectKind::Container, "web"),
+            ("HostConfig.Links[0]", ObjectKind::Container, "db"),
+            ("HostConfig.NetworkMode", ObjectKind::Container, "abc"),
+            ("HostConfig.PidMode", ObjectKind::Container, "def"),
+            (
+                "NetworkingConfig.EndpointsConfig",
+                ObjectKind::Network,
+                "backend",
+            ),
         ];
-        let want: Vec<(String, Kind, String)> = want
+        let want: Vec<(String, ObjectKind, String)> = want
             .iter()
             .map(|(f, k, n)| (f.to_string(), *k, n.to_string()))
             .collect();
@@ -865,7 +891,10 @@ mod tests {
         let plain = json!({"HostConfig": {"NetworkMode": "bridge", "Binds": null}, "NetworkingConfig": {"EndpointsConfig": {"default": {}}}});
         assert!(mentions("container.create", &plain).is_empty());
         let named = json!({"HostConfig": {"NetworkMode": "backend"}});
-        assert_eq!(mentions("container.create", &named)[0].kind, Kind::Network);
+        assert_eq!(
+            mentions("container.create", &named)[0].kind,
+            ObjectKind::Network
+        );
 
         let service = json!({"TaskTemplate": {
             "ContainerSpec": {"Image": "busybox", "Mounts": [{"Type": "volume", "Source": "v"}], "Secrets": [{"SecretID": "s1"}], "Configs": [{"ConfigID": "c1"}]},
@@ -887,7 +916,7 @@ mod tests {
         let connect = json!({"Container": "web"});
         assert_eq!(
             mentions("network.connect", &connect)[0].kind,
-            Kind::Container
+            ObjectKind::Container
         );
         assert!(mentions("container.start", &connect).is_empty());
     }
@@ -907,16 +936,16 @@ mod tests {
     #[test]
     fn targets_from_inspect_documents() {
         let t = describe(
-            Kind::Container,
+            ObjectKind::Container,
             &json!({"Id": "abc123", "Name": "/web", "Config": {"Labels": {"a": "1"}}}),
         );
         assert_eq!((t.kind.as_str(), t.id.as_str()), ("container", "abc123"));
         assert_eq!(t.name.as_deref(), Some("web"));
         assert_eq!(t.labels[0].name, "a");
-        let t = describe(Kind::Volume, &json!({"Name": "data", "Labels": null}));
+        let t = describe(ObjectKind::Volume, &json!({"Name": "data", "Labels": null}));
         assert_eq!((t.id.as_str(), t.labels.len()), ("data", 0));
         let t = describe(
-            Kind::Secret,
+            ObjectKind::Secret,
             &json!({"ID": "s1", "Spec": {"Name": "pw", "Labels": {"o": "alice"}}}),
         );
         assert_eq!((t.id.as_str(), t.name.as_deref()), ("s1", Some("pw")));
