@@ -8,13 +8,13 @@ set positional-arguments
 
 # One warm target dir shared by builds, tests and CI (a release wasmtime takes minutes).
 export CARGO_TARGET_DIR := env_var_or_default("CARGO_TARGET_DIR", "/var/cache/portcullis/target")
-export CARGO_BUILD_JOBS := "2"
+export CARGO_BUILD_JOBS := env_var_or_default("CARGO_BUILD_JOBS", "2")
 
 engine_dir := env_var_or_default("PORTCULLIS_ENGINE_DIR", "/var/tmp/portcullis-engine")
 engine := "unix://" + engine_dir / "docker.sock"
-listen_dir := "/var/tmp/portcullis"
+listen_dir := env_var_or_default("PORTCULLIS_LISTEN_DIR", "/var/tmp/portcullis")
 listen := "unix://" + listen_dir / "portcullis.sock"
-config := "policies/portcullis.toml"
+config := env_var_or_default("PORTCULLIS_CONFIG", "policies/portcullis.toml")
 
 # Show the recipes.
 [private]
@@ -153,6 +153,13 @@ fmt:
 lint:
     cargo fmt --all --check
     cargo clippy --workspace --all-targets -- -D warnings
+
+# Formatting, lints and the unit tests that need no engine (host library, plugin SDK): quick, before a push.
+check:
+    cargo fmt --all --check
+    cargo clippy --workspace --all-targets -- -D warnings
+    cargo test -p portcullis --lib
+    cargo test -p portcullis-plugin
 
 # Fuzz the canonicalizer (JSON bodies, paths, queries) with cargo-fuzz on nightly, SECONDS each
 # (default 60). New interesting inputs land in fuzz/corpus/, which `just test` replays on stable.
