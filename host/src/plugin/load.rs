@@ -213,7 +213,7 @@ fn glob_set(patterns: &[String], plugin: &str, key: &str) -> Result<EndpointSet,
             None => include.add(Glob::new(g).map_err(config_error)?),
         };
     }
-    // An empty list selects nothing, as before `!` existed.
+    // An empty list selects nothing.
     if !patterns.is_empty() && patterns.iter().all(|g| g.starts_with('!')) {
         include.add(Glob::new("*").map_err(config_error)?);
     }

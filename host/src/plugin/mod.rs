@@ -127,9 +127,9 @@ pub(crate) const DENSE_IMAGE_LIMIT: u64 = 256 << 20;
 /// Bytes at the start of each pooled linear memory that stay mapped between calls. With
 /// PAGEMAP_SCAN a reset rewrites only the pages the last call dirtied within this window, so
 /// the next call writes to private pages instead of taking a copy-on-write fault for each
-/// page it touches. 1 → 32 MiB measured (BENCHMARKS.md): Rust call p50 42 → 21 µs, C 28 → 17,
-/// JavaScript 1.2 → 0.75 ms. Pages never touched stay unbacked, so the window costs resident
-/// memory only for pages calls actually use.
+/// page it touches; the window is sized for what an interpreter's call dirties (BENCHMARKS.md
+/// has the figures). Pages never touched stay unbacked, so the window costs resident memory
+/// only for pages calls actually use.
 const KEEP_RESIDENT: usize = 32 << 20;
 
 /// Unused pool slots kept warm (with their resident window) for the next instantiation.
@@ -153,7 +153,7 @@ impl Runtime {
             .total_stacks(n)
             .max_memory_size(usize::try_from(max_memory).unwrap_or(usize::MAX))
             // Idle slots keep up to KEEP_RESIDENT of dirtied memory each: bound how many
-            // stay warm, so a burst of interpreter calls (a Python call dirties ~15 MiB)
+            // stay warm, so a burst of interpreter calls (which dirty megabytes each)
             // does not leave the gateway holding a gigabyte afterwards. 16 is several times
             // the calls two cores run at once; colder slots are unmapped.
             .max_unused_warm_slots(n.min(WARM_SLOTS))
@@ -174,8 +174,8 @@ impl Runtime {
             .memory_reservation_for_growth(0)
             // Interpreters (Python, JavaScript) arrive with a pre-initialized heap snapshot
             // that may be sparse; past wasmtime's default 16 MiB such a memory would be copied
-            // in on every instantiation instead of being mapped copy-on-write. (The owner
-            // examples start at 13 MiB (Python) and 9 MiB (JS); a bigger program crosses it.)
+            // in on every instantiation instead of being mapped copy-on-write, and an
+            // interpreter's snapshot is close to that size already.
             .memory_guaranteed_dense_image_size(DENSE_IMAGE_LIMIT);
         let engine = Engine::new(&wc).map_err(engine_err)?;
         let mut linker = Linker::new(&engine);

@@ -13,8 +13,8 @@ use super::sandbox::TICK;
 /// Between calls it backs off (2, 4, ... up to [`IDLE_SLEEP_MAX`] between ticks) and after
 /// [`PARK_AFTER`] without a call it parks until the next call starts, so an idle gateway
 /// does not wake a thousand times a second. A call that starts while the ticker backs off
-/// does not wake it: on a small VM that wake-up (a futex and an inter-processor interrupt)
-/// cost the request about 17 µs, where a deadline first checked up to [`IDLE_SLEEP_MAX`]
+/// does not wake it: that wake-up (a futex and an inter-processor interrupt) is paid by the
+/// request, where a deadline first checked up to [`IDLE_SLEEP_MAX`]
 /// late costs nothing (timeouts are tens of milliseconds, and the ticker is back at
 /// [`TICK`] from its next tick on). Only a parked ticker is woken by a starting call.
 pub(super) struct EpochTicker {
