@@ -165,25 +165,10 @@ impl Chain {
         Self { plugins }
     }
 
-    /// Starts preparing instances ahead of calls for every component plugin
-    /// (`runtime.prepared_instances` each). Each plugin holds up to twice that many pool slots
-    /// (ready instances, and used ones waiting for teardown), and all of them together at
-    /// most half of `max_instances`, so that calls always find pool slots. Needs a tokio
-    /// runtime.
+    /// Starts preparing instances ahead of calls (`runtime.prepared_instances` per plugin,
+    /// within the runtime's budget: [`crate::plugin::prepare`]). Needs a tokio runtime.
     pub fn prepare(&self, runtime: &crate::config::RuntimeConfig) {
-        let components = self
-            .plugins
-            .iter()
-            .filter(|p| p.config().kind == crate::config::Kind::Wasm && p.config().reuse.is_none())
-            .count();
-        if components == 0 {
-            return;
-        }
-        let budget = (runtime.max_instances as usize / 2) / (2 * components);
-        let each = (runtime.prepared_instances as usize).min(budget);
-        for p in &self.plugins {
-            p.prepare(each);
-        }
+        crate::plugin::prepare(&self.plugins, runtime.prepared_instances);
     }
 
     /// How many plugins are configured.

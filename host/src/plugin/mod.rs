@@ -14,27 +14,30 @@
 
 mod bindings;
 mod cache;
+mod load;
 pub mod offline;
 mod opa;
+mod pool;
 pub mod rego;
 mod sandbox;
 pub mod scaffold;
+mod ticker;
 
-use std::collections::HashMap;
-use std::path::Path;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use globset::{Glob, GlobSet, GlobSetBuilder};
-use tokio::sync::Semaphore;
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::Linker;
 use wasmtime::{Engine, PoolingAllocationConfig, Store};
 
 use crate::config::{Config, Mode, Phase, PluginConfig, RuntimeConfig};
 use crate::model;
 use bindings::latest::{self as contract, PluginPre};
 pub use bindings::CONTRACT_VERSION;
-use sandbox::{DeadlineExceeded, State, TICK};
+use load::EndpointSet;
+use pool::{Budget, Pool, Pooled, Preparer, Slots};
+use sandbox::{DeadlineExceeded, State};
+use ticker::EpochTicker;
 
 /// Why a plugin could not be loaded. Start-up and `portcullis check` stop on these.
 #[derive(Debug, thiserror::Error)]
@@ -109,44 +112,11 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<State>,
     cache_dir: Option<std::path::PathBuf>,
-    instances: Arc<Semaphore>,
-    /// Instances kept from a request hook for the same request's response hook (a quarter
-    /// of `instances`), so that requests the engine is slow to answer cannot hold the pool.
-    kept: Arc<Semaphore>,
+    /// The instance slots all plugins share ([`pool`]).
+    slots: Arc<Slots>,
     ticker: EpochTicker,
     /// Where instances are prepared ahead of calls, started by the first [`Plugin::prepare`].
-    preparer: std::sync::OnceLock<Preparer>,
-}
-
-/// A thread of its own for preparing instances (instantiate and `init` the next one, tear
-/// down the used one: about 100 µs of CPU per call). On the request threads that work ran
-/// between a request being handed to the engine's connection and that connection being
-/// polled, and delayed the request (`/_ping` answered about 90 µs later by the engine with
-/// the default chain). Here the OS runs it beside the request threads instead.
-struct Preparer {
-    handle: tokio::runtime::Handle,
-    /// Dropped with the runtime: the thread ends, and its tasks with it.
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
-
-impl Preparer {
-    fn start() -> Option<Self> {
-        let rt = tokio::runtime::Builder::new_current_thread().build().ok()?;
-        let handle = rt.handle().clone();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        std::thread::Builder::new()
-            .name("portcullis-prepare".into())
-            .spawn(move || {
-                rt.block_on(async {
-                    let _ = stopped.await;
-                });
-            })
-            .ok()?;
-        Some(Self {
-            handle,
-            _stop: stop,
-        })
-    }
+    preparer: OnceLock<Preparer>,
 }
 
 /// Initialized memory up to this extent is always laid out as one copy-on-write image (the
@@ -157,9 +127,9 @@ pub(crate) const DENSE_IMAGE_LIMIT: u64 = 256 << 20;
 /// Bytes at the start of each pooled linear memory that stay mapped between calls. With
 /// PAGEMAP_SCAN a reset rewrites only the pages the last call dirtied within this window, so
 /// the next call writes to private pages instead of taking a copy-on-write fault for each
-/// page it touches. 1 → 32 MiB measured (BENCHMARKS.md): Rust call p50 42 → 21 µs, C 28 → 17,
-/// JavaScript 1.2 → 0.75 ms. Pages never touched stay unbacked, so the window costs resident
-/// memory only for pages calls actually use.
+/// page it touches; the window is sized for what an interpreter's call dirties (BENCHMARKS.md
+/// has the figures). Pages never touched stay unbacked, so the window costs resident memory
+/// only for pages calls actually use.
 const KEEP_RESIDENT: usize = 32 << 20;
 
 /// Unused pool slots kept warm (with their resident window) for the next instantiation.
@@ -183,7 +153,7 @@ impl Runtime {
             .total_stacks(n)
             .max_memory_size(usize::try_from(max_memory).unwrap_or(usize::MAX))
             // Idle slots keep up to KEEP_RESIDENT of dirtied memory each: bound how many
-            // stay warm, so a burst of interpreter calls (a Python call dirties ~15 MiB)
+            // stay warm, so a burst of interpreter calls (which dirty megabytes each)
             // does not leave the gateway holding a gigabyte afterwards. 16 is several times
             // the calls two cores run at once; colder slots are unmapped.
             .max_unused_warm_slots(n.min(WARM_SLOTS))
@@ -204,8 +174,8 @@ impl Runtime {
             .memory_reservation_for_growth(0)
             // Interpreters (Python, JavaScript) arrive with a pre-initialized heap snapshot
             // that may be sparse; past wasmtime's default 16 MiB such a memory would be copied
-            // in on every instantiation instead of being mapped copy-on-write. (The owner
-            // examples start at 13 MiB (Python) and 9 MiB (JS); a bigger program crosses it.)
+            // in on every instantiation instead of being mapped copy-on-write, and an
+            // interpreter's snapshot is close to that size already.
             .memory_guaranteed_dense_image_size(DENSE_IMAGE_LIMIT);
         let engine = Engine::new(&wc).map_err(engine_err)?;
         let mut linker = Linker::new(&engine);
@@ -216,10 +186,9 @@ impl Runtime {
             engine,
             linker,
             cache_dir: config.cache_dir.clone(),
-            instances: Arc::new(Semaphore::new(n as usize)),
-            kept: Arc::new(Semaphore::new(n as usize / 4)),
+            slots: Slots::new(Budget { max_instances: n }),
             ticker,
-            preparer: std::sync::OnceLock::new(),
+            preparer: OnceLock::new(),
         })
     }
 
@@ -233,291 +202,12 @@ impl Runtime {
             .unwrap_or(64 << 20);
         Self::new(&config.runtime, max_memory)
     }
-
-    /// Loads every configured plugin, in order; the first failure stops it all.
-    pub async fn load_all(
-        self: &Arc<Self>,
-        config: &Config,
-    ) -> Result<Vec<Arc<Plugin>>, LoadError> {
-        let mut out = Vec::with_capacity(config.plugins.len());
-        for p in &config.plugins {
-            let plugin = match p.kind {
-                crate::config::Kind::Wasm => self.load(p, &config.plugin_path(p)).await?,
-                crate::config::Kind::Rego => self.load_rego(p, &config.plugin_path(p))?,
-                crate::config::Kind::OpaWasm => self.load_opa(p, &config.plugin_path(p)).await?,
-            };
-            plugin.check_config().await?;
-            out.push(Arc::new(plugin));
-        }
-        Ok(out)
-    }
-
-    /// Compiles (or loads from cache), checks the contract version, links, and asks the
-    /// plugin to `describe` itself. See [`Plugin::check_config`] for its configuration.
-    pub async fn load(
-        self: &Arc<Self>,
-        cfg: &PluginConfig,
-        path: &Path,
-    ) -> Result<Plugin, LoadError> {
-        let name = cfg.name.clone();
-        let shown = path.display().to_string();
-        let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
-            name: name.clone(),
-            path: shown.clone(),
-            source,
-        })?;
-        let component = {
-            let engine = self.engine.clone();
-            let dir = self.cache_dir.clone();
-            // Compilation is CPU-bound and can take seconds for interpreters.
-            tokio::task::spawn_blocking(move || cache::load(&engine, dir.as_deref(), &bytes))
-                .await
-                .map_err(|e| LoadError::Engine(e.to_string()))?
-                .map_err(|e| LoadError::NotComponent {
-                    name: name.clone(),
-                    path: shown.clone(),
-                    reason: format!("{e:#}"),
-                })?
-        };
-        check_contract(&self.engine, &component, &name, &shown)?;
-        let pre = self
-            .linker
-            .instantiate_pre(&component)
-            .and_then(PluginPre::new)
-            .map_err(|e| LoadError::Link {
-                name: name.clone(),
-                path: shown.clone(),
-                reason: format!("{e:#}"),
-            })?;
-        let config_json = serde_json::to_string(&cfg.config).map_err(|e| LoadError::Config {
-            name: name.clone(),
-            reason: e.to_string(),
-        })?;
-        let mut plugin = Plugin {
-            cfg: cfg.clone(),
-            info: model::Info {
-                name: String::new(),
-                version: String::new(),
-                hooks: model::Hooks::empty(),
-            },
-            config_json,
-            endpoints: glob_set(&cfg.endpoints, &name, "endpoints")?,
-            response_endpoints: response_globs(cfg)?,
-            backend: Backend::Wasm(pre),
-            runtime: self.clone(),
-            warm: cfg.reuse.as_ref().map(WarmPool::new),
-            spares: std::sync::OnceLock::new(),
-        };
-        plugin.info = plugin.probe().await.map_err(|failure| LoadError::Probe {
-            name: name.clone(),
-            failure,
-        })?;
-        Ok(plugin)
-    }
-}
-
-impl Runtime {
-    /// Loads a Rego policy (`kind = "rego"`) as a validating request plugin.
-    pub fn load_rego(
-        self: &Arc<Self>,
-        cfg: &PluginConfig,
-        path: &Path,
-    ) -> Result<Plugin, LoadError> {
-        let config_error = |reason: String| LoadError::Config {
-            name: cfg.name.clone(),
-            reason,
-        };
-        let policy = rego::load(cfg, path).map_err(config_error)?;
-        self.policy_plugin(cfg, "rego", Backend::Rego(Box::new(policy)))
-    }
-
-    /// A plugin around a policy in OPA's language (Rego, or compiled to wasm): it judges
-    /// requests only and has no configuration hook of its own.
-    fn policy_plugin(
-        self: &Arc<Self>,
-        cfg: &PluginConfig,
-        version: &str,
-        backend: Backend,
-    ) -> Result<Plugin, LoadError> {
-        Ok(Plugin {
-            cfg: cfg.clone(),
-            info: model::Info {
-                name: cfg.name.clone(),
-                version: version.into(),
-                hooks: model::Hooks::REQUEST,
-            },
-            config_json: String::new(),
-            endpoints: glob_set(&cfg.endpoints, &cfg.name, "endpoints")?,
-            response_endpoints: response_globs(cfg)?,
-            backend,
-            runtime: self.clone(),
-            warm: None,
-            spares: std::sync::OnceLock::new(),
-        })
-    }
-}
-
-impl Runtime {
-    /// Loads an OPA policy compiled to wasm (`kind = "opa-wasm"`) as a validating request
-    /// plugin, and instantiates it once in the sandbox, so that a file that is no OPA policy,
-    /// lacks the entrypoint or calls a builtin the gateway refuses stops start-up (and
-    /// `portcullis check`) with the file named.
-    pub async fn load_opa(
-        self: &Arc<Self>,
-        cfg: &PluginConfig,
-        path: &Path,
-    ) -> Result<Plugin, LoadError> {
-        let shown = path.display().to_string();
-        let plugin_error = |e: opa::Error| match e {
-            opa::Error::NotOpa(reason) => LoadError::NotOpaPolicy {
-                name: cfg.name.clone(),
-                path: shown.clone(),
-                reason,
-            },
-            opa::Error::NoEntrypoint { .. } => LoadError::Config {
-                name: cfg.name.clone(),
-                reason: format!("{shown}: {e}"),
-            },
-            opa::Error::Eval(e) => LoadError::NotOpaPolicy {
-                name: cfg.name.clone(),
-                path: shown.clone(),
-                reason: format!("{e:#}"),
-            },
-        };
-        let policy = opa::compile(&self.engine, cfg, path)
-            .await
-            .map_err(plugin_error)?;
-        let plugin = self.policy_plugin(cfg, "opa-wasm", Backend::Opa(Box::new(policy)))?;
-        if let Backend::Opa(policy) = &plugin.backend {
-            let _ticking = self.ticker.ticking();
-            let probe = |store: &Store<State>, e: opa::Error| match e {
-                opa::Error::Eval(e) => match plugin.opa_failure(store, &e) {
-                    PluginFailure::Trap(reason) => plugin_error(opa::Error::NotOpa(reason)),
-                    failure => LoadError::Probe {
-                        name: cfg.name.clone(),
-                        failure,
-                    },
-                },
-                e => plugin_error(e),
-            };
-            let mut store = plugin.new_store(0);
-            if let Err(e) = policy.check_builtins(&mut store).await {
-                return Err(probe(&store, e));
-            }
-            let mut store = plugin.new_store(0);
-            if let Err(e) = policy.run(&mut store, None).await {
-                return Err(probe(&store, e));
-            }
-        }
-        Ok(plugin)
-    }
-}
-
-/// The endpoint-name globs of a plugin's `key` (`endpoints`, `response_endpoints`). A
-/// pattern starting with `!` takes the endpoints it matches out of those the others select;
-/// only `!` patterns select every endpoint but theirs.
-fn glob_set(patterns: &[String], plugin: &str, key: &str) -> Result<EndpointSet, LoadError> {
-    let config_error = |e: globset::Error| LoadError::Config {
-        name: plugin.to_owned(),
-        reason: format!("{key}: {e}"),
-    };
-    let mut include = GlobSetBuilder::new();
-    let mut exclude = GlobSetBuilder::new();
-    for g in patterns {
-        match g.strip_prefix('!') {
-            Some(g) => exclude.add(Glob::new(g).map_err(config_error)?),
-            None => include.add(Glob::new(g).map_err(config_error)?),
-        };
-    }
-    // An empty list selects nothing, as before `!` existed.
-    if !patterns.is_empty() && patterns.iter().all(|g| g.starts_with('!')) {
-        include.add(Glob::new("*").map_err(config_error)?);
-    }
-    Ok(EndpointSet::new(
-        include.build().map_err(config_error)?,
-        exclude.build().map_err(config_error)?,
-    ))
-}
-
-/// Endpoint globs, matched once at load against every endpoint name the classifier knows:
-/// a request asks whether each plugin applies several times (request, response, audit
-/// hooks), and a glob set match builds a candidate path each time.
-struct EndpointSet {
-    include: GlobSet,
-    exclude: GlobSet,
-    known: HashMap<&'static str, bool>,
-}
-
-impl EndpointSet {
-    fn new(include: GlobSet, exclude: GlobSet) -> Self {
-        let mut set = Self {
-            include,
-            exclude,
-            known: HashMap::new(),
-        };
-        set.known = crate::route::endpoints()
-            .map(|e| e.name)
-            .chain([crate::route::UNKNOWN.name])
-            .map(|name| (name, set.matches(name)))
-            .collect();
-        set
-    }
-
-    fn matches(&self, endpoint: &str) -> bool {
-        self.include.is_match(endpoint) && !self.exclude.is_match(endpoint)
-    }
-
-    fn is_match(&self, endpoint: &str) -> bool {
-        match self.known.get(endpoint) {
-            Some(matched) => *matched,
-            None => self.matches(endpoint),
-        }
-    }
-}
-
-/// `response_endpoints`, when configured.
-fn response_globs(cfg: &PluginConfig) -> Result<Option<EndpointSet>, LoadError> {
-    cfg.response_endpoints
-        .as_deref()
-        .map(|p| glob_set(p, &cfg.name, "response_endpoints"))
-        .transpose()
-}
-
-/// Finds the policy export and compares its version with ours, so an old or new plugin is
-/// refused with both versions named rather than with a linker error.
-fn check_contract(
-    engine: &Engine,
-    component: &Component,
-    name: &str,
-    path: &str,
-) -> Result<(), LoadError> {
-    let ty = component.component_type();
-    let exports: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_string()).collect();
-    let prefix = format!("{}@", bindings::POLICY_INTERFACE);
-    match exports.iter().find(|e| e.starts_with(&prefix)) {
-        Some(e) if e.as_str() == format!("{prefix}{CONTRACT_VERSION}") => Ok(()),
-        Some(e) => Err(LoadError::Incompatible {
-            name: name.into(),
-            path: path.into(),
-            found: e[prefix.len()..].to_string(),
-            supported: CONTRACT_VERSION,
-        }),
-        None => Err(LoadError::MissingExport {
-            name: name.into(),
-            path: path.into(),
-            interface: bindings::POLICY_INTERFACE,
-            supported: CONTRACT_VERSION,
-            exports: if exports.is_empty() {
-                "none".into()
-            } else {
-                exports.join(", ")
-            },
-        }),
-    }
 }
 
 /// A loaded plugin, ready to be instantiated per call.
 pub struct Plugin {
+    /// Unique in the process: what a [`Kept`] instance names its plugin by.
+    id: usize,
     cfg: PluginConfig,
     info: model::Info,
     config_json: String,
@@ -526,17 +216,18 @@ pub struct Plugin {
     response_endpoints: Option<EndpointSet>,
     backend: Backend,
     runtime: Arc<Runtime>,
-    /// Initialized instances kept between calls, when the configuration opts in.
-    warm: Option<WarmPool>,
-    /// Fresh instances prepared ahead of calls (`runtime.prepared_instances`), once started
-    /// by [`Plugin::prepare`].
-    spares: std::sync::OnceLock<Arc<Spares>>,
 }
 
-/// How a plugin runs.
+/// How a plugin runs. One enum, dispatched in one place ([`Plugin::call`]): the backends
+/// share the call's bookkeeping but not its shape (a Rego policy runs in-process with no
+/// sandbox, an OPA module in a fresh store, a component in an instance from its pool), and
+/// only components keep instances between hooks.
 enum Backend {
-    /// A component, instantiated fresh per call.
-    Wasm(PluginPre<State>),
+    /// A component, its instances from its [`Pool`].
+    Component {
+        pre: PluginPre<State>,
+        pool: Arc<Pool<Instance>>,
+    },
     /// A Rego policy, evaluated in-process.
     Rego(Box<rego::Policy>),
     /// An OPA policy compiled to wasm, instantiated fresh per call.
@@ -551,6 +242,12 @@ pub enum Hook<'a> {
     Response(&'a model::Request, &'a model::Response),
     /// Shape an audit record (JSON text).
     Audit(&'a model::Request, &'a str),
+}
+
+/// The next plugin id.
+fn next_id() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 impl Plugin {
@@ -595,7 +292,7 @@ impl Plugin {
     }
 
     async fn probe(&self) -> Result<model::Info, PluginFailure> {
-        match self.call(0, Call::Describe).await? {
+        match self.call(0, Call::Describe, None, false).await.0? {
             Output::Info(info) => Ok(info),
             _ => Err(PluginFailure::Malformed(
                 "describe returned no description".into(),
@@ -606,8 +303,9 @@ impl Plugin {
     /// Runs `init` with the configured `config` table once, so that a configuration the
     /// plugin rejects stops start-up (and `portcullis check`) instead of every request.
     pub async fn check_config(&self) -> Result<(), LoadError> {
-        self.call(0, Call::Init)
+        self.call(0, Call::Init, None, false)
             .await
+            .0
             .map(|_| ())
             .map_err(|failure| match failure {
                 PluginFailure::Init(reason) => LoadError::Config {
@@ -628,11 +326,13 @@ impl Plugin {
     /// which with prepared instances runs on the preparing thread, off the request's path.
     pub async fn instantiate_only(&self) -> Result<(Duration, Duration), PluginFailure> {
         let start = std::time::Instant::now();
-        let Backend::Wasm(pre) = &self.backend else {
-            self.call(0, Call::Instantiate).await?;
+        let Backend::Component { pre, .. } = &self.backend else {
+            self.call(0, Call::Instantiate, None, false).await.0?;
             return Ok((start.elapsed(), Duration::ZERO));
         };
-        let (permit, ticking, mut store) = self.fresh_store(0).await?;
+        let slot = self.runtime.slots.slot().await?;
+        let _ticking = self.runtime.ticker.ticking();
+        let mut store = self.new_store(0);
         let made = pre.instantiate_async(&mut store).await;
         let instantiated = start.elapsed();
         if let Err(e) = made {
@@ -640,45 +340,88 @@ impl Plugin {
         }
         let start = std::time::Instant::now();
         drop(store);
-        drop((ticking, permit));
+        drop(slot);
         Ok((instantiated, start.elapsed()))
     }
 
-    /// Calls `hook` on a fresh instance (after `init` with the plugin's configuration).
+    /// Calls `hook` (after `init` with the plugin's configuration, on an instance that
+    /// serves this request only, or a reused one with `[plugins.reuse]`).
     pub async fn invoke(
         &self,
         request_id: u64,
         hook: Hook<'_>,
     ) -> Result<model::Verdict, PluginFailure> {
-        match self.call(request_id, Call::Hook(hook)).await? {
-            Output::Verdict(v) => Ok(v),
-            _ => Err(PluginFailure::Malformed("hook returned no verdict".into())),
-        }
+        verdict(self.call(request_id, Call::Hook(hook), None, false).await.0)
     }
 
-    /// Calls the request hook on a fresh instance and, when `keep` asks for it and the call
-    /// succeeded, keeps that instance for the same request's response hook
-    /// ([`Plugin::invoke_kept`]). Nothing leaks between callers: the instance serves one
-    /// request of one caller, as the contract documents, and a plugin with both hooks
-    /// costs one instance per request instead of two. A kept instance holds its pool slot
-    /// while the engine answers, so at most a quarter of the pool is kept at once (beyond
-    /// that the response hook gets a fresh instance, as before); only components without
-    /// `[plugins.reuse]` are kept.
+    /// Calls the request hook and, when `keep` asks for it and the call succeeded, keeps
+    /// that instance for the same request's response hook ([`Plugin::invoke_kept`]).
+    /// Nothing leaks between callers: the instance serves one request of one caller, as the
+    /// contract documents, and a plugin with both hooks costs one instance per request
+    /// instead of two. A kept instance holds its pool slot while the engine answers, so only
+    /// a share of the pool is kept at once (beyond it the response hook gets a fresh
+    /// instance); only components without `[plugins.reuse]` are kept.
     pub async fn invoke_request(
         &self,
         request_id: u64,
         req: &model::Request,
         keep: bool,
     ) -> (Result<model::Verdict, PluginFailure>, Option<Kept>) {
-        let (Backend::Wasm(pre), None, true) = (&self.backend, &self.warm, keep) else {
-            return (self.invoke(request_id, Hook::Request(req)).await, None);
+        let (output, kept) = self
+            .call(request_id, Call::Hook(Hook::Request(req)), None, keep)
+            .await;
+        (verdict(output), kept)
+    }
+
+    /// Calls `hook` on `kept`, the instance this request's request hook ran in
+    /// ([`Plugin::invoke_request`]), which is then torn down; without one (or with another
+    /// plugin's), like [`Plugin::invoke`].
+    pub async fn invoke_kept(
+        &self,
+        kept: Option<Kept>,
+        request_id: u64,
+        hook: Hook<'_>,
+    ) -> Result<model::Verdict, PluginFailure> {
+        verdict(self.call(request_id, Call::Hook(hook), kept, false).await.0)
+    }
+
+    /// The one way a plugin is called: the backend chosen, the epoch ticker kept going, an
+    /// instance taken (`kept` when it is this plugin's, else from the pool or made anew),
+    /// `what` run under the deadline and the memory cap, a failure named, and the instance
+    /// handed back to the pool, or returned as [`Kept`] when `keep` asks for it and there is
+    /// room.
+    async fn call(
+        &self,
+        request_id: u64,
+        what: Call<'_>,
+        kept: Option<Kept>,
+        keep: bool,
+    ) -> (Result<Output, PluginFailure>, Option<Kept>) {
+        let (pre, pool) = match &self.backend {
+            Backend::Component { pre, pool } => (pre, pool),
+            Backend::Rego(policy) => return (rego_call(&self.info, policy, what), None),
+            Backend::Opa(policy) => return (self.opa_call(policy, request_id, what).await, None),
         };
-        let Ok(held) = self.runtime.kept.clone().try_acquire_owned() else {
-            return (self.invoke(request_id, Hook::Request(req)).await, None);
-        };
-        let spares = self.spares.get();
         let _ticking = self.runtime.ticker.ticking();
-        let mut instance = match spares.and_then(|s| s.take()) {
+        // The kept instance's place is given up only after the call, as the instance's.
+        let mut kept = kept.filter(|k| k.plugin == self.id);
+        let hook = match &what {
+            Call::Hook(hook) => Some(hook),
+            _ => None,
+        };
+        let ready = match hook {
+            Some(_) => kept
+                .as_mut()
+                .and_then(|k| k.instance.take())
+                .or_else(|| pool.ready()),
+            // Describing and checking the configuration take an instance of their own.
+            None => None,
+        };
+        let held = match hook {
+            Some(_) if keep => pool.try_keep(),
+            _ => None,
+        };
+        let mut instance = match ready {
             Some(mut instance) => {
                 instance
                     .store
@@ -687,204 +430,92 @@ impl Plugin {
                 instance
             }
             None => {
-                let permit = match self.runtime.instances.clone().acquire_owned().await {
-                    Ok(permit) => permit,
-                    Err(_) => {
-                        return (
-                            Err(PluginFailure::Trap("plugin runtime closed".into())),
-                            None,
-                        )
-                    }
+                let init = !matches!(what, Call::Instantiate | Call::Describe);
+                let made = match pool.slot().await {
+                    Ok(slot) => self.instantiate(pre, slot, request_id, init).await,
+                    Err(failure) => Err(failure),
                 };
-                match self.initialized(pre, permit, request_id).await {
+                match made {
                     Ok(instance) => instance,
                     Err(failure) => return (Err(failure), None),
                 }
             }
         };
-        match contract::call_hook(&instance.bindings, &mut instance.store, &Hook::Request(req))
-            .await
-        {
-            Ok(verdict) => {
+        let Instance { store, bindings } = &mut *instance;
+        let ran = match &what {
+            Call::Hook(hook) => contract::call_hook(bindings, store, hook)
+                .await
+                .map(Output::Verdict),
+            Call::Describe => contract::describe(bindings, store).await.map(Output::Info),
+            Call::Instantiate | Call::Init => Ok(Output::Initialized),
+        };
+        let result = ran.map_err(|e| self.failure(&instance.store, &e));
+        drop(kept);
+        match (result, held) {
+            (Ok(output), Some(held)) => {
                 let kept = Kept {
-                    plugin: self as *const Plugin as usize,
+                    plugin: self.id,
                     instance: Some(instance),
-                    spares: spares.cloned(),
+                    pool: pool.clone(),
                     _held: held,
                 };
-                (Ok(verdict), Some(kept))
+                (Ok(output), Some(kept))
             }
-            Err(e) => {
-                let failure = self.failure(&instance.store, &e);
-                if let Some(spares) = spares {
-                    spares.retire(instance);
-                }
-                (Err(failure), None)
+            (result, _) => {
+                let reusable =
+                    hook.is_some() && result.is_ok() && !instance.store.data().wrote_stderr();
+                pool.release(instance, reusable);
+                (result, None)
             }
         }
     }
 
-    /// Calls `hook` on `kept`, the instance this request's request hook ran in
-    /// ([`Plugin::invoke_request`]), which is then torn down; without one (or with another
-    /// plugin's), on a fresh instance like [`Plugin::invoke`].
-    pub async fn invoke_kept(
-        &self,
-        kept: Option<Kept>,
-        request_id: u64,
-        hook: Hook<'_>,
-    ) -> Result<model::Verdict, PluginFailure> {
-        let mut kept = kept.filter(|k| k.belongs_to(self));
-        let Some(instance) = kept.as_mut().and_then(|k| k.instance.as_mut()) else {
-            return self.invoke(request_id, hook).await;
-        };
-        let _ticking = self.runtime.ticker.ticking();
-        instance
-            .store
-            .data_mut()
-            .start_call(request_id, self.cfg.timeout);
-        let result = contract::call_hook(&instance.bindings, &mut instance.store, &hook).await;
-        result.map_err(|e| self.failure(&instance.store, &e))
-    }
-
-    /// Instantiates and makes `what` call(s), under the deadline and the memory cap.
-    async fn call(&self, request_id: u64, what: Call<'_>) -> Result<Output, PluginFailure> {
-        let pre = match &self.backend {
-            Backend::Wasm(pre) => pre,
-            Backend::Rego(policy) => return rego_call(&self.info, policy, what),
-            Backend::Opa(policy) => return self.opa_call(policy, request_id, what).await,
-        };
-        if let (Some(warm), Call::Hook(hook)) = (&self.warm, &what) {
-            return self
-                .call_reused(pre, warm, request_id, hook)
-                .await
-                .map(Output::Verdict);
-        }
-        if let (Some(spares), Call::Hook(hook)) = (self.spares.get(), &what) {
-            if let Some(instance) = spares.take() {
-                return self
-                    .call_spare(spares, instance, request_id, hook)
-                    .await
-                    .map(Output::Verdict);
-            }
-        }
-        let (_permit, _ticking, mut store) = self.fresh_store(request_id).await?;
-        let result: wasmtime::Result<Result<Output, PluginFailure>> = async {
-            let instance = pre.instantiate_async(&mut store).await?;
-            let hook = match what {
-                Call::Instantiate => return Ok(Ok(Output::Initialized)),
-                Call::Describe => {
-                    return Ok(Ok(Output::Info(
-                        contract::describe(&instance, &mut store).await?,
-                    )))
-                }
-                Call::Init => None,
-                Call::Hook(hook) => Some(hook),
-            };
-            if let Err(reason) = contract::init(&instance, &mut store, &self.config_json).await? {
-                return Ok(Err(PluginFailure::Init(reason)));
-            }
-            Ok(Ok(match hook {
-                None => Output::Initialized,
-                Some(hook) => {
-                    Output::Verdict(contract::call_hook(&instance, &mut store, &hook).await?)
-                }
-            }))
-        }
-        .await;
-        result.unwrap_or_else(|e| Err(self.failure(&store, &e)))
-    }
-
-    /// A hook call on an initialized instance kept from an earlier call (`[plugins.reuse]`),
-    /// or on a new one that is kept afterwards. An instance that failed in any way, wrote to
-    /// stderr, or served its `calls` is dropped instead of kept.
-    async fn call_reused(
+    /// A new instance in `slot`, after `init` with the plugin's configuration when `init`
+    /// is set.
+    async fn instantiate(
         &self,
         pre: &PluginPre<State>,
-        warm: &WarmPool,
+        slot: tokio::sync::OwnedSemaphorePermit,
         request_id: u64,
-        hook: &Hook<'_>,
-    ) -> Result<model::Verdict, PluginFailure> {
-        let _ticking = self.runtime.ticker.ticking();
-        let idle = warm.idle.lock().map(|mut v| v.pop()).unwrap_or(None);
-        let mut instance = match idle {
-            Some(mut w) => {
-                w.store.data_mut().start_call(request_id, self.cfg.timeout);
-                w
-            }
-            None => {
-                let permit = self
-                    .runtime
-                    .instances
-                    .clone()
-                    .acquire_owned()
-                    .await
-                    .map_err(|_| PluginFailure::Trap("plugin runtime closed".into()))?;
-                self.initialized(pre, permit, request_id).await?
-            }
-        };
-        let result = contract::call_hook(&instance.bindings, &mut instance.store, hook).await;
-        instance.calls += 1;
-        match result {
-            Ok(verdict) => {
-                let spent = instance.calls >= warm.calls || instance.store.data().wrote_stderr();
-                if !spent {
-                    if let Ok(mut idle) = warm.idle.lock() {
-                        if idle.len() < warm.keep {
-                            idle.push(instance);
-                        }
-                    }
-                }
-                Ok(verdict)
-            }
-            Err(e) => Err(self.failure(&instance.store, &e)),
-        }
-    }
-
-    /// A fresh instance, after `init` with the plugin's configuration, in the pool slot of
-    /// `permit`.
-    async fn initialized(
-        &self,
-        pre: &PluginPre<State>,
-        permit: tokio::sync::OwnedSemaphorePermit,
-        request_id: u64,
-    ) -> Result<Warm, PluginFailure> {
+        init: bool,
+    ) -> Result<Pooled<Instance>, PluginFailure> {
         let mut store = self.new_store(request_id);
         let made: wasmtime::Result<Result<contract::Plugin, String>> = async {
-            let instance = pre.instantiate_async(&mut store).await?;
-            let init = contract::init(&instance, &mut store, &self.config_json).await?;
-            Ok(init.map(|()| instance))
+            let bindings = pre.instantiate_async(&mut store).await?;
+            if init {
+                if let Err(reason) =
+                    contract::init(&bindings, &mut store, &self.config_json).await?
+                {
+                    return Ok(Err(reason));
+                }
+            }
+            Ok(Ok(bindings))
         }
         .await;
         match made {
-            Ok(Ok(bindings)) => Ok(Warm {
-                store,
-                bindings,
-                calls: 0,
-                _permit: permit,
-            }),
+            Ok(Ok(bindings)) => Ok(Pooled::new(Instance { store, bindings }, slot)),
             Ok(Err(reason)) => Err(PluginFailure::Init(reason)),
             Err(e) => Err(self.failure(&store, &e)),
         }
     }
 
-    /// A hook call on a prepared instance: it serves this one call, then goes back to the
-    /// preparing task to be torn down there, off the request's path.
-    async fn call_spare(
-        &self,
-        spares: &Spares,
-        mut instance: Warm,
-        request_id: u64,
-        hook: &Hook<'_>,
-    ) -> Result<model::Verdict, PluginFailure> {
-        let _ticking = self.runtime.ticker.ticking();
-        instance
-            .store
-            .data_mut()
-            .start_call(request_id, self.cfg.timeout);
-        let result = contract::call_hook(&instance.bindings, &mut instance.store, hook).await;
-        let result = result.map_err(|e| self.failure(&instance.store, &e));
-        spares.retire(instance);
-        result
+    /// Whether the plugin runs as a component (not a Rego or OPA policy).
+    pub(super) fn is_component(&self) -> bool {
+        matches!(self.backend, Backend::Component { .. })
+    }
+
+    /// Whether the plugin prepares instances ahead of calls when asked to
+    /// ([`Plugin::prepare`]): components without `[plugins.reuse]`.
+    pub(super) fn prepares(&self) -> bool {
+        matches!(&self.backend, Backend::Component { pool, .. } if !pool.reuses())
+    }
+
+    /// Whether a prepared instance is ready now; None unless [`Plugin::prepare`] started.
+    pub(super) fn prepared_ready(&self) -> Option<bool> {
+        match &self.backend {
+            Backend::Component { pool, .. } => pool.has_ready(),
+            _ => None,
+        }
     }
 
     /// Starts preparing `count` fresh, initialized instances ahead of this plugin's calls, on
@@ -892,83 +523,42 @@ impl Plugin {
     /// Still a fresh instance per call: each prepared instance serves exactly one call, and
     /// nothing runs in it before that but instantiation and `init` with the plugin's own
     /// configuration, which every call runs anyway; only the time they take leaves the
-    /// request's path. For components without
-    /// `[plugins.reuse]`; a no-op otherwise or when `count` is 0.
+    /// request's path. For components without `[plugins.reuse]`; a no-op otherwise or when
+    /// `count` is 0. [`prepare`] sizes `count` for a whole chain.
     pub fn prepare(self: &Arc<Self>, count: usize) {
-        if count == 0 || self.warm.is_some() || !matches!(self.backend, Backend::Wasm(_)) {
+        let Backend::Component { pool, .. } = &self.backend else {
             return;
-        }
-        let spares = Arc::new(Spares {
-            ready: std::sync::Mutex::new(Vec::with_capacity(count)),
-            spent: std::sync::Mutex::new(Vec::new()),
-            want: count,
-            wake: tokio::sync::Notify::new(),
-        });
-        if self.spares.set(spares.clone()).is_err() {
+        };
+        let Some(spares) = pool.prepare(count) else {
             return;
-        }
+        };
         let plugin = Arc::downgrade(self);
-        let preparer = self.runtime.preparer.get_or_init(|| {
-            Preparer::start().unwrap_or_else(|| {
-                // No thread to be had: prepare on the caller's runtime, as a task among the rest.
-                Preparer {
-                    handle: tokio::runtime::Handle::current(),
-                    _stop: tokio::sync::oneshot::channel().0,
-                }
-            })
-        });
+        let preparer = self.runtime.preparer.get_or_init(Preparer::start);
         preparer.handle.spawn(async move {
             loop {
-                // Tear down what was used (this is where a store's memory is reset).
-                let spent = spares
-                    .spent
-                    .lock()
-                    .map(|mut v| std::mem::take(&mut *v))
-                    .unwrap_or_default();
-                drop(spent);
+                drop(spares.take_spent());
                 let Some(p) = plugin.upgrade() else {
                     return;
                 };
-                let Backend::Wasm(pre) = &p.backend else {
+                let Backend::Component { pre, .. } = &p.backend else {
                     return;
                 };
-                while spares.len() < spares.want {
+                while spares.wants_more() {
                     // Never wait for a pool slot: a call that needs one goes first.
-                    let Ok(permit) = p.runtime.instances.clone().try_acquire_owned() else {
+                    let Some(slot) = p.runtime.slots.try_slot() else {
                         break;
                     };
                     let _ticking = p.runtime.ticker.ticking();
-                    match p.initialized(pre, permit, 0).await {
-                        Ok(instance) => {
-                            if let Ok(mut ready) = spares.ready.lock() {
-                                ready.push(instance);
-                            }
-                        }
+                    match p.instantiate(pre, slot, 0, true).await {
+                        Ok(instance) => spares.add(instance),
                         // A call then makes its own instance and reports the failure.
                         Err(_) => break,
                     }
                 }
                 drop(p);
-                spares.wake.notified().await;
+                spares.woken().await;
             }
         });
-    }
-
-    /// What a call on a fresh instance holds while it runs: a slot of the instance pool
-    /// (bounded like every resource: calls beyond the pool wait for one), the epoch ticker
-    /// kept going, and a new store.
-    async fn fresh_store(
-        &self,
-        request_id: u64,
-    ) -> Result<(tokio::sync::SemaphorePermit<'_>, Ticking, Store<State>), PluginFailure> {
-        let permit = self
-            .runtime
-            .instances
-            .acquire()
-            .await
-            .map_err(|_| PluginFailure::Trap("plugin runtime closed".into()))?;
-        let ticking = self.runtime.ticker.ticking();
-        Ok((permit, ticking, self.new_store(request_id)))
     }
 
     /// A store for one instance: the memory cap, the granted capabilities, the deadline.
@@ -1008,6 +598,18 @@ impl Plugin {
     }
 }
 
+/// Starts preparing instances ahead of calls for every plugin of a chain that prepares
+/// (components without `[plugins.reuse]`), `wanted` each (`runtime.prepared_instances`)
+/// within the runtime's budget for them ([`pool::Budget::prepared_each`]). Needs a tokio
+/// runtime.
+pub fn prepare(plugins: &[Arc<Plugin>], wanted: u32) {
+    let preparing = plugins.iter().filter(|p| p.prepares()).count();
+    for p in plugins.iter().filter(|p| p.prepares()) {
+        let each = p.runtime.slots.budget().prepared_each(wanted, preparing);
+        p.prepare(each);
+    }
+}
+
 impl Plugin {
     /// A call on an OPA wasm policy: like a component's, a fresh instance in a store with the
     /// deadline and the memory cap, taking a slot of the instance pool. Only requests are
@@ -1024,7 +626,9 @@ impl Plugin {
             Call::Hook(_) => return Ok(Output::Verdict(model::Verdict::Allow)),
             Call::Instantiate | Call::Init => None,
         };
-        let (_permit, _ticking, mut store) = self.fresh_store(request_id).await?;
+        let _slot = self.runtime.slots.slot().await?;
+        let _ticking = self.runtime.ticker.ticking();
+        let mut store = self.new_store(request_id);
         match policy.run(&mut store, req).await {
             Ok(Some(verdict)) => Ok(Output::Verdict(verdict)),
             Ok(None) => Ok(Output::Initialized),
@@ -1046,114 +650,46 @@ impl Plugin {
     }
 }
 
-/// Initialized instances of one plugin, kept for reuse (`[plugins.reuse]`).
-struct WarmPool {
-    idle: std::sync::Mutex<Vec<Warm>>,
-    /// Idle instances kept at most.
-    keep: usize,
-    /// Calls after which an instance is dropped.
-    calls: u32,
-}
-
-impl WarmPool {
-    fn new(reuse: &crate::config::Reuse) -> Self {
-        Self {
-            idle: std::sync::Mutex::new(Vec::new()),
-            keep: reuse.instances as usize,
-            calls: reuse.calls,
-        }
-    }
-}
-
-/// Fresh initialized instances waiting for the one call each will serve, and used ones
-/// waiting to be torn down, both handled by the plugin's preparing task ([`Plugin::prepare`]).
-struct Spares {
-    ready: std::sync::Mutex<Vec<Warm>>,
-    spent: std::sync::Mutex<Vec<Warm>>,
-    want: usize,
-    wake: tokio::sync::Notify,
-}
-
-impl Spares {
-    fn len(&self) -> usize {
-        self.ready.lock().map(|v| v.len()).unwrap_or(usize::MAX)
-    }
-
-    /// A ready instance. The preparing task is woken when the last one is taken, not for
-    /// each: it runs on a thread of its own, and waking a parked thread costs the request
-    /// about 18 µs on a small VM (a futex and an inter-processor interrupt). A call that
-    /// finds none ready instantiates on its own path, as without preparing.
-    fn take(&self) -> Option<Warm> {
-        let mut ready = self.ready.lock().ok()?;
-        let instance = ready.pop()?;
-        let empty = ready.is_empty();
-        drop(ready);
-        if empty {
-            self.wake.notify_one();
-        }
-        Some(instance)
-    }
-
-    /// Hands a used instance back for teardown, done when the preparing task next wakes.
-    /// Used instances keep their pool slots until torn down, so once `want` of them wait the
-    /// task is woken for them: a plugin holds at most twice `want` slots between calls
-    /// (what [`crate::pipeline::Chain::prepare`] budgets for).
-    fn retire(&self, instance: Warm) {
-        let waiting = match self.spent.lock() {
-            Ok(mut spent) => {
-                spent.push(instance);
-                spent.len()
-            }
-            Err(_) => return,
-        };
-        if waiting >= self.want {
-            self.wake.notify_one();
-        }
-    }
-}
-
 impl Drop for Plugin {
     fn drop(&mut self) {
         // Lets the preparing task see that the plugin is gone and end.
-        if let Some(spares) = self.spares.get() {
-            spares.wake.notify_one();
+        if let Backend::Component { pool, .. } = &self.backend {
+            pool.wake_preparer();
         }
     }
 }
 
 /// An instance kept from a request's request hook for its response hook
-/// ([`Plugin::invoke_request`]). Dropped, it goes to its plugin's preparing task for teardown
-/// (or is torn down where it is dropped when the plugin prepares nothing).
+/// ([`Plugin::invoke_request`]). Dropped, it goes back to its plugin's pool (to the preparing
+/// task for teardown, or torn down where it is dropped when the plugin prepares nothing).
 pub struct Kept {
-    /// The plugin it belongs to (its address), checked before the response hook runs in it.
+    /// The id of the plugin it belongs to, checked before the response hook runs in it.
     plugin: usize,
-    instance: Option<Warm>,
-    spares: Option<Arc<Spares>>,
-    /// Its place among the instances kept at once (a quarter of the pool).
+    instance: Option<Pooled<Instance>>,
+    pool: Arc<Pool<Instance>>,
+    /// Its place among the instances kept at once ([`pool::Budget::kept`]).
     _held: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl Kept {
     /// Whether it was kept by `plugin`.
     pub fn belongs_to(&self, plugin: &Plugin) -> bool {
-        self.plugin == plugin as *const Plugin as usize
+        self.plugin == plugin.id
     }
 }
 
 impl Drop for Kept {
     fn drop(&mut self) {
-        if let (Some(instance), Some(spares)) = (self.instance.take(), &self.spares) {
-            spares.retire(instance);
+        if let Some(instance) = self.instance.take() {
+            self.pool.release(instance, false);
         }
     }
 }
 
-/// One initialized instance with its store and the pool slot it holds.
-struct Warm {
+/// One component instance with its store.
+struct Instance {
     store: Store<State>,
     bindings: contract::Plugin,
-    calls: u32,
-    _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
 /// A call on a Rego policy: only requests are judged; an evaluation error (a builtin
@@ -1173,6 +709,14 @@ fn rego_call(
     })
 }
 
+/// The verdict of a hook call.
+fn verdict(output: Result<Output, PluginFailure>) -> Result<model::Verdict, PluginFailure> {
+    match output? {
+        Output::Verdict(v) => Ok(v),
+        _ => Err(PluginFailure::Malformed("hook returned no verdict".into())),
+    }
+}
+
 /// What one sandboxed call does.
 enum Call<'a> {
     /// Nothing beyond instantiation (to measure it).
@@ -1189,121 +733,6 @@ enum Output {
     Info(model::Info),
     Initialized,
     Verdict(model::Verdict),
-}
-
-/// Advances the engine's epoch every [`TICK`] on a small thread while plugin calls run.
-///
-/// Between calls it backs off (2, 4, ... up to [`IDLE_SLEEP_MAX`] between ticks) and after
-/// [`PARK_AFTER`] without a call it parks until the next call starts, so an idle gateway
-/// does not wake a thousand times a second. A call that starts while the ticker backs off
-/// does not wake it: on a small VM that wake-up (a futex and an inter-processor interrupt)
-/// cost the request about 17 µs, where a deadline first checked up to [`IDLE_SLEEP_MAX`]
-/// late costs nothing (timeouts are tens of milliseconds, and the ticker is back at
-/// [`TICK`] from its next tick on). Only a parked ticker is woken by a starting call.
-struct EpochTicker {
-    shared: Arc<TickerShared>,
-}
-
-/// Ticks at [`TICK`] after the last call before the ticker backs off: a request's calls
-/// come in a burst.
-const IDLE_TICKS: u32 = 2;
-/// The longest sleep between ticks while backing off.
-const IDLE_SLEEP_MAX: Duration = Duration::from_millis(16);
-/// Idle time after which the ticker parks.
-const PARK_AFTER: Duration = Duration::from_secs(1);
-
-#[derive(Default)]
-struct TickerShared {
-    /// Calls running now.
-    active: std::sync::atomic::AtomicUsize,
-    stop: std::sync::atomic::AtomicBool,
-    /// The ticker is parked or about to park: a starting call must wake it.
-    parked: std::sync::atomic::AtomicBool,
-    lock: std::sync::Mutex<()>,
-    wake: std::sync::Condvar,
-}
-
-/// Held by a running call: keeps the epoch advancing, so its deadline can fire.
-struct Ticking(Arc<TickerShared>);
-
-impl Drop for Ticking {
-    fn drop(&mut self) {
-        self.0
-            .active
-            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
-    }
-}
-
-impl EpochTicker {
-    fn start(engine: Engine) -> Self {
-        use std::sync::atomic::Ordering;
-        let shared = Arc::new(TickerShared::default());
-        let s = shared.clone();
-        std::thread::Builder::new()
-            .name("portcullis-epoch".into())
-            .spawn(move || {
-                let mut idle_ticks = 0;
-                let mut idle_for = Duration::ZERO;
-                let mut sleep = TICK;
-                while !s.stop.load(Ordering::Acquire) {
-                    std::thread::sleep(sleep);
-                    engine.increment_epoch();
-                    if s.active.load(Ordering::Acquire) > 0 {
-                        idle_ticks = 0;
-                        idle_for = Duration::ZERO;
-                        sleep = TICK;
-                        continue;
-                    }
-                    idle_ticks += 1;
-                    idle_for += sleep;
-                    if idle_ticks >= IDLE_TICKS {
-                        sleep = (sleep * 2).min(IDLE_SLEEP_MAX);
-                    }
-                    if idle_for >= PARK_AFTER {
-                        // `parked` is raised before `active` is checked, and a starting call
-                        // raises `active` before it reads `parked` (both SeqCst): either the
-                        // call sees `parked` and notifies under the lock, or this sees the
-                        // call. No lost wake-up, and calls on a ticking ticker skip the lock.
-                        let guard = s.lock.lock().unwrap_or_else(|e| e.into_inner());
-                        s.parked.store(true, Ordering::SeqCst);
-                        let _guard = s
-                            .wake
-                            .wait_while(guard, |_| {
-                                s.active.load(Ordering::SeqCst) == 0
-                                    && !s.stop.load(Ordering::Acquire)
-                            })
-                            .unwrap_or_else(|e| e.into_inner());
-                        s.parked.store(false, Ordering::SeqCst);
-                        idle_ticks = 0;
-                        idle_for = Duration::ZERO;
-                        sleep = TICK;
-                    }
-                }
-            })
-            .ok();
-        Self { shared }
-    }
-
-    /// Marks a call as running until the returned guard is dropped.
-    fn ticking(&self) -> Ticking {
-        use std::sync::atomic::Ordering;
-        self.shared.active.fetch_add(1, Ordering::SeqCst);
-        if self.shared.parked.load(Ordering::SeqCst) {
-            let _guard = self.shared.lock.lock().unwrap_or_else(|e| e.into_inner());
-            self.shared.wake.notify_one();
-        }
-        Ticking(self.shared.clone())
-    }
-}
-
-impl Drop for EpochTicker {
-    fn drop(&mut self) {
-        self.shared
-            .stop
-            .store(true, std::sync::atomic::Ordering::Release);
-        let _guard = self.shared.lock.lock().unwrap_or_else(|e| e.into_inner());
-        self.shared.wake.notify_one();
-    }
 }
 
 /// A request as plugins see it, for unit tests: alice, over a unix socket, API 1.41, no
@@ -1328,37 +757,5 @@ pub(crate) fn test_request(method: &str, path: &str, endpoint: &str) -> model::R
         },
         target: None,
         related: Vec::new(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn set(patterns: &[&str]) -> EndpointSet {
-        let patterns: Vec<String> = patterns.iter().map(|p| p.to_string()).collect();
-        glob_set(&patterns, "p", "endpoints").unwrap()
-    }
-
-    #[test]
-    fn endpoint_globs_can_take_endpoints_out() {
-        let all_but_ping = set(&["*", "!system.ping"]);
-        assert!(all_but_ping.is_match("container.list"));
-        assert!(all_but_ping.is_match("system.version"));
-        assert!(!all_but_ping.is_match("system.ping"));
-        // Only exclusions: every endpoint but theirs.
-        let no_system = set(&["!system.*"]);
-        assert!(no_system.is_match("container.create"));
-        assert!(!no_system.is_match("system.info"));
-        // Exclusions narrow the inclusions, in any order.
-        let containers = set(&["!container.list", "container.*"]);
-        assert!(containers.is_match("container.create"));
-        assert!(!containers.is_match("container.list"));
-        assert!(!containers.is_match("volume.create"));
-        // Names the classifier does not know are matched the same way.
-        assert!(all_but_ping.is_match("future.endpoint"));
-        assert!(!set(&["!future.*"]).is_match("future.endpoint"));
-        // No pattern at all: no endpoint.
-        assert!(!set(&[]).is_match("container.list"));
     }
 }

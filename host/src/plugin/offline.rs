@@ -368,34 +368,34 @@ pub async fn bench(
         inst.push(made);
         teardown.push(gone);
     }
-    let call = timed_calls(plugin, request, n, None, None).await?;
+    let call = timed_calls(plugin, request, n, None, false).await?;
     let mut figures = json!({"instantiate": percentiles(inst), "call": percentiles(call)});
-    if !matches!(plugin.backend, super::Backend::Wasm(_)) {
+    if !plugin.is_component() {
         return Ok(figures);
     }
     figures["teardown"] = percentiles(teardown);
-    if plugin.warm.is_some() {
+    if !plugin.prepares() {
         return Ok(figures);
     }
     let pause = Some(std::time::Duration::from_micros(50));
-    let paused = timed_calls(plugin, request, n, pause, None).await?;
+    let paused = timed_calls(plugin, request, n, pause, false).await?;
     figures["call_after_pause"] = percentiles(paused);
     plugin.prepare(1);
-    if let Some(spares) = plugin.spares.get() {
-        let prepared = timed_calls(plugin, request, n, pause, Some(spares)).await?;
+    if plugin.prepared_ready().is_some() {
+        let prepared = timed_calls(plugin, request, n, pause, true).await?;
         figures["prepared_call"] = percentiles(prepared);
     }
     Ok(figures)
 }
 
 /// `n` request-hook calls, each timed: back to back, or each after the thread idled for
-/// `pause` and (with `spares`) until a prepared instance is ready.
+/// `pause` and (with `prepared`) until a prepared instance is ready.
 async fn timed_calls(
     plugin: &Plugin,
     request: &model::Request,
     n: usize,
     pause: Option<std::time::Duration>,
-    spares: Option<&super::Spares>,
+    prepared: bool,
 ) -> Result<Vec<std::time::Duration>, PluginFailure> {
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
@@ -403,7 +403,7 @@ async fn timed_calls(
             tokio::time::sleep(pause).await;
             // Bounded: a plugin whose preparation fails is measured on fresh instances.
             for _ in 0..10_000 {
-                if spares.is_none_or(|s| s.len() > 0) {
+                if !prepared || plugin.prepared_ready() != Some(false) {
                     break;
                 }
                 tokio::time::sleep(pause).await;

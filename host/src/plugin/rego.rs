@@ -15,9 +15,7 @@
 //! `http.send`, which is not compiled in.
 //!
 //! A policy is compiled to regorus's bytecode VM (RVM) when it can be: on the gateway's
-//! path that is several times faster than the tree-walking interpreter (for the shipped
-//! authz policy, hot: about 6 µs against 40; on a busy gateway, building the input document
-//! included: about 55 µs against 150). The few constructs the VM does not compile (`with`,
+//! path that is several times faster than the tree-walking interpreter (BENCHMARKS.md). The few constructs the VM does not compile (`with`,
 //! some partial object rules) keep the policy in the interpreter, with the same input,
 //! decision and deadline; start-up logs which one runs.
 //! The VM is checked against the interpreter on the OPA conformance suite upstream, and here
@@ -377,8 +375,8 @@ pub fn input<D: InputDoc>(req: &model::Request) -> D {
 }
 
 /// A document type the input is built as: JSON for OPA wasm policies, regorus's [`Value`]
-/// for the native evaluator, whose conversion from JSON cost as much as building the
-/// document (about 18 µs each per request on the 2-core machine, BENCHMARKS.md).
+/// for the native evaluator, built directly: a conversion from JSON costs as much again as
+/// building the document.
 pub trait InputDoc: Sized {
     fn null() -> Self;
     fn bool(b: bool) -> Self;
