@@ -310,7 +310,7 @@ impl Gateway {
         // hyper's read buffer bound is soft (a head that arrives in one large read can pass
         // it), so the configured bound is enforced exactly here, before anything is forwarded.
         let limit = self.config.limits.max_header_bytes;
-        if head_size(&req) > limit {
+        if head_size(req) > limit {
             return Err(PipelineError::HeadTooLarge { limit });
         }
         let route = if self.config.api.pass_unknown_endpoints {
