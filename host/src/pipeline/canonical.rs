@@ -138,12 +138,9 @@ impl Patchable for Canonical {
         &self.view
     }
 
-    fn apply(&mut self, patch: &model::Patch) -> Result<(), String> {
+    fn apply(&mut self, patch: &model::Patch) -> Result<(), PatchError> {
         if let Some(ops) = &patch.body {
-            let body = self
-                .body
-                .as_mut()
-                .ok_or("a body patch on a request without a JSON body")?;
+            let body = self.body.as_mut().ok_or(PatchError::NoBody)?;
             apply_json_patch(body, ops)?;
             self.view.body = Some(body.to_string());
         }
@@ -158,38 +155,62 @@ impl Patchable for Canonical {
     }
 }
 
+/// Why a plugin's patch cannot be applied (the plugin is then treated as failing: its patch
+/// is malformed for this request).
+#[derive(Debug, thiserror::Error)]
+pub enum PatchError {
+    #[error("body patch is not RFC 6902 JSON Patch: {0}")]
+    NotJsonPatch(serde_json::Error),
+    #[error("body patch does not apply: {0}")]
+    DoesNotApply(json_patch::PatchError),
+    #[error("a body patch on a request without a JSON body")]
+    NoBody,
+    #[error("{0}")]
+    NotJson(serde_json::Error),
+    #[error("header {0:?} cannot be edited by plugins")]
+    FramingHeader(String),
+    #[error("bad header name {0:?}")]
+    HeaderName(String),
+    #[error("bad value for header {0}")]
+    HeaderValue(HeaderName),
+    /// What this hook cannot patch (a validating plugin, an event's headers).
+    #[error("{0}")]
+    NotHere(&'static str),
+    #[error("the patched record is not a valid audit record: {0}")]
+    NotARecord(serde_json::Error),
+}
+
 /// Applies an RFC 6902 patch document given as JSON text.
-pub fn apply_json_patch(target: &mut Value, ops: &str) -> Result<(), String> {
-    let patch: json_patch::Patch = serde_json::from_str(ops)
-        .map_err(|e| format!("body patch is not RFC 6902 JSON Patch: {e}"))?;
-    json_patch::patch(target, &patch).map_err(|e| format!("body patch does not apply: {e}"))
+pub fn apply_json_patch(target: &mut Value, ops: &str) -> Result<(), PatchError> {
+    let patch: json_patch::Patch = serde_json::from_str(ops).map_err(PatchError::NotJsonPatch)?;
+    json_patch::patch(target, &patch).map_err(PatchError::DoesNotApply)
 }
 
 /// Applies a body patch to JSON text (`None`: `null`) and prints the result: the one way a
 /// response, an event or an audit record is patched.
-pub fn patch_text(text: Option<&str>, ops: &str) -> Result<String, String> {
+pub fn patch_text(text: Option<&str>, ops: &str) -> Result<String, PatchError> {
     let mut json: Value =
-        serde_json::from_str(text.unwrap_or("null")).map_err(|e| e.to_string())?;
+        serde_json::from_str(text.unwrap_or("null")).map_err(PatchError::NotJson)?;
     apply_json_patch(&mut json, ops)?;
     Ok(json.to_string())
 }
 
 /// Applies a header edit; framing headers cannot be edited.
-pub fn edit_headers(headers: &mut HeaderMap, edit: &model::Edit) -> Result<(), String> {
+pub fn edit_headers(headers: &mut HeaderMap, edit: &model::Edit) -> Result<(), PatchError> {
     let name = match edit {
         model::Edit::Set(p) => &p.name,
         model::Edit::Remove(n) => n,
     };
     let lower = name.to_ascii_lowercase();
     if FRAMING_HEADERS.contains(&lower.as_str()) {
-        return Err(format!("header {name:?} cannot be edited by plugins"));
+        return Err(PatchError::FramingHeader(name.clone()));
     }
     let name = HeaderName::from_bytes(lower.as_bytes())
-        .map_err(|_| format!("bad header name {name:?}"))?;
+        .map_err(|_| PatchError::HeaderName(name.clone()))?;
     match edit {
         model::Edit::Set(p) => {
             let value = HeaderValue::from_str(&p.value)
-                .map_err(|_| format!("bad value for header {name}"))?;
+                .map_err(|_| PatchError::HeaderValue(name.clone()))?;
             headers.insert(name, value);
         }
         model::Edit::Remove(_) => {

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use http::StatusCode;
 use tracing::{info, warn};
 
+use super::canonical::PatchError;
 use crate::audit::{Note, Outcome};
 use crate::config::{Mode, Phase};
 use crate::error::{DockerError, IntoDockerError};
@@ -46,7 +47,7 @@ impl IntoDockerError for ChainError {
 /// What a plugin asks to change; applied by the caller, which owns the canonical request.
 pub trait Patchable {
     /// Applies a patch; an error means the patch is malformed for this request.
-    fn apply(&mut self, patch: &model::Patch) -> Result<(), String>;
+    fn apply(&mut self, patch: &model::Patch) -> Result<(), PatchError>;
     /// The plugin-facing view after changes.
     fn view(&self) -> &model::Request;
 }
@@ -209,7 +210,7 @@ impl Chain {
         req: &model::Request,
         record: &mut String,
         trace: &mut Trace,
-        mut apply: impl FnMut(&mut String, &model::Patch) -> Result<(), String>,
+        mut apply: impl FnMut(&mut String, &model::Patch) -> Result<(), PatchError>,
     ) {
         for p in self.selected(&req.endpoint, Hooks::AUDIT) {
             let name = p.name();
@@ -226,7 +227,7 @@ impl Chain {
                         warn!(id, plugin = name, error = %why, "audit hook returned a malformed patch; record kept as it was");
                         (
                             Outcome::Failed,
-                            Some(PluginFailure::Malformed(why).to_string()),
+                            Some(PluginFailure::Malformed(why.to_string()).to_string()),
                         )
                     }
                 },
@@ -287,7 +288,8 @@ impl Chain {
                 continue;
             }
             let verdict = self.request_hook(p, id, req.view(), held).await;
-            let no_patches = |_: &model::Patch| Err("validating plugins cannot patch".to_string());
+            let no_patches =
+                |_: &model::Patch| Err(PatchError::NotHere("validating plugins cannot patch"));
             if let Some(denial) = self.settle(id, p, verdict, trace, "request", no_patches)? {
                 denials.push(denial);
             }
@@ -323,7 +325,7 @@ impl Chain {
         resp: &mut model::Response,
         trace: &mut Trace,
         held: &mut Held,
-        mut apply: impl FnMut(&mut model::Response, &model::Patch) -> Result<(), String>,
+        mut apply: impl FnMut(&mut model::Response, &model::Patch) -> Result<(), PatchError>,
     ) -> Result<(), ChainError> {
         for p in self.selected(&req.endpoint, Hooks::RESPONSE) {
             let verdict = p
@@ -346,7 +348,7 @@ impl Chain {
         verdict: Result<Verdict, PluginFailure>,
         trace: &mut Trace,
         hook: &str,
-        apply: impl FnOnce(&model::Patch) -> Result<(), String>,
+        apply: impl FnOnce(&model::Patch) -> Result<(), PatchError>,
     ) -> Result<Option<(StatusCode, String, String)>, ChainError> {
         let name = p.name();
         let dry_run = p.mode() == Mode::DryRun;
@@ -379,7 +381,7 @@ impl Chain {
                         trace.push(name, hook, Outcome::Patch, None, Some(&patch));
                         return Ok(None);
                     }
-                    Err(why) => PluginFailure::Malformed(why),
+                    Err(why) => PluginFailure::Malformed(why.to_string()),
                 }
             }
             Err(failure) => failure,

@@ -19,9 +19,10 @@ use http_body_util::BodyExt;
 use serde_json::Value;
 use tracing::{debug, warn};
 
+use super::canonical::{self, PatchError};
 use super::chain::{Chain, Held, Trace};
 use super::target::{self, Seen};
-use super::{canonical, Body};
+use super::Body;
 use crate::body::BodyError;
 use crate::model;
 use crate::route::Route;
@@ -130,7 +131,9 @@ impl EventJudge {
                 &mut Held::default(),
                 |resp, patch| {
                     if !patch.headers.is_empty() || !patch.query.is_empty() {
-                        return Err("an event can only be patched in its body".into());
+                        return Err(PatchError::NotHere(
+                            "an event can only be patched in its body",
+                        ));
                     }
                     if let Some(ops) = &patch.body {
                         resp.body = Some(canonical::patch_text(resp.body.as_deref(), ops)?);

@@ -10,7 +10,7 @@
 use http::{header, Response};
 use serde_json::Value;
 
-use super::canonical;
+use super::canonical::{self, PatchError};
 use super::chain::{Chain, Trace};
 use super::context::Context;
 use crate::audit::{record, Decision, Record, Shaper};
@@ -108,8 +108,7 @@ impl Shaper for Chain {
                 return Ok(());
             };
             let patched = canonical::patch_text(Some(text), ops)?;
-            serde_json::from_str::<Record>(&patched)
-                .map_err(|e| format!("the patched record is not a valid audit record: {e}"))?;
+            serde_json::from_str::<Record>(&patched).map_err(PatchError::NotARecord)?;
             *text = patched;
             Ok(())
         })
