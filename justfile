@@ -154,11 +154,9 @@ lint:
     cargo fmt --all --check
     cargo clippy --workspace --all-targets -- -D warnings
 
-# Formatting, lints and the unit tests that need no engine (host library, plugin SDK): quick, before a push.
-check:
-    cargo fmt --all --check
-    cargo clippy --workspace --all-targets -- -D warnings
-    cargo test -p portcullis --lib
+# Formatting, lints and the tests that need no engine (host library, the layering rule, plugin SDK): quick, before a push.
+check: lint
+    cargo test -p portcullis --lib --test layers
     cargo test -p portcullis-plugin
 
 # Fuzz the canonicalizer (JSON bodies, paths, queries) with cargo-fuzz on nightly, SECONDS each
