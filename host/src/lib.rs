@@ -32,6 +32,11 @@
 //!
 //! On top of them all, [`cli`]: the `portcullis` commands (`serve`, `check`, `audit`, …),
 //! which `main.rs` only parses and dispatches to.
+//!
+//! The modules are layers that import downwards only: leaves (`model`, `body`, `net`,
+//! `route`, `error`, `config`) → subsystems (`identity`, `upstream`, `plugin`, `owners`, then
+//! `audit`) → `pipeline` → `listener` and `admin` → [`run`] → `cli`. `host/tests/layers.rs`
+//! fails on an edge that points up; docs/architecture.md draws the layers and the journey.
 
 pub mod admin;
 pub mod audit;
