@@ -207,23 +207,16 @@ pub fn target_json(t: &model::Target) -> Value {
     v
 }
 
-/// Whether records of `endpoint` carry [`details`].
-pub fn has_details(endpoint: &str) -> bool {
-    matches!(
-        endpoint,
-        "container.create" | "container.exec" | "service.create"
-    )
-}
-
 /// For container create, exec create and service create: the security-relevant part of the
-/// body the engine acted on.
-pub fn details(endpoint: &str, body: &Value) -> Option<Value> {
-    match endpoint {
-        "container.create" => Some(container_details(body)),
-        "container.exec" => Some(exec_details(body)),
-        "service.create" => Some(service_details(body)),
-        _ => None,
-    }
+/// body (JSON bytes) the engine acted on. Other endpoints' bodies are not parsed.
+pub fn details(endpoint: &str, body: &[u8]) -> Option<Value> {
+    let pick: fn(&Value) -> Value = match endpoint {
+        "container.create" => container_details,
+        "container.exec" => exec_details,
+        "service.create" => service_details,
+        _ => return None,
+    };
+    serde_json::from_slice::<Value>(body).ok().map(|v| pick(&v))
 }
 
 /// A field looked up the way Go's `encoding/json` matches names: case-insensitively

@@ -37,12 +37,7 @@ pub(super) fn build(
             .find(|(k, _)| k == "name")
             .map(|(_, v)| v.clone())
     });
-    let details = ctx
-        .body
-        .as_ref()
-        .filter(|_| record::has_details(endpoint))
-        .and_then(|b| serde_json::from_slice::<Value>(b).ok())
-        .and_then(|v| record::details(endpoint, &v));
+    let details = ctx.body.as_ref().and_then(|b| record::details(endpoint, b));
     let (decision, error) = match ctx.failure {
         None => (Decision::Allow, None),
         Some(f) if f.denied => (Decision::Deny, Some(f.message)),
