@@ -939,3 +939,29 @@ pub fn engine_socket() -> PathBuf {
         other => panic!("these tests need a unix engine socket, not {other}"),
     }
 }
+
+/// The `portcullis` binary, for tests that run it as a process (signals, `reload`, the
+/// container image): `PORTCULLIS_BIN` when set, else built once by `cargo build -p
+/// portcullis` in this workspace's target directory (the build a test run already did for
+/// the library, plus a link).
+pub fn portcullis_bin() -> PathBuf {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(bin) = std::env::var_os("PORTCULLIS_BIN") {
+            return PathBuf::from(bin);
+        }
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let out = run(Command::new(cargo)
+            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+            .args(["build", "-p", "portcullis", "--bin", "portcullis", "--message-format=json"])
+            .stderr(Stdio::inherit()));
+        assert!(out.status.success(), "cargo build -p portcullis failed");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|m| m["executable"].as_str().map(PathBuf::from))
+            .find(|p| p.file_name().is_some_and(|n| n == "portcullis"))
+            .expect("cargo build reported no portcullis executable")
+    })
+    .clone()
+}
