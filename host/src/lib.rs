@@ -24,7 +24,11 @@
 //!   can protect), written before the request that creates a tag is forwarded.
 //! - [`audit`]: the tamper-evident audit trail (sled store, hash chain, indexes) that every
 //!   request leaves, and its reports (listings, chain check, export, statistics).
-//! - [`admin`]: the admin listener (off unless configured): the audit queries over HTTP.
+//! - [`admin`]: the admin listener (off unless configured): metrics, health, reload and the
+//!   audit queries over HTTP.
+//! - [`reload`]: a running gateway's policy loaded again and swapped whole (SIGHUP, `POST
+//!   /reload`), and its readiness.
+//! - [`metrics`]: the Prometheus metrics every layer records in.
 //! - [`body`]: the one HTTP body type sent both ways (a stream passed through, or bytes held).
 //! - [`error`]: the single conversion of any failure to Docker's `{"message": ...}` format.
 //! - [`config`]: the strict TOML configuration and listen/engine addresses.
@@ -35,7 +39,7 @@
 //!
 //! The modules are layers that import downwards only: leaves (`model`, `body`, `net`,
 //! `route`, `error`, `config`) → subsystems (`identity`, `upstream`, `plugin`, `owners`, then
-//! `audit`) → `pipeline` → `listener` and `admin` → [`run`] → `cli`. `host/tests/layers.rs`
+//! `audit`) → `pipeline` → `listener` and `admin` → `reload` → [`run`] → `cli`. `host/tests/layers.rs`
 //! fails on an edge that points up; docs/architecture.md draws the layers and the journey.
 
 pub mod admin;
@@ -48,11 +52,13 @@ pub mod error;
 pub mod fuzz;
 pub mod identity;
 pub mod listener;
+pub mod metrics;
 pub mod model;
 pub mod net;
 pub mod owners;
 pub mod pipeline;
 pub mod plugin;
+pub mod reload;
 pub mod route;
 pub mod upstream;
 
@@ -81,18 +87,44 @@ pub enum RunError {
 
 /// Serves the gateway on already-bound `listeners` until `shutdown` resolves, then stops
 /// accepting, lets in-flight requests finish (bounded by `config.limits.shutdown_grace`) and
-/// returns. Tests call this in-process on temporary sockets.
+/// returns. Tests call this in-process on temporary sockets. It cannot reload: see
+/// [`run_with`].
 pub async fn run(
     listeners: Vec<Listener>,
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
+    run_with(listeners, config, Reloads::default(), shutdown).await
+}
+
+/// Where a running gateway's configuration comes from again, and when it is asked to.
+#[derive(Default)]
+pub struct Reloads {
+    /// Loads the configuration anew ([`reload::Source`]); without it a reload is refused.
+    pub source: Option<reload::Source>,
+    /// Each message asks for a reload (`serve` sends one per SIGHUP).
+    pub signals: Option<tokio::sync::mpsc::Receiver<()>>,
+}
+
+/// [`run`], reloading the policy from `reloads.source` on each of `reloads.signals` and on
+/// the admin listener's `POST /reload`.
+pub async fn run_with(
+    listeners: Vec<Listener>,
+    config: Config,
+    reloads: Reloads,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RunError> {
     let config = Arc::new(config);
+    let metrics = Arc::new(metrics::Metrics::new());
     let upstream = upstream::Upstream::new(&config.engine)?;
-    let chain = load_chain(&config).await?;
+    let chain = reload::load_chain(&config, &metrics).await?;
     chain.prepare(&config.runtime);
     let audit = match &config.audit {
-        Some(a) => Some(audit::AuditLog::start(a, &config.base_dir)?),
+        Some(a) => Some(audit::AuditLog::start(
+            a,
+            &config.base_dir,
+            metrics.audit.clone(),
+        )?),
         None => None,
     };
     let owners = owners::Owners::open(config.owners.as_ref(), &config.base_dir)?;
@@ -101,32 +133,46 @@ pub async fn run(
     }
     let gateway = pipeline::Gateway::new(config.clone(), upstream, chain)
         .with_audit(audit.clone())
-        .with_owners(Arc::new(owners));
+        .with_owners(Arc::new(owners))
+        .with_metrics(metrics.clone());
+    let gateway = Arc::new(gateway);
     let resolver = Arc::new(identity::Resolver::from_config(&config)?);
+    let reloader = Arc::new(reload::Reloader::new(
+        gateway.clone(),
+        metrics,
+        config.clone(),
+        reloads.source,
+    ));
+    let signalled = reloads.signals.map(|mut signals| {
+        let reloader = reloader.clone();
+        tokio::spawn(async move {
+            while signals.recv().await.is_some() {
+                // The reloader logs and counts the outcome.
+                let _ = reloader.reload().await;
+            }
+        })
+    });
     // The admin listener stops with the gateway's listeners.
-    let (admin_stop, admin_task) = match (&config.admin, &audit) {
-        (Some(a), Some(log)) => {
+    let (admin_stop, admin_task) = match &config.admin {
+        Some(a) => {
             let l = admin::bind(a).await?;
             let (tx, mut rx) = tokio::sync::watch::channel(false);
             let stopped = async move {
                 let _ = rx.wait_for(|s| *s).await;
             };
+            let store = audit.as_ref().map(|log| log.reader());
+            let control: Arc<dyn admin::Control> = reloader.clone();
             (
                 Some(tx),
-                Some(tokio::spawn(admin::serve(l, log.reader(), stopped))),
+                Some(tokio::spawn(admin::serve(l, store, control, stopped))),
             )
         }
-        (Some(_), None) => return Err(admin::AdminError::NoAudit.into()),
-        _ => (None, None),
+        None => (None, None),
     };
-    listener::serve(
-        listeners,
-        Arc::new(gateway),
-        resolver,
-        &config.limits,
-        shutdown,
-    )
-    .await;
+    listener::serve(listeners, gateway, resolver, &config.limits, shutdown).await;
+    if let Some(task) = signalled {
+        task.abort();
+    }
     if let (Some(stop), Some(task)) = (admin_stop, admin_task) {
         let _ = stop.send(true);
         let _ = task.await;
@@ -140,9 +186,5 @@ pub async fn run(
 /// Loads every configured plugin; a plugin that fails to load stops the start-up, so the
 /// gateway never serves with half its policy.
 pub async fn load_chain(config: &Config) -> Result<pipeline::Chain, plugin::LoadError> {
-    if config.plugins.is_empty() {
-        return Ok(pipeline::Chain::default());
-    }
-    let runtime = Arc::new(plugin::Runtime::for_config(config)?);
-    Ok(pipeline::Chain::new(runtime.load_all(config).await?))
+    reload::load_chain(config, &metrics::Metrics::new()).await
 }

@@ -18,6 +18,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("body", 0),
     ("net", 0),
     ("route", 0),
+    ("metrics", 0),
     ("error", 1),
     ("config", 1),
     // Subsystems, each owning one capability.
@@ -32,17 +33,19 @@ const LAYERS: &[(&str, u8)] = &[
     // Where requests come in.
     ("listener", 5),
     ("admin", 5),
+    // A running gateway's policy swapped, and its state as the admin listener reports it.
+    ("reload", 6),
     // `run`: wires the subsystems and serves.
-    ("lib", 6),
+    ("lib", 7),
     // The command line, and the fuzzing hooks (which reach into the pipeline's parsers).
-    ("cli", 7),
-    ("fuzz", 7),
+    ("cli", 8),
+    ("fuzz", 8),
     // The binary: it only dispatches to `cli`.
-    ("main", 8),
+    ("main", 9),
 ];
 
 /// The layer of the crate root's own items.
-const LIB: u8 = 6;
+const LIB: u8 = 7;
 
 fn layer(module: &str) -> Option<u8> {
     LAYERS.iter().find(|(m, _)| *m == module).map(|(_, l)| *l)

@@ -1,26 +1,38 @@
-//! The admin listener: the audit trail's queries over HTTP (JSON), for the operators of a
-//! running gateway. sled lets one process open the store, so while the gateway runs this
-//! is how the store is read. Off unless `[admin]` is configured; it listens on a unix
-//! socket (mode 0600) or a loopback TCP port only, because it has no authentication of its
-//! own and the trail is sensitive.
+//! The admin listener, for the operators of a running gateway: metrics, health, reload,
+//! and the audit trail's queries over HTTP (JSON). sled lets one process open the store, so
+//! while the gateway runs this is how the store is read (`portcullis audit` goes through
+//! it). It listens on a unix socket (mode 0600) or a loopback TCP port only, because it has
+//! no authentication of its own and the trail is sensitive.
 //!
+//! - `GET /metrics`: Prometheus text format ([`crate::metrics`]).
+//! - `GET /healthz`: 200 while the process serves.
+//! - `GET /readyz`: 200 when the engine answers, the audit store writes and the chain is
+//!   loaded; 503 with the failing checks otherwise.
+//! - `POST /reload`: the configuration loaded again and the chain swapped whole (200 with the
+//!   new generation), or left as it was (409 and why).
 //! - `GET /audit?since=&until=&user=&decision=&endpoint=&object=&limit=`: records, newest
 //!   first (the same [`Query`] as `portcullis audit list`; `limit` defaults to 100, at most
 //!   10,000).
 //! - `GET /audit/{seq}`: one record.
 //! - `GET /audit/verify`: the chain check (409 and the first bad sequence when broken).
 //! - `GET /audit/stats`: counts by user, decision and endpoint.
+//! - `GET /audit/export`: every record, oldest first, with its chain hashes (JSON lines).
+//!
+//! The audit routes answer 404 when the gateway keeps no audit trail.
 
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use axum::body::Body;
 use axum::extract::{Path, Query as QueryParams, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
+use futures_util::future::BoxFuture;
+use serde::Serialize;
 use tracing::{info, warn};
 
 use crate::audit::{report, AuditError, Decision, Query, Store};
@@ -41,8 +53,44 @@ pub enum AdminError {
     },
     #[error("admin listener {address}: a running process already listens there")]
     InUse { address: Address },
-    #[error("[admin] needs an [audit] table: the admin listener serves the audit trail")]
-    NoAudit,
+}
+
+/// What the admin listener asks of the running gateway (implemented by [`crate::run`]'s
+/// layer, which owns the gateway and its configuration).
+pub trait Control: Send + Sync + 'static {
+    /// Loads the configuration again and swaps the chain: what is in force now, or why
+    /// nothing changed.
+    fn reload(&self) -> BoxFuture<'_, Result<serde_json::Value, String>>;
+    /// Every readiness check.
+    fn ready(&self) -> BoxFuture<'_, Readiness>;
+    /// The metrics, in the text exposition format.
+    fn metrics(&self) -> String;
+}
+
+/// The answer of `/readyz`.
+#[derive(Debug, Serialize)]
+pub struct Readiness {
+    pub ready: bool,
+    pub checks: Vec<Check>,
+}
+
+/// One readiness check.
+#[derive(Debug, Serialize)]
+pub struct Check {
+    pub name: &'static str,
+    pub ok: bool,
+    /// What was found (why it failed, when it did).
+    pub detail: String,
+}
+
+impl Readiness {
+    /// Ready when every check is.
+    pub fn of(checks: Vec<Check>) -> Self {
+        Self {
+            ready: checks.iter().all(|c| c.ok),
+            checks,
+        }
+    }
 }
 
 /// A bound admin listener.
@@ -85,10 +133,11 @@ pub async fn bind(config: &AdminConfig) -> Result<AdminListener, AdminError> {
 /// Serves the admin API on `listener` until `shutdown` resolves.
 pub async fn serve(
     listener: AdminListener,
-    store: Store,
+    store: Option<Store>,
+    control: Arc<dyn Control>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
-    let app = router(store);
+    let app = router(store, control);
     let result = match listener {
         AdminListener::Unix(l, path) => {
             info!(addr = %format!("unix://{}", path.display()), "admin listening");
@@ -108,15 +157,69 @@ pub async fn serve(
     }
 }
 
-/// The admin API over an open store (the gateway's own handle: sled is shared within a
-/// process). Exposed so that it can be tested without a socket.
-pub fn router(store: Store) -> Router {
-    Router::new()
-        .route("/audit", get(list))
-        .route("/audit/verify", get(verify))
-        .route("/audit/stats", get(stats))
-        .route("/audit/{seq}", get(show))
-        .with_state(Arc::new(store))
+/// The admin API: the gateway's `control`, and the audit queries over `store` (the
+/// gateway's own handle: sled is shared within a process). Exposed so that it can be tested
+/// without a socket.
+pub fn router(store: Option<Store>, control: Arc<dyn Control>) -> Router {
+    let operations = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/reload", post(reload))
+        .with_state(control);
+    let audit = match store {
+        Some(store) => Router::new()
+            .route("/audit", get(list))
+            .route("/audit/verify", get(verify))
+            .route("/audit/stats", get(stats))
+            .route("/audit/export", get(export))
+            .route("/audit/{seq}", get(show))
+            .with_state(Arc::new(store)),
+        None => Router::new()
+            .route("/audit", get(no_audit))
+            .route("/audit/{*rest}", get(no_audit)),
+    };
+    operations.merge(audit)
+}
+
+async fn metrics(State(control): State<Arc<dyn Control>>) -> Response {
+    let text = control.metrics();
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            crate::metrics::CONTENT_TYPE,
+        )],
+        text,
+    )
+        .into_response()
+}
+
+async fn healthz() -> Response {
+    Json(serde_json::json!({"status": "ok"})).into_response()
+}
+
+async fn readyz(State(control): State<Arc<dyn Control>>) -> Response {
+    let readiness = control.ready().await;
+    let status = if readiness.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(readiness)).into_response()
+}
+
+async fn reload(State(control): State<Arc<dyn Control>>) -> Response {
+    match control.reload().await {
+        Ok(report) => Json(report).into_response(),
+        Err(why) => ApiError(StatusCode::CONFLICT, why).into_response(),
+    }
+}
+
+async fn no_audit() -> ApiError {
+    ApiError(
+        StatusCode::NOT_FOUND,
+        "this gateway keeps no audit trail (its configuration has no [audit] table)".into(),
+    )
 }
 
 /// An error as JSON `{"message": ...}` (the Docker error shape, as elsewhere).
@@ -230,6 +333,60 @@ async fn verify(State(store): State<Arc<Store>>) -> Result<Response, ApiError> {
 
 async fn stats(State(store): State<Arc<Store>>) -> Result<Response, ApiError> {
     blocking(move || Ok(Json(store.stats()?).into_response())).await
+}
+
+/// The export streamed as it is written: a blocking task writes JSON lines into a bounded
+/// channel, and the response body reads from it, so a large trail is never held whole.
+async fn export(State(store): State<Arc<Store>>) -> Response {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(16);
+    tokio::task::spawn_blocking(move || {
+        let mut out = ChannelWriter {
+            tx: tx.clone(),
+            buf: Vec::new(),
+        };
+        let done = report::export(&store, &mut out).map_err(std::io::Error::other);
+        let done = done.and_then(|_| std::io::Write::flush(&mut out));
+        if let Err(e) = done {
+            let _ = tx.blocking_send(Err(e));
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(stream),
+    )
+        .into_response()
+}
+
+/// Bytes written on a blocking thread, sent in chunks to an async response body.
+struct ChannelWriter {
+    tx: tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>,
+    buf: Vec<u8>,
+}
+
+/// Bytes gathered before a chunk is sent.
+const CHUNK: usize = 64 << 10;
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= CHUNK {
+            self.flush()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = bytes::Bytes::from(std::mem::take(&mut self.buf));
+        self.tx
+            .blocking_send(Ok(chunk))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client went away"))
+    }
 }
 
 #[cfg(test)]

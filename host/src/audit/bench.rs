@@ -59,7 +59,7 @@ pub async fn run(dir: &Path, records: u64) -> Result<Figures, AuditError> {
     }
     let mut config = AuditConfig::at(dir);
     config.durability = Durability::Batch;
-    let log = AuditLog::start(&config, Path::new("."))?;
+    let log = AuditLog::start(&config, Path::new("."), Default::default())?;
     // One record per user made up front; each append clones one (the request's own
     // work of building a record is not the store's cost). Encoding is timed: the request
     // tasks do it.

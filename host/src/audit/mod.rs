@@ -29,7 +29,9 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, warn};
 
 use crate::error::{DockerError, IntoDockerError};
+use crate::metrics::AuditMetrics;
 use crate::model;
+use tracing::Instrument;
 
 pub use crate::config::{AuditConfig, Durability, OnFullDisk};
 pub use query::Query;
@@ -120,6 +122,7 @@ struct Shared {
     failing: Mutex<Option<String>>,
     /// Async records dropped because the queue was full, not yet reported in the store.
     dropped: AtomicU64,
+    metrics: AuditMetrics,
 }
 
 /// The gateway's handle on the audit store.
@@ -137,8 +140,13 @@ pub struct AuditLog {
 }
 
 impl AuditLog {
-    /// Opens (or creates) the store and starts its writer. Must run inside a tokio runtime.
-    pub fn start(config: &AuditConfig, base_dir: &Path) -> Result<Arc<Self>, AuditError> {
+    /// Opens (or creates) the store and starts its writer, which records what it does in
+    /// `metrics`. Must run inside a tokio runtime.
+    pub fn start(
+        config: &AuditConfig,
+        base_dir: &Path,
+        metrics: AuditMetrics,
+    ) -> Result<Arc<Self>, AuditError> {
         let path = config.store_path(base_dir);
         let flush_every = match config.durability {
             Durability::Sync => None,
@@ -158,6 +166,7 @@ impl AuditLog {
         let shared = Arc::new(Shared {
             failing: Mutex::new(None),
             dropped: AtomicU64::new(0),
+            metrics,
         });
         let reader = store.clone();
         let writer = Writer {
@@ -213,8 +222,19 @@ impl AuditLog {
         if self.on_full_disk == OnFullDisk::Allow {
             return None;
         }
-        let failing = self.shared.failing.lock().ok()?.clone()?;
-        Some(AuditError::Unavailable(failing))
+        Some(AuditError::Unavailable(self.failing()?))
+    }
+
+    /// Why the last write failed, until a write succeeds again.
+    pub fn failing(&self) -> Option<String> {
+        self.shared.failing.lock().ok()?.clone()
+    }
+
+    /// Records waiting for the writer now (also set as the queue-depth metric).
+    pub fn queued(&self) -> usize {
+        let queued = self.tx.max_capacity() - self.tx.capacity();
+        self.shared.metrics.queue.set(queued as i64);
+        queued
     }
 
     /// Hands a record to the writer with the configured durability: `sync` waits until it
@@ -260,6 +280,7 @@ impl AuditLog {
             Durability::Async => match self.tx.try_send(Job::Append(Box::new(record), None)) {
                 Ok(()) => {}
                 Err(mpsc::error::TrySendError::Full(_)) => {
+                    self.shared.metrics.dropped.inc();
                     let n = self.shared.dropped.fetch_add(1, Ordering::Relaxed);
                     if n.is_power_of_two() || n == 0 {
                         warn!(dropped = n + 1, "audit queue full: async records dropped");
@@ -285,10 +306,12 @@ impl AuditLog {
         if self.durability != Durability::Sync {
             if let Ok(permit) = self.pending.clone().try_acquire_owned() {
                 let (log, shaper) = (self.clone(), shaper.clone());
-                tokio::spawn(async move {
+                // In the request's span: what the audit hooks log names the request.
+                let shaping = async move {
                     log.record(&*shaper, record, view).await;
                     drop(permit);
-                });
+                };
+                tokio::spawn(shaping.in_current_span());
                 return;
             }
         }
@@ -401,6 +424,7 @@ impl Writer {
             records.push(*r);
             acks.push(done);
         }
+        let started = std::time::Instant::now();
         let result = self
             .store
             .append(self.tail, self.last_ms, &records, SystemTime::now())
@@ -412,6 +436,9 @@ impl Writer {
             });
         match result {
             Ok((tail, ms)) => {
+                let metrics = &self.shared.metrics;
+                metrics.write.observe(started.elapsed().as_secs_f64());
+                metrics.appends.inc_by(records.len() as u64);
                 self.tail = tail;
                 self.last_ms = ms;
                 if let Ok(mut f) = self.shared.failing.lock() {
@@ -434,6 +461,7 @@ impl Writer {
                 self.shared
                     .dropped
                     .fetch_add(acks.len() as u64, Ordering::Relaxed);
+                self.shared.metrics.dropped.inc_by(acks.len() as u64);
                 for done in acks.into_iter().flatten() {
                     let _ = done.send(Err(e.to_string()));
                 }

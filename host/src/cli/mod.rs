@@ -23,6 +23,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use crate::config::LogFormat;
+
 /// A secure front door for shared Docker hosts.
 #[derive(Parser)]
 #[command(name = "portcullis", version, about, propagate_version = true)]
@@ -109,6 +111,27 @@ impl CliError {
             context: context.into(),
             source: Box::new(source),
         }
+    }
+}
+
+impl Cli {
+    /// How the log lines look: `PORTCULLIS_LOG_FORMAT` (`human` or `json`) when set, else
+    /// the `[log]` format of the configuration `serve` is given (a configuration that does
+    /// not load is reported by `serve` itself, once logging is up).
+    pub fn log_format(&self) -> Result<LogFormat, CliError> {
+        if let Ok(value) = std::env::var("PORTCULLIS_LOG_FORMAT") {
+            return value
+                .parse()
+                .map_err(|e| CliError::Message(format!("PORTCULLIS_LOG_FORMAT: {e}")));
+        }
+        Ok(match &self.command {
+            Command::Serve(args) => args
+                .config_file()
+                .and_then(|f| crate::Config::load(f).ok())
+                .map(|c| c.log.format)
+                .unwrap_or_default(),
+            _ => LogFormat::Human,
+        })
     }
 }
 

@@ -1,6 +1,6 @@
 //! `portcullis serve`: the configuration file with the flags laid over it, checked as a
-//! whole, then the gateway ([`crate::run`]) on the listeners it names until SIGINT or
-//! SIGTERM.
+//! whole, then the gateway ([`crate::run_with`]) on the listeners it names until SIGINT or
+//! SIGTERM; SIGHUP reloads the policy ([`crate::reload`]).
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -8,11 +8,11 @@ use std::path::PathBuf;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use super::CliError;
-use crate::config::{Address, TlsConfig};
+use crate::config::{Address, ConfigError, TlsConfig};
 use crate::{Config, Listener};
 
 /// `portcullis serve` flags.
-#[derive(clap::Args)]
+#[derive(clap::Args, Clone)]
 pub struct ServeArgs {
     /// Configuration file (TOML); flags override its values.
     #[arg(long, short)]
@@ -38,9 +38,19 @@ pub struct ServeArgs {
     insecure_tcp: bool,
 }
 
-/// Serves until a shutdown signal, then drains and returns.
+impl ServeArgs {
+    /// The configuration file named, if any.
+    pub fn config_file(&self) -> Option<&std::path::Path> {
+        self.config.as_deref()
+    }
+}
+
+/// Serves until a shutdown signal, then drains and returns. SIGHUP reloads the policy from
+/// the same file, with the same flags over it.
 pub fn run(args: ServeArgs) -> Result<(), CliError> {
-    let config = config_of(args)?;
+    // Flag paths are relative to the working directory, not to the config file.
+    let cwd = std::env::current_dir().map_err(|e| CliError::context("current directory", e))?;
+    let config = config_of(&args, &cwd)?;
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     runtime.worker_threads(config.server.request_threads());
     let runtime = runtime
@@ -50,28 +60,36 @@ pub fn run(args: ServeArgs) -> Result<(), CliError> {
     runtime.block_on(async move {
         // Before binding: a signal while starting stops the gateway cleanly too.
         let shutdown = shutdown_signal();
+        let source: Option<crate::reload::Source> = args
+            .config
+            .is_some()
+            .then(|| Box::new(move || config_of(&args, &cwd)) as crate::reload::Source);
+        let reloads = crate::Reloads {
+            source,
+            signals: hangups(),
+        };
         let mut listeners = Vec::new();
         for address in &config.server.listen {
             listeners.push(Listener::bind_config(address, &config).await?);
         }
         // The target the line has always had, for log filters.
         tracing::info!(target: "portcullis", engine = %config.engine.url, "portcullis starting");
-        crate::run(listeners, config, shutdown).await?;
+        crate::run_with(listeners, config, reloads, shutdown).await?;
         Ok::<(), CliError>(())
     })
 }
 
 /// The configuration `serve` runs with: the file's (or the defaults), the flags over it.
-fn config_of(args: ServeArgs) -> Result<Config, CliError> {
+fn config_of(args: &ServeArgs, cwd: &std::path::Path) -> Result<Config, ConfigError> {
     let mut config = match &args.config {
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };
     if !args.listen.is_empty() {
-        config.server.listen = args.listen;
+        config.server.listen = args.listen.clone();
     }
-    if let Some(engine) = args.engine {
-        config.engine.url = engine;
+    if let Some(engine) = &args.engine {
+        config.engine.url = engine.clone();
     }
     if args.tls_cert.is_some() || args.tls_key.is_some() || args.tls_client_ca.is_some() {
         let tls = config.server.tls.get_or_insert_with(|| TlsConfig {
@@ -80,15 +98,13 @@ fn config_of(args: ServeArgs) -> Result<Config, CliError> {
             client_ca: None,
             user_from: Default::default(),
         });
-        // Flag paths are relative to the working directory, not to the config file.
-        let cwd = std::env::current_dir().map_err(|e| CliError::context("current directory", e))?;
-        if let Some(p) = args.tls_cert {
+        if let Some(p) = &args.tls_cert {
             tls.cert = cwd.join(p);
         }
-        if let Some(p) = args.tls_key {
+        if let Some(p) = &args.tls_key {
             tls.key = cwd.join(p);
         }
-        if let Some(p) = args.tls_client_ca {
+        if let Some(p) = &args.tls_client_ca {
             tls.client_ca = Some(cwd.join(p));
         }
     }
@@ -97,9 +113,25 @@ fn config_of(args: ServeArgs) -> Result<Config, CliError> {
         config.server.listen = vec![Address::Unix("/var/run/portcullis.sock".into())];
     }
     // Flags may have changed what the file said: check the result as a whole.
-    let source = args.config.unwrap_or_else(|| PathBuf::from("command line"));
+    let source = args
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("command line"));
     config.validate(&source)?;
     Ok(config)
+}
+
+/// A message per SIGHUP (reload), none when it cannot be registered (logged).
+fn hangups() -> Option<tokio::sync::mpsc::Receiver<()>> {
+    let mut hangup = register(SignalKind::hangup(), "SIGHUP")?;
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            // A reload already asked for covers this one too.
+            let _ = tx.try_send(());
+        }
+    });
+    Some(rx)
 }
 
 /// Resolves on the first SIGINT (Ctrl-C) or SIGTERM. Both are registered when this is
@@ -120,7 +152,7 @@ fn register(kind: SignalKind, name: &str) -> Option<Signal> {
     match signal(kind) {
         Ok(s) => Some(s),
         Err(e) => {
-            tracing::error!(error = %e, "cannot handle {name}: it will not stop the gateway gracefully");
+            tracing::error!(error = %e, "cannot handle {name}");
             None
         }
     }

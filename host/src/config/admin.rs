@@ -8,7 +8,7 @@ use serde::Deserialize;
 use super::Address;
 
 /// The `[admin]` table.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     /// `unix:///path` or a loopback `tcp://127.0.0.1:port`.

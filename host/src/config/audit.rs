@@ -34,7 +34,7 @@ pub enum OnFullDisk {
 }
 
 /// The `[audit]` table.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AuditConfig {
     /// The store's directory (created if missing); relative to the config file.

@@ -56,13 +56,47 @@ pub struct Config {
     /// The record of image repository owners; in memory when absent.
     #[serde(default)]
     pub owners: Option<OwnersConfig>,
+    /// How the gateway's log lines look.
+    #[serde(default)]
+    pub log: LogConfig,
     /// Directory relative plugin paths are resolved against (the config file's).
     #[serde(skip)]
     pub base_dir: PathBuf,
 }
 
+/// `[log]`: the gateway's own log (standard error). Levels are set with `PORTCULLIS_LOG`
+/// (an `EnvFilter` directive such as `info` or `portcullis=debug`).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `human` (default) or `json` (one object per line); `PORTCULLIS_LOG_FORMAT` wins.
+    pub format: LogFormat,
+}
+
+/// The shape of log lines.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    /// Text for people, one line per event.
+    #[default]
+    Human,
+    /// One JSON object per line, with the request's span (its id) on every line of it.
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "human" => Ok(LogFormat::Human),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!("log format {other:?}: human or json")),
+        }
+    }
+}
+
 /// `[server]`: the client-facing listeners.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     /// Listen addresses (`unix:///path`, `tcp://127.0.0.1:2375`).
@@ -133,7 +167,7 @@ fn default_socket_mode() -> String {
 }
 
 /// `[engine]`: the upstream Docker engine.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct EngineConfig {
     /// Engine address; `DOCKER_HOST`, then `unix:///var/run/docker.sock` when not set.
@@ -189,7 +223,7 @@ fn default_connect_timeout() -> Duration {
 
 /// `[limits]`: every resource the gateway holds has a bound. Keys left out keep their
 /// defaults, so a table may name only the limits it changes.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
     /// Client connections served at once; further connections wait in the accept backlog.

@@ -7,7 +7,7 @@ use serde::Deserialize;
 /// The `[owners]` table. Without it the record lives in memory: after a restart every
 /// repository made through the gateway belongs to nobody (a shared image only administrators
 /// change) until it is claimed again, which is safe but surprising.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct OwnersConfig {
     /// The store's directory (created if missing); relative to the config file.

@@ -26,6 +26,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::{Address, Config, Limits};
 use crate::identity::{Peer, Proof, Resolver};
+use crate::metrics::Open;
 use crate::net::Stream;
 use crate::pipeline::tunnel::{self, Handover};
 use crate::pipeline::Gateway;
@@ -384,6 +385,7 @@ async fn accept_loop(
         let handshake_deadline = limits.header_read_timeout;
         let mut drain = drain.clone();
         tokio::spawn(async move {
+            let _open = Open::new(&gateway.metrics().request.connections);
             let Some((stream, peer, proof)) = accepted.establish(handshake_deadline).await else {
                 drop(permit);
                 return;

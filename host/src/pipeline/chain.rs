@@ -224,6 +224,7 @@ impl Chain {
                 Ok(Verdict::Patch(patch)) => match apply(record, &patch) {
                     Ok(()) => (Outcome::Patch, None),
                     Err(why) => {
+                        p.count_failure(&PluginFailure::Malformed(why.to_string()));
                         warn!(id, plugin = name, error = %why, "audit hook returned a malformed patch; record kept as it was");
                         (
                             Outcome::Failed,
@@ -381,7 +382,11 @@ impl Chain {
                         trace.push(name, hook, Outcome::Patch, None, Some(&patch));
                         return Ok(None);
                     }
-                    Err(why) => PluginFailure::Malformed(why.to_string()),
+                    Err(why) => {
+                        let failure = PluginFailure::Malformed(why.to_string());
+                        p.count_failure(&failure);
+                        failure
+                    }
                 }
             }
             Err(failure) => failure,

@@ -13,6 +13,7 @@ use super::canonical::Canonical;
 use super::chain::{Held, Trace};
 use super::spool::Archive;
 use super::tunnel::Handover;
+use super::Policy;
 use crate::identity::Caller;
 use crate::model;
 use crate::route::Route;
@@ -38,6 +39,9 @@ pub(super) struct Context {
     /// The gateway's id for the request (in its logs, its record, the plugins' view).
     pub id: u64,
     pub started: Instant,
+    /// The chain and settings this request is judged by from start to end, even when the
+    /// configuration is reloaded meanwhile.
+    pub policy: Arc<Policy>,
     pub caller: Arc<Caller>,
     /// Set by `admit`.
     pub route: Option<Route>,
@@ -110,6 +114,7 @@ impl Context {
         id: u64,
         req: &Request<B>,
         caller: Arc<Caller>,
+        policy: Arc<Policy>,
         recording: bool,
         started: Instant,
     ) -> Self {
@@ -137,6 +142,7 @@ impl Context {
         Self {
             id,
             started,
+            policy,
             caller,
             route: None,
             upgrade: Upgrade::No,

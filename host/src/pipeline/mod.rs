@@ -25,17 +25,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use tokio::sync::Semaphore;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, warn, Instrument};
 
 use crate::audit::{AuditError, AuditLog};
 use crate::config::Config;
 use crate::error::{DockerError, IntoDockerError};
 use crate::identity::Caller;
+use crate::metrics::{EndpointLabels, KindLabels, Metrics, Open, RequestLabels};
 use crate::model;
 use crate::owners::Owners;
 use crate::route::{self, BodyKind, Route, RouteError};
@@ -154,11 +156,22 @@ impl IntoDockerError for PipelineError {
     }
 }
 
+/// What a reload replaces as a whole: the plugin chain and the `[api]` settings. A request
+/// takes the policy in force when it arrives and keeps it to its end (streams and tunnels
+/// included), so a reload never changes the rules in the middle of a request.
+pub struct Policy {
+    pub chain: Arc<Chain>,
+    pub api: crate::config::ApiConfig,
+    /// 1 at start, one more per successful reload.
+    pub generation: u64,
+}
+
 /// The shared state of the request pipeline.
 pub struct Gateway {
     config: Arc<Config>,
     upstream: Upstream,
-    chain: Arc<Chain>,
+    policy: ArcSwap<Policy>,
+    metrics: Arc<Metrics>,
     tunnels: Arc<Semaphore>,
     slots: Arc<slots::CallerSlots>,
     next_id: AtomicU64,
@@ -170,14 +183,20 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// A gateway forwarding to `upstream` through `chain`.
+    /// A gateway forwarding to `upstream` through `chain` (policy generation 1).
     pub fn new(config: Arc<Config>, upstream: Upstream, chain: Chain) -> Self {
         let tunnels = Arc::new(Semaphore::new(config.limits.max_connections));
         let slots = slots::CallerSlots::new(config.limits.max_requests_per_caller);
+        let policy = Policy {
+            chain: Arc::new(chain),
+            api: config.api.clone(),
+            generation: 1,
+        };
         Self {
             config,
             upstream,
-            chain: Arc::new(chain),
+            policy: ArcSwap::from_pointee(policy),
+            metrics: Arc::new(Metrics::new()),
             tunnels,
             slots,
             next_id: AtomicU64::new(1),
@@ -192,6 +211,47 @@ impl Gateway {
     pub fn with_owners(mut self, owners: Arc<Owners>) -> Self {
         self.owners = Some(owners);
         self
+    }
+
+    /// Records requests, latencies, streams and tunnels in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// The metrics it records in.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The policy new requests are judged by.
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy.load_full()
+    }
+
+    /// Makes `policy` the one new requests are judged by; requests already on their way
+    /// finish with the one they started with.
+    pub fn replace_policy(&self, policy: Policy) {
+        self.policy.store(Arc::new(policy));
+    }
+
+    /// The engine this gateway forwards to.
+    pub fn upstream(&self) -> &Upstream {
+        &self.upstream
+    }
+
+    /// The audit trail, when there is one.
+    pub fn audit(&self) -> Option<&Arc<AuditLog>> {
+        self.audit.as_ref()
+    }
+
+    /// Sets the gauges that are read off the gateway's own bounds rather than counted.
+    pub fn refresh_gauges(&self) {
+        let open = self.config.limits.max_connections - self.tunnels.available_permits();
+        self.metrics.request.tunnels.set(open as i64);
+        if let Some(audit) = &self.audit {
+            audit.queued();
+        }
     }
 
     /// Records every request in `audit` (none: no audit trail).
@@ -210,23 +270,64 @@ impl Gateway {
     /// happened, **log** (the audit record, built from the context).
     pub async fn handle(&self, req: Request<Incoming>, caller: Arc<Caller>) -> Response<Body> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let span = tracing::info_span!("request", id);
+        self.handle_as(id, req, caller).instrument(span).await
+    }
+
+    /// [`Gateway::handle`] inside the request's log span.
+    async fn handle_as(
+        &self,
+        id: u64,
+        req: Request<Incoming>,
+        caller: Arc<Caller>,
+    ) -> Response<Body> {
         let recording = self.audit.is_some();
-        let mut ctx = Context::new(id, &req, caller, recording, Instant::now());
+        let policy = self.policy.load_full();
+        let mut ctx = Context::new(id, &req, caller, policy, recording, Instant::now());
         // Taken before any work is done for the request, held until its answer (or
         // tunnel) is finished.
         let mut slot = self.slots.take(&ctx.caller.user);
         let method = req.method().clone();
         let resp = match self.trip(req, &mut ctx, &mut slot).await {
             Ok(resp) => {
-                debug!(id, %method, endpoint = ctx.endpoint(), user = %ctx.caller.user,
+                debug!(%method, endpoint = ctx.endpoint(), user = %ctx.caller.user,
                        status = resp.status().as_u16(),
                        micros = ctx.started.elapsed().as_micros() as u64, "forwarded");
                 resp
             }
             Err(e) => self.refuse(e, &method, &mut ctx).await,
         };
+        self.measure(&ctx, &resp);
+        let streaming =
+            ctx.route.as_ref().is_some_and(|r| r.endpoint.streaming) && resp.status().is_success();
         self.log(ctx, &resp).await;
-        resp.map(|body| body.holding(slot))
+        let open = streaming.then(|| Open::new(&self.metrics.request.streams));
+        resp.map(|body| body.holding(slot).holding(open))
+    }
+
+    /// The request's counts and latencies.
+    fn measure(&self, ctx: &Context, resp: &Response<Body>) {
+        let m = &self.metrics.request;
+        let endpoint = ctx.endpoint();
+        let decision = match &ctx.failure {
+            None => "allow",
+            Some(f) if f.denied => "deny",
+            Some(_) => "error",
+        };
+        let status = resp.status().as_u16();
+        m.requests
+            .get_or_create(&RequestLabels {
+                endpoint,
+                decision,
+                status,
+            })
+            .inc();
+        m.duration
+            .get_or_create(&EndpointLabels { endpoint })
+            .observe(ctx.started.elapsed().as_secs_f64());
+        if let Some(t) = ctx.engine_time {
+            m.upstream.observe(t.as_secs_f64());
+        }
     }
 
     /// The phases up to the answer, in order; the first failure ends the trip.
@@ -262,7 +363,8 @@ impl Gateway {
                 peer: peer.clone(),
             };
             let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-            let mut ctx = Context::new(id, req, Arc::new(nobody), true, Instant::now());
+            let policy = self.policy.load_full();
+            let mut ctx = Context::new(id, req, Arc::new(nobody), policy, true, Instant::now());
             if let Some(a) = &mut ctx.arrival {
                 a.unidentified = Some(why.to_string());
             }
@@ -313,14 +415,15 @@ impl Gateway {
         if head_size(req) > limit {
             return Err(PipelineError::HeadTooLarge { limit });
         }
-        let route = if self.config.api.pass_unknown_endpoints {
+        let api = &ctx.policy.api;
+        let route = if api.pass_unknown_endpoints {
             route::classify_or_unknown(req.method(), req.uri().path())?
         } else {
             route::classify(req.method(), req.uri().path())?
         };
         let endpoint = route.endpoint;
+        guard::check(api, &route, req.headers())?;
         ctx.route = Some(route);
-        guard::check(&self.config.api, ctx.route(), req.headers())?;
 
         let wants_upgrade = headers::wants_upgrade(req.headers());
         if wants_upgrade && !endpoint.hijack {
@@ -368,9 +471,10 @@ impl Gateway {
     /// refers to (images, tags, their owners) as the engine and the gateway know them now.
     async fn enrich(&self, ctx: &mut Context) -> Result<(), PipelineError> {
         let endpoint = ctx.route().endpoint;
-        let request_hooks = self.chain.wants_request(endpoint.name);
-        let response_hooks = self.chain.wants_response(endpoint.name);
-        let record_hooks = ctx.recording() && self.chain.wants_audit(endpoint.name);
+        let chain = &ctx.policy.chain;
+        let request_hooks = chain.wants_request(endpoint.name);
+        let response_hooks = chain.wants_response(endpoint.name);
+        let record_hooks = ctx.recording() && chain.wants_audit(endpoint.name);
         if !(request_hooks || response_hooks || record_hooks) {
             return Ok(());
         }
@@ -378,7 +482,7 @@ impl Gateway {
             ctx.held = Held::keeping();
         }
         let json = match &ctx.body {
-            Some(bytes) => Some(self.decode_json(endpoint.name, bytes)?),
+            Some(bytes) => Some(decode_json(&ctx.policy.api, endpoint.name, bytes)?),
             None => None,
         };
         let Some(route) = ctx.route.as_ref() else {
@@ -446,7 +550,8 @@ impl Gateway {
             return Ok(());
         };
         let (id, trace, held) = (ctx.id, &mut ctx.trace, &mut ctx.held);
-        self.chain.mutate(id, &mut j.canonical, trace, held).await?;
+        let chain = &ctx.policy.chain;
+        chain.mutate(id, &mut j.canonical, trace, held).await?;
         let c = &mut j.canonical;
         if j.request_hooks {
             // Validating plugins judge the body and query mutating plugins left,
@@ -463,7 +568,7 @@ impl Gateway {
             related.append(&mut j.tags);
             c.set_related(related);
         }
-        self.chain.validate(id, &*c, trace, held).await?;
+        chain.validate(id, &*c, trace, held).await?;
         if let Some(owners) = &self.owners {
             // New repositories become the caller's before the request that makes them
             // is forwarded.
@@ -582,7 +687,7 @@ impl Gateway {
 
         let (mut parts, incoming) = resp.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers);
-        let response_hooks = ctx.judged.is_some() && self.chain.wants_response(endpoint.name);
+        let response_hooks = ctx.judged.is_some() && ctx.policy.chain.wants_response(endpoint.name);
         if response_hooks && !endpoint.streaming && is_json(&parts.headers) {
             let resp = Response::from_parts(parts, incoming);
             return self.filter_response(resp, ctx).await;
@@ -593,7 +698,7 @@ impl Gateway {
                 // Judged event by event: the head goes now, each event when it is judged.
                 parts.headers.remove(header::CONTENT_LENGTH);
                 let judge = events::EventJudge {
-                    chain: self.chain.clone(),
+                    chain: ctx.policy.chain.clone(),
                     upstream: self.upstream.clone(),
                     seen: self.seen.clone(),
                     headers: canonical::visible_headers(&parts.headers),
@@ -616,11 +721,21 @@ impl Gateway {
         ctx: &mut Context,
     ) -> Response<Body> {
         let err = e.to_docker_error();
-        let (id, user) = (ctx.id, &ctx.caller.user);
+        let user = &ctx.caller.user;
         if err.status.is_server_error() {
-            warn!(id, %method, %user, error = %e, "request failed");
+            warn!(%method, %user, error = %e, "request failed");
         } else {
-            info!(id, %method, %user, error = %e, "request refused");
+            info!(%method, %user, error = %e, "request refused");
+        }
+        let engine_error = match &e {
+            PipelineError::Upstream(UpstreamError::Unreachable { .. }) => Some("unreachable"),
+            PipelineError::Upstream(UpstreamError::Tls(_)) => Some("tls"),
+            PipelineError::ResponseUnreadable { .. } => Some("unreadable"),
+            _ => None,
+        };
+        if let Some(kind) = engine_error {
+            let errors = &self.metrics.request.engine_errors;
+            errors.get_or_create(&KindLabels { kind }).inc();
         }
         ctx.failure = Some(Failure {
             denied: matches!(
@@ -641,8 +756,9 @@ impl Gateway {
     /// otherwise audit plugins shape it after the response is released.
     async fn log(&self, ctx: Context, resp: &Response<Body>) {
         let Some(audit) = &self.audit else { return };
+        let chain = ctx.policy.chain.clone();
         if let Some((record, view)) = record::build(ctx, resp) {
-            audit.finish(&self.chain, record, view).await;
+            audit.finish(&chain, record, view).await;
         }
     }
 
@@ -682,7 +798,8 @@ impl Gateway {
         let mut patched = false;
         let mut headers = parts.headers.clone();
         let (trace, held) = (&mut ctx.trace, &mut ctx.held);
-        self.chain
+        ctx.policy
+            .chain
             .on_response(ctx.id, req, &mut resp, trace, held, |resp, patch| {
                 if let Some(ops) = &patch.body {
                     resp.body = Some(canonical::patch_text(resp.body.as_deref(), ops)?);
@@ -722,23 +839,6 @@ impl Gateway {
         }
     }
 
-    /// Decodes a JSON body as dockerd will (Go's field matching, no repeated keys) and
-    /// resolves bind sources, so plugins judge what the engine acts on.
-    fn decode_json(
-        &self,
-        endpoint: &'static str,
-        bytes: &[u8],
-    ) -> Result<serde_json::Value, PipelineError> {
-        let mut json = gojson::decode(endpoint, bytes).map_err(|e| PipelineError::BadJson {
-            endpoint,
-            reason: e.to_string(),
-        })?;
-        if self.config.api.resolve_bind_sources {
-            binds::resolve(endpoint, &mut json)?;
-        }
-        Ok(json)
-    }
-
     /// Reads and drops what is left of a refused upload (a build context, a load archive),
     /// within `limits.max_body_bytes` and `limits.header_read_timeout`. Closing the
     /// connection with the client's bytes still unread makes the kernel reset it, and the
@@ -776,6 +876,23 @@ impl Gateway {
             Err(e) => Err(PipelineError::BodyRead(e.to_string())),
         }
     }
+}
+
+/// Decodes a JSON body as dockerd will (Go's field matching, no repeated keys) and resolves
+/// bind sources, so plugins judge what the engine acts on.
+fn decode_json(
+    api: &crate::config::ApiConfig,
+    endpoint: &'static str,
+    bytes: &[u8],
+) -> Result<serde_json::Value, PipelineError> {
+    let mut json = gojson::decode(endpoint, bytes).map_err(|e| PipelineError::BadJson {
+        endpoint,
+        reason: e.to_string(),
+    })?;
+    if api.resolve_bind_sources {
+        binds::resolve(endpoint, &mut json)?;
+    }
+    Ok(json)
 }
 
 /// The size of a request head as sent: request line and `name: value\r\n` lines.
@@ -828,7 +945,8 @@ mod tests {
                 addr: "127.0.0.1:5555".parse().unwrap(),
             },
         };
-        Context::new(7, req, Arc::new(caller), recording, Instant::now())
+        let policy = gateway("").policy();
+        Context::new(7, req, Arc::new(caller), policy, recording, Instant::now())
     }
 
     fn request(method: &str, path: &str, headers: &[(&str, &str)]) -> Request<()> {

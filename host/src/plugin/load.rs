@@ -16,6 +16,7 @@ use super::pool::Pool;
 use super::sandbox::State;
 use super::{cache, opa, rego, Backend, LoadError, Plugin, PluginFailure, Runtime};
 use crate::config::{Config, PluginConfig};
+use crate::metrics::PluginLabels;
 use crate::model;
 
 impl Runtime {
@@ -136,6 +137,13 @@ impl Runtime {
             endpoints: glob_set(&cfg.endpoints, &cfg.name, "endpoints")?,
             response_endpoints: response_globs(cfg)?,
             backend,
+            calls: ["request", "response", "audit", "init"].map(|hook| {
+                let labels = PluginLabels {
+                    plugin: cfg.name.clone(),
+                    hook,
+                };
+                self.metrics.calls.get_or_create(&labels).clone()
+            }),
             runtime: self.clone(),
         })
     }

@@ -30,7 +30,10 @@ use std::time::Duration;
 use wasmtime::component::Linker;
 use wasmtime::{Engine, PoolingAllocationConfig, Store};
 
+use prometheus_client::metrics::histogram::Histogram;
+
 use crate::config::{Config, Mode, Phase, PluginConfig, RuntimeConfig};
+use crate::metrics::{FailureLabels, Metrics, PluginMetrics};
 use crate::model;
 use bindings::latest::{self as contract, PluginPre};
 pub use bindings::CONTRACT_VERSION;
@@ -117,6 +120,8 @@ pub struct Runtime {
     ticker: EpochTicker,
     /// Where instances are prepared ahead of calls, started by the first [`Plugin::prepare`].
     preparer: OnceLock<Preparer>,
+    /// Call latencies and failures, by plugin.
+    metrics: PluginMetrics,
 }
 
 /// Initialized memory up to this extent is always laid out as one copy-on-write image (the
@@ -189,7 +194,15 @@ impl Runtime {
             slots: Slots::new(Budget { max_instances: n }),
             ticker,
             preparer: OnceLock::new(),
+            metrics: Metrics::new().plugin,
         })
+    }
+
+    /// Records call latencies and failures in `metrics` (by default in metrics of its own
+    /// that nobody reads).
+    pub fn with_metrics(mut self, metrics: PluginMetrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// A runtime sized for every plugin in `config`.
@@ -215,6 +228,8 @@ pub struct Plugin {
     /// `response_endpoints`, when configured.
     response_endpoints: Option<EndpointSet>,
     backend: Backend,
+    /// Its call latencies by hook (request, response, audit, init), looked up once.
+    calls: [Histogram; 4],
     runtime: Arc<Runtime>,
 }
 
@@ -391,6 +406,46 @@ impl Plugin {
     /// handed back to the pool, or returned as [`Kept`] when `keep` asks for it and there is
     /// room.
     async fn call(
+        &self,
+        request_id: u64,
+        what: Call<'_>,
+        kept: Option<Kept>,
+        keep: bool,
+    ) -> (Result<Output, PluginFailure>, Option<Kept>) {
+        let hook = match &what {
+            Call::Hook(Hook::Request(_)) => 0,
+            Call::Hook(Hook::Response(..)) => 1,
+            Call::Hook(Hook::Audit(..)) => 2,
+            Call::Instantiate | Call::Describe | Call::Init => 3,
+        };
+        let started = std::time::Instant::now();
+        let (result, kept) = self.run_call(request_id, what, kept, keep).await;
+        self.calls[hook].observe(started.elapsed().as_secs_f64());
+        if let Err(failure) = &result {
+            self.count_failure(failure);
+        }
+        (result, kept)
+    }
+
+    /// Counts a failure of this plugin in the metrics: those of its calls are counted when
+    /// they happen; the chain counts the patches it finds malformed.
+    pub fn count_failure(&self, failure: &PluginFailure) {
+        let kind = match failure {
+            PluginFailure::Timeout(_) => "timeout",
+            PluginFailure::Memory(_) => "memory",
+            PluginFailure::Trap(_) => "trap",
+            PluginFailure::Init(_) => "init",
+            PluginFailure::Malformed(_) => "malformed",
+        };
+        let labels = FailureLabels {
+            plugin: self.cfg.name.clone(),
+            kind,
+        };
+        self.runtime.metrics.failures.get_or_create(&labels).inc();
+    }
+
+    /// [`Plugin::call`] without the bookkeeping of metrics.
+    async fn run_call(
         &self,
         request_id: u64,
         what: Call<'_>,

@@ -72,6 +72,21 @@ impl Upstream {
         &self.address
     }
 
+    /// Whether the engine answers `GET /_ping` with a success.
+    pub async fn ping(&self) -> Result<(), UpstreamError> {
+        let mut req = Request::new(Body::empty());
+        *req.uri_mut() = http::Uri::from_static("/_ping");
+        let resp = self.send(req).await?;
+        if resp.status().is_success() {
+            Ok(())
+        } else {
+            Err(UpstreamError::Unreachable {
+                address: self.address.clone(),
+                reason: format!("/_ping answered {}", resp.status()),
+            })
+        }
+    }
+
     /// Sends a request whose URI is origin-form (`/v1.41/containers/json?all=1`).
     pub async fn send(&self, mut req: Request<Body>) -> Result<Response<Incoming>, UpstreamError> {
         // The pooled client wants an absolute URI; the authority is a fixed placeholder
