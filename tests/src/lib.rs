@@ -118,6 +118,9 @@ impl Gateway {
         if let Some(owners) = &mut config.owners {
             owners.path = state.path().join("owners");
         }
+        if let Some(admin) = &mut config.admin {
+            admin.listen = Address::Unix(state.path().join("admin.sock"));
+        }
         config.engine.url = engine.unwrap_or_else(engine_address);
         let mut gw = Self::start_raw(config);
         gw._state = Some(state);
@@ -953,7 +956,14 @@ pub fn portcullis_bin() -> PathBuf {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let out = run(Command::new(cargo)
             .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-            .args(["build", "-p", "portcullis", "--bin", "portcullis", "--message-format=json"])
+            .args([
+                "build",
+                "-p",
+                "portcullis",
+                "--bin",
+                "portcullis",
+                "--message-format=json",
+            ])
             .stderr(Stdio::inherit()));
         assert!(out.status.success(), "cargo build -p portcullis failed");
         String::from_utf8_lossy(&out.stdout)
@@ -964,4 +974,139 @@ pub fn portcullis_bin() -> PathBuf {
             .expect("cargo build reported no portcullis executable")
     })
     .clone()
+}
+
+/// The shipped `policies/portcullis.toml` rewritten for a gateway of its own in `dir`: its
+/// sockets, audit store and owners record under `dir`, plugin paths absolute (the file no
+/// longer sits next to them). Everything else is the shipped text.
+pub fn shipped_config_text(dir: &Path) -> String {
+    let policies = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../policies");
+    let policies = policies.canonicalize().expect("policies/");
+    std::fs::read_to_string(policies.join("portcullis.toml"))
+        .expect("policies/portcullis.toml")
+        .replace("/var/tmp/portcullis/", &format!("{}/", dir.display()))
+        .replace(
+            "path = \"plugins/",
+            &format!("path = \"{}/plugins/", policies.display()),
+        )
+}
+
+/// A `portcullis serve --config FILE` process in front of the test engine (the real binary:
+/// signals, `portcullis reload` and `portcullis audit` reach it as they reach an operator's),
+/// its standard error in a file; stopped with SIGTERM when dropped.
+pub struct Served {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub socket: PathBuf,
+    pub admin: PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl Served {
+    /// Serves the configuration `config_text` gives for a new directory of its own
+    /// (written there as portcullis.toml), with `env` added, once its client and admin
+    /// sockets (portcullis.sock, admin.sock in that directory) answer; the client socket
+    /// opened to every local user.
+    pub fn start(config_text: impl FnOnce(&Path) -> String, env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("portcullis.toml");
+        std::fs::write(&config, config_text(dir.path())).expect("write config");
+        let socket = dir.path().join("portcullis.sock");
+        let admin = dir.path().join("admin.sock");
+        let log = std::fs::File::create(dir.path().join("stderr.log")).expect("log file");
+        let Address::Unix(engine) = engine_address() else {
+            panic!("the test engine is a unix socket")
+        };
+        let mut cmd = Command::new(portcullis_bin());
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(&config)
+            .arg("--engine")
+            .arg(format!("unix://{}", engine.display()))
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        let child = cmd.spawn().expect("portcullis serve");
+        let mut served = Served {
+            dir,
+            config,
+            socket,
+            admin,
+            child: Some(child),
+        };
+        wait_for("the gateway's sockets", Duration::from_secs(60), || {
+            if let Some(Ok(Some(status))) = served.child.as_mut().map(|c| c.try_wait()) {
+                panic!("portcullis serve exited ({status}): {}", served.log());
+            }
+            let up = |p: &Path| std::os::unix::net::UnixStream::connect(p).is_ok();
+            (up(&served.socket) && up(&served.admin)).then_some(())
+        });
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&served.socket, std::fs::Permissions::from_mode(0o666))
+            .expect("chmod socket");
+        std::fs::set_permissions(served.dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod dir");
+        served
+    }
+
+    /// `DOCKER_HOST` for this gateway.
+    pub fn docker_host(&self) -> String {
+        format!("unix://{}", self.socket.display())
+    }
+
+    /// A `docker` command pointed at this gateway.
+    pub fn docker(&self) -> Command {
+        docker_at(&self.docker_host())
+    }
+
+    /// A `portcullis` command (the same binary) with `--config` of this gateway appended
+    /// after `args`.
+    pub fn portcullis(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(portcullis_bin());
+        cmd.args(args).arg("--config").arg(&self.config);
+        cmd
+    }
+
+    /// GET `path` on the admin listener.
+    pub fn admin_get(&self, path: &str) -> HttpResponse {
+        http(
+            &self.admin,
+            &request("GET", path, None),
+            Duration::from_secs(30),
+        )
+    }
+
+    /// The process id (to send it signals).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, |c| c.id())
+    }
+
+    /// What the gateway logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits for the gateway to drain and exit; returns whether it exited
+    /// with success.
+    pub fn stop(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return true;
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let status = wait_for("the gateway to stop", Duration::from_secs(60), || {
+            child.try_wait().expect("wait")
+        });
+        status.success()
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if !self.stop() {
+            eprintln!("portcullis serve did not stop cleanly: {}", self.log());
+        }
+    }
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use super::record::Record;
-use super::store::{OpenOptions, Store, Verified};
+use super::store::{OpenOptions, Stats, Store, Verified};
 use super::{AuditError, Query};
 
 fn io_err(e: std::io::Error) -> AuditError {
@@ -42,6 +42,15 @@ pub fn list(
     json: bool,
     out: &mut dyn Write,
 ) -> Result<usize, AuditError> {
+    list_records(query.run(store)?, json, out)
+}
+
+/// [`list`] of records from anywhere (a store, or a running gateway's admin listener).
+pub fn list_records(
+    records: impl Iterator<Item = Result<Record, AuditError>>,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<usize, AuditError> {
     let mut n = 0;
     if !json {
         writeln!(
@@ -51,7 +60,7 @@ pub fn list(
         )
         .map_err(io_err)?;
     }
-    for r in query.run(store)? {
+    for r in records {
         let r = r?;
         if json {
             serde_json::to_writer(&mut *out, &r).map_err(|e| AuditError::Encode(e.to_string()))?;
@@ -105,13 +114,24 @@ pub fn show(store: &Store, seq: u64, out: &mut dyn Write) -> Result<(), AuditErr
     let r = store.get(seq)?.ok_or_else(|| {
         AuditError::Query(format!("no record {seq} in {}", store.path().display()))
     })?;
-    serde_json::to_writer_pretty(&mut *out, &r).map_err(|e| AuditError::Encode(e.to_string()))?;
+    show_record(&r, out)
+}
+
+/// [`show`] of a record from anywhere.
+pub fn show_record(r: &Record, out: &mut dyn Write) -> Result<(), AuditError> {
+    serde_json::to_writer_pretty(&mut *out, r).map_err(|e| AuditError::Encode(e.to_string()))?;
     writeln!(out).map_err(io_err)
 }
 
 /// `audit verify`: checks the chain; prints a summary when intact.
 pub fn verify(store: &Store, out: &mut dyn Write) -> Result<Verified, AuditError> {
     let v = store.verify()?;
+    verified(&v, out)?;
+    Ok(v)
+}
+
+/// The summary [`verify`] prints of an intact chain.
+pub fn verified(v: &Verified, out: &mut dyn Write) -> Result<(), AuditError> {
     match (v.first, v.last) {
         (Some(f), Some(l)) => writeln!(
             out,
@@ -126,8 +146,7 @@ pub fn verify(store: &Store, out: &mut dyn Write) -> Result<Verified, AuditError
         ),
         _ => writeln!(out, "ok: no records"),
     }
-    .map_err(io_err)?;
-    Ok(v)
+    .map_err(io_err)
 }
 
 /// `audit export --format jsonl`: every record oldest first, one JSON object per line with
@@ -151,7 +170,11 @@ pub fn export(store: &Store, out: &mut dyn Write) -> Result<u64, AuditError> {
 
 /// `audit stats`: counts by user, decision and endpoint (JSON with `json`).
 pub fn stats(store: &Store, json: bool, out: &mut dyn Write) -> Result<(), AuditError> {
-    let s = store.stats()?;
+    stats_of(&store.stats()?, json, out)
+}
+
+/// [`stats`] of counts from anywhere.
+pub fn stats_of(s: &Stats, json: bool, out: &mut dyn Write) -> Result<(), AuditError> {
     if json {
         serde_json::to_writer_pretty(&mut *out, &s)
             .map_err(|e| AuditError::Encode(e.to_string()))?;

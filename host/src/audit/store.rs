@@ -170,7 +170,7 @@ pub struct Store {
 }
 
 /// The result of a successful `verify`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Verified {
     /// Records checked.
     pub records: u64,
@@ -186,7 +186,7 @@ pub struct Verified {
 }
 
 /// Counts by user, decision and endpoint.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Stats {
     /// Records present.
     pub records: u64,

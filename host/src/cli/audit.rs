@@ -1,13 +1,21 @@
 //! `portcullis audit …`: finds the store (`--store`, or the `[audit]` path of `--config`),
 //! opens it, and prints a listing, a record, the chain check, an export or statistics.
+//! While a gateway runs it holds the store (sled lets one process open it): then the same
+//! queries go to the gateway's admin listener named in `--config`, with the same output.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
 
+use http::Method;
+use http_body_util::BodyExt;
+
+use super::admin::{self, AdminClient};
 use super::{runtime, CliError};
-use crate::audit::{report, AuditError, Decision, Query, Store};
+use crate::admin::MAX_LIMIT;
+use crate::audit::store::Stats;
+use crate::audit::{report, AuditError, Decision, Query, Record, Verified};
 use crate::config::Address;
 use crate::Config;
 
@@ -108,7 +116,15 @@ pub fn run(args: AuditArgs) -> Result<(), CliError> {
             println!("{}", serde_json::to_string_pretty(&figures)?);
             return Ok(());
         }
-        _ => open_for_command(&path, config.as_ref())?,
+        _ => match report::open(&path) {
+            Err(AuditError::Locked { .. }) => {
+                if let Some(admin) = config.as_ref().and_then(|c| c.admin.as_ref()) {
+                    return runtime()?.block_on(remote(args.command, &admin.listen));
+                }
+                return Err(locked(&path, config.as_ref()));
+            }
+            other => other?,
+        },
     };
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
@@ -166,31 +182,111 @@ fn store_path(config: &Config) -> Result<PathBuf, CliError> {
         })
 }
 
-/// Opens the store for an `audit` command. sled lets one process open a store, so a store
-/// held by a running gateway is an error that says where the same queries are served: the
-/// admin listener of `config`, or how to configure one.
-fn open_for_command(path: &Path, config: Option<&Config>) -> Result<Store, CliError> {
-    match report::open(path) {
-        Err(AuditError::Locked { path }) => {
-            let hint = match config.and_then(|c| c.admin.as_ref()) {
-                Some(a) => format!(
-                    "query the running gateway through its admin listener at {}: GET /audit?user=U&limit=100, /audit/SEQ, /audit/verify, /audit/stats{}",
-                    a.listen,
-                    match &a.listen {
-                        Address::Unix(p) => format!(
-                            " (e.g. curl --unix-socket {} 'http://admin/audit?limit=10')",
-                            p.display()
-                        ),
-                        _ => String::new(),
-                    }
-                ),
-                None => "stop the gateway, or configure an [admin] listener to query it while it runs (GET /audit, /audit/verify, /audit/stats)".into(),
+/// Why a store held by a running gateway cannot be read: the gateway has no admin listener.
+fn locked(path: &Path, config: Option<&Config>) -> CliError {
+    let hint = match config {
+        Some(_) => "add an [admin] table to its configuration (and restart it) to query it while it runs",
+        None => "pass the gateway's --config FILE instead of --store to query it through its admin listener",
+    };
+    CliError::Message(format!(
+        "audit store {} is in use by a running gateway (a store is opened by one process at a time); {hint}",
+        path.display()
+    ))
+}
+
+/// Runs `command` against the running gateway's admin listener at `admin`, printing what
+/// the same command prints on a stopped store.
+async fn remote(command: AuditCommand, admin: &Address) -> Result<(), CliError> {
+    let client = AdminClient::new(admin)?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    match command {
+        AuditCommand::List {
+            since,
+            until,
+            user,
+            decision,
+            endpoint,
+            object,
+            limit,
+            json,
+        } => {
+            let mut q = form_urlencoded::Serializer::new(String::new());
+            let pairs = [
+                ("since", since),
+                ("until", until),
+                ("user", user),
+                ("decision", decision.map(|d| d.as_str().to_owned())),
+                ("endpoint", endpoint),
+                ("object", object),
+            ];
+            for (k, v) in pairs {
+                if let Some(v) = v {
+                    q.append_pair(k, &v);
+                }
+            }
+            // The admin API bounds one answer; "all" is as many as it gives.
+            let wanted = if limit == 0 {
+                MAX_LIMIT
+            } else {
+                limit.min(MAX_LIMIT)
             };
-            Err(CliError::Message(format!(
-                "audit store {} is in use by a running gateway (a store is opened by one process at a time); {hint}",
-                path.display()
-            )))
+            q.append_pair("limit", &wanted.to_string());
+            let body = client
+                .call(Method::GET, &format!("/audit?{}", q.finish()))
+                .await?;
+            let records: Vec<Record> = serde_json::from_slice(&body)?;
+            let n = records.len();
+            report::list_records(records.into_iter().map(Ok), json, &mut out)?;
+            if limit == 0 && n == MAX_LIMIT {
+                eprintln!("portcullis: a running gateway answers at most {MAX_LIMIT} records; narrow the listing (--since, --until, --user, ...) or stop the gateway for all of them");
+            }
         }
-        other => Ok(other?),
+        AuditCommand::Show { seq } => {
+            let body = client.call(Method::GET, &format!("/audit/{seq}")).await?;
+            let record: Record = serde_json::from_slice(&body)?;
+            report::show_record(&record, &mut out)?;
+        }
+        AuditCommand::Verify => {
+            let answer = client.send(Method::GET, "/audit/verify").await?;
+            let status = answer.status;
+            let body = answer.read().await?;
+            let v: serde_json::Value = serde_json::from_slice(&body)?;
+            if !status.is_success() {
+                let why = admin::message_of(&body)
+                    .unwrap_or_else(|| format!("the gateway answered {status}"));
+                return Err(CliError::Message(why));
+            }
+            let verified: Verified = serde_json::from_value(v["verified"].clone())?;
+            report::verified(&verified, &mut out)?;
+        }
+        AuditCommand::Export {
+            format: ExportFormat::Jsonl,
+        } => {
+            let answer = client.send(Method::GET, "/audit/export").await?;
+            if !answer.status.is_success() {
+                let status = answer.status;
+                let body = answer.read().await?;
+                return Err(CliError::Message(admin::message_of(&body).unwrap_or_else(
+                    || format!("the gateway answered {status} to the export"),
+                )));
+            }
+            let mut body = answer.body;
+            while let Some(frame) = body.frame().await {
+                let frame = frame
+                    .map_err(|e| CliError::context("reading the export from the gateway", e))?;
+                if let Some(data) = frame.data_ref() {
+                    out.write_all(data)?;
+                }
+            }
+        }
+        AuditCommand::Stats { json } => {
+            let body = client.call(Method::GET, "/audit/stats").await?;
+            let stats: Stats = serde_json::from_slice(&body)?;
+            report::stats_of(&stats, json, &mut out)?;
+        }
+        AuditCommand::Bench { .. } => {}
     }
+    out.flush()?;
+    Ok(())
 }

@@ -9,8 +9,11 @@
 //! - [`policy`]: `portcullis policy test`, Rego unit tests.
 //! - [`certs`]: `portcullis certs init`, development certificates for mutual TLS.
 //! - [`token`]: `portcullis token add`, bearer tokens.
-//! - [`audit`]: `portcullis audit …`, the audit trail read from its store.
+//! - [`audit`]: `portcullis audit …`, the audit trail read from its store, or from a running
+//!   gateway's admin listener.
+//! - [`admin`]: the admin listener's client (`audit …` while serving, and `reload`).
 
+pub mod admin;
 pub mod audit;
 pub mod certs;
 pub mod check;
@@ -56,8 +59,16 @@ pub enum Command {
     /// Bearer tokens.
     #[command(subcommand)]
     Token(token::TokenCommand),
-    /// Query and check the audit trail (the store is opened by one process at a time).
+    /// Query and check the audit trail: the store itself, or a running gateway's through
+    /// its admin listener.
     Audit(audit::AuditArgs),
+    /// Reload a running gateway's policy (plugins, [api], [runtime]) from its configuration
+    /// file, through its admin listener; the running chain stays when anything fails.
+    Reload {
+        /// The gateway's configuration file: its [admin] listener is asked to reload.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
 }
 
 /// Why a command failed. `main` prints it, with its chain of causes, and exits 1.
@@ -145,7 +156,27 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Certs(cmd) => certs::run(cmd),
         Command::Token(cmd) => token::run(cmd),
         Command::Audit(args) => audit::run(args),
+        Command::Reload { config } => runtime()?.block_on(reload(&config)),
     }
+}
+
+/// `portcullis reload`: asks the gateway that `config` describes to load it again.
+async fn reload(config: &std::path::Path) -> Result<(), CliError> {
+    let loaded = crate::Config::load(config)?;
+    let Some(admin) = &loaded.admin else {
+        return Err(CliError::Message(format!(
+            "{} has no [admin] table: reload the gateway with SIGHUP instead (kill -HUP PID)",
+            config.display()
+        )));
+    };
+    let client = admin::AdminClient::new(&admin.listen)?;
+    let body = client.call(http::Method::POST, "/reload").await?;
+    let report: serde_json::Value = serde_json::from_slice(&body)?;
+    println!(
+        "reloaded: generation {}, {} plugins",
+        report["generation"], report["plugins"]
+    );
+    Ok(())
 }
 
 /// A runtime for the commands that need one (`serve` sizes its own).

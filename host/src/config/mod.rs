@@ -445,12 +445,7 @@ impl Config {
             return Err(invalid(key, &why));
         }
         if let Some(admin) = &self.admin {
-            if self.audit.is_none() {
-                return Err(invalid(
-                    "admin",
-                    "needs an [audit] table: the admin listener serves the audit trail",
-                ));
-            }
+            // Without [audit] it still serves metrics, health and reload.
             if let Err((key, why)) = admin.validate() {
                 return Err(invalid(key, &why));
             }

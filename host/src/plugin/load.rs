@@ -16,7 +16,6 @@ use super::pool::Pool;
 use super::sandbox::State;
 use super::{cache, opa, rego, Backend, LoadError, Plugin, PluginFailure, Runtime};
 use crate::config::{Config, PluginConfig};
-use crate::metrics::PluginLabels;
 use crate::model;
 
 impl Runtime {
@@ -137,13 +136,7 @@ impl Runtime {
             endpoints: glob_set(&cfg.endpoints, &cfg.name, "endpoints")?,
             response_endpoints: response_globs(cfg)?,
             backend,
-            calls: ["request", "response", "audit", "init"].map(|hook| {
-                let labels = PluginLabels {
-                    plugin: cfg.name.clone(),
-                    hook,
-                };
-                self.metrics.calls.get_or_create(&labels).clone()
-            }),
+            calls: Default::default(),
             runtime: self.clone(),
         })
     }

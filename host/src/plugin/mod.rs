@@ -33,7 +33,7 @@ use wasmtime::{Engine, PoolingAllocationConfig, Store};
 use prometheus_client::metrics::histogram::Histogram;
 
 use crate::config::{Config, Mode, Phase, PluginConfig, RuntimeConfig};
-use crate::metrics::{FailureLabels, Metrics, PluginMetrics};
+use crate::metrics::{FailureLabels, Metrics, PluginLabels, PluginMetrics};
 use crate::model;
 use bindings::latest::{self as contract, PluginPre};
 pub use bindings::CONTRACT_VERSION;
@@ -228,8 +228,8 @@ pub struct Plugin {
     /// `response_endpoints`, when configured.
     response_endpoints: Option<EndpointSet>,
     backend: Backend,
-    /// Its call latencies by hook (request, response, audit, init), looked up once.
-    calls: [Histogram; 4],
+    /// Its call latencies by hook ([`HOOK_NAMES`]), looked up at the first call of each.
+    calls: [OnceLock<Histogram>; 4],
     runtime: Arc<Runtime>,
 }
 
@@ -258,6 +258,10 @@ pub enum Hook<'a> {
     /// Shape an audit record (JSON text).
     Audit(&'a model::Request, &'a str),
 }
+
+/// The `hook` label of a plugin's call metrics, by index: `init` covers loading, checking
+/// the configuration and preparing instances.
+const HOOK_NAMES: [&str; 4] = ["request", "response", "audit", "init"];
 
 /// The next plugin id.
 fn next_id() -> usize {
@@ -420,7 +424,14 @@ impl Plugin {
         };
         let started = std::time::Instant::now();
         let (result, kept) = self.run_call(request_id, what, kept, keep).await;
-        self.calls[hook].observe(started.elapsed().as_secs_f64());
+        let calls = self.calls[hook].get_or_init(|| {
+            let labels = PluginLabels {
+                plugin: self.cfg.name.clone(),
+                hook: HOOK_NAMES[hook],
+            };
+            self.runtime.metrics.calls.get_or_create(&labels).clone()
+        });
+        calls.observe(started.elapsed().as_secs_f64());
         if let Err(failure) = &result {
             self.count_failure(failure);
         }

@@ -76,6 +76,9 @@ impl Upstream {
     pub async fn ping(&self) -> Result<(), UpstreamError> {
         let mut req = Request::new(Body::empty());
         *req.uri_mut() = http::Uri::from_static("/_ping");
+        // dockerd (Go's HTTP server) refuses HTTP/1.1 requests without a Host.
+        req.headers_mut()
+            .insert(http::header::HOST, http::HeaderValue::from_static("docker"));
         let resp = self.send(req).await?;
         if resp.status().is_success() {
             Ok(())
