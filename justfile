@@ -144,6 +144,9 @@ bench *args:
     # Issue #5's mutual-TLS figures: their own binary (a tls:// listener, client certificates).
     echo "bench: mutual TLS (bench/src/bin/tls.rs)"
     cargo run --release -p portcullis-bench --bin portcullis-bench-tls -- --portcullis "$CARGO_TARGET_DIR/release/portcullis"
+    # Issue #24: what recording the metrics costs per request (bench/src/bin/metrics.rs).
+    echo "bench: metrics (bench/src/bin/metrics.rs)"
+    cargo run --release -p portcullis-bench --bin portcullis-bench-metrics
 
 # Format the code.
 fmt:

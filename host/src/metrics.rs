@@ -80,6 +80,32 @@ pub struct RequestMetrics {
     pub tunnels: Gauge,
 }
 
+impl RequestMetrics {
+    /// One answered request: its count by endpoint, decision and status, its latency to the
+    /// response head, and the engine's share when it reached the engine.
+    pub fn record(
+        &self,
+        endpoint: &'static str,
+        decision: &'static str,
+        status: u16,
+        elapsed: std::time::Duration,
+        engine: Option<std::time::Duration>,
+    ) {
+        let labels = RequestLabels {
+            endpoint,
+            decision,
+            status,
+        };
+        self.requests.get_or_create(&labels).inc();
+        self.duration
+            .get_or_create(&EndpointLabels { endpoint })
+            .observe(elapsed.as_secs_f64());
+        if let Some(t) = engine {
+            self.upstream.observe(t.as_secs_f64());
+        }
+    }
+}
+
 /// What the plugin runtime records.
 #[derive(Clone)]
 pub struct PluginMetrics {

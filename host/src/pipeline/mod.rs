@@ -37,7 +37,7 @@ use crate::audit::{AuditError, AuditLog};
 use crate::config::Config;
 use crate::error::{DockerError, IntoDockerError};
 use crate::identity::Caller;
-use crate::metrics::{EndpointLabels, KindLabels, Metrics, Open, RequestLabels};
+use crate::metrics::{KindLabels, Metrics, Open};
 use crate::model;
 use crate::owners::Owners;
 use crate::route::{self, BodyKind, Route, RouteError};
@@ -307,27 +307,18 @@ impl Gateway {
 
     /// The request's counts and latencies.
     fn measure(&self, ctx: &Context, resp: &Response<Body>) {
-        let m = &self.metrics.request;
-        let endpoint = ctx.endpoint();
         let decision = match &ctx.failure {
             None => "allow",
             Some(f) if f.denied => "deny",
             Some(_) => "error",
         };
-        let status = resp.status().as_u16();
-        m.requests
-            .get_or_create(&RequestLabels {
-                endpoint,
-                decision,
-                status,
-            })
-            .inc();
-        m.duration
-            .get_or_create(&EndpointLabels { endpoint })
-            .observe(ctx.started.elapsed().as_secs_f64());
-        if let Some(t) = ctx.engine_time {
-            m.upstream.observe(t.as_secs_f64());
-        }
+        self.metrics.request.record(
+            ctx.endpoint(),
+            decision,
+            resp.status().as_u16(),
+            ctx.started.elapsed(),
+            ctx.engine_time,
+        );
     }
 
     /// The phases up to the answer, in order; the first failure ends the trip.
