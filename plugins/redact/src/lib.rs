@@ -131,6 +131,12 @@ impl Redact {
         match v {
             Value::Object(map) => {
                 for (k, child) in map {
+                    // Not the record's `caller`: the gateway writes it, and its `auth` names
+                    // how the caller was authenticated (`peer-credentials`, ...), never a
+                    // credential.
+                    if path.is_empty() && k == "caller" {
+                        continue;
+                    }
                     path.push(k.clone());
                     if self.keys.contains(&k.to_ascii_lowercase()) && !child.is_null() {
                         let p = std::mem::take(patch);
@@ -235,6 +241,17 @@ mod tests {
         assert_eq!(v["ServerAddress"], "r");
         assert_eq!(out["details"]["auth"], "<redacted>");
         assert_eq!(out["details"]["IdentityToken"], "<redacted>");
+    }
+
+    #[test]
+    fn the_callers_authentication_method_is_kept() {
+        let out = redact(
+            json!(null),
+            json!({"caller": {"user": "alice", "auth": "peer-credentials"},
+                   "details": {"auth": "dXNlcjpwYXNz"}}),
+        );
+        assert_eq!(out["caller"]["auth"], "peer-credentials");
+        assert_eq!(out["details"]["auth"], "<redacted>");
     }
 
     #[test]
