@@ -28,8 +28,10 @@ setup:
     sudo=; [ "$(id -u)" = 0 ] || sudo=sudo
     missing=()
     # fonts-dejavu-core: the font `just bench` draws its latency plot with; docker-compose:
-    # the compose tests (tests/tools.rs) run Debian's compose as real users.
-    for pkg in docker.io docker-compose busybox-static socat haproxy iproute2 curl fonts-dejavu-core; do
+    # the compose tests (tests/tools.rs, tests/container.rs) run Debian's compose; systemd:
+    # `systemd-analyze verify` checks the unit (tests/install.rs); binutils: `strip` for the
+    # image (scripts/build-image).
+    for pkg in docker.io docker-compose busybox-static socat haproxy iproute2 curl fonts-dejavu-core systemd binutils; do
         dpkg-query -W -f '${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
     done
     if [ "${#missing[@]}" -gt 0 ]; then
@@ -92,16 +94,45 @@ plugins:
 plugin-examples *langs:
     scripts/build-plugin-examples "$@"
 
+# `scripts/up` installs just when it is missing, then runs this.
 # Set up, build, and serve the gateway on /var/tmp/portcullis/portcullis.sock in front of the dev engine.
 up: setup build plugins
     #!/usr/bin/env bash
     set -euo pipefail
     mkdir -p {{listen_dir}}
+    # `portcullis ...` for the other shell: linked next to cargo's binaries, which rustup puts
+    # on PATH (a portcullis there that is not our link is left alone).
+    bin="$CARGO_TARGET_DIR/release/portcullis"
+    cargo_bin="${CARGO_HOME:-$HOME/.cargo}/bin"
+    if [ -d "$cargo_bin" ] && { [ -L "$cargo_bin/portcullis" ] || [ ! -e "$cargo_bin/portcullis" ]; }; then
+        ln -sfn "$bin" "$cargo_bin/portcullis"
+        echo "portcullis: $cargo_bin/portcullis -> $bin"
+    else
+        echo "portcullis: the binary is $bin"
+    fi
     args=(serve --listen {{listen}} --engine {{engine}})
     if [ -f {{config}} ]; then args+=(--config {{config}}); fi
     echo "portcullis: point your Docker clients at the gateway:"
     echo "export DOCKER_HOST={{listen}}"
-    exec "$CARGO_TARGET_DIR/release/portcullis" "${args[@]}"
+    exec "$bin" "${args[@]}"
+
+# DESTDIR and PREFIX are honoured; PORTCULLIS_BIN installs that binary instead of building one.
+# An edited /etc/portcullis/portcullis.toml is kept (docs/operating.md, "Install").
+# Install (as root, idempotent) the release binary, the plugins, /etc/portcullis and the systemd unit.
+install: plugins
+    #!/usr/bin/env bash
+    set -euo pipefail
+    [ -n "${PORTCULLIS_BIN:-}" ] || cargo build --release -p portcullis
+    scripts/install
+
+# Against DOCKER_HOST, else the dev engine (docs/operating.md, "Container image").
+# Build the container image portcullis:latest from the release binary (args: --tag TAG, --bin FILE).
+image *args: plugins
+    #!/usr/bin/env bash
+    set -euo pipefail
+    export DOCKER_HOST="${DOCKER_HOST:-{{engine}}}"
+    [[ -n "${PORTCULLIS_BIN:-}" || " $* " == *" --bin "* ]] || cargo build --release -p portcullis
+    scripts/build-image "$@"
 
 # Run every test against the dev engine (extra arguments go to the test runner).
 test *args: setup plugins plugin-examples
