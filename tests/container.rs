@@ -7,26 +7,19 @@
 //! running as a uid of its own, learns from the host's user database mounted into it.
 
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use portcullis::audit::{Decision, Record};
 use portcullis_tests::{
     as_user, docker_direct, engine_address, engine_socket, exists, http, ok, ok_timeout,
-    portcullis_bin, request, run_timeout, text, unique, Cleanup, Users, IMAGE,
+    portcullis_bin, request, run_timeout, text, unique, workspace, Cleanup, Users, IMAGE,
 };
 
 /// The uid and gid the image runs as (scripts/build-image).
 const UID: u32 = 10001;
 const T: Duration = Duration::from_secs(30);
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ sits in the repository")
-        .to_path_buf()
-}
 
 /// `docker-compose -f deploy/compose.yaml` for one project, with the variables the file
 /// reads; `down -v` (containers and volumes) when dropped.
@@ -41,7 +34,7 @@ impl Compose {
         cmd.arg("--project-name")
             .arg(&self.project)
             .arg("--file")
-            .arg(repo().join("deploy/compose.yaml"))
+            .arg(workspace().join("deploy/compose.yaml"))
             .env("DOCKER_HOST", engine_address().to_string())
             .env_remove("DOCKER_CONTEXT")
             .env_remove("DOCKER_TLS_VERIFY")
@@ -75,7 +68,7 @@ fn the_image_serves_the_default_policy_in_front_of_the_engine() {
     let tag = cleanup.image(&format!("{}:test", unique("image")));
     let started = Instant::now();
     let built = ok_timeout(
-        Command::new(repo().join("scripts/build-image"))
+        Command::new(workspace().join("scripts/build-image"))
             .arg("--bin")
             .arg(portcullis_bin())
             .arg("--tag")

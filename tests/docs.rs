@@ -6,12 +6,7 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ sits in the workspace")
-        .to_path_buf()
-}
+use portcullis_tests::workspace;
 
 /// The files whose links are checked: the front page and every page of the manual.
 fn manual() -> Vec<PathBuf> {

@@ -9,21 +9,14 @@ use std::process::Command;
 
 use portcullis::config::Address;
 use portcullis::Config;
-use portcullis_tests::{ok, portcullis_bin, run, sha256_file, text};
+use portcullis_tests::{ok, portcullis_bin, run, sha256_file, text, workspace};
 
 /// The plugins the shipped configuration names, built by `just plugins`.
 const PLUGINS: [&str; 4] = ["labels", "tenancy", "baseline", "redact"];
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ sits in the repository")
-        .to_path_buf()
-}
-
 /// Runs the install into `destdir` with the binary the tests use; returns what it printed.
 fn install(destdir: &Path) -> String {
-    ok(Command::new(repo().join("scripts/install"))
+    ok(Command::new(workspace().join("scripts/install"))
         .arg("--bin")
         .arg(portcullis_bin())
         .env("DESTDIR", destdir)
@@ -48,7 +41,7 @@ fn install_puts_binary_plugins_config_and_unit_where_a_system_keeps_them() {
     assert_eq!(sha256_file(&bin), sha256_file(&portcullis_bin()));
     for name in PLUGINS {
         let installed = d.join(format!("usr/local/lib/portcullis/plugins/{name}.wasm"));
-        let built = repo().join(format!("policies/plugins/{name}.wasm"));
+        let built = workspace().join(format!("policies/plugins/{name}.wasm"));
         assert_eq!(sha256_file(&installed), sha256_file(&built), "{name}");
     }
     // The config names its plugins as the shipped one does, relative to itself, through a
@@ -63,7 +56,7 @@ fn install_puts_binary_plugins_config_and_unit_where_a_system_keeps_them() {
     // The installed config is the shipped one with system paths, and nothing else changed.
     let config = d.join("etc/portcullis/portcullis.toml");
     let installed = Config::load(&config).expect("the installed config loads");
-    let shipped = Config::load(&repo().join("policies/portcullis.toml")).unwrap();
+    let shipped = Config::load(&workspace().join("policies/portcullis.toml")).unwrap();
     let unix = |p: &str| Address::Unix(PathBuf::from(p));
     assert_eq!(
         installed.server.listen,
@@ -209,7 +202,7 @@ fn the_systemd_unit_passes_systemd_analyze_verify() {
 fn install_honours_prefix() {
     let dest = tempfile::tempdir().unwrap();
     let d = dest.path();
-    ok(Command::new(repo().join("scripts/install"))
+    ok(Command::new(workspace().join("scripts/install"))
         .arg("--bin")
         .arg(portcullis_bin())
         .env("DESTDIR", d)
@@ -244,7 +237,7 @@ fn stub(dir: &Path, name: &str, log: &Path, then: &str) {
 /// elsewhere must not be found).
 fn up(dir: &Path, cargo_home: &Path) -> String {
     let path = format!("{}:{}/bin", dir.display(), cargo_home.display());
-    ok(Command::new(repo().join("scripts/up"))
+    ok(Command::new(workspace().join("scripts/up"))
         .arg("--extra")
         .env("PATH", path)
         .env("CARGO_HOME", cargo_home)

@@ -224,6 +224,14 @@ pub fn docker_direct() -> Command {
     docker_at(&engine_address().to_string())
 }
 
+/// The repository's root (the workspace `tests/` sits in).
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ sits in the workspace")
+        .to_path_buf()
+}
+
 /// A command's stdout and stderr together, as text.
 pub fn text(o: &Output) -> String {
     format!(
