@@ -97,9 +97,15 @@ impl Body {
         self
     }
 
-    /// Keeps `guard` (a caller's slot) until the body is dropped.
+    /// Keeps `guard` (a caller's slot, an open-stream gauge) until the body is dropped,
+    /// together with every guard it already keeps.
     pub fn holding<G: Send + Sync + 'static>(mut self, guard: Option<G>) -> Self {
-        self.held = guard.map(|g| Box::new(g) as Box<dyn std::any::Any + Send + Sync>);
+        if let Some(guard) = guard {
+            self.held = Some(match self.held.take() {
+                Some(before) => Box::new((before, guard)),
+                None => Box::new(guard),
+            });
+        }
         self
     }
 }
@@ -151,5 +157,29 @@ impl http_body::Body for Body {
             }
             Content::Channel { .. } => SizeHint::default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn every_guard_is_held_until_the_body_is_dropped() {
+        let (slot, gauge) = (Arc::new(()), Arc::new(()));
+        let body = Body::empty()
+            .holding(Some(slot.clone()))
+            .holding(None::<()>)
+            .holding(Some(gauge.clone()));
+        assert_eq!(
+            (Arc::strong_count(&slot), Arc::strong_count(&gauge)),
+            (2, 2)
+        );
+        drop(body);
+        assert_eq!(
+            (Arc::strong_count(&slot), Arc::strong_count(&gauge)),
+            (1, 1)
+        );
     }
 }
