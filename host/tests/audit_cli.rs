@@ -237,8 +237,11 @@ fn locked_missing_and_foreign_stores_are_clear_errors() {
     let d = dir.path().to_str().unwrap();
     let err = stderr(&portcullis(&["audit", "list", "--store", d]));
     assert!(err.contains("in use by a running gateway"), "{err}");
-    assert!(err.contains("configure an [admin] listener"), "{err}");
-    // With the gateway's config, the error names its admin listener.
+    assert!(
+        err.contains("pass the gateway's --config FILE instead of --store"),
+        "{err}"
+    );
+    // With the gateway's config the command asks its admin listener; none answers here.
     let admin_cfg = dir.path().join("admin.toml");
     std::fs::write(
         &admin_cfg,
@@ -252,9 +255,18 @@ fn locked_missing_and_foreign_stores_are_clear_errors() {
         admin_cfg.to_str().unwrap(),
     ]));
     assert!(
-        err.contains("admin listener at unix:///tmp/pc-admin-x.sock") && err.contains("GET /audit"),
+        err.contains("the gateway's admin listener at unix:///tmp/pc-admin-x.sock"),
         "{err}"
     );
+    // A config without [admin]: the error says what to add.
+    std::fs::write(&admin_cfg, format!("[audit]\npath = \"{d}\"\n")).unwrap();
+    let err = stderr(&portcullis(&[
+        "audit",
+        "list",
+        "--config",
+        admin_cfg.to_str().unwrap(),
+    ]));
+    assert!(err.contains("add an [admin] table"), "{err}");
     std::fs::remove_file(&admin_cfg).unwrap();
     drop(store);
     stdout(&portcullis(&["audit", "list", "--store", d]));
