@@ -89,8 +89,8 @@ plugins:
         cp "$CARGO_TARGET_DIR/wasm32-wasip2/release/${crate//-/_}.wasm" "policies/plugins/$dir.wasm"
     done
 
-# Build the example policy in Rust, Python, JavaScript and C (sdk/examples/owner/) into
-# $CARGO_TARGET_DIR/plugin-examples/, installing their toolchains when missing.
+# Into $CARGO_TARGET_DIR/plugin-examples/, installing their toolchains when missing.
+# Build the example policy in Rust, Python, JavaScript and C (sdk/examples/owner/).
 plugin-examples *langs:
     scripts/build-plugin-examples "$@"
 
@@ -145,9 +145,9 @@ test *args: setup plugins plugin-examples
         cargo test --no-fail-fast "$@" -- --test-threads 2
     fi
 
-# docker-py's integration suite (PORTCULLIS_DOCKER_PY_SRC: a docker-py checkout) run directly and
-# through the shipped policy as a plain user, on an engine of its own; prints each test as passed,
-# denied by a rule or broken (args: --keep, -k EXPR, -- PYTEST-ARGS).
+# On an engine of its own; PORTCULLIS_DOCKER_PY_SRC: a docker-py checkout. Prints each test as passed, denied by a rule
+# or broken.
+# docker-py's integration suite, directly and through the shipped policy as a plain user (args: --keep, -k EXPR, -- PYTEST-ARGS).
 peer *args: build plugins
     scripts/peer-docker-py "$@"
 
@@ -193,8 +193,8 @@ check: lint
     cargo test -p portcullis --lib --test layers
     cargo test -p portcullis-plugin
 
-# Fuzz the canonicalizer (JSON bodies, paths, queries) with cargo-fuzz on nightly, SECONDS each
-# (default 60). New interesting inputs land in fuzz/corpus/, which `just test` replays on stable.
+# New interesting inputs land in fuzz/corpus/, which `just test` replays on stable.
+# Fuzz the canonicalizer (JSON bodies, paths, queries) with cargo-fuzz on nightly, SECONDS each (default 60).
 fuzz seconds="60":
     #!/usr/bin/env bash
     set -euo pipefail
