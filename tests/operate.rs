@@ -468,3 +468,117 @@ fn json_logs_name_each_request_and_keep_secrets_out() {
     assert!(!log.contains("pc-hunter2"), "a secret in the log");
     assert!(!log.contains("pc-secret-token"), "a token in the log");
 }
+
+/// Two gateways in front of one engine, each with its own store (docs/scale.md): their
+/// exports, taken while they serve, merge into one trail by one command that checks both
+/// chains, and a line edited or dropped in either export is named.
+#[test]
+fn two_gateways_exports_merge_into_one_verified_trail() {
+    let gws = [
+        Served::start(shipped_config_text, &[]),
+        Served::start(shipped_config_text, &[]),
+    ];
+    let mut c = Cleanup::new();
+    for (i, gw) in gws.iter().enumerate() {
+        let name = c.container(&unique(&format!("scale{i}")));
+        ok_timeout(gw.docker().args(["run", "--name", &name, IMAGE, "true"]), T);
+        run(gw
+            .docker()
+            .args(["run", "--rm", "--privileged", IMAGE, "true"]));
+        ok(gw.docker().args(["rm", &name]));
+    }
+    let out = tempfile::tempdir().unwrap();
+    let mut heads = Vec::new();
+    let mut files = Vec::new();
+    for (i, gw) in gws.iter().enumerate() {
+        let export = || ok(&mut gw.portcullis(&["audit", "export"]));
+        // Records are written just after their responses: export once the trail settles.
+        let text = wait_for("the records to be written", T, || {
+            let a = export();
+            std::thread::sleep(Duration::from_millis(300));
+            (a == export()).then_some(a)
+        });
+        let verify = ok(&mut gw.portcullis(&["audit", "verify"]));
+        let head = verify
+            .split_whitespace()
+            .last()
+            .expect("verify prints the head hash")
+            .to_owned();
+        heads.push(head);
+        let file = out.path().join(format!("gw{i}.jsonl"));
+        std::fs::write(&file, &text).unwrap();
+        files.push((file, text));
+    }
+    let merged = out.path().join("merged.jsonl");
+    let merge = |args: &[&std::path::Path]| {
+        let mut cmd = Command::new(portcullis_bin());
+        cmd.args(["audit", "merge", "--out"]).arg(&merged);
+        for a in args {
+            cmd.arg(a);
+        }
+        run(&mut cmd)
+    };
+    let o = merge(&[&files[0].0, &files[1].0]);
+    assert!(o.status.success(), "{}", text(&o));
+    let said = String::from_utf8_lossy(&o.stderr).into_owned();
+    for (i, head) in heads.iter().enumerate() {
+        assert!(
+            said.contains(&format!("gateway gw{i}:")) && said.contains(head.as_str()),
+            "gw{i}'s head {head}: {said}"
+        );
+    }
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&merged)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let total: usize = files.iter().map(|(_, t)| t.lines().count()).sum();
+    assert_eq!(lines.len(), total);
+    let times: Vec<&str> = lines.iter().map(|l| l["time"].as_str().unwrap()).collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
+    for i in 0..2 {
+        let of: Vec<&serde_json::Value> = lines
+            .iter()
+            .filter(|l| l["gateway"] == format!("gw{i}").as_str())
+            .collect();
+        assert_eq!(of.len(), files[i].1.lines().count());
+        assert!(of.iter().any(|l| l["decision"] == "deny"
+            && l["error"].as_str().unwrap_or("").contains("[privileged]")));
+    }
+    // The merged trail checks again as one input.
+    let again = out.path().join("again.jsonl");
+    let o = run(Command::new(portcullis_bin())
+        .args(["audit", "merge", "--out"])
+        .arg(&again)
+        .arg(&merged));
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        std::fs::read(&again).unwrap(),
+        std::fs::read(&merged).unwrap()
+    );
+
+    // A denial turned into an allowance in gw1's export, and a record dropped from gw0's.
+    let (file0, text0) = &files[0];
+    let (file1, text1) = &files[1];
+    let forged = text1.replacen("\"decision\":\"deny\"", "\"decision\":\"allow\"", 1);
+    assert_ne!(&forged, text1);
+    std::fs::write(file1, forged).unwrap();
+    let o = merge(&[file0, file1]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("content does not match its hash"),
+        "{}",
+        text(&o)
+    );
+    std::fs::write(file1, text1).unwrap();
+    let mut kept: Vec<&str> = text0.lines().collect();
+    kept.remove(1);
+    std::fs::write(file0, kept.join("\n")).unwrap();
+    let o = merge(&[file0, file1]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("gw0.jsonl, line 2") && text(&o).contains("missing"),
+        "{}",
+        text(&o)
+    );
+}

@@ -4,6 +4,7 @@
 //! - [`record`]: what a record holds, and each plugin's answer in it ([`Note`]).
 //! - [`store`]: the sled store: hash chain, indexes, retention, verification.
 //! - [`query`]: `audit list` filters answered from the indexes.
+//! - [`merge`]: the exports of several gateways checked and merged into one view.
 //! - [`report`]: the trail read by people: listings, records, the chain check, export and
 //!   statistics rendered as text or JSON (the `portcullis audit` commands print them).
 //! - [`AuditLog`] (here): the gateway's handle, a bounded queue to one writer thread that
@@ -12,6 +13,7 @@
 //!   provides: the trail knows nothing of plugins).
 
 pub mod bench;
+pub mod merge;
 pub mod query;
 pub mod record;
 pub mod report;
@@ -58,6 +60,12 @@ pub enum AuditError {
     Store { path: PathBuf, message: String },
     #[error("audit chain broken at record {seq}: {what}")]
     Tampered { seq: u64, what: String },
+    #[error("audit export {file}, line {line}: {what}")]
+    Export {
+        file: String,
+        line: u64,
+        what: String,
+    },
     #[error("cannot encode an audit record: {0}")]
     Encode(String),
     #[error("{0}")]

@@ -15,7 +15,7 @@ use super::admin::{self, AdminClient};
 use super::{runtime, CliError};
 use crate::admin::MAX_LIMIT;
 use crate::audit::store::Stats;
-use crate::audit::{report, AuditError, Decision, Query, Record, Verified};
+use crate::audit::{merge, report, AuditError, Decision, Query, Record, Verified};
 use crate::config::Address;
 use crate::Config;
 
@@ -75,6 +75,18 @@ pub enum AuditCommand {
         #[arg(long, value_enum, default_value = "jsonl")]
         format: ExportFormat,
     },
+    /// Merge the exports of several gateways into one trail ordered by time, checking each
+    /// gateway's chain (no store needed; exits non-zero naming the first bad line).
+    Merge {
+        /// Exports (`audit export --format jsonl`), each `FILE` or `NAME=FILE`: NAME (default
+        /// the file's stem) is the gateway its records are tagged with. A merged trail is an
+        /// input too: its lines keep their gateway.
+        #[arg(required = true, value_name = "[NAME=]FILE")]
+        exports: Vec<String>,
+        /// Write the merged trail here instead of standard output (`/dev/null`: only check).
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+    },
     /// Counts by user, decision and endpoint.
     Stats {
         /// JSON instead of text.
@@ -99,6 +111,9 @@ pub enum ExportFormat {
 
 /// Runs an `audit` command.
 pub fn run(args: AuditArgs) -> Result<(), CliError> {
+    if let AuditCommand::Merge { exports, out } = &args.command {
+        return merge(exports, out.as_deref());
+    }
     let config = args.config.as_ref().map(|f| Config::load(f)).transpose()?;
     let path = match (&args.store, &config) {
         (Some(dir), _) => dir.clone(),
@@ -165,9 +180,56 @@ pub fn run(args: AuditArgs) -> Result<(), CliError> {
             report::export(&store, &mut out)?;
         }
         AuditCommand::Stats { json } => report::stats(&store, json, &mut out)?,
-        AuditCommand::Bench { .. } => {}
+        AuditCommand::Bench { .. } | AuditCommand::Merge { .. } => {}
     }
     out.flush()?;
+    Ok(())
+}
+
+/// `audit merge`: opens each export, merges them to `out` (or stdout) and says on stderr
+/// what each chain held.
+fn merge(exports: &[String], out: Option<&Path>) -> Result<(), CliError> {
+    let mut inputs = Vec::new();
+    for arg in exports {
+        let (name, file) = match arg.split_once('=') {
+            Some((name, file)) if !name.is_empty() && !name.contains('/') => {
+                (name.to_owned(), PathBuf::from(file))
+            }
+            _ => {
+                let file = PathBuf::from(arg);
+                let stem = file.file_stem().map(|s| s.to_string_lossy().into_owned());
+                (stem.unwrap_or_else(|| arg.clone()), file)
+            }
+        };
+        let f = std::fs::File::open(&file)
+            .map_err(|e| CliError::context(format!("opening the export {}", file.display()), e))?;
+        inputs.push(merge::Input {
+            name,
+            file: file.display().to_string(),
+            lines: Box::new(std::io::BufReader::new(f)),
+        });
+    }
+    let mut sink: Box<dyn Write> = match out {
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path)
+                .map_err(|e| CliError::context(format!("creating {}", path.display()), e))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    let chains = merge::merge(inputs, &mut sink)?;
+    let total: u64 = chains.iter().map(|c| c.records).sum();
+    for c in &chains {
+        let from = if c.from_start {
+            String::new()
+        } else {
+            format!(" from the retention anchor {}", c.first - 1)
+        };
+        eprintln!(
+            "ok: gateway {}: {} records ({}..{}) chained{from}; head hash {}",
+            c.gateway, c.records, c.first, c.last, c.head_hash
+        );
+    }
+    eprintln!("ok: merged {total} records of {} gateways", chains.len());
     Ok(())
 }
 
@@ -285,7 +347,7 @@ async fn remote(command: AuditCommand, admin: &Address) -> Result<(), CliError> 
             let stats: Stats = serde_json::from_slice(&body)?;
             report::stats_of(&stats, json, &mut out)?;
         }
-        AuditCommand::Bench { .. } => {}
+        AuditCommand::Bench { .. } | AuditCommand::Merge { .. } => {}
     }
     out.flush()?;
     Ok(())
