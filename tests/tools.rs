@@ -395,7 +395,9 @@ impl Drop for Teardown<'_> {
 }
 
 /// A single-node swarm on an engine of its own, initialised by the administrator (directly
-/// on the engine), stopped and wiped on drop.
+/// on the engine). It is left running: the swarm tests share it, also when the test runner
+/// runs them at once in separate processes, so none may stop it under another; `.ci/run`
+/// stops it at the end. Tests name their objects with [`unique`] and remove only those.
 struct Swarm {
     env: [(&'static str, &'static str); 3],
 }
@@ -414,14 +416,23 @@ impl Swarm {
             .docker()
             .args(["info", "-f", "{{.Swarm.LocalNodeState}}"]));
         if state.trim() != "active" {
-            pass(swarm.docker().args([
-                "swarm",
-                "init",
-                "--advertise-addr",
-                "127.0.0.1",
-                "--default-addr-pool",
-                "10.216.0.0/16",
-            ]));
+            let init = run_timeout(
+                swarm.docker().args([
+                    "swarm",
+                    "init",
+                    "--advertise-addr",
+                    "127.0.0.1",
+                    "--default-addr-pool",
+                    "10.216.0.0/16",
+                ]),
+                None,
+                T,
+            );
+            // Another test process may have initialised it in the meantime.
+            let state = ok(swarm
+                .docker()
+                .args(["info", "-f", "{{.Swarm.LocalNodeState}}"]));
+            assert_eq!(state.trim(), "active", "swarm init: {}", text(&init));
         }
         swarm
     }
@@ -442,12 +453,6 @@ impl Swarm {
     /// `docker` directly on the swarm's engine, as the administrator.
     fn docker(&self) -> Command {
         docker_at(&self.address().to_string())
-    }
-}
-
-impl Drop for Swarm {
-    fn drop(&mut self) {
-        let _ = run(self.script().arg("stop"));
     }
 }
 
