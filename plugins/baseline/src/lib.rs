@@ -29,7 +29,7 @@
 //! | `sysctls` | sysctls outside `allowed_sysctls` |
 //! | `runtime` | a runtime outside `allowed_runtimes`; service tasks of runtime `plugin` |
 //! | `read-only` | anything but `GET`/`HEAD` from callers in `read_only_users` / `read_only_groups` (give this plugin every endpoint, `endpoints = ["*"]`, to use it) |
-//! | `host-admin` | `admin_endpoints` (plugin install/upgrade/set/enable, swarm init/join/leave/update, node update/remove, ...) unless the caller is in `admin_group` or `admin_users` |
+//! | `host-admin` | `admin_endpoints` (plugin install/upgrade/set/enable, swarm init/join/leave/inspect/update, node update/remove, ...) unless the caller is in `admin_group` or `admin_users` |
 //!
 //! Bind sources are normalised lexically (`//`, `.`, `..`) before the allow-list check;
 //! symlinks are resolved by the gateway before plugins run.
@@ -74,8 +74,10 @@ const DOCKER_DEFAULT_CAPS: [&str; 14] = [
     "AUDIT_WRITE",
 ];
 
-/// The endpoints that administer the host rather than one's own containers.
-const ADMIN_ENDPOINTS: [&str; 19] = [
+/// The endpoints that administer the host rather than one's own containers. `swarm.inspect`
+/// is among them because its answer carries the join tokens: a manager token lets its holder
+/// add a node of their own as a manager, and with it run anything on every node.
+const ADMIN_ENDPOINTS: [&str; 20] = [
     "plugin.pull",
     "plugin.upgrade",
     "plugin.set",
@@ -87,6 +89,7 @@ const ADMIN_ENDPOINTS: [&str; 19] = [
     "swarm.init",
     "swarm.join",
     "swarm.leave",
+    "swarm.inspect",
     "swarm.update",
     "swarm.unlock",
     "swarm.unlockkey",
@@ -812,6 +815,20 @@ mod tests {
         assert!(denial(&p, &admin).contains("[host-admin]"));
         admin.caller.groups = vec!["docker-admin".into()];
         assert_eq!(p.on_request(&admin), Verdict::Allow);
+    }
+
+    #[test]
+    fn swarm_join_tokens_are_for_administrators() {
+        let p = plugin(Value::Null);
+        let mut inspect = Request::new("GET", "/swarm", "swarm.inspect");
+        assert!(denial(&p, &inspect).contains("[host-admin] swarm.inspect"));
+        inspect.caller.groups = vec!["docker-admin".into()];
+        assert_eq!(p.on_request(&inspect), Verdict::Allow);
+        // Nodes are read by everyone (`docker service ps` names each task's node).
+        let nodes = Request::new("GET", "/nodes", "node.list");
+        assert_eq!(p.on_request(&nodes), Verdict::Allow);
+        let update = Request::new("POST", "/nodes/n/update", "node.update");
+        assert!(denial(&p, &update).contains("[host-admin] node.update"));
     }
 
     #[test]
