@@ -19,7 +19,7 @@
 //! | rule | what it denies |
 //! |---|---|
 //! | `privileged` | `HostConfig.Privileged`, exec `Privileged` |
-//! | `host-namespaces` | `host` PID/IPC/UTS/network/user/cgroup namespace modes, `container:<id>` joins (PID, IPC, network), build `networkmode=host`, services on the `host` network |
+//! | `host-namespaces` | `host` PID/IPC/UTS/network/user/cgroup namespace modes, `container:<id>` joins (PID, IPC, network), build `networkmode=host`, services on the `host` network (by name or by id) |
 //! | `bind-mounts` | host paths outside `allowed_bind_paths` in `HostConfig.Binds`, `HostConfig.Mounts` of type `bind`, service mounts |
 //! | `volume-options` | `local` volume driver options that mount host paths or filesystems: `type`, `device`, `o=bind` (in `volume.create` and in volume mounts' `DriverConfig`) |
 //! | `volumes-from` | `HostConfig.VolumesFrom` (mounts another container's volumes, including its binds) |
@@ -281,7 +281,7 @@ impl Baseline {
                             "TaskTemplate.Runtime is \"plugin\" (installs an engine plugin)".into(),
                         );
                     }
-                    self.service_networks(&raw, f);
+                    self.service_networks(req, &raw, f);
                 }
                 _ => unreadable(f, "service"),
             },
@@ -553,8 +553,11 @@ impl Baseline {
         }
     }
 
-    /// Services attached to the `host` network share the host's network namespace.
-    fn service_networks(&self, raw: &Value, f: &mut Findings) {
+    /// Services attached to the `host` network share the host's network namespace. The
+    /// network may be named (`host`) or given by id, which is what the docker CLI sends (the
+    /// swarm's own `host` network has an id of its own): by id, the gateway has looked it up
+    /// among the request's `related` objects, where its name tells.
+    fn service_networks(&self, req: &Request, raw: &Value, f: &mut Findings) {
         let lists = [
             (
                 "TaskTemplate.Networks",
@@ -573,6 +576,15 @@ impl Baseline {
                         format!("{field}[{i}].Target is \"host\" (the host's network)"),
                     );
                 }
+            }
+        }
+        for r in &req.related {
+            let name = r.object.as_ref().and_then(|o| o.name.as_deref());
+            if r.kind == "network" && name == Some("host") && r.name != "host" {
+                f.add(
+                    "host-namespaces",
+                    format!("{} is {:?}, the host's network", r.field, r.name),
+                );
             }
         }
     }
@@ -815,6 +827,35 @@ mod tests {
         assert!(denial(&p, &admin).contains("[host-admin]"));
         admin.caller.groups = vec!["docker-admin".into()];
         assert_eq!(p.on_request(&admin), Verdict::Allow);
+    }
+
+    /// The docker CLI sends `--network host` as the id of the swarm's `host` network; the
+    /// gateway's lookup of it names it.
+    #[test]
+    fn services_on_the_host_network_by_id() {
+        let p = plugin(Value::Null);
+        let network = |id: &str, name: &str| Reference {
+            field: "TaskTemplate.Networks[0].Target".into(),
+            kind: "network".into(),
+            name: id.into(),
+            object: Some(Target {
+                kind: "network".into(),
+                id: id.into(),
+                name: Some(name.into()),
+                ..Target::default()
+            }),
+        };
+        let mut svc =
+            Request::new("POST", "/services/create", "service.create").with_json_body(&json!({
+                "TaskTemplate": {"ContainerSpec": {"Image": "x"},
+                    "Networks": [{"Target": "b00w2d5edb3e"}]}
+            }));
+        svc.related = vec![network("b00w2d5edb3e", "host")];
+        assert!(denial(&p, &svc).contains(
+            r#"[host-namespaces] TaskTemplate.Networks[0].Target is "b00w2d5edb3e", the host's network"#
+        ));
+        svc.related = vec![network("b00w2d5edb3e", "back")];
+        assert_eq!(p.on_request(&svc), Verdict::Allow);
     }
 
     #[test]
