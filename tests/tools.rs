@@ -1437,3 +1437,41 @@ fn nodes_and_swarm_are_administration() {
         "the administrator's swarm update did not reach the engine"
     );
 }
+
+/// A service mounts only its owner's volumes, however the mount's type is spelled: swarm
+/// reads `"VOLUME"` as a volume mount too.
+#[test]
+fn service_volumes_as_two_users() {
+    let (alice, bob) = ("pc-tools-liv", "pc-tools-ned");
+    let _users = Users::create(&[alice, bob]);
+    let swarm = Swarm::start();
+    let gw = Gateway::start_shipped(Some(swarm.address()));
+    let prefix = unique("vol");
+    let _left = SwarmLeftovers(&swarm, prefix.clone());
+    let volume = format!("{prefix}-data");
+    pass(docker_as(&gw, alice).args(["volume", "create", &volume]));
+    let svc = format!("{prefix}-bob");
+    for kind in ["volume", "VOLUME", "Volume"] {
+        let (status, body) = api_as(
+            &gw,
+            bob,
+            "POST",
+            "/services/create",
+            Some(&format!(
+                r#"{{"Name":"{svc}","TaskTemplate":{{"ContainerSpec":{{"Image":"{IMAGE}","Args":["sleep","300"],"Mounts":[{{"Type":"{kind}","Source":"{volume}","Target":"/v"}}]}}}}}}"#
+            )),
+        );
+        assert_eq!(status, 403, "{kind}: {body}");
+        assert!(
+            message(&body).contains(&format!(
+                "TaskTemplate.ContainerSpec.Mounts[0].Source: volume \"{volume}\" belongs to another user"
+            )),
+            "{kind}: {body}"
+        );
+        assert!(
+            !service_exists(&swarm, &svc),
+            "{kind}: bob's service was made"
+        );
+    }
+    pass(docker_as(&gw, alice).args(["volume", "rm", &volume]));
+}
