@@ -3,6 +3,9 @@
 //! which speaks the API through docker-py) and `docker stack` / `docker service` on a
 //! single-node swarm. Each flow is judged by the engine's state afterwards, asked directly,
 //! and a second user running the same project is kept away from the first one's objects.
+//! On the swarm: the host-escape features refused in `docker service create/update` and
+//! `docker stack deploy`, secrets, configs, tasks, logs and events kept to their owner, and
+//! nodes and the swarm itself left to administrators.
 //!
 //! The swarm runs on an engine of its own (`scripts/dev-engine` with another state dir), so
 //! the other tests keep an engine that is not a swarm manager.
@@ -395,7 +398,9 @@ impl Drop for Teardown<'_> {
 }
 
 /// A single-node swarm on an engine of its own, initialised by the administrator (directly
-/// on the engine), stopped and wiped on drop.
+/// on the engine). It is left running: the swarm tests share it, also when the test runner
+/// runs them at once in separate processes, so none may stop it under another; `.ci/run`
+/// stops it at the end. Tests name their objects with [`unique`] and remove only those.
 struct Swarm {
     env: [(&'static str, &'static str); 3],
 }
@@ -414,14 +419,23 @@ impl Swarm {
             .docker()
             .args(["info", "-f", "{{.Swarm.LocalNodeState}}"]));
         if state.trim() != "active" {
-            pass(swarm.docker().args([
-                "swarm",
-                "init",
-                "--advertise-addr",
-                "127.0.0.1",
-                "--default-addr-pool",
-                "10.216.0.0/16",
-            ]));
+            let init = run_timeout(
+                swarm.docker().args([
+                    "swarm",
+                    "init",
+                    "--advertise-addr",
+                    "127.0.0.1",
+                    "--default-addr-pool",
+                    "10.216.0.0/16",
+                ]),
+                None,
+                T,
+            );
+            // Another test process may have initialised it in the meantime.
+            let state = ok(swarm
+                .docker()
+                .args(["info", "-f", "{{.Swarm.LocalNodeState}}"]));
+            assert_eq!(state.trim(), "active", "swarm init: {}", text(&init));
         }
         swarm
     }
@@ -442,12 +456,6 @@ impl Swarm {
     /// `docker` directly on the swarm's engine, as the administrator.
     fn docker(&self) -> Command {
         docker_at(&self.address().to_string())
-    }
-}
-
-impl Drop for Swarm {
-    fn drop(&mut self) {
-        let _ = run(self.script().arg("stop"));
     }
 }
 
@@ -647,4 +655,823 @@ fn stack_and_services_as_two_users() {
         (!names.contains(&stack)).then_some(names)
     });
     assert!(!left.contains(&stack), "{left}");
+}
+
+/// `docker` as `user` through `gw`.
+fn docker_as(gw: &Gateway, user: &str) -> Command {
+    as_user(user, &gw.docker_host(), "docker")
+}
+
+/// A raw API request as `user` through `gw` (curl on the gateway's socket): the status and
+/// the body. For what the docker CLI never sends but the engine accepts.
+fn api_as(gw: &Gateway, user: &str, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+    let mut curl = as_user(user, &gw.docker_host(), "curl");
+    curl.args([
+        "-s",
+        "-X",
+        method,
+        "--unix-socket",
+        gw.socket.to_str().expect("socket path"),
+        "-H",
+        "Content-Type: application/json",
+        "-w",
+        "\n%{http_code}",
+    ]);
+    if let Some(body) = body {
+        curl.args(["-d", body]);
+    }
+    let out = pass(curl.arg(format!("http://gateway/v1.41{path}")));
+    let (body, status) = out.trim_end().rsplit_once('\n').unwrap_or(("", out.trim()));
+    (status.parse().unwrap_or(0), body.to_owned())
+}
+
+/// The `message` of an engine-style error body.
+fn message(body: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["message"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| body.to_owned())
+}
+
+/// Removes from the swarm's engine, directly, the services, secrets, configs, networks and
+/// volumes whose names start with the prefix: what a failed test left.
+struct SwarmLeftovers<'a>(&'a Swarm, String);
+
+impl Drop for SwarmLeftovers<'_> {
+    fn drop(&mut self) {
+        let filter = format!("name={}", self.1);
+        for kind in ["service", "secret", "config", "network", "volume"] {
+            let out = run(self
+                .0
+                .docker()
+                .args([kind, "ls", "-q", "--filter", &filter]));
+            let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect();
+            if !ids.is_empty() {
+                let _ = run(self.0.docker().args([kind, "rm"]).args(&ids));
+            }
+        }
+    }
+}
+
+/// The spec and version of `service` on the engine, asked directly.
+fn service_state(swarm: &Swarm, service: &str) -> String {
+    ok(swarm.docker().args([
+        "service",
+        "inspect",
+        "-f",
+        "{{.Version.Index}} {{json .Spec}}",
+        service,
+    ]))
+}
+
+fn service_exists(swarm: &Swarm, service: &str) -> bool {
+    run(swarm.docker().args(["service", "inspect", service]))
+        .status
+        .success()
+}
+
+/// `docker service create` and `docker service update` as a plain user: every host-escape
+/// feature is refused with its rule, and the engine has no such service, or the service's
+/// spec as it was. The CLI names networks by id (`--network host` is the swarm's `host`
+/// network's id), and the API takes mount types in any case or none (a bind): neither gets
+/// a host path or the host's network past the policy.
+#[test]
+fn service_host_escapes_are_refused() {
+    let user = "pc-tools-sol";
+    let _users = Users::create(&[user]);
+    let swarm = Swarm::start();
+    let gw = Gateway::start_shipped(Some(swarm.address()));
+    let prefix = unique("svc");
+    let _left = SwarmLeftovers(&swarm, prefix.clone());
+    let create = |name: &str, flags: &[&str]| {
+        let mut cmd = docker_as(&gw, user);
+        cmd.args(["service", "create", "--detach", "--no-resolve-image"])
+            .args(["--name", name])
+            .args(flags)
+            .args([IMAGE, "sleep", "300"]);
+        cmd
+    };
+
+    let refused: [(&[&str], &str); 6] = [
+        (
+            &["--mount", "type=bind,src=/,dst=/h"],
+            r#"baseline: [bind-mounts] TaskTemplate.ContainerSpec.Mounts[0].Source: host path "/" is outside the allowed paths"#,
+        ),
+        (
+            &[
+                "--mount",
+                "type=volume,dst=/d,volume-driver=local,volume-opt=type=none,volume-opt=o=bind,volume-opt=device=/",
+            ],
+            r#"[volume-options] TaskTemplate.ContainerSpec.Mounts[0].VolumeOptions.DriverConfig.Options.device is "/""#,
+        ),
+        (
+            &["--cap-add", "SYS_ADMIN"],
+            "[capabilities] TaskTemplate.ContainerSpec.CapabilityAdd[0] adds",
+        ),
+        (
+            &["--cap-add", "ALL"],
+            r#"[capabilities] TaskTemplate.ContainerSpec.CapabilityAdd[0] adds "ALL""#,
+        ),
+        (
+            &["--network", "host"],
+            "[host-namespaces] TaskTemplate.Networks[0].Target is",
+        ),
+        (
+            &["--sysctl", "kernel.shm_rmid_forced=1"],
+            r#"[sysctls] TaskTemplate.ContainerSpec.Sysctls["kernel.shm_rmid_forced"]"#,
+        ),
+    ];
+    for (i, (flags, rule)) in refused.iter().enumerate() {
+        let name = format!("{prefix}-bad{i}");
+        let out = fail(create(&name, flags));
+        assert!(out.contains(rule), "{flags:?}: {rule} not in {out}");
+        assert!(!service_exists(&swarm, &name), "{flags:?} made {name}");
+    }
+
+    // What the CLI never sends but the engine reads as a bind mount of `/`.
+    for mount in [
+        r#"{"Type":"BIND","Source":"/","Target":"/h"}"#,
+        r#"{"Source":"/","Target":"/h"}"#,
+        r#"{"Type":null,"Source":"/","Target":"/h"}"#,
+    ] {
+        let name = format!("{prefix}-raw");
+        let (status, body) = api_as(
+            &gw,
+            user,
+            "POST",
+            "/services/create",
+            Some(&format!(
+                r#"{{"Name":"{name}","TaskTemplate":{{"ContainerSpec":{{"Image":"{IMAGE}","Args":["sleep","300"],"Mounts":[{mount}]}}}}}}"#
+            )),
+        );
+        assert_eq!(status, 403, "{mount}: {body}");
+        assert!(
+            body.contains("[bind-mounts] TaskTemplate.ContainerSpec.Mounts[0].Source"),
+            "{mount}: {body}"
+        );
+        assert!(!service_exists(&swarm, &name), "{mount} made {name}");
+    }
+
+    // A clean service on a network of the user's, then updates that would add what a create
+    // may not have.
+    let net = format!("{prefix}-net");
+    pass(docker_as(&gw, user).args(["network", "create", "--driver", "overlay", &net]));
+    let svc = format!("{prefix}-ok");
+    pass(create(&svc, &["--network", &net]));
+    let before = service_state(&swarm, &svc);
+    let updates: [(&[&str], &str); 4] = [
+        (
+            &["--mount-add", "type=bind,src=/etc,dst=/e"],
+            r#"[bind-mounts] TaskTemplate.ContainerSpec.Mounts[0].Source: host path "/etc""#,
+        ),
+        (
+            &["--cap-add", "NET_ADMIN"],
+            "[capabilities] TaskTemplate.ContainerSpec.CapabilityAdd[0] adds",
+        ),
+        (
+            &["--sysctl-add", "net.ipv4.ip_forward=1"],
+            r#"[sysctls] TaskTemplate.ContainerSpec.Sysctls["net.ipv4.ip_forward"]"#,
+        ),
+        (
+            &["--network-add", "host"],
+            // The CLI sorts a service's networks by id.
+            "the host's network",
+        ),
+    ];
+    for (flags, rule) in updates {
+        let out = fail(
+            docker_as(&gw, user)
+                .args(["service", "update", "--detach"])
+                .args(flags)
+                .arg(&svc),
+        );
+        assert!(out.contains(rule), "{flags:?}: {rule} not in {out}");
+        assert_eq!(
+            service_state(&swarm, &svc),
+            before,
+            "{flags:?} changed {svc}"
+        );
+    }
+    let id = ok(swarm
+        .docker()
+        .args(["service", "inspect", "-f", "{{.ID}}", &svc]));
+    let version = before.split_whitespace().next().expect("version");
+    let (status, body) = api_as(
+        &gw,
+        user,
+        "POST",
+        &format!("/services/{}/update?version={version}", id.trim()),
+        Some(&format!(
+            r#"{{"Name":"{svc}","TaskTemplate":{{"ContainerSpec":{{"Image":"{IMAGE}","Args":["sleep","300"],"Mounts":[{{"Source":"/","Target":"/h"}}]}}}}}}"#
+        )),
+    );
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("[bind-mounts]"), "{body}");
+    assert_eq!(
+        service_state(&swarm, &svc),
+        before,
+        "the raw update went through"
+    );
+
+    // An update the policy has nothing against goes through.
+    pass(docker_as(&gw, user).args(["service", "update", "--detach", "--env-add", "PC=1", &svc]));
+    let env = ok(swarm.docker().args([
+        "service",
+        "inspect",
+        "-f",
+        "{{json .Spec.TaskTemplate.ContainerSpec.Env}}",
+        &svc,
+    ]));
+    assert!(env.contains("PC=1"), "{env}");
+    pass(docker_as(&gw, user).args(["service", "rm", &svc]));
+    assert!(!service_exists(&swarm, &svc));
+    // The network is free once the service's task has left it.
+    wait_for("the network to be removed", T, || {
+        run_timeout(docker_as(&gw, user).args(["network", "rm", &net]), None, T)
+            .status
+            .success()
+            .then_some(())
+    });
+}
+
+/// `docker stack deploy` as a plain user: a compose file with a bind mount of `/`,
+/// `cap_add`, `sysctls` and the host network is refused with every rule named, one whose
+/// volume's `driver_opts` bind `/` too; the options `docker stack deploy` ignores
+/// (`privileged`, `network_mode`, `pid`, `ipc`, `security_opt`, `devices`) leave the task's
+/// container without them.
+#[test]
+fn stack_host_escapes_are_refused() {
+    let user = "pc-tools-ray";
+    let _users = Users::create(&[user]);
+    let swarm = Swarm::start();
+    let gw = Gateway::start_shipped(Some(swarm.address()));
+    let deploy = |p: &Project| {
+        let mut cmd = docker_as(&gw, user);
+        cmd.args(["stack", "deploy", "--resolve-image", "never"])
+            .args(["-c", "docker-compose.yml", &p.name])
+            .current_dir(p.dir.path());
+        cmd
+    };
+    let services_of = |stack: &str| {
+        ok(swarm.docker().args([
+            "service",
+            "ls",
+            "--filter",
+            &format!("label=com.docker.stack.namespace={stack}"),
+            "--format",
+            "{{.Name}}",
+        ]))
+    };
+
+    let escapes = Project::new(
+        r#"
+version: "3.7"
+services:
+  root:
+    image: portcullis/busybox:latest
+    command: ["sleep", "300"]
+    volumes: ["/:/host"]
+    cap_add: ["SYS_ADMIN"]
+    sysctls:
+      kernel.shm_rmid_forced: 1
+    networks: ["hostnet"]
+networks:
+  hostnet:
+    external: true
+    name: host
+"#,
+        &[],
+    );
+    let _left = SwarmLeftovers(&swarm, escapes.name.clone());
+    let out = fail(deploy(&escapes));
+    for rule in [
+        r#"[bind-mounts] TaskTemplate.ContainerSpec.Mounts[0].Source: host path "/""#,
+        "[capabilities] TaskTemplate.ContainerSpec.CapabilityAdd[0]",
+        r#"[sysctls] TaskTemplate.ContainerSpec.Sysctls["kernel.shm_rmid_forced"]"#,
+        r#"[host-namespaces] TaskTemplate.Networks[0].Target is "host""#,
+    ] {
+        assert!(out.contains(rule), "{rule} not in {out}");
+    }
+    assert_eq!(services_of(&escapes.name).trim(), "", "a service was made");
+    // What the deploy made before the refused service (nothing here) is the caller's.
+    let _ = run_timeout(
+        docker_as(&gw, user).args(["stack", "rm", &escapes.name]),
+        None,
+        T,
+    );
+
+    // A named volume of the local driver binding `/`. (The caller makes the volume first, as
+    // for containers: one the engine made would have no owner.)
+    let disguised = Project::new(
+        r#"
+version: "3.7"
+services:
+  app:
+    image: portcullis/busybox:latest
+    command: ["sleep", "300"]
+    volumes: ["data:/data"]
+volumes:
+  data:
+    driver_opts:
+      type: none
+      o: bind
+      device: /
+"#,
+        &[],
+    );
+    let _left_too = SwarmLeftovers(&swarm, disguised.name.clone());
+    let volume = format!("{}_data", disguised.name);
+    pass(docker_as(&gw, user).args(["volume", "create", &volume]));
+    let out = fail(deploy(&disguised));
+    for rule in [
+        "[volume-options] TaskTemplate.ContainerSpec.Mounts[0].VolumeOptions.DriverConfig.Options.o is \"bind\"",
+        "[volume-options] TaskTemplate.ContainerSpec.Mounts[0].VolumeOptions.DriverConfig.Options.device is \"/\"",
+    ] {
+        assert!(out.contains(rule), "{rule} not in {out}");
+    }
+    assert_eq!(
+        services_of(&disguised.name).trim(),
+        "",
+        "a service was made"
+    );
+    let opts = ok(swarm
+        .docker()
+        .args(["volume", "inspect", "-f", "{{json .Options}}", &volume]));
+    assert!(!opts.contains("bind"), "{opts}");
+    // The stack's network, made before the refused service, is the caller's to remove.
+    pass(docker_as(&gw, user).args(["stack", "rm", &disguised.name]));
+    let networks = ok(swarm.docker().args([
+        "network",
+        "ls",
+        "-q",
+        "--filter",
+        &format!("name={}", disguised.name),
+    ]));
+    assert_eq!(networks.trim(), "", "the stack's network is left");
+    pass(docker_as(&gw, user).args(["volume", "rm", &volume]));
+
+    // What swarm services cannot have: the CLI drops it and says so.
+    let ignored = Project::new(
+        r#"
+version: "3.7"
+services:
+  app:
+    image: portcullis/busybox:latest
+    command: ["sleep", "300"]
+    privileged: true
+    network_mode: host
+    pid: host
+    ipc: host
+    security_opt: ["seccomp=unconfined"]
+    devices: ["/dev/mem:/dev/mem"]
+"#,
+        &[],
+    );
+    let _left_ignored = SwarmLeftovers(&swarm, ignored.name.clone());
+    let out = pass(deploy(&ignored));
+    assert!(out.contains("Ignoring unsupported options"), "{out}");
+    let service = format!("{}_app", ignored.name);
+    let container = wait_for("the stack's task to run", T, || {
+        let id = ok(swarm.docker().args([
+            "ps",
+            "-q",
+            "--filter",
+            &format!("label=com.docker.swarm.service.name={service}"),
+        ]));
+        id.lines().next().map(str::to_owned)
+    });
+    let host = inspect_with(
+        swarm.docker(),
+        &container,
+        "{{.HostConfig.Privileged}} {{.HostConfig.NetworkMode}} {{.HostConfig.PidMode}} {{.HostConfig.IpcMode}} {{json .HostConfig.SecurityOpt}} {{json .HostConfig.Devices}}",
+    );
+    let fields: Vec<&str> = host.split(' ').collect();
+    assert_eq!(fields[0], "false", "privileged: {host}");
+    assert!(
+        fields[1..4].iter().all(|mode| *mode != "host"),
+        "a host namespace: {host}"
+    );
+    assert!(!fields[4].contains("unconfined"), "{host}");
+    assert!(matches!(fields[5], "null" | "[]"), "devices: {host}");
+    pass(docker_as(&gw, user).args(["stack", "rm", &ignored.name]));
+}
+
+/// A file readable by every test user, for `docker secret create` and `docker config
+/// create`.
+fn shared_file(dir: &tempfile::TempDir, name: &str, content: &str) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let path = dir.path().join(name);
+    std::fs::write(&path, content).expect("write");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    path.to_str().expect("path").to_owned()
+}
+
+/// Secrets and configs belong to their creator: another user lists none of them, cannot
+/// inspect or remove them, and cannot give them to a service of their own, by name through
+/// the CLI or by id through the API.
+#[test]
+fn secrets_and_configs_as_two_users() {
+    let (alice, bob) = ("pc-tools-ada", "pc-tools-bo");
+    let _users = Users::create(&[alice, bob]);
+    let swarm = Swarm::start();
+    let gw = Gateway::start_shipped(Some(swarm.address()));
+    let prefix = unique("sec");
+    let _left = SwarmLeftovers(&swarm, prefix.clone());
+    let files = tempfile::tempdir().expect("tempdir");
+    let id_of = |kind: &str, name: &str| {
+        ok(swarm
+            .docker()
+            .args([kind, "inspect", "-f", "{{.ID}}", name]))
+        .trim()
+        .to_owned()
+    };
+
+    for kind in ["secret", "config"] {
+        let name = format!("{prefix}-{kind}");
+        let file = shared_file(&files, kind, "s3cret\n");
+        pass(docker_as(&gw, alice).args([kind, "create", &name, &file]));
+        let owner = ok(swarm.docker().args([
+            kind,
+            "inspect",
+            "-f",
+            "{{index .Spec.Labels \"io.portcullis.owner\"}}",
+            &name,
+        ]));
+        assert_eq!(owner.trim(), alice, "{kind}");
+        let id = id_of(kind, &name);
+
+        let ls = pass(docker_as(&gw, alice).args([kind, "ls", "--format", "{{.Name}}"]));
+        assert!(ls.contains(&name), "alice's {kind} ls: {ls}");
+        let seen = pass(docker_as(&gw, alice).args([kind, "inspect", &name]));
+        assert!(
+            seen.contains(&id) && !seen.contains("io.portcullis"),
+            "{seen}"
+        );
+
+        let ls = pass(docker_as(&gw, bob).args([kind, "ls", "--format", "{{.Name}}"]));
+        assert!(!ls.contains(&name), "bob lists alice's {kind}: {ls}");
+        for args in [
+            vec![kind, "inspect", name.as_str()],
+            vec![kind, "inspect", id.as_str()],
+            vec![kind, "rm", name.as_str()],
+            vec![kind, "rm", id.as_str()],
+        ] {
+            let out = fail(docker_as(&gw, bob).args(&args));
+            assert!(
+                out.contains(&format!(
+                    "[owner] {kind} \"{name}\" belongs to another user"
+                )),
+                "{args:?}: {out}"
+            );
+        }
+        assert_eq!(id_of(kind, &name), id, "bob removed alice's {kind}");
+
+        // Bob's service cannot have it: the CLI finds no such name among his...
+        let svc = format!("{prefix}-{kind}-bob");
+        let out = fail(docker_as(&gw, bob).args([
+            "service",
+            "create",
+            "--detach",
+            "--no-resolve-image",
+            "--name",
+            &svc,
+            &format!("--{kind}"),
+            &name,
+            IMAGE,
+            "sleep",
+            "300",
+        ]));
+        assert!(out.contains("not found"), "{out}");
+        // ...and the API refuses it by id.
+        let field = if kind == "secret" {
+            "Secrets"
+        } else {
+            "Configs"
+        };
+        let id_key = if kind == "secret" {
+            "SecretID"
+        } else {
+            "ConfigID"
+        };
+        let name_key = if kind == "secret" {
+            "SecretName"
+        } else {
+            "ConfigName"
+        };
+        let (status, body) = api_as(
+            &gw,
+            bob,
+            "POST",
+            "/services/create",
+            Some(&format!(
+                r#"{{"Name":"{svc}","TaskTemplate":{{"ContainerSpec":{{"Image":"{IMAGE}","Args":["sleep","300"],"{field}":[{{"{id_key}":"{id}","{name_key}":"{name}","File":{{"Name":"x","UID":"0","GID":"0","Mode":292}}}}]}}}}}}"#
+            )),
+        );
+        assert_eq!(status, 403, "{body}");
+        assert!(
+            message(&body).contains(&format!(
+                "tenancy: [owner] {bob} may use only its own objects: TaskTemplate.ContainerSpec.{field}[0].{id_key}: {kind} \"{id}\" belongs to another user"
+            )),
+            "{body}"
+        );
+        assert!(!service_exists(&swarm, &svc), "bob's service was made");
+
+        pass(docker_as(&gw, alice).args([kind, "rm", &name]));
+        let gone = run(swarm.docker().args([kind, "inspect", &name]));
+        assert!(!gone.status.success(), "alice's {kind} is still there");
+    }
+}
+
+/// A service's logs, tasks and events are its owner's: another user's `docker service
+/// logs`, `docker service ps`, task inspect and task logs are refused, and `docker events
+/// --filter type=service` shows each user the events of their own services only.
+#[test]
+fn service_tasks_logs_and_events_as_two_users() {
+    let (alice, bob) = ("pc-tools-ivy", "pc-tools-max");
+    let _users = Users::create(&[alice, bob]);
+    let swarm = Swarm::start();
+    let gw = Gateway::start_shipped(Some(swarm.address()));
+    let prefix = unique("ev");
+    let _left = SwarmLeftovers(&swarm, prefix.clone());
+    // Both streams start at the same past instant, so what each is shown does not depend on
+    // when it connected; the engine sends the events in the order they happened.
+    let start = ok(swarm.docker().args(["info", "-f", "{{.SystemTime}}"]));
+    let stream = |user: &str| {
+        Streaming::spawn(docker_as(&gw, user).args([
+            "events",
+            "--since",
+            start.trim(),
+            "--filter",
+            "type=service",
+            "--format",
+            "{{.Action}} {{.Actor.Attributes.name}}",
+        ]))
+    };
+    let (mut alices_events, mut bobs_events) = (stream(alice), stream(bob));
+    // The lines of `events` up to the first one equal to `last`.
+    let lines_until = |events: &mut Streaming, last: &str| {
+        let mut lines = Vec::new();
+        loop {
+            let line = events.expect_line(T, |_| true);
+            let done = line == last;
+            lines.push(line);
+            if done {
+                return lines;
+            }
+        }
+    };
+    let create = |user: &str, name: &str| {
+        pass(docker_as(&gw, user).args([
+            "service",
+            "create",
+            "--detach",
+            "--no-resolve-image",
+            "--name",
+            name,
+            IMAGE,
+            "sh",
+            "-c",
+            "echo task ready; sleep 300",
+        ]))
+    };
+
+    let (hers, his) = (format!("{prefix}-alice"), format!("{prefix}-bob"));
+    create(alice, &hers);
+    pass(docker_as(&gw, alice).args(["service", "update", "--detach", "--env-add", "A=1", &hers]));
+    create(bob, &his);
+    let task = wait_for("alice's task to run", T, || {
+        let ps = ok(swarm.docker().args([
+            "service",
+            "ps",
+            "-q",
+            "--filter",
+            "desired-state=running",
+            &hers,
+        ]));
+        ps.lines().next().map(str::to_owned)
+    });
+
+    wait_for("alice's service logs", T, || {
+        let out = run_timeout(
+            docker_as(&gw, alice).args(["service", "logs", &hers]),
+            None,
+            T,
+        );
+        (out.status.success() && text(&out).contains("task ready")).then_some(())
+    });
+    let logs = pass(docker_as(&gw, alice).args(["service", "logs", &task]));
+    assert!(logs.contains("task ready"), "{logs}");
+    for args in [
+        vec!["service", "logs", hers.as_str()],
+        vec!["service", "logs", task.as_str()],
+        vec!["inspect", "--type", "task", task.as_str()],
+        vec!["service", "inspect", hers.as_str()],
+    ] {
+        let out = fail(docker_as(&gw, bob).args(&args));
+        assert!(
+            out.contains(&format!(
+                "[owner] service \"{hers}\" belongs to another user"
+            )),
+            "{args:?}: {out}"
+        );
+    }
+    // `service ps` looks the name up in bob's service list, which does not have it.
+    let out = fail(docker_as(&gw, bob).args(["service", "ps", &hers]));
+    assert!(out.contains(&format!("no such service: {hers}")), "{out}");
+    // Bob's task list has none of hers.
+    let (status, tasks) = api_as(&gw, bob, "GET", "/tasks", None);
+    assert_eq!(status, 200, "{tasks}");
+    assert!(!tasks.contains(&task), "bob lists alice's task: {tasks}");
+
+    pass(docker_as(&gw, alice).args(["service", "rm", &hers]));
+    pass(docker_as(&gw, bob).args(["service", "rm", &his]));
+    assert!(!service_exists(&swarm, &hers) && !service_exists(&swarm, &his));
+
+    // Alice's stream to her last event, which came after bob's create: hers only.
+    let seen = lines_until(&mut alices_events, &format!("remove {hers}"));
+    for expected in [format!("create {hers}"), format!("update {hers}")] {
+        assert!(
+            seen.contains(&expected),
+            "alice misses {expected}: {seen:?}"
+        );
+    }
+    assert!(
+        seen.iter().all(|l| !l.contains(&his)),
+        "alice sees bob's: {seen:?}"
+    );
+    // Bob's to his last, which came after all of hers.
+    let seen = lines_until(&mut bobs_events, &format!("remove {his}"));
+    assert!(seen.contains(&format!("create {his}")), "{seen:?}");
+    assert!(
+        seen.iter().all(|l| !l.contains(&hers)),
+        "bob sees alice's: {seen:?}"
+    );
+}
+
+/// A local user in the shipped policy's administrators' group (`docker-admin`), made for the
+/// test; the group is made too if the host has none, and removed again then.
+struct Admin {
+    _user: Users,
+    made_group: bool,
+}
+
+impl Admin {
+    fn create(name: &str) -> Self {
+        let made_group = !run(Command::new("getent").args(["group", "docker-admin"]))
+            .status
+            .success();
+        if made_group {
+            pass(Command::new("groupadd").args(["--system", "docker-admin"]));
+        }
+        let user = Users::create(&[name]);
+        pass(Command::new("usermod").args(["-aG", "docker-admin", name]));
+        Admin {
+            _user: user,
+            made_group,
+        }
+    }
+}
+
+impl Drop for Admin {
+    fn drop(&mut self) {
+        if self.made_group {
+            let _ = run(Command::new("groupdel").arg("docker-admin"));
+        }
+    }
+}
+
+/// Nodes and the swarm itself are the host's administration: every user may list and
+/// inspect the nodes (`docker service ps` names the node of each task), but only
+/// administrators change a node or the swarm, or read the swarm's join tokens (`GET
+/// /swarm`, which `docker swarm join-token` reads: a manager token adds a manager).
+#[test]
+fn nodes_and_swarm_are_administration() {
+    let (user, admin) = ("pc-tools-kim", "pc-tools-ops");
+    let _users = Users::create(&[user]);
+    let _admin = Admin::create(admin);
+    let swarm = Swarm::start();
+    let gw = Gateway::start_shipped(Some(swarm.address()));
+    let node = ok(swarm.docker().args(["info", "-f", "{{.Swarm.NodeID}}"]))
+        .trim()
+        .to_owned();
+    let on_swarm = |args: &[&str]| ok(swarm.docker().args(args)).trim().to_owned();
+    let swarm_state =
+        || on_swarm(&["swarm", "ca"]) + &on_swarm(&["info", "-f", "{{json .Swarm.Cluster}}"]);
+    let node_labels = || on_swarm(&["node", "inspect", "-f", "{{json .Spec.Labels}}", "self"]);
+
+    let ls = pass(docker_as(&gw, user).args(["node", "ls", "--format", "{{.ID}}"]));
+    assert!(ls.contains(&node), "{ls}");
+    let seen = pass(docker_as(&gw, user).args(["node", "inspect", "-f", "{{.ID}}", &node]));
+    assert_eq!(seen.trim(), node);
+
+    let (labels, cluster) = (node_labels(), swarm_state());
+    let label = format!("{}=1", unique("node"));
+    // Only what would do no harm to the shared swarm had it passed: no `swarm leave`, no
+    // `node rm`, a history limit it has already.
+    let limit = on_swarm(&[
+        "info",
+        "-f",
+        "{{.Swarm.Cluster.Spec.Orchestration.TaskHistoryRetentionLimit}}",
+    ]);
+    for (args, rule) in [
+        (
+            vec![
+                "node",
+                "update",
+                "--label-add",
+                label.as_str(),
+                node.as_str(),
+            ],
+            "[host-admin] node.update",
+        ),
+        (
+            vec!["swarm", "join-token", "manager"],
+            "[host-admin] swarm.inspect",
+        ),
+        (
+            vec!["swarm", "join-token", "worker"],
+            "[host-admin] swarm.inspect",
+        ),
+        (vec!["swarm", "unlock-key"], "[host-admin] swarm."),
+        (
+            vec!["swarm", "update", "--task-history-limit", limit.as_str()],
+            "[host-admin] swarm.",
+        ),
+    ] {
+        let out = fail(docker_as(&gw, user).args(&args));
+        assert!(out.contains(rule), "{args:?}: {rule} not in {out}");
+        assert!(!out.contains("SWMTKN"), "{args:?} shows a token: {out}");
+    }
+    let (status, body) = api_as(&gw, user, "GET", "/swarm", None);
+    assert_eq!(status, 403, "{body}");
+    assert!(!body.contains("SWMTKN"), "{body}");
+    assert_eq!(node_labels(), labels, "the user changed the node");
+    assert_eq!(swarm_state(), cluster, "the user changed the swarm");
+    assert_eq!(
+        on_swarm(&["info", "-f", "{{.Swarm.LocalNodeState}}"]),
+        "active"
+    );
+
+    // An administrator may.
+    let token = pass(docker_as(&gw, admin).args(["swarm", "join-token", "-q", "worker"]));
+    assert_eq!(
+        token.trim(),
+        on_swarm(&["swarm", "join-token", "-q", "worker"])
+    );
+    pass(docker_as(&gw, admin).args(["node", "update", "--label-add", &label, &node]));
+    let key = label.trim_end_matches("=1");
+    assert!(node_labels().contains(key), "{}", node_labels());
+    pass(docker_as(&gw, admin).args(["node", "update", "--label-rm", key, &node]));
+    assert_eq!(node_labels(), labels);
+    // The same limit it has: the swarm's version moves, nothing else.
+    let version = || on_swarm(&["info", "-f", "{{.Swarm.Cluster.Version.Index}}"]);
+    let before = version();
+    pass(docker_as(&gw, admin).args(["swarm", "update", "--task-history-limit", &limit]));
+    assert_ne!(
+        version(),
+        before,
+        "the administrator's swarm update did not reach the engine"
+    );
+}
+
+/// A service mounts only its owner's volumes, however the mount's type is spelled: swarm
+/// reads `"VOLUME"` as a volume mount too.
+#[test]
+fn service_volumes_as_two_users() {
+    let (alice, bob) = ("pc-tools-liv", "pc-tools-ned");
+    let _users = Users::create(&[alice, bob]);
+    let swarm = Swarm::start();
+    let gw = Gateway::start_shipped(Some(swarm.address()));
+    let prefix = unique("vol");
+    let _left = SwarmLeftovers(&swarm, prefix.clone());
+    let volume = format!("{prefix}-data");
+    pass(docker_as(&gw, alice).args(["volume", "create", &volume]));
+    let svc = format!("{prefix}-bob");
+    for kind in ["volume", "VOLUME", "Volume"] {
+        let (status, body) = api_as(
+            &gw,
+            bob,
+            "POST",
+            "/services/create",
+            Some(&format!(
+                r#"{{"Name":"{svc}","TaskTemplate":{{"ContainerSpec":{{"Image":"{IMAGE}","Args":["sleep","300"],"Mounts":[{{"Type":"{kind}","Source":"{volume}","Target":"/v"}}]}}}}}}"#
+            )),
+        );
+        assert_eq!(status, 403, "{kind}: {body}");
+        assert!(
+            message(&body).contains(&format!(
+                "TaskTemplate.ContainerSpec.Mounts[0].Source: volume \"{volume}\" belongs to another user"
+            )),
+            "{kind}: {body}"
+        );
+        assert!(
+            !service_exists(&swarm, &svc),
+            "{kind}: bob's service was made"
+        );
+    }
+    pass(docker_as(&gw, alice).args(["volume", "rm", &volume]));
 }

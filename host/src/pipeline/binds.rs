@@ -9,7 +9,9 @@
 //! meaning would depend on what gets created.
 //!
 //! This needs the gateway to see the host's filesystem as the engine does (the same mount
-//! namespace); `[api] resolve_bind_sources = false` turns it off for other set-ups.
+//! namespace); `[api] resolve_bind_sources = false` turns it off for other set-ups. Which
+//! mounts of a service are binds is spelled out first, whatever that setting
+//! ([`service_mount_types`]): the engine reads a service mount's type case-insensitively.
 
 use std::path::{Component, Path, PathBuf};
 
@@ -24,6 +26,36 @@ pub enum BindError {
     ColonInResolved { path: String, resolved: String },
     #[error("bind source {path} is not valid UTF-8 once resolved")]
     NotUtf8 { path: String },
+}
+
+/// The mount types of a service spec as the engine reads them, written out in place.
+///
+/// Unlike container mounts (matched exactly by dockerd), a service mount's `Type` is looked up
+/// upper-cased in swarmkit's enum, whose zero value is `BIND`: `"BIND"`, `"Bind"`, `""`,
+/// `null` and a missing `Type` all make a bind mount, `"VOLUME"` a volume mount. Policies
+/// (and [`resolve`]) read `"bind"` and `"volume"`, so every type is written in the lowercase
+/// spelling the engine shows back before anyone judges the body (one the engine does not know
+/// stays unknown, and refused by it).
+pub fn service_mount_types(endpoint: &str, body: &mut Value) {
+    if !matches!(endpoint, "service.create" | "service.update") {
+        return;
+    }
+    let Some(mounts) = body
+        .pointer_mut("/TaskTemplate/ContainerSpec/Mounts")
+        .and_then(Value::as_array_mut)
+    else {
+        return;
+    };
+    for m in mounts.iter_mut().filter_map(Value::as_object_mut) {
+        let kind = match m.get("Type") {
+            None | Some(Value::Null) => "bind".to_owned(),
+            Some(Value::String(t)) if t.is_empty() => "bind".to_owned(),
+            Some(Value::String(t)) => t.to_ascii_lowercase(),
+            // Not a string: the engine refuses the body.
+            Some(_) => continue,
+        };
+        m.insert("Type".to_owned(), Value::String(kind));
+    }
 }
 
 /// Resolves the host paths of binds in the (canonical) body of `endpoint`, in place.
@@ -172,6 +204,52 @@ mod tests {
             s(d.join("real/x"))
         );
         assert!(resolve_path(&s(d.join("missing/../../etc"))).is_err());
+    }
+
+    #[test]
+    fn service_mount_types_are_spelled_as_the_engine_reads_them() {
+        let mut service = json!({"TaskTemplate": {"ContainerSpec": {"Mounts": [
+            {"Type": "BIND", "Source": "/"},
+            {"Source": "/etc"},
+            {"Type": null, "Source": "/var"},
+            {"Type": "", "Source": "/srv"},
+            {"Type": "Volume", "Source": "data"},
+            {"Type": "tmpfs", "Target": "/t"},
+            {"Type": "NonSense", "Source": "/x"},
+            {"Type": 1, "Source": "/y"},
+            "not a mount"
+        ]}}});
+        service_mount_types("service.update", &mut service);
+        let types: Vec<Value> = service["TaskTemplate"]["ContainerSpec"]["Mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m.get("Type").cloned().unwrap_or(Value::Null))
+            .collect();
+        assert_eq!(
+            types,
+            [
+                json!("bind"),
+                json!("bind"),
+                json!("bind"),
+                json!("bind"),
+                json!("volume"),
+                json!("tmpfs"),
+                json!("nonsense"),
+                json!(1),
+                Value::Null
+            ]
+        );
+        // Container mounts are matched exactly by dockerd: left as sent.
+        let mut create = json!({"HostConfig": {"Mounts": [{"Type": "BIND", "Source": "/"}]}});
+        let before = create.clone();
+        service_mount_types("container.create", &mut create);
+        assert_eq!(create, before);
+        for mut other in [json!({"TaskTemplate": null}), json!([1]), json!("s")] {
+            let before = other.clone();
+            service_mount_types("service.create", &mut other);
+            assert_eq!(other, before);
+        }
     }
 
     #[test]

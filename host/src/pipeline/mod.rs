@@ -869,8 +869,8 @@ impl Gateway {
     }
 }
 
-/// Decodes a JSON body as dockerd will (Go's field matching, no repeated keys) and resolves
-/// bind sources, so plugins judge what the engine acts on.
+/// Decodes a JSON body as dockerd will (Go's field matching, no repeated keys, service mount
+/// types) and resolves bind sources, so plugins judge what the engine acts on.
 fn decode_json(
     api: &crate::config::ApiConfig,
     endpoint: &'static str,
@@ -880,6 +880,7 @@ fn decode_json(
         endpoint,
         reason: e.to_string(),
     })?;
+    binds::service_mount_types(endpoint, &mut json);
     if api.resolve_bind_sources {
         binds::resolve(endpoint, &mut json)?;
     }

@@ -174,6 +174,20 @@ pub async fn resolve(
         return Ok(None);
     }
     let lookup = |kind, reference| lookup(upstream, route, kind, reference);
+    if kind == ObjectKind::Network {
+        // `?scope=swarm` (how the docker CLI resolves a service's `--network`) picks among
+        // networks of one name: the predefined `host` and `bridge` exist as a local and as a
+        // swarm network. Asked without it, the engine names the local one, whose id the
+        // request is then pinned to and which the swarm scope has not.
+        if let Some((_, scope)) = query.iter().find(|(k, _)| k == "scope") {
+            let doc = lookup_scoped(upstream, route, kind, reference, scope).await?;
+            let target = doc.map(|doc| describe(kind, &doc));
+            if let Some(t) = &target {
+                seen.remember(t);
+            }
+            return Ok(target);
+        }
+    }
     let (kind, doc) = match kind.belongs_to() {
         Some((field, parent)) => {
             let Some(doc) = lookup(kind, reference).await? else {
@@ -246,16 +260,31 @@ async fn lookup(
     kind: ObjectKind,
     reference: String,
 ) -> Result<Option<Value>, TargetError> {
+    lookup_scoped(upstream, route, kind, reference, "").await
+}
+
+/// [`lookup`] of a network within `scope` (`local`, `swarm`, `global`; empty: any).
+async fn lookup_scoped(
+    upstream: &Upstream,
+    route: &Route,
+    kind: ObjectKind,
+    reference: String,
+    scope: &str,
+) -> Result<Option<Value>, TargetError> {
     let fail = |reason: String| TargetError::Lookup {
         kind: kind.name(),
         reference: reference.clone(),
         reason,
     };
-    let path = Route {
+    let mut path = Route {
         path: kind.inspect_path(&reference),
         ..route.clone()
     }
     .upstream_path();
+    if !scope.is_empty() {
+        let query = super::canonical::encode_query(&[("scope".to_owned(), scope.to_owned())]);
+        path = format!("{path}?{}", query.unwrap_or_default());
+    }
     tokio::time::timeout(LOOKUP_TIMEOUT, inspect(upstream, &path))
         .await
         .map_err(|_| fail(format!("no answer within {LOOKUP_TIMEOUT:?}")))?

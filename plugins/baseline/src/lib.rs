@@ -19,7 +19,7 @@
 //! | rule | what it denies |
 //! |---|---|
 //! | `privileged` | `HostConfig.Privileged`, exec `Privileged` |
-//! | `host-namespaces` | `host` PID/IPC/UTS/network/user/cgroup namespace modes, `container:<id>` joins (PID, IPC, network), build `networkmode=host`, services on the `host` network |
+//! | `host-namespaces` | `host` PID/IPC/UTS/network/user/cgroup namespace modes, `container:<id>` joins (PID, IPC, network), build `networkmode=host`, services on the `host` network (by name or by id) |
 //! | `bind-mounts` | host paths outside `allowed_bind_paths` in `HostConfig.Binds`, `HostConfig.Mounts` of type `bind`, service mounts |
 //! | `volume-options` | `local` volume driver options that mount host paths or filesystems: `type`, `device`, `o=bind` (in `volume.create` and in volume mounts' `DriverConfig`) |
 //! | `volumes-from` | `HostConfig.VolumesFrom` (mounts another container's volumes, including its binds) |
@@ -29,7 +29,7 @@
 //! | `sysctls` | sysctls outside `allowed_sysctls` |
 //! | `runtime` | a runtime outside `allowed_runtimes`; service tasks of runtime `plugin` |
 //! | `read-only` | anything but `GET`/`HEAD` from callers in `read_only_users` / `read_only_groups` (give this plugin every endpoint, `endpoints = ["*"]`, to use it) |
-//! | `host-admin` | `admin_endpoints` (plugin install/upgrade/set/enable, swarm init/join/leave/update, node update/remove, ...) unless the caller is in `admin_group` or `admin_users` |
+//! | `host-admin` | `admin_endpoints` (plugin install/upgrade/set/enable, swarm init/join/leave/inspect/update, node update/remove, ...) unless the caller is in `admin_group` or `admin_users` |
 //!
 //! Bind sources are normalised lexically (`//`, `.`, `..`) before the allow-list check;
 //! symlinks are resolved by the gateway before plugins run.
@@ -74,8 +74,10 @@ const DOCKER_DEFAULT_CAPS: [&str; 14] = [
     "AUDIT_WRITE",
 ];
 
-/// The endpoints that administer the host rather than one's own containers.
-const ADMIN_ENDPOINTS: [&str; 19] = [
+/// The endpoints that administer the host rather than one's own containers. `swarm.inspect`
+/// is among them because its answer carries the join tokens: a manager token lets its holder
+/// add a node of their own as a manager, and with it run anything on every node.
+const ADMIN_ENDPOINTS: [&str; 20] = [
     "plugin.pull",
     "plugin.upgrade",
     "plugin.set",
@@ -87,6 +89,7 @@ const ADMIN_ENDPOINTS: [&str; 19] = [
     "swarm.init",
     "swarm.join",
     "swarm.leave",
+    "swarm.inspect",
     "swarm.update",
     "swarm.unlock",
     "swarm.unlockkey",
@@ -278,7 +281,7 @@ impl Baseline {
                             "TaskTemplate.Runtime is \"plugin\" (installs an engine plugin)".into(),
                         );
                     }
-                    self.service_networks(&raw, f);
+                    self.service_networks(req, &raw, f);
                 }
                 _ => unreadable(f, "service"),
             },
@@ -550,8 +553,11 @@ impl Baseline {
         }
     }
 
-    /// Services attached to the `host` network share the host's network namespace.
-    fn service_networks(&self, raw: &Value, f: &mut Findings) {
+    /// Services attached to the `host` network share the host's network namespace. The
+    /// network may be named (`host`) or given by id, which is what the docker CLI sends (the
+    /// swarm's own `host` network has an id of its own): by id, the gateway has looked it up
+    /// among the request's `related` objects, where its name tells.
+    fn service_networks(&self, req: &Request, raw: &Value, f: &mut Findings) {
         let lists = [
             (
                 "TaskTemplate.Networks",
@@ -570,6 +576,15 @@ impl Baseline {
                         format!("{field}[{i}].Target is \"host\" (the host's network)"),
                     );
                 }
+            }
+        }
+        for r in &req.related {
+            let name = r.object.as_ref().and_then(|o| o.name.as_deref());
+            if r.kind == "network" && name == Some("host") && r.name != "host" {
+                f.add(
+                    "host-namespaces",
+                    format!("{} is {:?}, the host's network", r.field, r.name),
+                );
             }
         }
     }
@@ -812,6 +827,49 @@ mod tests {
         assert!(denial(&p, &admin).contains("[host-admin]"));
         admin.caller.groups = vec!["docker-admin".into()];
         assert_eq!(p.on_request(&admin), Verdict::Allow);
+    }
+
+    /// The docker CLI sends `--network host` as the id of the swarm's `host` network; the
+    /// gateway's lookup of it names it.
+    #[test]
+    fn services_on_the_host_network_by_id() {
+        let p = plugin(Value::Null);
+        let network = |id: &str, name: &str| Reference {
+            field: "TaskTemplate.Networks[0].Target".into(),
+            kind: "network".into(),
+            name: id.into(),
+            object: Some(Target {
+                kind: "network".into(),
+                id: id.into(),
+                name: Some(name.into()),
+                ..Target::default()
+            }),
+        };
+        let mut svc =
+            Request::new("POST", "/services/create", "service.create").with_json_body(&json!({
+                "TaskTemplate": {"ContainerSpec": {"Image": "x"},
+                    "Networks": [{"Target": "b00w2d5edb3e"}]}
+            }));
+        svc.related = vec![network("b00w2d5edb3e", "host")];
+        assert!(denial(&p, &svc).contains(
+            r#"[host-namespaces] TaskTemplate.Networks[0].Target is "b00w2d5edb3e", the host's network"#
+        ));
+        svc.related = vec![network("b00w2d5edb3e", "back")];
+        assert_eq!(p.on_request(&svc), Verdict::Allow);
+    }
+
+    #[test]
+    fn swarm_join_tokens_are_for_administrators() {
+        let p = plugin(Value::Null);
+        let mut inspect = Request::new("GET", "/swarm", "swarm.inspect");
+        assert!(denial(&p, &inspect).contains("[host-admin] swarm.inspect"));
+        inspect.caller.groups = vec!["docker-admin".into()];
+        assert_eq!(p.on_request(&inspect), Verdict::Allow);
+        // Nodes are read by everyone (`docker service ps` names each task's node).
+        let nodes = Request::new("GET", "/nodes", "node.list");
+        assert_eq!(p.on_request(&nodes), Verdict::Allow);
+        let update = Request::new("POST", "/nodes/n/update", "node.update");
+        assert!(denial(&p, &update).contains("[host-admin] node.update"));
     }
 
     #[test]
