@@ -1,7 +1,8 @@
 # portcullis developer and user commands. `just --list` shows them.
 #
 # Everything runs against a private Docker engine (scripts/dev-engine) on its own
-# socket, never the system's /var/run/docker.sock.
+# socket, never the system's /var/run/docker.sock; `just test` also runs the
+# engine-facing suites against a private Podman service (docs/engines.md).
 
 set shell := ["bash", "-euo", "pipefail", "-c"]
 set positional-arguments
@@ -15,6 +16,13 @@ engine := "unix://" + engine_dir / "docker.sock"
 listen_dir := env_var_or_default("PORTCULLIS_LISTEN_DIR", "/var/tmp/portcullis")
 listen := "unix://" + listen_dir / "portcullis.sock"
 config := env_var_or_default("PORTCULLIS_CONFIG", "policies/portcullis.toml")
+podman_dir := env_var_or_default("PORTCULLIS_PODMAN_DIR", "/var/tmp/portcullis-podman")
+podman := "unix://" + podman_dir / "podman.sock"
+# The suites that run against Podman too (docs/engines.md): the core CLI scenarios and the
+# libpod refusal, the shipped policy (baseline, labels, tenancy), the audit trail, image
+# tags and who owns them, compose (tests/tools.rs skips its swarm test on Podman), and the
+# host-escape attempts of adversarial.rs.
+podman_tests := "--test core --test policies --test audit --test images --test tools --test adversarial"
 
 # Show the recipes.
 [private]
@@ -30,8 +38,9 @@ setup:
     # fonts-dejavu-core: the font `just bench` draws its latency plot with; docker-compose:
     # the compose tests (tests/tools.rs, tests/container.rs) run Debian's compose; systemd:
     # `systemd-analyze verify` checks the unit (tests/install.rs); binutils: `strip` for the
-    # image (scripts/build-image).
-    for pkg in docker.io docker-compose busybox-static socat haproxy iproute2 curl fonts-dejavu-core systemd binutils; do
+    # image (scripts/build-image); podman, runc: the second engine the tests run against
+    # (`just test-podman`; runc because Debian's crun refuses hybrid cgroup hierarchies).
+    for pkg in docker.io docker-compose busybox-static socat haproxy iproute2 curl fonts-dejavu-core systemd binutils podman runc; do
         dpkg-query -W -f '${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
     done
     if [ "${#missing[@]}" -gt 0 ]; then
@@ -59,6 +68,14 @@ engine:
 # Stop the dev engine and wipe its state (`just engine-stop --keep` keeps it).
 engine-stop *args:
     scripts/dev-engine stop "$@"
+
+# Start the Podman dev engine (a no-op if it runs); prints its DOCKER_HOST.
+engine-podman:
+    PORTCULLIS_ENGINE=podman PORTCULLIS_ENGINE_DIR={{podman_dir}} scripts/dev-engine start
+
+# Stop the Podman dev engine and wipe its state (`--keep` keeps it).
+engine-podman-stop *args:
+    PORTCULLIS_ENGINE=podman PORTCULLIS_ENGINE_DIR={{podman_dir}} scripts/dev-engine stop "$@"
 
 # Build the gateway binary (release).
 build:
@@ -134,15 +151,36 @@ image *args: plugins
     [[ -n "${PORTCULLIS_BIN:-}" || " $* " == *" --bin "* ]] || cargo build --release -p portcullis
     scripts/build-image "$@"
 
+# Without arguments the Podman pass (`just test-podman`) follows, whatever the first one gave.
 # Run every test against the dev engine (extra arguments go to the test runner).
 test *args: setup plugins plugin-examples
     #!/usr/bin/env bash
     set -euo pipefail
     export PORTCULLIS_TEST_ENGINE={{engine}}
+    rc=0
     if cargo nextest --version >/dev/null 2>&1; then
-        cargo nextest run --no-fail-fast "$@"
+        cargo nextest run --no-fail-fast "$@" || rc=$?
     else
-        cargo test --no-fail-fast "$@" -- --test-threads 2
+        cargo test --no-fail-fast "$@" -- --test-threads 2 || rc=$?
+    fi
+    if [ $# -eq 0 ]; then
+        echo "test: the engine-facing suites again, against Podman"
+        "{{just_executable()}}" test-podman || rc=$?
+    fi
+    exit "$rc"
+
+# Arguments replace that list (`just test-podman --test core libpod`).
+# Run the engine-facing suites against a private Podman service (podman_tests above; docs/engines.md).
+test-podman *args: plugins
+    #!/usr/bin/env bash
+    set -euo pipefail
+    PORTCULLIS_ENGINE=podman PORTCULLIS_ENGINE_DIR={{podman_dir}} scripts/dev-engine start >/dev/null
+    export PORTCULLIS_TEST_ENGINE={{podman}}
+    if [ $# -eq 0 ]; then set -- {{podman_tests}}; fi
+    if cargo nextest --version >/dev/null 2>&1; then
+        cargo nextest run --no-fail-fast -p portcullis-tests "$@"
+    else
+        cargo test --no-fail-fast -p portcullis-tests "$@" -- --test-threads 2
     fi
 
 # On an engine of its own; PORTCULLIS_DOCKER_PY_SRC: a docker-py checkout. Prints each test as passed, denied by a rule

@@ -10,11 +10,6 @@ use portcullis_tests::*;
 
 const T: Duration = Duration::from_secs(60);
 
-fn exists(name: &str) -> bool {
-    let out = run(docker_direct().args(["ps", "-a", "-q", "--filter", &format!("name=^/{name}$")]));
-    !String::from_utf8_lossy(&out.stdout).trim().is_empty()
-}
-
 fn one<'a>(records: &'a [Record], what: &str, pred: impl Fn(&Record) -> bool) -> &'a Record {
     let found: Vec<&Record> = records.iter().filter(|r| pred(r)).collect();
     assert_eq!(

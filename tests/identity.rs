@@ -160,11 +160,6 @@ fn who(name: &str) -> String {
     .to_owned()
 }
 
-fn exists(name: &str) -> bool {
-    let out = run(docker_direct().args(["ps", "-a", "-q", "--filter", &format!("name=^/{name}$")]));
-    !String::from_utf8_lossy(&out.stdout).trim().is_empty()
-}
-
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }

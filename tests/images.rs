@@ -405,7 +405,10 @@ fn docker_load_is_judged_by_the_tags_inside_the_archive() {
     let own = rewrite(&fresh);
     let out = pass(docker(bob).args(["load", "-i", own.to_str().unwrap()]));
     assert!(
-        out.contains(&format!("Loaded image: {fresh}:latest")),
+        out.contains(&format!(
+            "Loaded image: {}",
+            loaded_name(&format!("{fresh}:latest"))
+        )),
         "{out}"
     );
     assert_eq!(image_id(&fresh).as_deref(), Some(bobs.as_str()));

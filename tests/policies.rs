@@ -280,6 +280,23 @@ fn baseline_capabilities_devices_security_sysctls_runtime() {
         ),
     ];
     for (args, expect) in cases {
+        // The CLI reads `--device` only once the engine has named its OS in the `/_ping`
+        // headers, which Podman does not: the same request goes as raw JSON there.
+        if args[0] == "--device" && engine_is_podman() {
+            let name = clean.container(&unique("cap"));
+            let r = raw(
+                &gw,
+                "POST",
+                &format!("/containers/create?name={name}"),
+                &format!(
+                    r#"{{"Image":"{IMAGE}","HostConfig":{{"Devices":[{{"PathOnHost":"/dev/null","PathInContainer":"/dev/x","CgroupPermissions":"rwm"}}]}}}}"#
+                ),
+            );
+            assert_eq!(r.status, 403, "{r:?}");
+            assert!(String::from_utf8_lossy(&r.body).contains(expect), "{r:?}");
+            assert!(!container_exists(&name), "{args:?}: created");
+            continue;
+        }
         let (name, mut cmd) = create_args(&gw, &mut clean, "cap", args);
         denied(&mut cmd, &[expect]);
         assert!(!container_exists(&name), "{args:?}: created");
@@ -362,7 +379,14 @@ fn baseline_exec_update_services_and_admin_endpoints() {
         &format!("/containers/{name}/update"),
         r#"{"Memory":0,"Devices":null,"RestartPolicy":{"Name":"no"}}"#,
     );
-    assert_eq!(r.status, 200, "{:?}", String::from_utf8_lossy(&r.body));
+    // Past the gateway, the engine's own answer: Podman 4.3 has no container update.
+    let engine_says = if engine_is_podman() { 404 } else { 200 };
+    assert_eq!(
+        r.status,
+        engine_says,
+        "{:?}",
+        String::from_utf8_lossy(&r.body)
+    );
 
     // Services: denied before the engine (which is not a swarm manager here); a clean spec
     // passes the gateway and gets the engine's own answer.
@@ -404,15 +428,23 @@ fn baseline_exec_update_services_and_admin_endpoints() {
         gw.docker().args(["swarm", "init"]),
         &["[host-admin] swarm.init"],
     );
-    denied(
-        gw.docker().args([
-            "plugin",
-            "install",
-            "--grant-all-permissions",
-            "vieux/sshfs",
-        ]),
-        &["[host-admin] plugin.pull"],
-    );
+    if engine_is_podman() {
+        // The CLI first asks for the plugin's privileges, which Podman (no plugins at all)
+        // answers 404: the pull itself goes raw.
+        let r = raw(&gw, "POST", "/plugins/pull?remote=vieux/sshfs", "[]");
+        assert_eq!(r.status, 403, "{r:?}");
+        assert!(String::from_utf8_lossy(&r.body).contains("[host-admin] plugin.pull"));
+    } else {
+        denied(
+            gw.docker().args([
+                "plugin",
+                "install",
+                "--grant-all-permissions",
+                "vieux/sshfs",
+            ]),
+            &["[host-admin] plugin.pull"],
+        );
+    }
     denied(
         gw.docker().args(["plugin", "set", "pc-none", "DEBUG=1"]),
         &["[host-admin] plugin.set"],
@@ -692,7 +724,7 @@ fn tenancy_isolates_two_users() {
         .trim()
         .parse::<u64>()
         .expect("date")
-        + 1;
+        + replay_margin();
     // `docker events` as `user`, replayed from `since` to `until`, with these filters.
     let events = |user: &str, filters: &[&str], format: &str| {
         let until = until.to_string();
@@ -704,10 +736,6 @@ fn tenancy_isolates_two_users() {
         ok_timeout(docker_as(&gw, user).args(&args), T)
     };
     let names = |user: &str| events(user, &["type=container"], "{{.Actor.Attributes.name}}");
-    let (ea, eb) = (names(alice), names(bob));
-    assert!(ea.contains(&a) && !ea.contains(&b), "alice's events: {ea}");
-    assert!(eb.contains(&b) && !eb.contains(&a), "bob's events: {eb}");
-
     // Volume and network events carry no labels on this engine: the gateway judges each by
     // its object's owner, destroyed ones by what it saw of them (the removal was judged
     // through the gateway). Replayed after the fact, as `--since/--until` does.
@@ -718,23 +746,51 @@ fn tenancy_isolates_two_users() {
             "{{.Type}} {{.Action}} {{.Actor.ID}} {{.Actor.Attributes.name}}",
         )
     };
-    let (oa, ob) = (objects(alice), objects(bob));
-    for line in [
-        format!("volume create {va}"),
-        format!("volume destroy {va}"),
-        format!("network create {na_id} {na}"),
-        format!("network destroy {na_id} {na}"),
-    ] {
-        assert!(oa.contains(&line), "alice's events lack {line:?}: {oa}");
-        assert!(!ob.contains(&line), "bob sees {line:?}: {ob}");
+    // Every replay starts before `until`: Podman 4.3 replays nothing once it has passed.
+    let (ea, eb, oa, ob) = std::thread::scope(|s| {
+        let ea = s.spawn(|| names(alice));
+        let eb = s.spawn(|| names(bob));
+        let oa = s.spawn(|| objects(alice));
+        let ob = objects(bob);
+        let joined = |h: std::thread::ScopedJoinHandle<'_, String>| h.join().expect("replay");
+        (joined(ea), joined(eb), joined(oa), ob)
+    });
+    assert!(ea.contains(&a) && !ea.contains(&b), "alice's events: {ea}");
+    assert!(eb.contains(&b) && !eb.contains(&a), "bob's events: {eb}");
+    if engine_is_podman() {
+        // Podman 4.3 has no network events, and names the volume of a volume event in
+        // `Actor.Attributes.name` only (`Actor.ID` is empty); see docs/engines.md.
+        for line in [
+            format!("volume create  {va}"),
+            format!("volume remove  {va}"),
+        ] {
+            assert!(oa.contains(&line), "alice's events lack {line:?}: {oa}");
+        }
+        assert!(
+            ob.contains(&format!("volume create  {vb}")),
+            "bob's events: {ob}"
+        );
+    } else {
+        for line in [
+            format!("volume create {va}"),
+            format!("volume destroy {va}"),
+            format!("network create {na_id} {na}"),
+            format!("network destroy {na_id} {na}"),
+        ] {
+            assert!(oa.contains(&line), "alice's events lack {line:?}: {oa}");
+        }
+        assert!(
+            ob.contains(&format!("volume create {vb}")),
+            "bob's events: {ob}"
+        );
+        assert!(
+            ob.contains(&format!("network create {nb_id} {nb}")),
+            "bob's events: {ob}"
+        );
     }
     assert!(
-        ob.contains(&format!("volume create {vb}")),
-        "bob's events: {ob}"
-    );
-    assert!(
-        ob.contains(&format!("network create {nb_id} {nb}")),
-        "bob's events: {ob}"
+        !ob.contains(&va) && !ob.contains(&na),
+        "bob sees alice's: {ob}"
     );
     assert!(
         !oa.contains(&vb) && !oa.contains(&nb),
@@ -922,7 +978,16 @@ fn tenancy_guards_references_in_bodies() {
     ok(docker_as(&gw, alice).args(["network", "connect", "bridge", &a]));
     let nets =
         ok(docker_direct().args(["inspect", "-f", "{{json .NetworkSettings.Networks}}", &a]));
-    assert!(nets.contains(&na) && nets.contains("bridge"), "{nets}");
+    // Podman lists its default network as `bridge` but names it `podman` in an inspect.
+    let default_network = if engine_is_podman() {
+        "podman"
+    } else {
+        "bridge"
+    };
+    assert!(
+        nets.contains(&na) && nets.contains(default_network),
+        "{nets}"
+    );
     let mounts =
         ok(docker_direct().args(["inspect", "-f", "{{range .Mounts}}{{.Name}} {{end}}", &a]));
     assert!(mounts.contains(&va), "{mounts}");

@@ -254,10 +254,15 @@ fn compose_project_lifecycle_as_two_users() {
         tty.contains("/dev/pts/") && tty.contains("built by compose"),
         "{tty}"
     );
-    let once = pass(p.compose(&gw, alice, &["run", "--rm", "db", "echo", "one-off"]));
-    assert!(once.contains("one-off"), "{once}");
-    let [containers, ..] = p.on_engine();
-    assert_eq!(containers.len(), 2, "run --rm left {containers:?}");
+    // compose 1.29 links a one-off container to the project's services.
+    if !skip_on_podman(
+        "compose run: Podman 4.3 refuses container links (\"link is not supported\")",
+    ) {
+        let once = pass(p.compose(&gw, alice, &["run", "--rm", "db", "echo", "one-off"]));
+        assert!(once.contains("one-off"), "{once}");
+        let [containers, ..] = p.on_engine();
+        assert_eq!(containers.len(), 2, "run --rm left {containers:?}");
+    }
 
     let started = |c: &str| inspect(c, "{{.State.StartedAt}}");
     let before = started(&db1);
@@ -443,7 +448,10 @@ impl Swarm {
     fn script(&self) -> Command {
         let mut cmd =
             Command::new(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/dev-engine"));
-        cmd.envs(self.env).stdin(std::process::Stdio::null());
+        // A dockerd, even when the engine under test is Podman.
+        cmd.env("PORTCULLIS_ENGINE", "docker")
+            .envs(self.env)
+            .stdin(std::process::Stdio::null());
         cmd
     }
 
@@ -487,6 +495,11 @@ configs:
 
 #[test]
 fn stack_and_services_as_two_users() {
+    // The swarm is a dockerd of its own whatever the engine under test, so the dockerd
+    // pass has run this already; Podman has no swarm mode to run it on.
+    if skip_on_podman("stacks and services need swarm mode, which Podman does not have") {
+        return;
+    }
     let (alice, bob) = ("pc-tools-sam", "pc-tools-eve");
     let _users = Users::create(&[alice, bob]);
     let swarm = Swarm::start();

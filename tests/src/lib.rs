@@ -896,8 +896,64 @@ pub fn gateway(entries: &[String]) -> Gateway {
 
 /// Whether a container of that name exists on the engine (asked directly).
 pub fn exists(name: &str) -> bool {
-    let out = run(docker_direct().args(["ps", "-a", "-q", "--filter", &format!("name=^/{name}$")]));
+    let out = run(docker_direct().args(["ps", "-a", "-q", "--filter", &name_filter(name)]));
     !String::from_utf8_lossy(&out.stdout).trim().is_empty()
+}
+
+/// The `--filter` of `docker ps` for exactly the container `name`. dockerd matches the
+/// regular expression against `/name`, Podman against `name`: the optional slash fits both.
+pub fn name_filter(name: &str) -> String {
+    format!("name=^/?{name}$")
+}
+
+/// Whether the engine under test is Podman (its `/version` lists a "Podman Engine"
+/// component), for the few places where it answers differently from dockerd
+/// (`docs/engines.md` lists them). Asked once per test binary.
+pub fn engine_is_podman() -> bool {
+    static PODMAN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *PODMAN.get_or_init(|| {
+        let r = http(
+            &engine_socket(),
+            &request("GET", "/version", None),
+            Duration::from_secs(30),
+        );
+        r.json()["Components"]
+            .as_array()
+            .is_some_and(|all| all.iter().any(|c| c["Name"] == "Podman Engine"))
+    })
+}
+
+/// The name `docker load` prints for the image `tag` loaded: dockerd's short form as given,
+/// Podman's in full (`docker.io/library/app:1`).
+pub fn loaded_name(tag: &str) -> String {
+    match (engine_is_podman(), tag.contains('/')) {
+        (false, _) => tag.to_owned(),
+        (true, false) => format!("docker.io/library/{tag}"),
+        (true, true) => format!("docker.io/{tag}"),
+    }
+}
+
+/// Seconds from now to put the `until` of an events replay (`docker events --since S
+/// --until U`) that must start before `until` has passed: Podman 4.3 replays nothing once
+/// it has, so every request of the replay needs that much time to arrive.
+pub fn replay_margin() -> u64 {
+    if engine_is_podman() {
+        5
+    } else {
+        1
+    }
+}
+
+/// For a test that cannot run on Podman: `true`, after saying why on stderr, when the
+/// engine under test is Podman, so that the test returns early (`if skip_on_podman(..)
+/// { return; }`). It never hides a difference the gateway must handle: only what the
+/// engine itself does not do.
+pub fn skip_on_podman(reason: &str) -> bool {
+    let skip = engine_is_podman();
+    if skip {
+        eprintln!("skipped on Podman: {reason}");
+    }
+    skip
 }
 
 /// A config with a `sync` audit store in `dir/store`, plus `rest` (limits, plugins, ...).

@@ -122,7 +122,9 @@ pub enum PipelineError {
 impl IntoDockerError for PipelineError {
     fn to_docker_error(&self) -> DockerError {
         let status = match self {
-            PipelineError::Route(RouteError::UnknownEndpoint { .. }) => StatusCode::FORBIDDEN,
+            PipelineError::Route(RouteError::UnknownEndpoint { .. } | RouteError::Libpod(_)) => {
+                StatusCode::FORBIDDEN
+            }
             PipelineError::Route(_) => StatusCode::BAD_REQUEST,
             PipelineError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             PipelineError::HeadTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -732,7 +734,9 @@ impl Gateway {
             denied: matches!(
                 e,
                 PipelineError::Chain(ChainError::Denied { .. })
-                    | PipelineError::Route(RouteError::UnknownEndpoint { .. })
+                    | PipelineError::Route(
+                        RouteError::UnknownEndpoint { .. } | RouteError::Libpod(_)
+                    )
             ),
             message: err.message.clone(),
         });

@@ -407,16 +407,19 @@ pub async fn resolve(
             Some(image) => (true, Some(image.clone())),
             None => {
                 let images = target::repository_images(upstream, route, repository).await?;
-                let names = |i: &&Value, list: &str| {
-                    i.get(list)
-                        .and_then(Value::as_array)
-                        .is_some_and(|l| l.iter().any(|n| n.as_str() == Some(name.as_str())))
-                };
-                let image = images
+                // Only images with a name in the repository, each name read as the engine's
+                // short form: Podman writes names in full (`docker.io/library/app:1`), and
+                // its `reference` filter also matches repositories that merely end the same.
+                let in_repository: Vec<(&Value, Vec<ImageRef>)> = images
                     .iter()
-                    .find(|i| names(i, "RepoTags") || names(i, "RepoDigests"))
-                    .cloned();
-                (!images.is_empty(), image)
+                    .map(|i| (i, engine_names(i)))
+                    .filter(|(_, names)| names.iter().any(|n| &n.repository == repository))
+                    .collect();
+                let image = in_repository
+                    .iter()
+                    .find(|(_, names)| names.iter().any(|n| n.name() == name))
+                    .map(|(i, _)| (*i).clone());
+                (!in_repository.is_empty(), image)
             }
         };
         let described = image.as_ref().map(target::describe_image);
@@ -439,6 +442,18 @@ pub async fn resolve(
         });
     }
     Ok(out)
+}
+
+/// The names an image list entry or inspect document gives the image (`RepoTags`,
+/// `RepoDigests`), read as references; one the engine cannot have written (`<none>:<none>`)
+/// is left out.
+fn engine_names(image: &Value) -> Vec<ImageRef> {
+    ["RepoTags", "RepoDigests"]
+        .iter()
+        .filter_map(|list| image.get(list).and_then(Value::as_array))
+        .flatten()
+        .filter_map(|n| n.as_str().and_then(|n| ImageRef::parse(n).ok()))
+        .collect()
 }
 
 /// The endpoints that make tags (a push or removal of a name nobody has claims nothing).
@@ -664,5 +679,32 @@ mod tests {
             found("other"),
             [("path".to_owned(), "other:latest".to_owned())]
         );
+    }
+
+    #[test]
+    fn engine_names_are_read_in_the_short_form_whichever_engine_wrote_them() {
+        let digest = "b".repeat(64);
+        // dockerd's spelling, then Podman's.
+        for image in [
+            json!({"RepoTags": ["app:1", "team/app:2", "<none>:<none>"],
+                   "RepoDigests": [format!("app@sha256:{digest}")]}),
+            json!({"RepoTags": ["docker.io/library/app:1", "docker.io/team/app:2"],
+                   "RepoDigests": [format!("docker.io/library/app@sha256:{digest}")]}),
+        ] {
+            let names: Vec<(String, String)> = engine_names(&image)
+                .into_iter()
+                .map(|r| (r.repository.clone(), r.name()))
+                .collect();
+            assert_eq!(
+                names,
+                [
+                    ("app".to_owned(), "app:1".to_owned()),
+                    ("team/app".to_owned(), "team/app:2".to_owned()),
+                    ("app".to_owned(), format!("app@sha256:{digest}")),
+                ],
+                "{image}"
+            );
+        }
+        assert!(engine_names(&json!({"RepoTags": null})).is_empty());
     }
 }

@@ -399,6 +399,19 @@ impl Seen {
     }
 }
 
+/// The id of the object an event is about: `Actor.ID`, or for a volume, whose name is its
+/// id, `Actor.Attributes.name` when the ID is empty (Podman's volume events).
+fn event_object_id(kind: ObjectKind, event: &Value) -> Option<&str> {
+    let id = event.pointer("/Actor/ID").and_then(Value::as_str)?;
+    let id = match kind {
+        ObjectKind::Volume if id.is_empty() => event
+            .pointer("/Actor/Attributes/name")
+            .and_then(Value::as_str)?,
+        _ => id,
+    };
+    (!id.is_empty()).then_some(id)
+}
+
 /// The object an event from `/events` is about, for the kinds whose events carry no labels:
 /// what the engine says it is now, or, once it is gone (its destroy or remove event, or a
 /// replayed event of an object removed since), what the gateway saw of it last. `None` for
@@ -422,10 +435,7 @@ pub async fn event_object(
                 | ObjectKind::Node
         )
     })?;
-    let id = event.pointer("/Actor/ID").and_then(Value::as_str)?;
-    if id.is_empty() {
-        return None;
-    }
+    let id = event_object_id(kind, event)?;
     let action = event.get("Action").and_then(Value::as_str).unwrap_or("");
     if matches!(action, "destroy" | "remove" | "delete") {
         return seen.get(kind, id, None);
@@ -979,5 +989,24 @@ mod tests {
         );
         assert_eq!((t.id.as_str(), t.name.as_deref()), ("s1", Some("pw")));
         assert_eq!(t.labels[0].value, "alice");
+    }
+
+    #[test]
+    fn the_object_of_an_event() {
+        let id = |kind, event: Value| event_object_id(kind, &event).map(str::to_owned);
+        // dockerd's volume and network events.
+        let docker_volume = json!({"Actor": {"ID": "data", "Attributes": {"driver": "local"}}});
+        assert_eq!(id(ObjectKind::Volume, docker_volume), Some("data".into()));
+        let network = json!({"Actor": {"ID": "n1", "Attributes": {"name": "net"}}});
+        assert_eq!(id(ObjectKind::Network, network), Some("n1".into()));
+        // Podman's volume events name the volume only in the attributes.
+        let podman_volume = json!({"Actor": {"ID": "", "Attributes": {"name": "data"}}});
+        assert_eq!(id(ObjectKind::Volume, podman_volume), Some("data".into()));
+        // Only for volumes: another kind's name is not its id.
+        let unnamed = json!({"Actor": {"ID": "", "Attributes": {"name": "net"}}});
+        assert_eq!(id(ObjectKind::Network, unnamed), None);
+        let nothing = json!({"Actor": {"ID": "", "Attributes": {"name": ""}}});
+        assert_eq!(id(ObjectKind::Volume, nothing), None);
+        assert_eq!(id(ObjectKind::Volume, json!({"Type": "volume"})), None);
     }
 }

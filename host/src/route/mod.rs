@@ -25,8 +25,15 @@
 //!    resolve; denying both loses nothing a client sends.)
 //! 4. **Version.** dockerd registers every route twice: bare and under `/v{version:[0-9.]+}`.
 //!    A first segment made of `v` and digits and dots is therefore a version; it must be
-//!    `major.minor` (anything else, like `/v1.2.3`, is [`RouteError::BadVersion`]).
-//! 5. **Match** the rest against the table in dockerd's registration order, first match wins
+//!    `major.minor` (anything else, like `/v1.2.3`, is [`RouteError::BadVersion`]). Podman
+//!    reads the prefix more loosely (`/v{version:[0-9][0-9A-Za-z.-]*}`, so `/v1.41-x/` is a
+//!    version to it): a first segment that either engine takes for a version is one here,
+//!    so no path is an unknown endpoint to the gateway and a Docker endpoint to Podman.
+//! 5. **Podman's own API.** Podman serves its libpod API beside the Docker one, under
+//!    `/libpod/` and under any version prefix (`/v4.3.1/libpod/containers/create`). Its
+//!    bodies and semantics are not the Docker Engine API plugins are written for, so such a
+//!    path is always [`RouteError::Libpod`], even where unknown endpoints are passed through.
+//! 6. **Match** the rest against the table in dockerd's registration order, first match wins
 //!    (the patterns are documented in `table.rs`). A `{name:.*}` parameter is greedy but the
 //!    route's literal suffix must still match, like the Go regexp it stands for:
 //!    `/images/a/b/json` is `image.inspect` of `a/b`. Methods compare exactly (`get` is not
@@ -121,12 +128,19 @@ pub enum RouteError {
     /// `v<major>.<minor>`.
     #[error("invalid API version in path: {0:?}")]
     BadVersion(String),
+    /// A path of Podman's own (libpod) API, with or without a version prefix: refused
+    /// whatever the configuration, because plugins judge the Docker Engine API only.
+    #[error("{0} is Podman's own API (libpod), which portcullis does not serve: portcullis serves only the Docker Engine API, so Podman clients must use Podman's Docker-compatible API (the docker CLI, compose or a Docker SDK with DOCKER_HOST set to the gateway); `podman --remote` and the libpod bindings are not supported")]
+    Libpod(String),
 }
 
 /// Classifies a request by method and raw path (the URI path only, no query, still
 /// percent-encoded, as received).
 pub fn classify(method: &Method, raw_path: &str) -> Result<Route, RouteError> {
     let clean = canonicalize(raw_path)?;
+    if is_libpod(&clean) {
+        return Err(RouteError::Libpod(clean));
+    }
     let (version, path) = split_version(&clean)?;
     let unknown = || RouteError::UnknownEndpoint {
         method: method.clone(),
@@ -303,18 +317,41 @@ fn clean_path(p: &str) -> String {
     out
 }
 
-/// Splits a clean path into its `/v{major}.{minor}` prefix and the rest. A first segment of
-/// `v` followed only by digits and dots is what dockerd's `/v{version:[0-9.]+}` matches, so
-/// it is always a version, valid or not.
+/// Whether a path segment is a version prefix to dockerd (`v` + `[0-9.]+`) or to Podman
+/// (`v` + `[0-9][0-9A-Za-z.-]*`).
+fn is_version_segment(segment: &str) -> bool {
+    let Some(rest) = segment.strip_prefix('v') else {
+        return false;
+    };
+    let docker = !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+    let podman = rest.starts_with(|c: char| c.is_ascii_digit())
+        && rest
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+    docker || podman
+}
+
+/// Whether a clean path is in Podman's libpod API: `/libpod/...`, bare or after a version
+/// prefix as Podman reads one.
+fn is_libpod(clean: &str) -> bool {
+    let mut segments = clean.strip_prefix('/').unwrap_or(clean).split('/');
+    let mut first = segments.next().unwrap_or_default();
+    if is_version_segment(first) {
+        first = segments.next().unwrap_or_default();
+    }
+    first == "libpod"
+}
+
+/// Splits a clean path into its `/v{major}.{minor}` prefix and the rest. A first segment
+/// that dockerd's `/v{version:[0-9.]+}` or Podman's looser prefix matches is always a
+/// version, valid or not.
 fn split_version(clean: &str) -> Result<(Option<Version>, &str), RouteError> {
     let after_slash = clean.strip_prefix('/').unwrap_or(clean);
     let first = after_slash.split('/').next().unwrap_or_default();
-    let Some(digits) = first.strip_prefix('v') else {
-        return Ok((None, clean));
-    };
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+    if !is_version_segment(first) {
         return Ok((None, clean));
     }
+    let digits = &first[1..];
     let bad = || RouteError::BadVersion(first.to_owned());
     let (major, minor) = digits.split_once('.').ok_or_else(bad)?;
     let number = |s: &str| -> Result<u16, RouteError> {
@@ -717,6 +754,10 @@ mod tests {
             "/v./_ping",
             "/v99999.1/_ping",
             "/v1..41/_ping",
+            // Versions to Podman, which would serve the endpoint behind them.
+            "/v1.41x/_ping",
+            "/v1.41-rc1/containers/json",
+            "/v4.3.1/containers/json",
         ] {
             assert_eq!(
                 classify(&Method::GET, bad),
@@ -726,10 +767,61 @@ mod tests {
                 "{bad}"
             );
         }
-        // Not `v` + digits and dots: not a version, just an unknown path.
-        assert!(unknown(Method::GET, "/v1.41x/_ping"));
+        // A version to neither engine: not a version, just an unknown path.
         assert!(unknown(Method::GET, "/v/_ping"));
+        assert!(unknown(Method::GET, "/vx1/_ping"));
+        assert!(unknown(Method::GET, "/v-1/_ping"));
         assert!(unknown(Method::GET, "/vx/_ping"));
+    }
+
+    #[test]
+    fn podman_libpod_paths_are_refused() {
+        for (raw, clean) in [
+            ("/libpod/_ping", "/libpod/_ping"),
+            ("/libpod", "/libpod"),
+            (
+                "/v4.3.1/libpod/containers/json",
+                "/v4.3.1/libpod/containers/json",
+            ),
+            ("/v4.0.0-dev/libpod/info", "/v4.0.0-dev/libpod/info"),
+            (
+                "/v1.41/libpod/containers/create",
+                "/v1.41/libpod/containers/create",
+            ),
+            ("/v4/libpod/images/json", "/v4/libpod/images/json"),
+            // Spelled so that it becomes one only once decoded and cleaned.
+            ("/v4.3.1%2Flibpod%2Fpods%2Fjson", "/v4.3.1/libpod/pods/json"),
+            ("/containers/../libpod/./pods/json", "/libpod/pods/json"),
+            ("//libpod//containers/create", "/libpod/containers/create"),
+        ] {
+            for method in [Method::GET, Method::POST, Method::DELETE] {
+                assert_eq!(
+                    classify(&method, raw),
+                    Err(RouteError::Libpod(clean.to_owned())),
+                    "{method} {raw}"
+                );
+                // Passing unknown endpoints through never passes Podman's API.
+                assert_eq!(
+                    classify_or_unknown(&method, raw),
+                    Err(RouteError::Libpod(clean.to_owned())),
+                    "{method} {raw}"
+                );
+            }
+        }
+        let message = RouteError::Libpod("/v4.3.1/libpod/info".into()).to_string();
+        assert!(message.starts_with("/v4.3.1/libpod/info is Podman's own API"));
+        assert!(message.contains("serves only the Docker Engine API"));
+        assert!(message.contains("Docker-compatible API"));
+        assert!(message.contains("`podman --remote`"));
+        // Only the segment itself: names that merely contain it are other paths.
+        assert!(unknown(Method::GET, "/libpodx/_ping"));
+        assert!(unknown(Method::GET, "/Libpod/_ping"));
+        assert_eq!(
+            ok(Method::GET, "/containers/libpod/json")
+                .object_id
+                .as_deref(),
+            Some("libpod")
+        );
     }
 
     #[test]
