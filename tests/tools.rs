@@ -411,7 +411,13 @@ struct Swarm {
 }
 
 impl Swarm {
-    fn start() -> Self {
+    /// The swarm, started when needed; `None` in the Podman pass: the swarm is a dockerd of
+    /// its own whatever the engine under test, so the dockerd pass has run the test already,
+    /// and Podman has no swarm mode to run it on.
+    fn start() -> Option<Self> {
+        if skip_on_podman("stacks and services need swarm mode, which Podman does not have") {
+            return None;
+        }
         let swarm = Swarm {
             env: [
                 ("PORTCULLIS_ENGINE_DIR", "/var/tmp/portcullis-swarm"),
@@ -442,7 +448,7 @@ impl Swarm {
                 .args(["info", "-f", "{{.Swarm.LocalNodeState}}"]));
             assert_eq!(state.trim(), "active", "swarm init: {}", text(&init));
         }
-        swarm
+        Some(swarm)
     }
 
     fn script(&self) -> Command {
@@ -495,14 +501,9 @@ configs:
 
 #[test]
 fn stack_and_services_as_two_users() {
-    // The swarm is a dockerd of its own whatever the engine under test, so the dockerd
-    // pass has run this already; Podman has no swarm mode to run it on.
-    if skip_on_podman("stacks and services need swarm mode, which Podman does not have") {
-        return;
-    }
+    let Some(swarm) = Swarm::start() else { return };
     let (alice, bob) = ("pc-tools-sam", "pc-tools-eve");
     let _users = Users::create(&[alice, bob]);
-    let swarm = Swarm::start();
     let gw = Gateway::start_shipped(Some(swarm.address()));
     let p = Project::new(
         STACK,
@@ -755,7 +756,7 @@ fn service_exists(swarm: &Swarm, service: &str) -> bool {
 fn service_host_escapes_are_refused() {
     let user = "pc-tools-sol";
     let _users = Users::create(&[user]);
-    let swarm = Swarm::start();
+    let Some(swarm) = Swarm::start() else { return };
     let gw = Gateway::start_shipped(Some(swarm.address()));
     let prefix = unique("svc");
     let _left = SwarmLeftovers(&swarm, prefix.clone());
@@ -919,7 +920,7 @@ fn service_host_escapes_are_refused() {
 fn stack_host_escapes_are_refused() {
     let user = "pc-tools-ray";
     let _users = Users::create(&[user]);
-    let swarm = Swarm::start();
+    let Some(swarm) = Swarm::start() else { return };
     let gw = Gateway::start_shipped(Some(swarm.address()));
     let deploy = |p: &Project| {
         let mut cmd = docker_as(&gw, user);
@@ -1090,7 +1091,7 @@ fn shared_file(dir: &tempfile::TempDir, name: &str, content: &str) -> String {
 fn secrets_and_configs_as_two_users() {
     let (alice, bob) = ("pc-tools-ada", "pc-tools-bo");
     let _users = Users::create(&[alice, bob]);
-    let swarm = Swarm::start();
+    let Some(swarm) = Swarm::start() else { return };
     let gw = Gateway::start_shipped(Some(swarm.address()));
     let prefix = unique("sec");
     let _left = SwarmLeftovers(&swarm, prefix.clone());
@@ -1206,7 +1207,7 @@ fn secrets_and_configs_as_two_users() {
 fn service_tasks_logs_and_events_as_two_users() {
     let (alice, bob) = ("pc-tools-ivy", "pc-tools-max");
     let _users = Users::create(&[alice, bob]);
-    let swarm = Swarm::start();
+    let Some(swarm) = Swarm::start() else { return };
     let gw = Gateway::start_shipped(Some(swarm.address()));
     let prefix = unique("ev");
     let _left = SwarmLeftovers(&swarm, prefix.clone());
@@ -1366,7 +1367,7 @@ fn nodes_and_swarm_are_administration() {
     let (user, admin) = ("pc-tools-kim", "pc-tools-ops");
     let _users = Users::create(&[user]);
     let _admin = Admin::create(admin);
-    let swarm = Swarm::start();
+    let Some(swarm) = Swarm::start() else { return };
     let gw = Gateway::start_shipped(Some(swarm.address()));
     let node = ok(swarm.docker().args(["info", "-f", "{{.Swarm.NodeID}}"]))
         .trim()
@@ -1457,7 +1458,7 @@ fn nodes_and_swarm_are_administration() {
 fn service_volumes_as_two_users() {
     let (alice, bob) = ("pc-tools-liv", "pc-tools-ned");
     let _users = Users::create(&[alice, bob]);
-    let swarm = Swarm::start();
+    let Some(swarm) = Swarm::start() else { return };
     let gw = Gateway::start_shipped(Some(swarm.address()));
     let prefix = unique("vol");
     let _left = SwarmLeftovers(&swarm, prefix.clone());
