@@ -536,12 +536,12 @@ fn two_gateways_exports_merge_into_one_verified_trail() {
     assert_eq!(lines.len(), total);
     let times: Vec<&str> = lines.iter().map(|l| l["time"].as_str().unwrap()).collect();
     assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
-    for i in 0..2 {
+    for (i, (_, export)) in files.iter().enumerate() {
         let of: Vec<&serde_json::Value> = lines
             .iter()
             .filter(|l| l["gateway"] == format!("gw{i}").as_str())
             .collect();
-        assert_eq!(of.len(), files[i].1.lines().count());
+        assert_eq!(of.len(), export.lines().count());
         assert!(of.iter().any(|l| l["decision"] == "deny"
             && l["error"].as_str().unwrap_or("").contains("[privileged]")));
     }

@@ -288,7 +288,7 @@ mod tests {
         serde_json::from_value(json!({
             "request_id": n, "caller": {"user": user, "groups": [], "auth": "peer"},
             "method": "POST", "path": "/containers/create", "endpoint": "container.create",
-            "decision": if n % 2 == 0 { "deny" } else { "allow" }, "status": 201,
+            "decision": if n.is_multiple_of(2) { "deny" } else { "allow" }, "status": 201,
             "duration_us": 10 + n, "details": {"Image": "busybox", "Env": ["A=1"], "x": 0.1}
         }))
         .expect("a record")
