@@ -14,17 +14,22 @@ pub(crate) fn load(file: &str) -> serde_yaml::Value {
     serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("parsing {}: {e}", path.display()))
 }
 
-/// The Engine API specs live in `shared/docker-engine-api/` beside the repository
-/// (`host/../../shared`). `PORTCULLIS_API_SPECS` overrides; otherwise every ancestor of
-/// the crate is tried, so the tests also run from a scratch crate with `shared` linked in.
+/// The Engine API specs are vendored in `vendor/docker-engine-api/`, so a clone tests
+/// against them alone. `PORTCULLIS_API_SPECS` overrides; a `shared/docker-engine-api` in an
+/// ancestor of the crate is tried after the vendored copy (a scratch crate with `shared`
+/// linked in).
 pub(crate) fn spec_dir() -> PathBuf {
     if let Ok(dir) = std::env::var("PORTCULLIS_API_SPECS") {
         return PathBuf::from(dir);
     }
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let candidates: Vec<PathBuf> = manifest
-        .ancestors()
-        .map(|dir| dir.join("shared/docker-engine-api"))
+    let vendored = manifest.join("../vendor/docker-engine-api");
+    let candidates: Vec<PathBuf> = std::iter::once(vendored)
+        .chain(
+            manifest
+                .ancestors()
+                .map(|dir| dir.join("shared/docker-engine-api")),
+        )
         .collect();
     candidates
         .iter()
