@@ -20,6 +20,8 @@
 //! - [`plugin`]: the WebAssembly plugin runtime (wasmtime): compile and cache components,
 //!   a fresh sandboxed instance per call, deadlines and memory caps.
 //! - [`upstream`]: the pooled client to the real engine (`unix://`, `tcp://`).
+//! - [`buildkit`]: BuildKit's `/grpc` and `/session` tunnels once the engine switched them
+//!   to HTTP/2: every gRPC call judged (a Solve as `build.solve`) and recorded.
 //! - [`owners`]: the gateway's own record of who owns each image repository (a name no label
 //!   can protect), written before the request that creates a tag is forwarded.
 //! - [`audit`]: the tamper-evident audit trail (sled store, hash chain, indexes) that every
@@ -39,12 +41,13 @@
 //!
 //! The modules are layers that import downwards only: leaves (`model`, `body`, `net`,
 //! `route`, `error`, `config`) → subsystems (`identity`, `upstream`, `plugin`, `owners`, then
-//! `audit`) → `pipeline` → `listener` and `admin` → `reload` → [`run`] → `cli`. `host/tests/layers.rs`
+//! `audit`) → `pipeline` → `buildkit` → `listener` and `admin` → `reload` → [`run`] → `cli`. `host/tests/layers.rs`
 //! fails on an edge that points up; docs/architecture.md draws the layers and the journey.
 
 pub mod admin;
 pub mod audit;
 pub mod body;
+pub mod buildkit;
 pub mod cli;
 pub mod config;
 pub mod error;

@@ -277,7 +277,7 @@ mod tests {
         let old =
             parse("[server]\nlisten = [\"unix:///run/a.sock\"]\n[audit]\npath = \"/var/lib/a\"\n");
         let same = parse(
-            "[server]\nlisten = [\"unix:///run/a.sock\"]\n[audit]\npath = \"/var/lib/a\"\n[api]\nallow_buildkit = true\n",
+            "[server]\nlisten = [\"unix:///run/a.sock\"]\n[audit]\npath = \"/var/lib/a\"\n[api]\nbuildkit = \"pass\"\n",
         );
         assert!(fixed_changes(&old, &same).is_empty(), "[api] may change");
         let moved = parse(

@@ -30,22 +30,24 @@ const LAYERS: &[(&str, u8)] = &[
     ("audit", 3),
     // One request's trip.
     ("pipeline", 4),
+    // BuildKit's tunnels, call by call, through the pipeline's chain.
+    ("buildkit", 5),
     // Where requests come in.
-    ("listener", 5),
-    ("admin", 5),
+    ("listener", 6),
+    ("admin", 6),
     // A running gateway's policy swapped, and its state as the admin listener reports it.
-    ("reload", 6),
+    ("reload", 7),
     // `run`: wires the subsystems and serves.
-    ("lib", 7),
+    ("lib", 8),
     // The command line, and the fuzzing hooks (which reach into the pipeline's parsers).
-    ("cli", 8),
-    ("fuzz", 8),
+    ("cli", 9),
+    ("fuzz", 9),
     // The binary: it only dispatches to `cli`.
-    ("main", 9),
+    ("main", 10),
 ];
 
 /// The layer of the crate root's own items.
-const LIB: u8 = 7;
+const LIB: u8 = 8;
 
 fn layer(module: &str) -> Option<u8> {
     LAYERS.iter().find(|(m, _)| *m == module).map(|(_, l)| *l)

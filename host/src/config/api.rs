@@ -48,10 +48,11 @@ pub struct ApiConfig {
     /// The newest API version accepted; by default whatever the engine serves.
     #[serde(default)]
     pub max_version: Option<ApiVersion>,
-    /// Let BuildKit's `/session` and `/grpc` tunnels through. They carry a build's whole
-    /// conversation (contexts, secrets, entitlements) as HTTP/2 streams no plugin can read.
+    /// What becomes of BuildKit's `/session` and `/grpc` tunnels (`docker build` with
+    /// buildx, `docker buildx build`, `docker compose build`): judged call by call
+    /// (`mediate`), refused (`deny`), or passed through unread (`pass`).
     #[serde(default)]
-    pub allow_buildkit: bool,
+    pub buildkit: BuildkitMode,
     /// Resolve symlinks in host paths of bind mounts (container and service mounts,
     /// `local` volumes bound to a device path) before plugins judge them, and forward the
     /// resolved path, so that a link to `/` cannot pass as an allowed directory. Needs the
@@ -71,11 +72,28 @@ impl Default for ApiConfig {
         Self {
             min_version: default_min_version(),
             max_version: None,
-            allow_buildkit: false,
+            buildkit: BuildkitMode::default(),
             resolve_bind_sources: true,
             pass_unknown_endpoints: false,
         }
     }
+}
+
+/// `[api] buildkit`: how BuildKit's HTTP/2 tunnels are served (docs/builds.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BuildkitMode {
+    /// The gateway speaks HTTP/2 to both sides and judges every gRPC call: a Solve goes
+    /// through the plugin chain as `build.solve`, the way a classic build does as
+    /// `image.build`.
+    #[default]
+    Mediate,
+    /// Both tunnels are refused with 403: clients fall back to the classic builder
+    /// (`DOCKER_BUILDKIT=0`).
+    Deny,
+    /// The tunnels are passed through as bytes once the engine agreed to switch: builds
+    /// escape every plugin. For a gateway whose callers are all trusted with the engine.
+    Pass,
 }
 
 fn default_min_version() -> ApiVersion {

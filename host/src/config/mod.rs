@@ -18,7 +18,7 @@ use serde::Deserialize;
 
 pub use address::{Address, AddressError};
 pub use admin::AdminConfig;
-pub use api::{ApiConfig, ApiVersion};
+pub use api::{ApiConfig, ApiVersion, BuildkitMode};
 pub use audit::{AuditConfig, Durability, OnFullDisk};
 pub use identity::{gid_of, uid_of, AnonymousIdentity, TlsConfig, UserFrom};
 pub(crate) use owners::default_max_repositories;

@@ -209,6 +209,7 @@ mod tests {
             None,
             Some(bytes::Bytes::from_static(b"HEAD")),
             None,
+            None,
         );
         io.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
             .await

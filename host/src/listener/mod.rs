@@ -392,6 +392,7 @@ async fn accept_loop(
             };
             let identity = Arc::new(resolver.connection(peer, proof));
             let handover = Arc::new(Handover::default());
+            let tunnel_gateway = gateway.clone();
             let conn_handover = handover.clone();
             let service = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
                 let gateway = gateway.clone();
@@ -444,7 +445,12 @@ async fn accept_loop(
                 Some(pending) => {
                     // A tunnel counts against the tunnel limit, not the connection limit.
                     drop(permit);
-                    tunnel::run(client, parts.read_buf, pending).await;
+                    if pending.mediation.is_some() {
+                        crate::buildkit::serve(client, parts.read_buf, pending, tunnel_gateway)
+                            .await;
+                    } else {
+                        tunnel::run(client, parts.read_buf, pending).await;
+                    }
                     return;
                 }
                 None => {

@@ -1,5 +1,5 @@
 //! The gateway's own record of who owns the names that labels cannot protect: image
-//! repositories.
+//! repositories, and BuildKit's sessions and builds ([`Builds`]).
 //!
 //! # Why the gateway keeps the record
 //!
@@ -25,6 +25,8 @@
 //! Repositories that exist on the engine without a record (made before the gateway, or
 //! directly on the engine) belong to nobody: they are the host's shared base images.
 
+mod builds;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -32,6 +34,7 @@ use http::StatusCode;
 
 pub use crate::config::OwnersConfig;
 use crate::error::{DockerError, IntoDockerError};
+pub use builds::{Builds, BuildsError, SessionClaim};
 
 /// Why the record could not be read or written.
 #[derive(Debug, thiserror::Error)]

@@ -73,6 +73,8 @@ pub(super) struct Context {
     pub arrival: Option<Box<Arrival>>,
     /// Why the request was refused or failed, as sent: for the record.
     pub failure: Option<Failure>,
+    /// The BuildKit session a mediated `/session` request opens for its caller.
+    pub session: Option<crate::owners::SessionClaim>,
 }
 
 /// The request as it arrived, for its record.
@@ -164,6 +166,7 @@ impl Context {
             view: None,
             arrival,
             failure: None,
+            session: None,
         }
     }
 

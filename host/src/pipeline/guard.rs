@@ -4,7 +4,7 @@
 use http::header::{self, HeaderMap};
 
 use super::PipelineError;
-use crate::config::{ApiConfig, ApiVersion};
+use crate::config::{ApiConfig, ApiVersion, BuildkitMode};
 use crate::route::Route;
 
 /// Refuses API versions outside the configured range, BuildKit tunnels unless enabled,
@@ -22,7 +22,7 @@ pub fn check(api: &ApiConfig, route: &Route, headers: &HeaderMap) -> Result<(), 
             return Err(PipelineError::VersionTooNew { version, max });
         }
     }
-    if matches!(route.endpoint.name, "session" | "grpc") && !api.allow_buildkit {
+    if matches!(route.endpoint.name, "session" | "grpc") && api.buildkit == BuildkitMode::Deny {
         return Err(PipelineError::BuildkitDisabled {
             endpoint: route.endpoint.name,
         });
@@ -93,9 +93,14 @@ mod tests {
     #[test]
     fn buildkit_tunnels_need_the_switch() {
         let mut api = ApiConfig::default();
+        assert!(
+            checked("/session", &api, None).is_ok(),
+            "mediated by default"
+        );
+        api.buildkit = BuildkitMode::Deny;
         assert!(checked("/session", &api, None).is_err());
         assert!(checked("/v1.41/grpc", &api, None).is_err());
-        api.allow_buildkit = true;
+        api.buildkit = BuildkitMode::Pass;
         assert!(checked("/session", &api, None).is_ok());
     }
 

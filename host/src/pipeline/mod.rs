@@ -43,14 +43,13 @@ use crate::owners::Owners;
 use crate::route::{self, BodyKind, Route, RouteError};
 use crate::upstream::{Upstream, UpstreamError};
 use canonical::Canonical;
-use chain::Patchable;
 use context::{Context, Failure, Judged, Upgrade};
 
 pub use crate::body::Body;
 pub use canonical::{apply_json_patch, CREDENTIAL_HEADERS};
-pub use chain::{Chain, ChainError, Held, Trace};
+pub use chain::{Chain, ChainError, Held, Patchable, Trace};
 pub use spool::SpoolError;
-pub use tags::{ImageRef, TagError};
+pub use tags::{claim as claim_tags, resolve as resolve_tags, ImageRef, TagError};
 pub use target::TargetError;
 
 /// Why a request was not forwarded, or failed on the way.
@@ -84,7 +83,7 @@ pub enum PipelineError {
         version: crate::config::ApiVersion,
         max: crate::config::ApiVersion,
     },
-    #[error("{endpoint}: BuildKit session tunnels are disabled (their streams cannot be inspected); build with DOCKER_BUILDKIT=0 or set [api] allow_buildkit = true")]
+    #[error("{endpoint}: BuildKit is turned off on this gateway ([api] buildkit = \"deny\"); build with DOCKER_BUILDKIT=0")]
     BuildkitDisabled { endpoint: &'static str },
     #[error("form-encoded request bodies are not accepted (the engine would read their fields ahead of the query string)")]
     FormBody,
@@ -92,6 +91,10 @@ pub enum PipelineError {
     AmbiguousFraming,
     #[error(transparent)]
     Bind(#[from] binds::BindError),
+    #[error(transparent)]
+    Builds(#[from] crate::owners::BuildsError),
+    #[error("a BuildKit session needs its X-Docker-Expose-Session-Uuid header")]
+    NoSessionId,
     #[error("{endpoint} cannot be upgraded to another protocol")]
     UpgradeRefused { endpoint: &'static str },
     #[error("the client is not reading its earlier responses; cannot start the attached stream")]
@@ -129,6 +132,11 @@ impl IntoDockerError for PipelineError {
             PipelineError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             PipelineError::HeadTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             PipelineError::BuildkitDisabled { .. } => StatusCode::FORBIDDEN,
+            PipelineError::Builds(crate::owners::BuildsError::TooManySessions { .. }) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            PipelineError::Builds(_) => StatusCode::FORBIDDEN,
+            PipelineError::NoSessionId => StatusCode::BAD_REQUEST,
             PipelineError::VersionTooOld { .. }
             | PipelineError::VersionTooNew { .. }
             | PipelineError::FormBody
@@ -182,6 +190,8 @@ pub struct Gateway {
     seen: Arc<target::Seen>,
     /// Who owns each image repository; without it plugins get no `tag` references.
     owners: Option<Arc<Owners>>,
+    /// Who opened each BuildKit session and started each build.
+    builds: Arc<crate::owners::Builds>,
 }
 
 impl Gateway {
@@ -205,6 +215,7 @@ impl Gateway {
             audit: None,
             seen: Arc::new(target::Seen::default()),
             owners: None,
+            builds: Arc::default(),
         }
     }
 
@@ -240,6 +251,26 @@ impl Gateway {
     /// The engine this gateway forwards to.
     pub fn upstream(&self) -> &Upstream {
         &self.upstream
+    }
+
+    /// The configuration it serves with.
+    pub fn config(&self) -> &Arc<Config> {
+        &self.config
+    }
+
+    /// The record of image repositories' owners, when there is one.
+    pub fn owners(&self) -> Option<&Arc<Owners>> {
+        self.owners.as_ref()
+    }
+
+    /// The record of BuildKit sessions and builds.
+    pub fn builds(&self) -> &Arc<crate::owners::Builds> {
+        &self.builds
+    }
+
+    /// A new request id (for calls inside a mediated tunnel, each its own record).
+    pub fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
     /// The audit trail, when there is one.
@@ -416,6 +447,7 @@ impl Gateway {
         };
         let endpoint = route.endpoint;
         guard::check(api, &route, req.headers())?;
+        ctx.session = tunnel::claim_session(api, &route, req.headers(), &self.builds, &ctx.caller)?;
         ctx.route = Some(route);
 
         let wants_upgrade = headers::wants_upgrade(req.headers());
@@ -667,14 +699,15 @@ impl Gateway {
             let (parts, _) = resp.into_parts();
             if matches!(ctx.upgrade, Upgrade::Legacy) {
                 let head = tunnel::legacy_head(&parts.headers);
-                handover.put(engine_upgrade, permit, slot.take(), Some(head), idle);
+                handover.put(engine_upgrade, permit, slot.take(), Some(head), idle, None);
                 // hyper writes (and the connection swallows) this; the client gets `head`.
                 let mut resp = Response::new(Body::empty());
                 resp.headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
                 return Ok(resp);
             }
-            handover.put(engine_upgrade, permit, slot.take(), None, idle);
+            let mediation = tunnel::mediation(ctx);
+            handover.put(engine_upgrade, permit, slot.take(), None, idle, mediation);
             return Ok(Response::from_parts(parts, Body::empty()));
         }
 

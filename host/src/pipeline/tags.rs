@@ -457,9 +457,10 @@ fn engine_names(image: &Value) -> Vec<ImageRef> {
 }
 
 /// The endpoints that make tags (a push or removal of a name nobody has claims nothing).
-const CREATES_TAGS: [&str; 5] = [
+const CREATES_TAGS: [&str; 6] = [
     "image.tag",
     "image.build",
+    "build.solve",
     "image.commit",
     "image.create",
     "image.load",

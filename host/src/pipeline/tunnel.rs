@@ -26,6 +26,10 @@ const BUF: usize = 16 * 1024;
 /// A tunnel waiting for its client connection: the engine side and what to send the client
 /// first.
 pub struct Pending {
+    /// Set for BuildKit's tunnels under `[api] buildkit = "mediate"`: the listener hands
+    /// such a tunnel to `buildkit`, which judges every gRPC call in it, instead of copying
+    /// bytes.
+    pub mediation: Option<Mediation>,
     engine: OnUpgrade,
     permit: OwnedSemaphorePermit,
     /// The caller's in-flight slot: an open tunnel counts as a request until it closes.
@@ -102,11 +106,13 @@ impl Handover {
         caller: Option<super::slots::CallerSlot>,
         legacy_head: Option<Bytes>,
         idle: Option<Duration>,
+        mediation: Option<Mediation>,
     ) {
         if legacy_head.is_some() {
             self.discard.store(true, Ordering::Release);
         }
         let pending = Pending {
+            mediation,
             engine,
             permit,
             caller,
@@ -124,6 +130,44 @@ impl Handover {
     }
 }
 
+/// What a mediated BuildKit tunnel is judged by: who opened it and the policy in force when
+/// it was opened (kept for the tunnel's life, as a request keeps it).
+pub struct Mediation {
+    /// `grpc` (the client calls the engine's BuildKit) or `session` (the engine calls the
+    /// client's session services).
+    pub endpoint: &'static str,
+    /// The id of the `/session` or `/grpc` request that opened the tunnel.
+    pub id: u64,
+    pub caller: Arc<crate::identity::Caller>,
+    pub policy: Arc<super::Policy>,
+    /// The API version the tunnel's path named.
+    pub version: Option<(u16, u16)>,
+    /// The session a `/session` tunnel holds for its caller until it closes.
+    pub session: Option<crate::owners::SessionClaim>,
+}
+
+/// An engine connection the engine agreed to switch, and the bounds the tunnel counts
+/// against until it is dropped.
+pub struct Opened {
+    pub engine: TokioIo<hyper::upgrade::Upgraded>,
+    pub idle: Option<Duration>,
+    _permit: OwnedSemaphorePermit,
+    _caller: Option<super::slots::CallerSlot>,
+}
+
+impl Pending {
+    /// Waits for the engine's side of the switched connection.
+    pub async fn open(self) -> Result<Opened, hyper::Error> {
+        let engine = self.engine.await?;
+        Ok(Opened {
+            engine: TokioIo::new(engine),
+            idle: self.idle,
+            _permit: self.permit,
+            _caller: self.caller,
+        })
+    }
+}
+
 /// Runs the tunnel between `client` (whose already-read bytes are `read_ahead`) and the
 /// engine; returns when both directions have finished.
 pub async fn run<C>(mut client: C, read_ahead: Bytes, pending: Pending)
@@ -131,6 +175,7 @@ where
     C: AsyncRead + AsyncWrite + Unpin,
 {
     let Pending {
+        mediation: _,
         engine,
         permit: _permit,
         caller: _caller,
@@ -249,6 +294,47 @@ impl<C: AsyncWrite> AsyncWrite for Counted<C> {
     ) -> std::task::Poll<std::io::Result<()>> {
         self.project().inner.poll_shutdown(cx)
     }
+}
+
+/// Under `[api] buildkit = "mediate"`, claims the session a `/session` request opens for its
+/// caller before the request is forwarded: a session id is one caller's while it is open.
+pub(super) fn claim_session(
+    api: &crate::config::ApiConfig,
+    route: &crate::route::Route,
+    headers: &http::HeaderMap,
+    builds: &Arc<crate::owners::Builds>,
+    caller: &crate::identity::Caller,
+) -> Result<Option<crate::owners::SessionClaim>, super::PipelineError> {
+    if route.endpoint.name != "session" || api.buildkit != crate::config::BuildkitMode::Mediate {
+        return Ok(None);
+    }
+    let id = headers
+        .get("x-docker-expose-session-uuid")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+        .ok_or(super::PipelineError::NoSessionId)?;
+    Ok(Some(builds.open_session(id, &caller.user)?))
+}
+
+/// The mediation of a BuildKit tunnel the engine just switched, when the policy mediates.
+pub(super) fn mediation(ctx: &mut super::context::Context) -> Option<Mediation> {
+    let route = ctx.route.as_ref()?;
+    let endpoint = match route.endpoint.name {
+        "grpc" => "grpc",
+        "session" => "session",
+        _ => return None,
+    };
+    if ctx.policy.api.buildkit != crate::config::BuildkitMode::Mediate {
+        return None;
+    }
+    Some(Mediation {
+        endpoint,
+        id: ctx.id,
+        caller: ctx.caller.clone(),
+        policy: ctx.policy.clone(),
+        version: route.version,
+        session: ctx.session.take(),
+    })
 }
 
 /// Whether dockerd hijacks this endpoint even without `Upgrade` (its attach and exec start
