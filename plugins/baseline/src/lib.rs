@@ -29,6 +29,8 @@
 //! | `sysctls` | sysctls outside `allowed_sysctls` |
 //! | `runtime` | a runtime outside `allowed_runtimes`; service tasks of runtime `plugin` |
 //! | `read-only` | anything but `GET`/`HEAD` from callers in `read_only_users` / `read_only_groups` (give this plugin every endpoint, `endpoints = ["*"]`, to use it) |
+//! | `build-entitlements` | BuildKit builds (`build.solve`) of non-administrators with entitlements (`--allow network.host`, `--allow security.insecure`, any other) or host network steps (`--network host`) |
+//! | `raw-llb` | BuildKit builds of non-administrators without a frontend (raw LLB): they can name any source, another user's session included; `disabled_rules = ["raw-llb"]` lets them through |
 //! | `host-admin` | `admin_endpoints` (plugin install/upgrade/set/enable, swarm init/join/leave/inspect/update, node update/remove, ...) unless the caller is in `admin_group` or `admin_users` |
 //!
 //! Bind sources are normalised lexically (`//`, `.`, `..`) before the allow-list check;
@@ -41,7 +43,7 @@ use portcullis_plugin::prelude::*;
 use serde::Deserialize;
 
 /// Every rule, by the name used in configuration and messages.
-pub const RULES: [&str; 12] = [
+pub const RULES: [&str; 14] = [
     "privileged",
     "host-namespaces",
     "bind-mounts",
@@ -54,6 +56,8 @@ pub const RULES: [&str; 12] = [
     "runtime",
     "host-admin",
     "read-only",
+    "build-entitlements",
+    "raw-llb",
 ];
 
 /// Docker's default capability set: adding one of these changes nothing.
@@ -291,6 +295,10 @@ impl Baseline {
                 let opts = string_map(body.get("DriverOpts"));
                 self.volume_options(driver, &opts, "DriverOpts", f);
             }
+            "build.solve" => match req.json_body() {
+                Some(body) => self.build_solve(req, &body, f),
+                None => unreadable(f, "build.solve"),
+            },
             "image.build" if req.query("networkmode") == Some("host") => {
                 f.add(
                     "host-namespaces",
@@ -298,6 +306,43 @@ impl Baseline {
                 );
             }
             _ => {}
+        }
+    }
+
+    /// A BuildKit build: what it may do beyond its own sandbox is for administrators.
+    fn build_solve(&self, req: &Request, body: &Value, f: &mut Findings) {
+        if self.is_admin(req) {
+            return;
+        }
+        let entitlements = body.get("Entitlements").and_then(Value::as_array);
+        for e in entitlements.into_iter().flatten().filter_map(Value::as_str) {
+            let what = match e {
+                "network.host" => "build steps in the host network".to_owned(),
+                "security.insecure" => "privileged build steps".to_owned(),
+                other => format!("entitlement {other:?}"),
+            };
+            f.add(
+                "build-entitlements",
+                format!(
+                    "--allow {e} ({what}) is limited to the {:?} group",
+                    self.config.admin_group
+                ),
+            );
+        }
+        if body.get("NetworkMode").and_then(Value::as_str) == Some("host") {
+            f.add(
+                "build-entitlements",
+                format!(
+                    "--network host (build steps in the host network) is limited to the {:?} group",
+                    self.config.admin_group
+                ),
+            );
+        }
+        if body.get("RawLLB").and_then(Value::as_bool) == Some(true) {
+            f.add(
+                "raw-llb",
+                "a build without a frontend (raw LLB) can name any source, another user's session included; only administrators send one".into(),
+            );
         }
     }
 
@@ -709,6 +754,58 @@ mod tests {
     #[test]
     fn hooks_are_declared() {
         portcullis_plugin::testing::assert_hooks(&plugin(Value::Null));
+    }
+
+    fn solve(user: &str, body: Value) -> Request {
+        let mut req = Request::new("POST", "/moby.buildkit.v1.Control/Solve", "build.solve")
+            .with_json_body(&body);
+        req.caller.user = user.into();
+        req
+    }
+
+    #[test]
+    fn buildkit_entitlements_and_raw_llb_are_for_administrators() {
+        let p = plugin(json!({"admin_users": ["root"]}));
+        let plain = json!({"Frontend": "dockerfile.v0", "Entitlements": [], "NetworkMode": "", "RawLLB": false});
+        assert_eq!(p.on_request(&solve("alice", plain.clone())), Verdict::Allow);
+        for (field, value, rule) in [
+            (
+                "Entitlements",
+                json!(["network.host"]),
+                "[build-entitlements] --allow network.host",
+            ),
+            (
+                "Entitlements",
+                json!(["security.insecure"]),
+                "[build-entitlements] --allow security.insecure",
+            ),
+            (
+                "Entitlements",
+                json!(["device"]),
+                "[build-entitlements] --allow device",
+            ),
+            (
+                "NetworkMode",
+                json!("host"),
+                "[build-entitlements] --network host",
+            ),
+            ("RawLLB", json!(true), "[raw-llb]"),
+        ] {
+            let mut body = plain.clone();
+            body[field] = value;
+            let why = denial(&p, &solve("alice", body.clone()));
+            assert!(why.starts_with(rule), "{why}");
+            assert_eq!(p.on_request(&solve("root", body)), Verdict::Allow, "{rule}");
+        }
+        // The closest that passes: the sandbox's own network, no entitlement.
+        let mut none = plain.clone();
+        none["NetworkMode"] = json!("none");
+        assert_eq!(p.on_request(&solve("alice", none)), Verdict::Allow);
+        // An operator may let raw LLB through.
+        let open = plugin(json!({"disabled_rules": ["raw-llb"]}));
+        let mut raw = plain;
+        raw["RawLLB"] = json!(true);
+        assert_eq!(open.on_request(&solve("alice", raw)), Verdict::Allow);
     }
 
     #[test]

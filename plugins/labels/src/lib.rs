@@ -275,6 +275,10 @@ fn label_sets(
         "service.create" | "service.update" => "service",
         "config.create" | "config.update" => "config",
         "secret.create" | "secret.update" => "secret",
+        "build.solve" => {
+            let labels = map(req.json_body().as_ref().and_then(|b| b.get("Labels")));
+            return vec![("image", "label (--label)".into(), labels)];
+        }
         "image.build" => {
             let Some(text) = req.query("labels") else {
                 return Vec::new();
@@ -849,5 +853,21 @@ mod tests {
                 "Labels": {"ok": "1"}, "TaskTemplate": {"ContainerSpec": {"Labels": {"NOPE": "1"}}}
             }));
         assert!(deny_message(&p, &svc).contains("TaskTemplate.ContainerSpec.Labels[\"NOPE\"]"));
+    }
+
+    #[test]
+    fn buildkit_build_labels() {
+        let p = Labels::new(json!({"gateway_owned": ["io.portcullis.*"]})).unwrap();
+        let solve = |labels: Value| {
+            Request::new("POST", "/moby.buildkit.v1.Control/Solve", "build.solve")
+                .with_json_body(&json!({"Labels": labels}))
+        };
+        assert!(deny_message(&p, &solve(json!({"Bad": "x"}))).contains("label (--label)[\"Bad\"]"));
+        let msg = deny_message(&p, &solve(json!({"io.portcullis.owner": "alice"})));
+        assert!(msg.contains("io.portcullis.owner"), "{msg}");
+        assert_eq!(
+            p.on_request(&solve(json!({"com.example.ok": "1"}))),
+            Verdict::Allow
+        );
     }
 }

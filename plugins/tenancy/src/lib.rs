@@ -182,6 +182,9 @@ impl Plugin for Tenancy {
         if let Some(verdict) = self.guard(req) {
             return verdict;
         }
+        if let Some(verdict) = build_cache(req) {
+            return verdict;
+        }
         if let Some(verdict) = self.check_related(req) {
             return verdict;
         }
@@ -197,7 +200,7 @@ impl Plugin for Tenancy {
         {
             return Verdict::Allow;
         }
-        if FILTERED.contains(&req.endpoint.as_str())
+        if FILTERED.contains(&req.endpoint.as_str()) && !grpc(req)
             || (!self.config.shared_images
                 && matches!(req.endpoint.as_str(), "image.list" | "image.prune"))
         {
@@ -224,6 +227,26 @@ impl Plugin for Tenancy {
         }
         allow_or(self.hide_labels(&body))
     }
+}
+
+/// Whether the request is a BuildKit gRPC call (its path is the gRPC method): those take no
+/// query to filter by.
+fn grpc(req: &Request) -> bool {
+    req.path.starts_with("/moby.buildkit.")
+}
+
+/// BuildKit's cache is one for the whole engine, every user's build steps in it: listing or
+/// pruning it is for administrators (the classic `docker system df` shows non-administrators
+/// no build cache either).
+fn build_cache(req: &Request) -> Option<Verdict> {
+    let what = match req.endpoint.as_str() {
+        "build.du" => "lists",
+        "build.prune" if grpc(req) => "prunes",
+        _ => return None,
+    };
+    Some(Verdict::deny(format!(
+        "[build-cache] the build cache is shared by every user of the engine (their build steps are in it); only administrators {what} it"
+    )))
 }
 
 /// The repository of a tag in the engine's short form (`team/app:1` → `team/app`,
@@ -524,6 +547,15 @@ impl Tenancy {
     fn stamp(&self, req: &Request) -> Option<Verdict> {
         let key = self.config.owner_label.as_str();
         let endpoint = req.endpoint.as_str();
+        if endpoint == "build.solve" {
+            if self.config.shared_images {
+                return None;
+            }
+            let path = json_pointer(["FrontendAttrs".to_owned(), format!("label:{key}")]);
+            return Some(Verdict::from(
+                Patch::new().add(path, Value::String(req.caller.user.clone())),
+            ));
+        }
         if endpoint == "image.build" {
             if self.config.shared_images {
                 return None;
@@ -1278,5 +1310,41 @@ mod tests {
         // The default still filters by label in the query.
         let filter = Tenancy::new(Value::Null).unwrap();
         assert!(matches!(filter.on_request(&req), Verdict::Patch(_)));
+    }
+
+    #[test]
+    fn buildkit_cache_and_stamps() {
+        let p = Tenancy::new(json!({"admin_users": ["root"]})).unwrap();
+        let denied = |req: &Request| match p.on_request(req) {
+            Verdict::Deny(d) => d.message,
+            v => panic!("expected a denial, got {v:?}"),
+        };
+        let du = Request::new("POST", "/moby.buildkit.v1.Control/DiskUsage", "build.du");
+        let why = denied(&as_user(du.clone(), "alice"));
+        assert!(
+            why.contains("[build-cache]") && why.contains("lists"),
+            "{why}"
+        );
+        assert_eq!(p.on_request(&as_user(du, "root")), Verdict::Allow);
+        let prune = Request::new("POST", "/moby.buildkit.v1.Control/Prune", "build.prune");
+        assert!(denied(&as_user(prune, "alice")).contains("prunes"));
+        // The classic prune is filtered as before, not refused here.
+        let classic = Request::new("POST", "/build/prune", "build.prune");
+        assert!(!matches!(
+            p.on_request(&as_user(classic, "alice")),
+            Verdict::Deny(_)
+        ));
+        // Isolated images: the build's image is stamped with its builder.
+        let isolated = Tenancy::new(json!({"shared_images": false})).unwrap();
+        let solve = Request::new("POST", "/moby.buildkit.v1.Control/Solve", "build.solve")
+            .with_json_body(&json!({"FrontendAttrs": {}}));
+        match isolated.on_request(&as_user(solve, "alice")) {
+            Verdict::Patch(patch) => {
+                let ops = patch.ops();
+                assert_eq!(ops[0]["path"], "/FrontendAttrs/label:io.portcullis.owner");
+                assert_eq!(ops[0]["value"], "alice");
+            }
+            v => panic!("expected a patch, got {v:?}"),
+        }
     }
 }
