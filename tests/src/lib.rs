@@ -128,6 +128,11 @@ impl Gateway {
         gw
     }
 
+    /// The admin listener's socket of a gateway started with [`Gateway::start_shipped`].
+    pub fn admin_socket(&self) -> Option<PathBuf> {
+        self._state.as_ref().map(|s| s.path().join("admin.sock"))
+    }
+
     /// `DOCKER_HOST` for this gateway.
     pub fn docker_host(&self) -> String {
         format!("unix://{}", self.socket.display())
