@@ -140,7 +140,9 @@ pub struct Request {
     pub path: String,
     /// The API version from the path prefix (`1.41`), if the client sent one.
     pub api_version: Option<String>,
-    /// The endpoint name, e.g. `container.create`, `container.exec`, `image.build`.
+    /// The endpoint name, e.g. `container.create`, `container.exec`, `image.build`; a call
+    /// inside a mediated BuildKit tunnel has its own (`build.solve`, `build.status`, ...: see
+    /// docs/builds.md), its gRPC method as `path` and its judged fields as a JSON body.
     pub endpoint: String,
     /// The id or name of the object in the path, if any.
     pub object_id: Option<String>,
