@@ -29,7 +29,7 @@ podman_tests := "--test core --test policies --test audit --test images --test t
 default:
     @just --list
 
-# Install what is missing (Debian packages, the wasm target) and start the dev engine.
+# Install what is missing (Debian packages, Debian 13's Docker clients and dockerd 26, the wasm target) and start the dev engine.
 setup:
     #!/usr/bin/env bash
     set -euo pipefail
@@ -56,6 +56,9 @@ setup:
         $sudo apt-get update -qq
         $sudo apt-get install -y -qq "${missing[@]}"
     fi
+    # Debian 13's docker-buildx, docker-compose v2 (CLI plugins) and dockerd 26, unpacked
+    # beside Debian 12's packages, never over them (scripts/install-trixie; docs/engines.md).
+    scripts/install-trixie --check || $sudo scripts/install-trixie
     if ! rustup target list --installed | grep -qx wasm32-wasip2; then
         rustup target add wasm32-wasip2
     fi
