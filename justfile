@@ -2,7 +2,8 @@
 #
 # Everything runs against a private Docker engine (scripts/dev-engine) on its own
 # socket, never the system's /var/run/docker.sock; `just test` also runs the
-# engine-facing suites against a private Podman service (docs/engines.md).
+# engine-facing suites against a private dockerd 26 and a private Podman service
+# (docs/engines.md).
 
 set shell := ["bash", "-euo", "pipefail", "-c"]
 set positional-arguments
@@ -23,13 +24,18 @@ podman := "unix://" + podman_dir / "podman.sock"
 # tags and who owns them, compose (tests/tools.rs skips its swarm test on Podman), and the
 # host-escape attempts of adversarial.rs.
 podman_tests := "--test core --test policies --test audit --test images --test tools --test adversarial"
+dockerd26_dir := env_var_or_default("PORTCULLIS_DOCKERD26_DIR", "/var/tmp/portcullis-dockerd26")
+dockerd26 := "unix://" + dockerd26_dir / "docker.sock"
+# The suites that run against Debian 13's dockerd 26 (docs/engines.md): Podman's list, and
+# the BuildKit tests (tests/buildkit.rs) where they exist.
+dockerd26_tests := podman_tests + if path_exists(justfile_directory() / "tests/buildkit.rs") == "true" { " --test buildkit" } else { "" }
 
 # Show the recipes.
 [private]
 default:
     @just --list
 
-# Install what is missing (Debian packages, the wasm target) and start the dev engine.
+# Install what is missing (Debian packages, Debian 13's Docker clients and dockerd 26, the wasm target) and start the dev engine.
 setup:
     #!/usr/bin/env bash
     set -euo pipefail
@@ -56,6 +62,9 @@ setup:
         $sudo apt-get update -qq
         $sudo apt-get install -y -qq "${missing[@]}"
     fi
+    # Debian 13's docker-buildx, docker-compose v2 (CLI plugins) and dockerd 26, unpacked
+    # beside Debian 12's packages, never over them (scripts/install-trixie; docs/engines.md).
+    scripts/install-trixie --check || $sudo scripts/install-trixie
     if ! rustup target list --installed | grep -qx wasm32-wasip2; then
         rustup target add wasm32-wasip2
     fi
@@ -76,6 +85,14 @@ engine-podman:
 # Stop the Podman dev engine and wipe its state (`--keep` keeps it).
 engine-podman-stop *args:
     PORTCULLIS_ENGINE=podman PORTCULLIS_ENGINE_DIR={{podman_dir}} scripts/dev-engine stop "$@"
+
+# Start the dockerd 26 dev engine (Debian 13's, a no-op if it runs); prints its DOCKER_HOST.
+engine-26:
+    PORTCULLIS_ENGINE=dockerd26 PORTCULLIS_ENGINE_DIR={{dockerd26_dir}} scripts/dev-engine start
+
+# Stop the dockerd 26 dev engine and wipe its state (`--keep` keeps it).
+engine-26-stop *args:
+    PORTCULLIS_ENGINE=dockerd26 PORTCULLIS_ENGINE_DIR={{dockerd26_dir}} scripts/dev-engine stop "$@"
 
 # Build the gateway binary (release).
 build:
@@ -151,7 +168,8 @@ image *args: plugins
     [[ -n "${PORTCULLIS_BIN:-}" || " $* " == *" --bin "* ]] || cargo build --release -p portcullis
     scripts/build-image "$@"
 
-# Without arguments the Podman pass (`just test-podman`) follows, whatever the first one gave.
+# Without arguments the dockerd 26 pass (`just test-dockerd26`) and the Podman pass
+# (`just test-podman`) follow, whatever the first one gave.
 # Run every test against the dev engine (extra arguments go to the test runner).
 test *args: setup plugins plugin-examples
     #!/usr/bin/env bash
@@ -164,10 +182,27 @@ test *args: setup plugins plugin-examples
         cargo test --no-fail-fast "$@" -- --test-threads 2 || rc=$?
     fi
     if [ $# -eq 0 ]; then
+        echo "test: the engine-facing suites again, against dockerd 26"
+        "{{just_executable()}}" test-dockerd26 || rc=$?
         echo "test: the engine-facing suites again, against Podman"
         "{{just_executable()}}" test-podman || rc=$?
     fi
     exit "$rc"
+
+# Arguments replace that list (`just test-dockerd26 --test core build`).
+# Run the engine-facing suites against Debian 13's dockerd 26 (dockerd26_tests above; docs/engines.md).
+test-dockerd26 *args: plugins
+    #!/usr/bin/env bash
+    set -euo pipefail
+    scripts/install-trixie --check || scripts/install-trixie
+    PORTCULLIS_ENGINE=dockerd26 PORTCULLIS_ENGINE_DIR={{dockerd26_dir}} scripts/dev-engine start >/dev/null
+    export PORTCULLIS_TEST_ENGINE={{dockerd26}}
+    if [ $# -eq 0 ]; then set -- {{dockerd26_tests}}; fi
+    if cargo nextest --version >/dev/null 2>&1; then
+        cargo nextest run --no-fail-fast -p portcullis-tests "$@"
+    else
+        cargo test --no-fail-fast -p portcullis-tests "$@" -- --test-threads 2
+    fi
 
 # Arguments replace that list (`just test-podman --test core libpod`).
 # Run the engine-facing suites against a private Podman service (podman_tests above; docs/engines.md).

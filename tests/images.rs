@@ -3,7 +3,8 @@
 //! user changes, removes or pushes its tags, in every form the docker CLI has (tag, build -t,
 //! commit, import, rmi by tag and by id, prune -a, push), whatever spelling of the name is
 //! used. Shared base images are everyone's to use and nobody's to move. Each refusal is
-//! judged by the engine's state afterwards, asked directly.
+//! judged by the engine's state afterwards, asked directly. Builds here use the classic
+//! builder (`classic()`).
 
 use std::process::Command;
 use std::time::Duration;
@@ -38,6 +39,13 @@ fn image_id(reference: &str) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
+/// `cmd` building with the classic builder (`POST /build`), which these tests judge: with the
+/// buildx CLI plugin installed, `docker build` would otherwise build with BuildKit.
+fn classic(mut cmd: Command) -> Command {
+    cmd.env("DOCKER_BUILDKIT", "0");
+    cmd
+}
+
 /// A build context directory with `dockerfile`, readable by every test user.
 fn context(dockerfile: &str) -> tempfile::TempDir {
     use std::os::unix::fs::PermissionsExt;
@@ -70,8 +78,8 @@ fn tags_are_changed_only_by_the_user_who_made_the_repository() {
 
     let alice_ctx = context(&format!("FROM {IMAGE}\nLABEL made-by=alice\n"));
     let bob_ctx = context(&format!("FROM {IMAGE}\nLABEL made-by=bob\n"));
-    pass(docker(alice).args(["build", "-q", "-t", &a, path(&alice_ctx)]));
-    pass(docker(bob).args(["build", "-q", "-t", &b, path(&bob_ctx)]));
+    pass(classic(docker(alice)).args(["build", "-q", "-t", &a, path(&alice_ctx)]));
+    pass(classic(docker(bob)).args(["build", "-q", "-t", &b, path(&bob_ctx)]));
     let alices = image_id(&a).expect("alice's image");
     let bobs = image_id(&b).expect("bob's image");
     assert_ne!(alices, bobs);
@@ -90,7 +98,7 @@ fn tags_are_changed_only_by_the_user_who_made_the_repository() {
     );
     // A fresh build, a commit and an import over it.
     refused(
-        docker(bob).args(["build", "-q", "-t", &a, path(&bob_ctx)]),
+        classic(docker(bob)).args(["build", "-q", "-t", &a, path(&bob_ctx)]),
         &[&format!(
             "[image-owner] t[0]: tag \"{a}:latest\" belongs to another user"
         )],
@@ -105,7 +113,7 @@ fn tags_are_changed_only_by_the_user_who_made_the_repository() {
     )
     .unwrap();
     refused(
-        docker(bob).args(["build", "-q", "-t", &a, path(&big)]),
+        classic(docker(bob)).args(["build", "-q", "-t", &a, path(&big)]),
         &["Error response from daemon: tenancy: [image-owner] t[0]"],
     );
     let c = clean.container(&unique("bob-box"));
@@ -180,7 +188,7 @@ fn tags_are_changed_only_by_the_user_who_made_the_repository() {
     let forged_ctx = context(&format!(
         "FROM {IMAGE}\nLABEL io.portcullis.owner={alice}\n"
     ));
-    pass(docker(bob).args(["build", "-q", "-t", &forged, path(&forged_ctx)]));
+    pass(classic(docker(bob)).args(["build", "-q", "-t", &forged, path(&forged_ctx)]));
     let forged_id = image_id(&forged).expect("forged image");
     refused(
         docker(alice).args(["tag", &a, &forged]),
@@ -210,7 +218,7 @@ fn tags_are_changed_only_by_the_user_who_made_the_repository() {
     // Bob may run and build from alice's image (images are shared), under his own names.
     pass(docker(bob).args(["run", "--rm", &a, "true"]));
     let from_alice = context(&format!("FROM {a}\nLABEL made-by=bob\n"));
-    pass(docker(bob).args(["build", "-q", "-t", &format!("{b}:2"), path(&from_alice)]));
+    pass(classic(docker(bob)).args(["build", "-q", "-t", &format!("{b}:2"), path(&from_alice)]));
     clean.image(&format!("{b}:2"));
 
     // Alice changes and removes her own tags; her repository stays hers when it is empty.
@@ -249,7 +257,7 @@ fn labels_an_image_brings_are_judged_on_the_containers_made_from_it() {
     let ctx = context(&format!(
         "FROM {IMAGE}\nLABEL com.acme.{alice}.route=internal com.acme.team={alice} maintainer=someone\n"
     ));
-    pass(docker_direct().args(["build", "-q", "-t", &image, path(&ctx)]));
+    pass(classic(docker_direct()).args(["build", "-q", "-t", &image, path(&ctx)]));
 
     let exists = |name: &str| {
         run(docker_direct().args(["container", "inspect", name]))
@@ -280,7 +288,7 @@ fn labels_an_image_brings_are_judged_on_the_containers_made_from_it() {
     // A team label's value bound to the caller: overridden, or refused when inherited.
     let plain = clean.image(&unique("team-label-image"));
     let ctx = context(&format!("FROM {IMAGE}\nLABEL com.acme.team={alice}\n"));
-    pass(docker_direct().args(["build", "-q", "-t", &plain, path(&ctx)]));
+    pass(classic(docker_direct()).args(["build", "-q", "-t", &plain, path(&ctx)]));
     let mut cmd = docker(bob);
     let claimed = clean.container(&unique("claims"));
     cmd.args([
@@ -331,14 +339,14 @@ fn docker_load_is_judged_by_the_tags_inside_the_archive() {
     let b = clean.image(&unique("bob-saved"));
     let fresh = clean.image(&unique("bob-loaded"));
     clean.image(&format!("{fresh}:2"));
-    pass(docker(alice).args([
+    pass(classic(docker(alice)).args([
         "build",
         "-q",
         "-t",
         &a,
         path(&context(&format!("FROM {IMAGE}\nLABEL made-by=alice\n"))),
     ]));
-    pass(docker(bob).args([
+    pass(classic(docker(bob)).args([
         "build",
         "-q",
         "-t",

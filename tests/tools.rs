@@ -64,7 +64,10 @@ impl Project {
     /// `docker-compose -p NAME ARGS` in the project directory as `user`, through `gw`.
     fn compose(&self, gw: &Gateway, user: &str, args: &[&str]) -> Command {
         let mut cmd = as_user(user, &gw.docker_host(), "docker-compose");
-        cmd.args(["--ansi", "never", "-p", &self.name])
+        // docker-compose 1.29 builds with `docker build`, which builds with BuildKit once
+        // the buildx CLI plugin is installed: this is the classic builder's path.
+        cmd.env("DOCKER_BUILDKIT", "0")
+            .args(["--ansi", "never", "-p", &self.name])
             .args(args)
             .current_dir(self.dir.path());
         cmd
@@ -74,7 +77,7 @@ impl Project {
     /// without `-T` runs `docker exec -it`).
     fn compose_tty(&self, gw: &Gateway, user: &str, args: &str) -> Command {
         let line = format!(
-            "runuser -u {user} -- env DOCKER_HOST={} DOCKER_CONFIG=/nonexistent docker-compose --ansi never -p {} {args}",
+            "runuser -u {user} -- env DOCKER_HOST={} DOCKER_CONFIG=/nonexistent DOCKER_BUILDKIT=0 docker-compose --ansi never -p {} {args}",
             gw.docker_host(),
             self.name
         );
@@ -303,6 +306,7 @@ fn compose_project_lifecycle_as_two_users() {
     let web_image = inspect(&format!("{n}_web"), "{{.Id}}");
     let mut bob_build = as_user(bob, &gw.docker_host(), "docker");
     bob_build
+        .env("DOCKER_BUILDKIT", "0")
         .args(["build", "-q", "-t", &format!("{n}_web"), "web"])
         .current_dir(p.dir.path());
     let build = fail(bob_build);
