@@ -131,6 +131,14 @@ impl Tunnel {
                 return self.forward(parts, stream(body), call, false).await
             }
             Rule::Solve => self.solve(body, call).await?,
+            Rule::FrontendSolve => {
+                self.own_build(&parts.headers, call).await?;
+                self.frontend_solve(body, call).await?
+            }
+            Rule::Bridge => {
+                self.own_build(&parts.headers, call).await?;
+                return self.forward(parts, stream(body), call, false).await;
+            }
             Rule::OwnRef(kind) => self.own_ref(kind, body, call).await?,
             Rule::History => self.history(body, call).await?,
             Rule::Judged(kind) => self.judged(kind, body, call).await?,
@@ -146,11 +154,15 @@ impl Tunnel {
         let mut req: proto::SolveRequest =
             self.decode(&bytes, "SolveRequest", proto::SOLVE_FIELDS, call)?;
         call.object = Some(req.r#ref.clone());
+        let user = &self.mediation.caller.user;
+        let view = solve::view(&req);
+        call.details = Some(solve::recorded(&view));
         for session in [&req.session, &req.source_policy_session] {
             self.check_session(session).await?;
         }
-        let user = &self.mediation.caller.user;
-        let view = solve::view(&req);
+        for session in self.input_sessions(req.frontend_inputs.values(), call)? {
+            self.check_session(&session).await?;
+        }
         let tags = self.tags(&view).await?;
         let mut c = self.canonical(call, Some(view), tags);
         let chain = &self.mediation.policy.chain;
@@ -180,6 +192,96 @@ impl Tunnel {
         Ok(proto::frame(&req))
     }
 
+    /// The frontend request of a client-driven build: judged as `build.solve`, with the
+    /// build's options as the client gives them to the frontend here.
+    async fn frontend_solve(
+        &self,
+        body: Incoming,
+        call: &mut Call,
+    ) -> Result<Bytes, BuildkitError> {
+        let bytes = self.read(body, call).await?;
+        let mut req: proto::GatewaySolveRequest = self.decode(
+            &bytes,
+            "LLBBridge.SolveRequest",
+            proto::GATEWAY_SOLVE_FIELDS,
+            call,
+        )?;
+        // Judged in the shape of a Solve: the options are its frontend attributes; exports,
+        // entitlements and the session were judged with the build's own Solve.
+        let mut as_solve = proto::SolveRequest {
+            r#ref: call.object.clone().unwrap_or_default(),
+            definition: req.definition.clone(),
+            frontend: req.frontend.clone(),
+            frontend_attrs: std::mem::take(&mut req.frontend_opt),
+            frontend_inputs: std::mem::take(&mut req.frontend_inputs),
+            ..Default::default()
+        };
+        let view = solve::view(&as_solve);
+        call.details = Some(solve::recorded(&view));
+        for session in self.input_sessions(as_solve.frontend_inputs.values(), call)? {
+            self.check_session(&session).await?;
+        }
+        let mut c = self.canonical(call, Some(view), Vec::new());
+        let chain = &self.mediation.policy.chain;
+        let mut held = Held::default();
+        chain
+            .mutate(call.id, &mut c, &mut call.trace, &mut held)
+            .await?;
+        if let Some(patched) = c.body() {
+            solve::apply(&mut as_solve, patched)?;
+        }
+        let view = solve::view(&as_solve);
+        let c = self.canonical(call, Some(view.clone()), Vec::new());
+        chain
+            .validate(call.id, &c, &mut call.trace, &mut held)
+            .await?;
+        call.details = Some(solve::recorded(&view));
+        call.view = Some(c.into_view());
+        req.frontend_opt = as_solve.frontend_attrs;
+        req.frontend_inputs = as_solve.frontend_inputs;
+        Ok(proto::frame(&req))
+    }
+
+    /// The sessions named inside LLB given as named contexts (`--build-context`): each
+    /// must be the caller's, as the Solve's own.
+    fn input_sessions<'a>(
+        &self,
+        inputs: impl Iterator<Item = &'a Vec<u8>>,
+        call: &Call,
+    ) -> Result<Vec<String>, BuildkitError> {
+        let mut out = Vec::new();
+        for definition in inputs {
+            let found = proto::llb_sessions(definition).map_err(|source| BuildkitError::Frame {
+                method: call.path.clone(),
+                source,
+            })?;
+            out.extend(found);
+        }
+        Ok(out)
+    }
+
+    /// A bridge call names its build in its metadata (BuildKit's
+    /// `buildkit-controlapi-buildid`): it must be the caller's.
+    async fn own_build(
+        &self,
+        headers: &http::HeaderMap,
+        call: &mut Call,
+    ) -> Result<(), BuildkitError> {
+        let id = headers
+            .get("buildkit-controlapi-buildid")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        call.object = Some(id.clone());
+        if id.is_empty() {
+            return Err(BuildkitError::NotYours {
+                reference: id,
+                why: "is not named (the call has no buildkit-controlapi-buildid)",
+            });
+        }
+        self.check_ref(&id).await
+    }
+
     /// A build's status or a change to its history entry: only its starter's.
     async fn own_ref(
         &self,
@@ -190,12 +292,12 @@ impl Tunnel {
         let bytes = self.read(body, call).await?;
         let (reference, message, view) = match kind {
             RefCall::Status => {
-                let m: proto::StatusRequest = self.decode(&bytes, "StatusRequest", 1..=1, call)?;
+                let m: proto::StatusRequest = self.decode(&bytes, "StatusRequest", &[1], call)?;
                 (m.r#ref.clone(), proto::frame(&m), json!({"Ref": m.r#ref}))
             }
             RefCall::UpdateHistory => {
                 let m: proto::UpdateBuildHistoryRequest =
-                    self.decode(&bytes, "UpdateBuildHistoryRequest", 1..=4, call)?;
+                    self.decode(&bytes, "UpdateBuildHistoryRequest", &[1, 2, 3, 4], call)?;
                 let view = json!({"Ref": m.r#ref, "Pinned": m.pinned, "Delete": m.delete, "Finalize": m.finalize});
                 (m.r#ref.clone(), proto::frame(&m), view)
             }
@@ -211,7 +313,7 @@ impl Tunnel {
     async fn history(&self, body: Incoming, call: &mut Call) -> Result<Bytes, BuildkitError> {
         let bytes = self.read(body, call).await?;
         let m: proto::BuildHistoryRequest =
-            self.decode(&bytes, "BuildHistoryRequest", 1..=5, call)?;
+            self.decode(&bytes, "BuildHistoryRequest", &[1, 2, 3, 4, 5], call)?;
         if !m.r#ref.is_empty() {
             call.object = Some(m.r#ref.clone());
             self.check_ref(&m.r#ref).await?;
@@ -231,25 +333,26 @@ impl Tunnel {
         let bytes = self.read(body, call).await?;
         let (message, view) = match kind {
             Judged::Prune => {
-                let m: proto::PruneRequest = self.decode(&bytes, "PruneRequest", 1..=6, call)?;
+                let m: proto::PruneRequest =
+                    self.decode(&bytes, "PruneRequest", &[1, 2, 3, 4, 5, 6], call)?;
                 let view = json!({"Filter": m.filter, "All": m.all, "KeepDuration": m.keep_duration,
                     "ReservedSpace": m.reserved_space, "MaxUsedSpace": m.max_used_space, "MinFreeSpace": m.min_free_space});
                 (proto::frame(&m), Some(view))
             }
             Judged::DiskUsage => {
                 let m: proto::DiskUsageRequest =
-                    self.decode(&bytes, "DiskUsageRequest", 1..=2, call)?;
+                    self.decode(&bytes, "DiskUsageRequest", &[1, 2], call)?;
                 let view = json!({"Filter": m.filter, "AgeLimit": m.age_limit});
                 (proto::frame(&m), Some(view))
             }
             Judged::ListWorkers => {
                 let m: proto::ListWorkersRequest =
-                    self.decode(&bytes, "ListWorkersRequest", 1..=1, call)?;
+                    self.decode(&bytes, "ListWorkersRequest", &[1], call)?;
                 let view = json!({"Filter": m.filter});
                 (proto::frame(&m), Some(view))
             }
             Judged::Info => {
-                let m: proto::InfoRequest = self.decode(&bytes, "InfoRequest", 1..=0, call)?;
+                let m: proto::InfoRequest = self.decode(&bytes, "InfoRequest", &[], call)?;
                 (proto::frame(&m), None)
             }
         };
@@ -400,7 +503,7 @@ impl Tunnel {
         &self,
         bytes: &[u8],
         name: &'static str,
-        known: std::ops::RangeInclusive<u32>,
+        known: &[u32],
         call: &Call,
     ) -> Result<M, BuildkitError> {
         let frame_error = |source: FrameError| BuildkitError::Frame {

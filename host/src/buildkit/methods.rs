@@ -8,6 +8,14 @@ pub enum Rule {
     /// A build: decoded, judged by the plugin chain like `image.build`, its tags claimed,
     /// its session and ref checked, and re-encoded from what was judged.
     Solve,
+    /// The frontend request of a build the client drives itself (buildx's way: the Solve
+    /// names no frontend, the client then asks for the Dockerfile frontend through the
+    /// LLB bridge with the build's options): judged as `build.solve` too, for the build the
+    /// call names (`buildkit-controlapi-buildid`), which must be the caller's.
+    FrontendSolve,
+    /// The rest of a client-driven build's bridge (reading files of its results, resolving
+    /// image configs, returning the result): only for the caller's own build.
+    Bridge,
     /// Reads of one build (status, history updates): only its starter's.
     OwnRef(RefCall),
     /// The build history stream: the caller's own builds only.
@@ -47,10 +55,38 @@ pub struct Method {
 }
 
 const CONTROL: &str = "/moby.buildkit.v1.Control/";
+const BRIDGE: &str = "/moby.buildkit.v1.frontend.LLBBridge/";
+
+/// The bridge calls of a client-driven build that only read or return its own results.
+const BRIDGE_CALLS: [&str; 10] = [
+    "Ping",
+    "Inputs",
+    "ResolveImageConfig",
+    "ResolveSourceMeta",
+    "ReadFile",
+    "ReadDir",
+    "StatFile",
+    "Evaluate",
+    "Warn",
+    "Return",
+];
 
 /// The client's calls on `/grpc` (BuildKit's control API).
 pub fn control(path: &str) -> Option<Method> {
     let m = |endpoint, rule| Some(Method { endpoint, rule });
+    if let Some(call) = path.strip_prefix(BRIDGE) {
+        return match call {
+            "Solve" => m("build.solve", Rule::FrontendSolve),
+            "NewContainer" | "ReleaseContainer" | "ExecProcess" => m(
+                "build.container",
+                Rule::Refused(
+                    "interactive build containers (buildx debug) are not mediated by the gateway",
+                ),
+            ),
+            c if BRIDGE_CALLS.contains(&c) => m("build.frontend", Rule::Bridge),
+            _ => None,
+        };
+    }
     match path.strip_prefix(CONTROL)? {
         "Solve" => m("build.solve", Rule::Solve),
         "Status" => m("build.status", Rule::OwnRef(RefCall::Status)),
@@ -126,7 +162,11 @@ mod tests {
             Rule::Refused(_)
         ));
         assert_eq!(control("/moby.buildkit.v1.Control/Other"), None);
-        assert_eq!(control("/moby.buildkit.v1.frontend.LLBBridge/Solve"), None);
+        let bridge = |c: &str| control(&format!("{BRIDGE}{c}")).map(|m| m.rule);
+        assert_eq!(bridge("Solve"), Some(Rule::FrontendSolve));
+        assert_eq!(bridge("ReadFile"), Some(Rule::Bridge));
+        assert!(matches!(bridge("NewContainer"), Some(Rule::Refused(_))));
+        assert_eq!(bridge("Frobnicate"), None);
     }
 
     #[test]

@@ -54,7 +54,83 @@ pub struct SolveRequest {
 }
 
 /// The field numbers [`SolveRequest`] declares.
-pub const SOLVE_FIELDS: std::ops::RangeInclusive<u32> = 1..=16;
+pub const SOLVE_FIELDS: &[u32] = &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16];
+
+/// `moby.buildkit.v1.frontend.SolveRequest`: a client-driven build's frontend request
+/// through the LLB bridge.
+#[derive(Clone, PartialEq, Message)]
+pub struct GatewaySolveRequest {
+    /// `pb.Definition`: raw LLB when no frontend is named.
+    #[prost(bytes = "bytes", optional, tag = "1")]
+    pub definition: Option<Bytes>,
+    #[prost(string, tag = "2")]
+    pub frontend: String,
+    #[prost(btree_map = "string, string", tag = "3")]
+    pub frontend_opt: BTreeMap<String, String>,
+    #[prost(string, repeated, tag = "4")]
+    pub import_cache_refs: Vec<String>,
+    #[prost(bool, tag = "5")]
+    pub allow_result_return: bool,
+    #[prost(bool, tag = "6")]
+    pub allow_result_array_ref: bool,
+    #[prost(bool, tag = "10")]
+    pub r#final: bool,
+    #[prost(bytes = "bytes", tag = "11")]
+    pub exporter_attr: Bytes,
+    /// `CacheOptionsEntry`s.
+    #[prost(bytes = "bytes", repeated, tag = "12")]
+    pub cache_imports: Vec<Bytes>,
+    /// `map<string, pb.Definition>`.
+    #[prost(btree_map = "string, bytes", tag = "13")]
+    pub frontend_inputs: BTreeMap<String, Vec<u8>>,
+    #[prost(bool, tag = "14")]
+    pub evaluate: bool,
+    /// `sourcepolicy.Policy`s.
+    #[prost(bytes = "bytes", repeated, tag = "15")]
+    pub source_policies: Vec<Bytes>,
+}
+
+/// The field numbers [`GatewaySolveRequest`] declares.
+pub const GATEWAY_SOLVE_FIELDS: &[u32] = &[1, 2, 3, 4, 5, 6, 10, 11, 12, 13, 14, 15];
+
+/// `pb.Definition`: the marshalled LLB operations.
+#[derive(Clone, PartialEq, Message)]
+pub struct Definition {
+    #[prost(bytes = "vec", repeated, tag = "1")]
+    pub def: Vec<Vec<u8>>,
+}
+
+/// The source of a `pb.Op`, when it is one (its other kinds are not read).
+#[derive(Clone, PartialEq, Message)]
+pub struct OpSource {
+    #[prost(message, optional, tag = "3")]
+    pub source: Option<SourceOp>,
+}
+
+/// `pb.SourceOp`.
+#[derive(Clone, PartialEq, Message)]
+pub struct SourceOp {
+    #[prost(string, tag = "1")]
+    pub identifier: String,
+    #[prost(btree_map = "string, string", tag = "2")]
+    pub attrs: BTreeMap<String, String>,
+}
+
+/// The sessions the local sources of an LLB definition read (`local.session`); an
+/// undecodable definition is an error, since the engine would read it some way.
+pub fn llb_sessions(definition: &[u8]) -> Result<Vec<String>, FrameError> {
+    let d = Definition::decode(definition).map_err(|e| FrameError::Decode(e.to_string()))?;
+    let mut out = Vec::new();
+    for op in &d.def {
+        let op = OpSource::decode(op.as_slice()).map_err(|e| FrameError::Decode(e.to_string()))?;
+        if let Some(s) = op.source.filter(|s| s.identifier.starts_with("local://")) {
+            if let Some(id) = s.attrs.get("local.session") {
+                out.push(id.clone());
+            }
+        }
+    }
+    Ok(out)
+}
 
 /// `moby.buildkit.v1.Exporter`.
 #[derive(Clone, PartialEq, Message)]
@@ -257,7 +333,7 @@ pub fn frame_bytes(message: &[u8]) -> Bytes {
 pub fn decode<M: Message + Default>(
     bytes: &[u8],
     name: &'static str,
-    known: std::ops::RangeInclusive<u32>,
+    known: &[u32],
 ) -> Result<M, FrameError> {
     let mut buf = bytes;
     while buf.has_remaining() {

@@ -9,6 +9,7 @@
 //! grpc-probe SOCKET solve JSON                  a Solve (fields: ref, session, frontend, raw_llb, names)
 //! grpc-probe SOCKET status REF                  Status of a build
 //! grpc-probe SOCKET call METHOD HEX             METHOD with these message bytes (framed)
+//! grpc-probe SOCKET big METHOD SIZE              METHOD with a message of SIZE zero bytes
 //! grpc-probe SOCKET frame METHOD HEX            METHOD with these bytes as the whole body
 //! grpc-probe SOCKET preface HEX                 open /grpc, send these bytes instead of HTTP/2
 //! grpc-probe SOCKET reset METHOD HEX            send METHOD and reset the stream at once
@@ -185,6 +186,16 @@ async fn main_async(args: Vec<String>) -> Result<Value, Error> {
             call(&socket, "/moby.buildkit.v1.Control/Status", body, false).await
         }
         "call" => call(&socket, &arg(3), proto::frame_bytes(&hex(&arg(4))), false).await,
+        "big" => {
+            let size: usize = arg(4).parse()?;
+            call(
+                &socket,
+                &arg(3),
+                proto::frame_bytes(&vec![0u8; size]),
+                false,
+            )
+            .await
+        }
         "frame" => call(&socket, &arg(3), Bytes::from(hex(&arg(4))), false).await,
         "reset" => call(&socket, &arg(3), proto::frame_bytes(&hex(&arg(4))), true).await,
         "preface" => {
