@@ -113,16 +113,43 @@ pub fn apply(req: &mut SolveRequest, body: &Value) -> Result<(), Unusable> {
     let exporters: Vec<Exp> =
         serde_json::from_value(body.get("Exporters").cloned().unwrap_or(Value::Null))
             .map_err(|e| Unusable(format!("Exporters: {e}")))?;
-    req.exporters = exporters
+    let mut exporters: Vec<Exporter> = exporters
         .into_iter()
         .map(|e| Exporter {
             r#type: e.r#type,
             attrs: e.attrs,
         })
         .collect();
-    // Judged as `Exporters`: the deprecated pair is folded in and not sent again.
-    req.exporter_deprecated.clear();
-    req.exporter_attrs_deprecated.clear();
+    // An engine older than BuildKit 0.13 (dockerd 20.10) reads only the deprecated single
+    // exporter, a newer one the list (clients send both, the first of the list again as the
+    // pair): the judged exporters go back in the forms the client used, the pair always one
+    // of the judged list, so no engine can act on an exporter that was not judged.
+    let had_pair = !req.exporter_deprecated.is_empty();
+    if req.exporters.is_empty() && had_pair {
+        if exporters.len() > 1 {
+            return Err(Unusable(
+                "Exporters: this request names a single exporter (ExporterDeprecated)".into(),
+            ));
+        }
+        let e = exporters.pop().unwrap_or_else(|| Exporter {
+            r#type: String::new(),
+            attrs: BTreeMap::new(),
+        });
+        req.exporter_deprecated = e.r#type;
+        req.exporter_attrs_deprecated = e.attrs;
+    } else {
+        req.exporters = exporters;
+        match req.exporters.first().filter(|_| had_pair) {
+            Some(first) => {
+                req.exporter_deprecated = first.r#type.clone();
+                req.exporter_attrs_deprecated = first.attrs.clone();
+            }
+            None => {
+                req.exporter_deprecated.clear();
+                req.exporter_attrs_deprecated.clear();
+            }
+        }
+    }
     req.entitlements =
         serde_json::from_value(body.get("Entitlements").cloned().unwrap_or(Value::Null))
             .map_err(|e| Unusable(format!("Entitlements: {e}")))?;
@@ -220,6 +247,32 @@ mod tests {
         assert_eq!(view(&req)["Tags"], json!(["other:1"]));
         v["Exporters"] = json!("nope");
         assert!(apply(&mut req, &v).is_err());
+    }
+
+    #[test]
+    fn the_exporter_goes_back_in_the_form_the_engine_reads() {
+        // Only the deprecated pair (an engine before BuildKit 0.13 reads nothing else).
+        let mut old = SolveRequest {
+            exporter_deprecated: "moby".into(),
+            exporter_attrs_deprecated: [("name".into(), "a:1".into())].into(),
+            ..Default::default()
+        };
+        apply(&mut old, &view(&old)).unwrap();
+        assert!(old.exporters.is_empty());
+        assert_eq!(old.exporter_attrs_deprecated["name"], "a:1");
+        // Both: the list is what was judged, and the pair becomes its first entry, whatever
+        // the client put there.
+        let mut both = request();
+        both.exporter_deprecated = "image".into();
+        both.exporter_attrs_deprecated = [("name".into(), "unjudged:1".into())].into();
+        apply(&mut both, &view(&both)).unwrap();
+        assert_eq!(both.exporters.len(), 1);
+        assert_eq!(both.exporter_deprecated, "moby");
+        assert_eq!(both.exporter_attrs_deprecated, both.exporters[0].attrs);
+        // The list alone stays alone.
+        let mut list = request();
+        apply(&mut list, &view(&list)).unwrap();
+        assert!(list.exporter_deprecated.is_empty());
     }
 
     #[test]

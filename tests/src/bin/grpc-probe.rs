@@ -173,7 +173,15 @@ async fn main_async(args: Vec<String>) -> Result<Value, Error> {
             let (_stream, _) = upgrade(&socket, "/session", &header).await?;
             println!("{}", json!({"open": true}));
             let secs: u64 = arg(4).parse().unwrap_or(30);
-            tokio::time::sleep(Duration::from_secs(secs)).await;
+            // Held until then, or until the process that started it (runuser, killed by the
+            // test) is gone.
+            let parent = std::os::unix::process::parent_id();
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+            while tokio::time::Instant::now() < deadline
+                && std::os::unix::process::parent_id() == parent
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
             Ok(json!({"closed": true}))
         }
         "solve" => {
