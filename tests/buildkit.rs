@@ -633,9 +633,36 @@ fn malformed_buildkit_traffic_gets_clear_errors_and_the_gateway_serves_on() {
         "{bad:?}"
     );
     assert!(bad.iter().any(|r| r.status == 413), "{bad:?}");
+    // The reset Solve: recorded as cancelled by the client.
+    recorded(&gw, "build.solve", |r| r.status == 499);
     recorded(&gw, "grpc", |r| {
         r.error
             .as_deref()
             .is_some_and(|e| e.contains("did not speak HTTP/2"))
     });
+}
+
+#[test]
+fn buildkit_deny_refuses_both_tunnels_by_name() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = Gateway::start_with(audit_config(dir.path(), "[api]\nbuildkit = \"deny\"\n"));
+    for path in ["/v1.41/grpc", "/session"] {
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: docker\r\nConnection: Upgrade\r\nUpgrade: h2c\r\nX-Docker-Expose-Session-Uuid: s1\r\nContent-Length: 0\r\n\r\n"
+        );
+        let r = http(&gw.socket, head.as_bytes(), Duration::from_secs(10));
+        assert_eq!(r.status, 403, "{path}");
+        let message = r.json()["message"].as_str().unwrap_or("").to_owned();
+        assert!(message.contains("buildkit = \"deny\""), "{message}");
+    }
+    drop(gw);
+    let records = audit_records(dir.path());
+    for endpoint in ["grpc", "session"] {
+        let r = records
+            .iter()
+            .find(|r| r.endpoint == endpoint)
+            .unwrap_or_else(|| panic!("no {endpoint} record in {records:?}"));
+        assert_eq!(r.decision, portcullis::audit::Decision::Deny);
+        assert_eq!(r.status, 403);
+    }
 }

@@ -257,7 +257,8 @@ mod tests {
             exporter_attrs_deprecated: [("name".into(), "a:1".into())].into(),
             ..Default::default()
         };
-        apply(&mut old, &view(&old)).unwrap();
+        let v = view(&old);
+        apply(&mut old, &v).unwrap();
         assert!(old.exporters.is_empty());
         assert_eq!(old.exporter_attrs_deprecated["name"], "a:1");
         // Both: the list is what was judged, and the pair becomes its first entry, whatever
@@ -265,13 +266,15 @@ mod tests {
         let mut both = request();
         both.exporter_deprecated = "image".into();
         both.exporter_attrs_deprecated = [("name".into(), "unjudged:1".into())].into();
-        apply(&mut both, &view(&both)).unwrap();
+        let v = view(&both);
+        apply(&mut both, &v).unwrap();
         assert_eq!(both.exporters.len(), 1);
         assert_eq!(both.exporter_deprecated, "moby");
         assert_eq!(both.exporter_attrs_deprecated, both.exporters[0].attrs);
         // The list alone stays alone.
         let mut list = request();
-        apply(&mut list, &view(&list)).unwrap();
+        let v = view(&list);
+        apply(&mut list, &v).unwrap();
         assert!(list.exporter_deprecated.is_empty());
     }
 

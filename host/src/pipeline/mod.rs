@@ -439,16 +439,20 @@ impl Gateway {
         if head_size(req) > limit {
             return Err(PipelineError::HeadTooLarge { limit });
         }
-        let api = &ctx.policy.api;
+        let policy = ctx.policy.clone();
+        let api = &policy.api;
         let route = if api.pass_unknown_endpoints {
             route::classify_or_unknown(req.method(), req.uri().path())?
         } else {
             route::classify(req.method(), req.uri().path())?
         };
         let endpoint = route.endpoint;
-        guard::check(api, &route, req.headers())?;
-        ctx.session = tunnel::claim_session(api, &route, req.headers(), &self.builds, &ctx.caller)?;
+        // Classified before it is checked: a refusal is recorded under its endpoint.
+        let checked = guard::check(api, &route, req.headers());
         ctx.route = Some(route);
+        checked?;
+        ctx.session =
+            tunnel::claim_session(api, ctx.route(), req.headers(), &self.builds, &ctx.caller)?;
 
         let wants_upgrade = headers::wants_upgrade(req.headers());
         if wants_upgrade && !endpoint.hijack {
@@ -767,6 +771,8 @@ impl Gateway {
             denied: matches!(
                 e,
                 PipelineError::Chain(ChainError::Denied { .. })
+                    | PipelineError::BuildkitDisabled { .. }
+                    | PipelineError::Builds(crate::owners::BuildsError::SessionTaken { .. })
                     | PipelineError::Route(
                         RouteError::UnknownEndpoint { .. } | RouteError::Libpod(_)
                     )
