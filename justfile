@@ -27,8 +27,8 @@ podman_tests := "--test core --test policies --test audit --test images --test t
 dockerd26_dir := env_var_or_default("PORTCULLIS_DOCKERD26_DIR", "/var/tmp/portcullis-dockerd26")
 dockerd26 := "unix://" + dockerd26_dir / "docker.sock"
 # The suites that run against Debian 13's dockerd 26 (docs/engines.md): Podman's list, and
-# the BuildKit tests (tests/buildkit.rs) where they exist.
-dockerd26_tests := podman_tests + if path_exists(justfile_directory() / "tests/buildkit.rs") == "true" { " --test buildkit" } else { "" }
+# the BuildKit tests (tests/buildkit.rs, which the first pass runs against dockerd 20.10 too).
+dockerd26_tests := podman_tests + " --test buildkit"
 
 # Show the recipes.
 [private]
@@ -251,6 +251,14 @@ bench *args:
     # Issue #24: what recording the metrics costs per request (bench/src/bin/metrics.rs).
     echo "bench: metrics (bench/src/bin/metrics.rs)"
     cargo run --release -p portcullis-bench --bin portcullis-bench-metrics
+
+# What mediating BuildKit adds to a build's wall time, against an opaque tunnel and the engine itself (scripts/bench-buildkit; BENCHMARKS.md).
+bench-buildkit *args: plugins
+    #!/usr/bin/env bash
+    set -euo pipefail
+    PORTCULLIS_ENGINE=dockerd26 PORTCULLIS_ENGINE_DIR={{dockerd26_dir}} scripts/dev-engine start >/dev/null
+    cargo build --release -p portcullis
+    PORTCULLIS_TEST_ENGINE={{dockerd26}} scripts/bench-buildkit "$@"
 
 # Format the code.
 fmt:

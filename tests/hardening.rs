@@ -166,12 +166,15 @@ fn api_versions_outside_the_range_are_refused() {
 #[test]
 fn buildkit_tunnels_and_form_bodies_are_refused() {
     let gw = Gateway::start();
+    // BuildKit is mediated by default: a session must say which one it is, so that the
+    // gateway can record whose it is before the engine opens it (`[api] buildkit = "deny"`
+    // refuses the tunnels outright: tests/buildkit.rs).
     let r = http(&gw.socket, &request("POST", "/session", None), T);
-    assert_eq!(r.status, 403);
+    assert_eq!(r.status, 400);
     assert!(r.json()["message"]
         .as_str()
         .unwrap_or("")
-        .contains("BuildKit"));
+        .contains("BuildKit session needs its X-Docker-Expose-Session-Uuid"));
 
     // A form body on build: Go's ParseForm would let `networkmode=host` in the body win
     // over the query the policy saw.
