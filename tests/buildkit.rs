@@ -18,35 +18,6 @@ const T: Duration = Duration::from_secs(240);
 /// The gRPC status the gateway refuses with.
 const PERMISSION_DENIED: u64 = 7;
 
-fn pass(cmd: &mut Command) -> String {
-    let out = run_timeout(cmd, None, T);
-    assert!(out.status.success(), "{cmd:?} failed: {}", text(&out));
-    text(&out)
-}
-
-/// Runs `cmd`, which must fail with every one of `expect` in its output.
-fn refused(cmd: &mut Command, expect: &[&str]) -> String {
-    let out = run_timeout(cmd, None, T);
-    let all = text(&out);
-    assert!(!out.status.success(), "{cmd:?} passed: {all}");
-    for e in expect {
-        assert!(all.contains(e), "{cmd:?}: {e:?} not in {all}");
-    }
-    all
-}
-
-/// The id of the image `reference` names on the engine, asked directly; none when the engine
-/// answers that no such image exists (any other failure fails the test).
-fn image_id(reference: &str) -> Option<String> {
-    let out = run(docker_direct().args(["image", "inspect", "--format", "{{.Id}}", reference]));
-    if out.status.success() {
-        return Some(String::from_utf8_lossy(&out.stdout).trim().to_owned());
-    }
-    let err = text(&out);
-    assert!(err.contains("No such image"), "inspect {reference}: {err}");
-    None
-}
-
 /// A user of the tests with a client configuration directory of its own (buildx keeps its
 /// state there), as a user's `~/.docker` is.
 struct Client {

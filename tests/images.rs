@@ -7,37 +7,8 @@
 //! builder (`classic()`).
 
 use std::process::Command;
-use std::time::Duration;
 
 use portcullis_tests::*;
-
-const T: Duration = Duration::from_secs(120);
-
-fn pass(cmd: &mut Command) -> String {
-    let out = run_timeout(cmd, None, T);
-    assert!(out.status.success(), "{cmd:?} failed: {}", text(&out));
-    text(&out)
-}
-
-/// Runs `cmd`, which must be refused with every one of `expect` in its message.
-fn refused(cmd: &mut Command, expect: &[&str]) -> String {
-    let out = run_timeout(cmd, None, T);
-    let all = text(&out);
-    assert!(!out.status.success(), "{cmd:?} passed: {all}");
-    for e in expect {
-        assert!(all.contains(e), "{cmd:?}: {e:?} not in {all}");
-    }
-    all
-}
-
-/// The id of the image `reference` names on the engine, asked directly; none when no image
-/// has that name.
-fn image_id(reference: &str) -> Option<String> {
-    let out = run(docker_direct().args(["image", "inspect", "--format", "{{.Id}}", reference]));
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
-}
 
 /// `cmd` building with the classic builder (`POST /build`), which these tests judge: with the
 /// buildx CLI plugin installed, `docker build` would otherwise build with BuildKit.

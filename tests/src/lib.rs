@@ -154,6 +154,43 @@ impl Gateway {
     }
 }
 
+/// How long a CLI command of a test may take (a build, a compose project's step).
+const CLI_LIMIT: Duration = Duration::from_secs(240);
+
+/// Runs `cmd`, which must succeed; its output.
+pub fn pass(cmd: &mut Command) -> String {
+    let out = run_timeout(cmd, None, CLI_LIMIT);
+    assert!(out.status.success(), "{cmd:?} failed: {}", text(&out));
+    text(&out)
+}
+
+/// Runs `cmd`, which must fail with every one of `expect` in its output.
+pub fn refused(cmd: &mut Command, expect: &[&str]) -> String {
+    let out = run_timeout(cmd, None, CLI_LIMIT);
+    let all = text(&out);
+    assert!(!out.status.success(), "{cmd:?} passed: {all}");
+    for e in expect {
+        assert!(all.contains(e), "{cmd:?}: {e:?} not in {all}");
+    }
+    all
+}
+
+/// The id of the image `reference` names on the engine, asked directly; none when the
+/// engine answers that it has no such image (dockerd: "No such image", Podman: "image not
+/// known"). Any other failure fails the test: an engine error is not an absent image.
+pub fn image_id(reference: &str) -> Option<String> {
+    let out = run(docker_direct().args(["image", "inspect", "--format", "{{.Id}}", reference]));
+    if out.status.success() {
+        return Some(String::from_utf8_lossy(&out.stdout).trim().to_owned());
+    }
+    let err = text(&out);
+    assert!(
+        err.contains("No such image") || err.contains("image not known"),
+        "inspect {reference}: {err}"
+    );
+    None
+}
+
 /// Local users created for a test (system users without a home) and removed on drop.
 pub struct Users(Vec<String>);
 

@@ -154,12 +154,50 @@ impl Tunnel {
         let mut req: proto::SolveRequest =
             self.decode(&bytes, "SolveRequest", proto::SOLVE_FIELDS, call)?;
         call.object = Some(req.r#ref.clone());
-        let user = &self.mediation.caller.user;
-        let view = solve::view(&req);
-        call.details = Some(solve::recorded(&view));
         for session in [&req.session, &req.source_policy_session] {
             self.check_session(session).await?;
         }
+        let related = self.judge_solve(&mut req, call).await?;
+        let user = &self.mediation.caller.user;
+        if let Some(owners) = self.gateway.owners() {
+            crate::pipeline::claim_tags(owners, "build.solve", &related, user).await?;
+        }
+        self.gateway.builds().start_build(&req.r#ref, user)?;
+        Ok(proto::frame(&req))
+    }
+
+    /// The frontend request of a client-driven build: judged as `build.solve`, with the
+    /// build's options as the client gives them to the frontend here.
+    async fn frontend_solve(&self, body: Incoming, call: &mut Call) -> Result<Bytes, BuildkitError> {
+        let bytes = self.read(body, call).await?;
+        let mut req: proto::GatewaySolveRequest =
+            self.decode(&bytes, "LLBBridge.SolveRequest", proto::GATEWAY_SOLVE_FIELDS, call)?;
+        // Judged in the shape of a Solve: the options are its frontend attributes; exports,
+        // entitlements and the session were judged with the build's own Solve.
+        let mut as_solve = proto::SolveRequest {
+            r#ref: call.object.clone().unwrap_or_default(),
+            definition: req.definition.clone(),
+            frontend: req.frontend.clone(),
+            frontend_attrs: std::mem::take(&mut req.frontend_opt),
+            frontend_inputs: std::mem::take(&mut req.frontend_inputs),
+            ..Default::default()
+        };
+        self.judge_solve(&mut as_solve, call).await?;
+        req.frontend_opt = as_solve.frontend_attrs;
+        req.frontend_inputs = as_solve.frontend_inputs;
+        Ok(proto::frame(&req))
+    }
+
+    /// Runs the plugin chain on a Solve's JSON form (the sessions its named contexts read
+    /// checked first), takes back what mutating plugins changed, and judges the result;
+    /// the tag references validating plugins saw.
+    async fn judge_solve(
+        &self,
+        req: &mut proto::SolveRequest,
+        call: &mut Call,
+    ) -> Result<Vec<model::Reference>, BuildkitError> {
+        let view = solve::view(req);
+        call.details = Some(solve::recorded(&view));
         for session in self.input_sessions(req.frontend_inputs.values(), call)? {
             self.check_session(&session).await?;
         }
@@ -171,9 +209,9 @@ impl Tunnel {
             .mutate(call.id, &mut c, &mut call.trace, &mut held)
             .await?;
         if let Some(patched) = c.body() {
-            solve::apply(&mut req, patched)?;
+            solve::apply(req, patched)?;
         }
-        let view = solve::view(&req);
+        let view = solve::view(req);
         let related = if Some(&view["Tags"]) == c.body().map(|b| &b["Tags"]) {
             c.view().related.clone()
         } else {
@@ -184,62 +222,9 @@ impl Tunnel {
             .validate(call.id, &c, &mut call.trace, &mut held)
             .await?;
         call.details = Some(solve::recorded(&view));
-        if let Some(owners) = self.gateway.owners() {
-            crate::pipeline::claim_tags(owners, "build.solve", &c.view().related, user).await?;
-        }
-        self.gateway.builds().start_build(&req.r#ref, user)?;
+        let related = c.view().related.clone();
         call.view = Some(c.into_view());
-        Ok(proto::frame(&req))
-    }
-
-    /// The frontend request of a client-driven build: judged as `build.solve`, with the
-    /// build's options as the client gives them to the frontend here.
-    async fn frontend_solve(
-        &self,
-        body: Incoming,
-        call: &mut Call,
-    ) -> Result<Bytes, BuildkitError> {
-        let bytes = self.read(body, call).await?;
-        let mut req: proto::GatewaySolveRequest = self.decode(
-            &bytes,
-            "LLBBridge.SolveRequest",
-            proto::GATEWAY_SOLVE_FIELDS,
-            call,
-        )?;
-        // Judged in the shape of a Solve: the options are its frontend attributes; exports,
-        // entitlements and the session were judged with the build's own Solve.
-        let mut as_solve = proto::SolveRequest {
-            r#ref: call.object.clone().unwrap_or_default(),
-            definition: req.definition.clone(),
-            frontend: req.frontend.clone(),
-            frontend_attrs: std::mem::take(&mut req.frontend_opt),
-            frontend_inputs: std::mem::take(&mut req.frontend_inputs),
-            ..Default::default()
-        };
-        let view = solve::view(&as_solve);
-        call.details = Some(solve::recorded(&view));
-        for session in self.input_sessions(as_solve.frontend_inputs.values(), call)? {
-            self.check_session(&session).await?;
-        }
-        let mut c = self.canonical(call, Some(view), Vec::new());
-        let chain = &self.mediation.policy.chain;
-        let mut held = Held::default();
-        chain
-            .mutate(call.id, &mut c, &mut call.trace, &mut held)
-            .await?;
-        if let Some(patched) = c.body() {
-            solve::apply(&mut as_solve, patched)?;
-        }
-        let view = solve::view(&as_solve);
-        let c = self.canonical(call, Some(view.clone()), Vec::new());
-        chain
-            .validate(call.id, &c, &mut call.trace, &mut held)
-            .await?;
-        call.details = Some(solve::recorded(&view));
-        call.view = Some(c.into_view());
-        req.frontend_opt = as_solve.frontend_attrs;
-        req.frontend_inputs = as_solve.frontend_inputs;
-        Ok(proto::frame(&req))
+        Ok(related)
     }
 
     /// The sessions named inside LLB given as named contexts (`--build-context`): each
