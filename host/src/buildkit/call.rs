@@ -154,6 +154,8 @@ impl Tunnel {
         let mut req: proto::SolveRequest =
             self.decode(&bytes, "SolveRequest", proto::SOLVE_FIELDS, call)?;
         call.object = Some(req.r#ref.clone());
+        // The record of a refusal shows what was asked.
+        call.details = Some(solve::recorded(&solve::view(&req)));
         for session in [&req.session, &req.source_policy_session] {
             self.check_session(session).await?;
         }
