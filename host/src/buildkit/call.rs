@@ -170,10 +170,18 @@ impl Tunnel {
 
     /// The frontend request of a client-driven build: judged as `build.solve`, with the
     /// build's options as the client gives them to the frontend here.
-    async fn frontend_solve(&self, body: Incoming, call: &mut Call) -> Result<Bytes, BuildkitError> {
+    async fn frontend_solve(
+        &self,
+        body: Incoming,
+        call: &mut Call,
+    ) -> Result<Bytes, BuildkitError> {
         let bytes = self.read(body, call).await?;
-        let mut req: proto::GatewaySolveRequest =
-            self.decode(&bytes, "LLBBridge.SolveRequest", proto::GATEWAY_SOLVE_FIELDS, call)?;
+        let mut req: proto::GatewaySolveRequest = self.decode(
+            &bytes,
+            "LLBBridge.SolveRequest",
+            proto::GATEWAY_SOLVE_FIELDS,
+            call,
+        )?;
         // Judged in the shape of a Solve: the options are its frontend attributes; exports,
         // entitlements and the session were judged with the build's own Solve.
         let mut as_solve = proto::SolveRequest {
