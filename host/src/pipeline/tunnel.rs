@@ -150,7 +150,6 @@ pub struct Mediation {
 /// against until it is dropped.
 pub struct Opened {
     pub engine: TokioIo<hyper::upgrade::Upgraded>,
-    pub idle: Option<Duration>,
     _permit: OwnedSemaphorePermit,
     _caller: Option<super::slots::CallerSlot>,
 }
@@ -161,7 +160,6 @@ impl Pending {
         let engine = self.engine.await?;
         Ok(Opened {
             engine: TokioIo::new(engine),
-            idle: self.idle,
             _permit: self.permit,
             _caller: self.caller,
         })
