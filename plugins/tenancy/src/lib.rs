@@ -240,8 +240,8 @@ fn grpc(req: &Request) -> bool {
 /// no build cache either).
 fn build_cache(req: &Request) -> Option<Verdict> {
     let what = match req.endpoint.as_str() {
-        "build.du" => "lists",
-        "build.prune" if grpc(req) => "prunes",
+        "build.du" => "list",
+        "build.prune" if grpc(req) => "prune",
         _ => return None,
     };
     Some(Verdict::deny(format!(
@@ -1322,12 +1322,12 @@ mod tests {
         let du = Request::new("POST", "/moby.buildkit.v1.Control/DiskUsage", "build.du");
         let why = denied(&as_user(du.clone(), "alice"));
         assert!(
-            why.contains("[build-cache]") && why.contains("lists"),
+            why.contains("[build-cache]") && why.contains("administrators list it"),
             "{why}"
         );
         assert_eq!(p.on_request(&as_user(du, "root")), Verdict::Allow);
         let prune = Request::new("POST", "/moby.buildkit.v1.Control/Prune", "build.prune");
-        assert!(denied(&as_user(prune, "alice")).contains("prunes"));
+        assert!(denied(&as_user(prune, "alice")).contains("administrators prune it"));
         // The classic prune is filtered as before, not refused here.
         let classic = Request::new("POST", "/build/prune", "build.prune");
         assert!(!matches!(
