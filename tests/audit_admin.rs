@@ -58,7 +58,7 @@ fn requests_refused_by_identity_are_recorded() {
     );
     drop(gw);
 
-    let all = audit_records(dir.path());
+    let all = audit_requests(dir.path());
     assert_eq!(all.len(), 3, "{all:#?}");
     let refused: Vec<&Record> = all.iter().filter(|r| r.status == 401).collect();
     assert_eq!(refused.len(), 2);
@@ -186,7 +186,7 @@ fn the_admin_listener_serves_the_trail_while_the_gateway_runs() {
     assert_eq!(mode, 0o600);
     drop(gw);
     assert!(!admin.exists());
-    assert_eq!(audit_records(dir.path()).len(), 4);
+    assert_eq!(audit_requests(dir.path()).len(), 4);
 }
 
 #[test]

@@ -627,7 +627,7 @@ fn buildkit_deny_refuses_both_tunnels_by_name() {
         assert!(message.contains("buildkit = \"deny\""), "{message}");
     }
     drop(gw);
-    let records = audit_records(dir.path());
+    let records = audit_requests(dir.path());
     for endpoint in ["grpc", "session"] {
         let r = records
             .iter()

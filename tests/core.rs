@@ -1121,7 +1121,7 @@ fn podman_libpod_paths_are_refused_and_never_reach_the_engine() {
     still_serves(&gw.socket);
     drop(gw);
 
-    let records = audit_records(dir.path());
+    let records = audit_requests(dir.path());
     for path in paths {
         let record = records
             .iter()

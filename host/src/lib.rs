@@ -181,7 +181,7 @@ pub async fn run_with(
         let _ = task.await;
     }
     if let Some(audit) = audit {
-        audit.shutdown().await;
+        audit.shutdown(config.limits.shutdown_grace).await;
     }
     Ok(())
 }

@@ -152,9 +152,9 @@ impl Reloader {
         });
         checks.push(match self.gateway.audit() {
             None => check("audit", true, "no audit trail configured".into()),
-            Some(log) => match log.failing() {
+            Some(log) => match log.unwritable() {
                 None => check("audit", true, format!("writing ({} queued)", log.queued())),
-                Some(why) => check("audit", false, format!("the store cannot write: {why}")),
+                Some(why) => check("audit", false, format!("records are not written: {why}")),
             },
         });
         let policy = self.gateway.policy();

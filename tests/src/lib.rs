@@ -1009,7 +1009,7 @@ pub fn audit_config(dir: &Path, rest: &str) -> Config {
 
 /// Every record of the store in `dir/store`, oldest first, once the gateway has let go of it;
 /// the chain must verify.
-pub fn audit_records(dir: &Path) -> Vec<portcullis::audit::Record> {
+pub fn audit_chain(dir: &Path) -> Vec<portcullis::audit::Record> {
     use portcullis::audit::AuditError;
     let store = wait_for(
         "the gateway to release the audit store",
@@ -1022,6 +1022,24 @@ pub fn audit_records(dir: &Path) -> Vec<portcullis::audit::Record> {
     );
     store.verify().expect("an intact chain");
     store.iter_chain().map(|r| r.expect("record").0).collect()
+}
+
+/// The trail of the stopped gateway whose config is in `dir` as `audit list` shows it: one
+/// record per request, a request recorded in two (decision, then outcome) joined into its
+/// outcome, oldest first. Decisions without an outcome stay as they are.
+pub fn audit_requests(dir: &Path) -> Vec<portcullis::audit::Record> {
+    use portcullis::audit::Stage;
+    let raw = audit_chain(dir);
+    let answered: std::collections::HashSet<u64> = raw.iter().filter_map(|r| r.decided).collect();
+    let by_seq: std::collections::HashMap<u64, &portcullis::audit::Record> =
+        raw.iter().map(|r| (r.seq, r)).collect();
+    raw.iter()
+        .filter(|r| !(r.stage == Some(Stage::Decision) && answered.contains(&r.seq)))
+        .map(|r| match r.decided.and_then(|d| by_seq.get(&d)) {
+            Some(decision) => r.clone().joined((*decision).clone()),
+            None => r.clone(),
+        })
+        .collect()
 }
 
 /// The engine's inspect of exec `exec_id` once it has stopped running (asked directly).

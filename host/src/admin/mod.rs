@@ -35,7 +35,7 @@ use futures_util::future::BoxFuture;
 use serde::Serialize;
 use tracing::{info, warn};
 
-use crate::audit::{report, AuditError, Decision, Query, Store};
+use crate::audit::{report, AuditError, Decision, Query, Reader};
 use crate::config::{Address, AdminConfig};
 
 /// Records one `GET /audit` returns at most.
@@ -133,7 +133,7 @@ pub async fn bind(config: &AdminConfig) -> Result<AdminListener, AdminError> {
 /// Serves the admin API on `listener` until `shutdown` resolves.
 pub async fn serve(
     listener: AdminListener,
-    store: Option<Store>,
+    store: Option<Reader>,
     control: Arc<dyn Control>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
@@ -160,7 +160,7 @@ pub async fn serve(
 /// The admin API: the gateway's `control`, and the audit queries over `store` (the
 /// gateway's own handle: sled is shared within a process). Exposed so that it can be tested
 /// without a socket.
-pub fn router(store: Option<Store>, control: Arc<dyn Control>) -> Router {
+pub fn router(store: Option<Reader>, control: Arc<dyn Control>) -> Router {
     let operations = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
@@ -174,7 +174,7 @@ pub fn router(store: Option<Store>, control: Arc<dyn Control>) -> Router {
             .route("/audit/stats", get(stats))
             .route("/audit/export", get(export))
             .route("/audit/{seq}", get(show))
-            .with_state(Arc::new(store)),
+            .with_state(store),
         None => Router::new()
             .route("/audit", get(no_audit))
             .route("/audit/{*rest}", get(no_audit)),
@@ -236,6 +236,7 @@ impl From<AuditError> for ApiError {
         let status = match e {
             AuditError::Query(_) => StatusCode::BAD_REQUEST,
             AuditError::Tampered { .. } => StatusCode::CONFLICT,
+            AuditError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError(status, e.to_string())
@@ -290,10 +291,11 @@ fn query_of(params: &HashMap<String, String>) -> Result<Query, ApiError> {
 }
 
 async fn list(
-    State(store): State<Arc<Store>>,
+    State(reader): State<Reader>,
     QueryParams(params): QueryParams<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let q = query_of(&params)?;
+    let store = reader.store()?;
     blocking(move || {
         let records = q.run(&store)?.collect::<Result<Vec<_>, _>>()?;
         Ok(Json(records).into_response())
@@ -301,21 +303,20 @@ async fn list(
     .await
 }
 
-async fn show(
-    State(store): State<Arc<Store>>,
-    Path(seq): Path<String>,
-) -> Result<Response, ApiError> {
+async fn show(State(reader): State<Reader>, Path(seq): Path<String>) -> Result<Response, ApiError> {
     let seq: u64 = seq
         .parse()
         .map_err(|_| ApiError(StatusCode::NOT_FOUND, format!("no record {seq:?}")))?;
-    blocking(move || match store.get(seq)? {
+    let store = reader.store()?;
+    blocking(move || match crate::audit::query::request(&store, seq)? {
         Some(r) => Ok(Json(r).into_response()),
         None => Err(ApiError(StatusCode::NOT_FOUND, format!("no record {seq}"))),
     })
     .await
 }
 
-async fn verify(State(store): State<Arc<Store>>) -> Result<Response, ApiError> {
+async fn verify(State(reader): State<Reader>) -> Result<Response, ApiError> {
+    let store = reader.store()?;
     blocking(move || match store.verify() {
         Ok(v) => Ok(Json(serde_json::json!({"ok": true, "verified": v})).into_response()),
         Err(AuditError::Tampered { seq, what }) => Ok((
@@ -331,13 +332,18 @@ async fn verify(State(store): State<Arc<Store>>) -> Result<Response, ApiError> {
     .await
 }
 
-async fn stats(State(store): State<Arc<Store>>) -> Result<Response, ApiError> {
+async fn stats(State(reader): State<Reader>) -> Result<Response, ApiError> {
+    let store = reader.store()?;
     blocking(move || Ok(Json(store.stats()?).into_response())).await
 }
 
 /// The export streamed as it is written: a blocking task writes JSON lines into a bounded
 /// channel, and the response body reads from it, so a large trail is never held whole.
-async fn export(State(store): State<Arc<Store>>) -> Response {
+async fn export(State(reader): State<Reader>) -> Response {
+    let store = match reader.store() {
+        Ok(store) => store,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(16);
     tokio::task::spawn_blocking(move || {
         let mut out = ChannelWriter {

@@ -86,7 +86,7 @@ pub async fn run(dir: &Path, records: u64) -> Result<Figures, AuditError> {
     for t in tasks {
         let _ = t.await;
     }
-    log.shutdown().await;
+    log.shutdown(Duration::from_secs(60)).await;
     let append = started.elapsed();
     drop(log);
 

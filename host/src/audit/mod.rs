@@ -28,7 +28,7 @@ use std::future::Future;
 
 use http::StatusCode;
 use tokio::sync::{mpsc, oneshot};
-use tracing::{debug, error, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::error::{DockerError, IntoDockerError};
 use crate::metrics::AuditMetrics;
@@ -37,7 +37,7 @@ use tracing::Instrument;
 
 pub use crate::config::{AuditConfig, Durability, OnFullDisk};
 pub use query::Query;
-pub use record::{Decision, Note, Outcome, Record};
+pub use record::{Decision, Note, Outcome, Record, Stage};
 pub use store::{Encoded, OpenOptions, Store, Verified};
 
 /// What can go wrong with the audit store.
@@ -70,8 +70,8 @@ pub enum AuditError {
     Encode(String),
     #[error("{0}")]
     Query(String),
-    #[error("the audit store cannot write ({0}); requests are refused until it can (audit.on_full_disk = \"deny\")")]
-    Unavailable(String),
+    #[error("the audit trail cannot record requests now ({0}); requests are refused until it can")]
+    Unavailable(Unwritable),
 }
 
 impl AuditError {
@@ -107,7 +107,8 @@ impl IntoDockerError for AuditError {
 /// Most records committed in one transaction (one group: its index entries are shared,
 /// so large groups under load make appends cheaper).
 const MAX_GROUP: usize = 2048;
-/// Without `sync`, how long the writer waits for more records before committing a group.
+/// Without `sync`, and when no request waits for a record of the group, how long the
+/// writer waits for more records before committing a group.
 const LINGER: Duration = Duration::from_millis(1);
 /// Records shaped and appended after their responses at once (see [`AuditLog::finish`]).
 const PENDING: u32 = 1024;
@@ -115,22 +116,88 @@ const PENDING: u32 = 1024;
 const RETAIN_STEP: usize = 10_000;
 /// How often retention runs.
 const RETAIN_EVERY: Duration = Duration::from_secs(60);
+/// How often the writer looks at the disk's free space when idle, reports losses and tries
+/// a failed store again: recovery follows returning space within this.
+const TICK: Duration = Duration::from_millis(250);
+/// Losses are written as an `audit.dropped` record at most this often while the store
+/// cannot take ordinary records.
+const REPORT_EVERY: Duration = Duration::from_secs(1);
+/// The longest a request waits for the writer (room in its queue, then its record
+/// committed). Beyond it the store counts as stalled and requests are refused at once
+/// until it commits again, so a stuck disk never holds the gateway.
+const WRITER_WAIT: Duration = Duration::from_secs(3);
 
-/// Tells a `sync` request that its record is on disk (its sequence) or why not.
-type Ack = oneshot::Sender<Result<u64, String>>;
+/// Why the store does not take records now; the text is sent to clients, so it names no
+/// path and no error detail (the operator's log has those).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unwritable {
+    /// Free space on the store's filesystem is below `space_left`.
+    LowSpace,
+    /// A write failed (full disk, I/O error).
+    WriteFailed,
+    /// The writer did not answer within its wait.
+    Stalled,
+}
+
+impl std::fmt::Display for Unwritable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Unwritable::LowSpace => "the disk holding it is nearly full",
+            Unwritable::WriteFailed => "a write to it failed",
+            Unwritable::Stalled => "it does not answer",
+        })
+    }
+}
+
+/// Tells a request waiting for its record that it is committed (its sequence) or why not.
+type Ack = oneshot::Sender<Result<u64, Unwritable>>;
 
 enum Job {
     Append(Box<Encoded>, Option<Ack>),
+    Tick,
     Retain,
     Stop,
 }
 
 struct Shared {
-    /// Why the last write failed, until a write succeeds again.
-    failing: Mutex<Option<String>>,
-    /// Async records dropped because the queue was full, not yet reported in the store.
+    /// Why records are not written now, until the store takes them again.
+    unwritable: Mutex<Option<Unwritable>>,
+    /// Records not written (queue full, store unwritable, refused meanwhile), not yet
+    /// reported in the store by an `audit.dropped` record.
     dropped: AtomicU64,
     metrics: AuditMetrics,
+}
+
+impl Shared {
+    fn set(&self, why: Option<Unwritable>) {
+        if let Ok(mut u) = self.unwritable.lock() {
+            *u = why;
+        }
+    }
+
+    fn get(&self) -> Option<Unwritable> {
+        self.unwritable.lock().ok().and_then(|u| *u)
+    }
+
+    fn lose(&self, n: u64) {
+        self.dropped.fetch_add(n, Ordering::Relaxed);
+        self.metrics.dropped.inc_by(n);
+    }
+}
+
+/// The gateway's read handle on its store, for queries while it writes. Reopening the
+/// store after a failed write swaps it (sled keeps the first I/O error it meets for the
+/// life of an opened database, so only a fresh opening writes again).
+#[derive(Clone)]
+pub struct Reader(Arc<arc_swap::ArcSwapOption<Store>>);
+
+impl Reader {
+    /// The store, unless it is being reopened this moment.
+    pub fn store(&self) -> Result<Arc<Store>, AuditError> {
+        self.0
+            .load_full()
+            .ok_or(AuditError::Unavailable(Unwritable::WriteFailed))
+    }
 }
 
 /// The gateway's handle on the audit store.
@@ -142,7 +209,7 @@ pub struct AuditLog {
     durability: Durability,
     on_full_disk: OnFullDisk,
     shared: Arc<Shared>,
-    reader: Store,
+    reader: Reader,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     ticker: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -161,30 +228,36 @@ impl AuditLog {
             Durability::Batch => Some(config.batch_window),
             Durability::Async => Some(Duration::from_secs(1)),
         };
-        let store = Store::open(
-            &path,
-            &OpenOptions {
-                create: true,
-                cache_bytes: config.cache.as_u64(),
-                flush_every,
-            },
-        )?;
+        let opts = OpenOptions {
+            create: true,
+            cache_bytes: config.cache.as_u64(),
+            flush_every,
+        };
+        let store = Store::open(&path, &opts)?;
         let (tail, last_ms) = store.tail()?;
         let (tx, rx) = mpsc::channel(config.queue);
         let shared = Arc::new(Shared {
-            failing: Mutex::new(None),
+            unwritable: Mutex::new(None),
             dropped: AtomicU64::new(0),
             metrics,
         });
-        let reader = store.clone();
+        let reader = Reader(Arc::new(arc_swap::ArcSwapOption::from_pointee(
+            store.clone(),
+        )));
         let writer = Writer {
-            store,
+            store: Some(store),
+            path: path.clone(),
+            opts,
+            reader: reader.clone(),
             rx,
             tail,
             last_ms,
             sync: config.durability == Durability::Sync,
             max_age: config.max_age,
             max_size: config.max_size.map(|s| s.as_u64()),
+            space_left: config.space_left.as_u64(),
+            last_report: std::time::Instant::now(),
+            lost_reason: None,
             shared: shared.clone(),
         };
         let handle = std::thread::Builder::new()
@@ -194,18 +267,27 @@ impl AuditLog {
                 path: path.clone(),
                 source,
             })?;
-        let ticker = (config.max_age.is_some() || config.max_size.is_some()).then(|| {
+        let retains = config.max_age.is_some() || config.max_size.is_some();
+        let ticker = {
             let tx = tx.clone();
             tokio::spawn(async move {
-                let mut every = tokio::time::interval(RETAIN_EVERY);
+                let mut every = tokio::time::interval(TICK);
+                let mut last_retain = tokio::time::Instant::now();
                 loop {
                     every.tick().await;
-                    if tx.send(Job::Retain).await.is_err() {
+                    // A busy writer looks at the disk before each group anyway.
+                    if let Err(mpsc::error::TrySendError::Closed(_)) = tx.try_send(Job::Tick) {
                         return;
+                    }
+                    if retains && last_retain.elapsed() >= RETAIN_EVERY {
+                        last_retain = tokio::time::Instant::now();
+                        if tx.send(Job::Retain).await.is_err() {
+                            return;
+                        }
                     }
                 }
             })
-        });
+        };
         Ok(Arc::new(Self {
             tx,
             pending: Arc::new(tokio::sync::Semaphore::new(PENDING as usize)),
@@ -214,28 +296,35 @@ impl AuditLog {
             shared,
             reader,
             writer: Mutex::new(Some(handle)),
-            ticker: Mutex::new(ticker),
+            ticker: Mutex::new(Some(ticker)),
         }))
     }
 
-    /// A read handle on the store (queries while the gateway writes; sled allows one
+    /// The read handle on the store (queries while the gateway writes; sled allows one
     /// opening process, so this is the only way to read a live store).
-    pub fn reader(&self) -> Store {
+    pub fn reader(&self) -> Reader {
         self.reader.clone()
     }
 
-    /// Why new requests must be refused now (the store cannot write and the configuration
-    /// says deny), if they must.
+    /// Why new requests must be refused now (the store does not take records and the
+    /// configuration says deny), if they must. A refused request's record is counted into
+    /// the next `audit.dropped` record instead of being written.
     pub fn refusal(&self) -> Option<AuditError> {
         if self.on_full_disk == OnFullDisk::Allow {
             return None;
         }
-        Some(AuditError::Unavailable(self.failing()?))
+        Some(AuditError::Unavailable(self.unwritable()?))
     }
 
-    /// Why the last write failed, until a write succeeds again.
-    pub fn failing(&self) -> Option<String> {
-        self.shared.failing.lock().ok()?.clone()
+    /// Why the store does not take records now, until it does again.
+    pub fn unwritable(&self) -> Option<Unwritable> {
+        self.shared.get()
+    }
+
+    /// Counts a record that will not be written (its request was refused because the
+    /// store does not take records).
+    pub fn count_unwritten(&self) {
+        self.shared.lose(1);
     }
 
     /// Records waiting for the writer now (also set as the queue-depth metric).
@@ -245,51 +334,92 @@ impl AuditLog {
         queued
     }
 
+    /// Writes the decision record of a request the engine may act on, before it is
+    /// forwarded, and waits until it is committed (with `sync`: on disk; otherwise in the
+    /// store, flushed within its window). Audit hooks shape it first. `Err`: the request
+    /// must not be forwarded. With `on_full_disk = "allow"` a record that cannot be written
+    /// is counted as lost and the request goes on (`Ok(None)`).
+    pub async fn decide<S: Shaper>(
+        &self,
+        shaper: &S,
+        mut record: Record,
+        view: Option<&model::Request>,
+    ) -> Result<Option<u64>, AuditError> {
+        if let Some(e) = self.refusal() {
+            return Err(e);
+        }
+        if let Some(view) = view.filter(|v| shaper.wants(&v.endpoint)) {
+            shaper.shape(view, &mut record).await;
+        }
+        let record = Encoded::new(&record)?;
+        match self.commit(record).await {
+            Ok(seq) => Ok(Some(seq)),
+            Err(why) if self.on_full_disk == OnFullDisk::Allow => {
+                debug!(%why, "decision record not written; forwarded (on_full_disk = allow)");
+                Ok(None)
+            }
+            Err(why) => Err(AuditError::Unavailable(why)),
+        }
+    }
+
+    /// Hands `record` to the writer and waits, within [`WRITER_WAIT`], until it is
+    /// committed. The writer counts what it could not write; a wait that runs out marks the
+    /// store stalled (and counts the record, which may still land later).
+    async fn commit(&self, record: Encoded) -> Result<u64, Unwritable> {
+        let (done, wait) = oneshot::channel();
+        let job = Job::Append(Box::new(record), Some(done));
+        let answer = tokio::time::timeout(WRITER_WAIT, async {
+            self.tx.send(job).await.map_err(|_| Unwritable::Stalled)?;
+            wait.await.unwrap_or(Err(Unwritable::Stalled))
+        })
+        .await;
+        match answer {
+            Ok(answer) => answer,
+            Err(_) => {
+                warn!("audit writer did not commit within {WRITER_WAIT:?}; requests are refused until it does");
+                self.shared.set(Some(Unwritable::Stalled));
+                self.shared.lose(1);
+                Err(Unwritable::Stalled)
+            }
+        }
+    }
+
     /// Hands a record to the writer with the configured durability: `sync` waits until it
     /// is on disk, `batch` waits only for room in the queue, `async` never waits (a full
-    /// queue drops the record and counts it).
+    /// queue drops the record and counts it). No wait outlasts [`WRITER_WAIT`].
     pub async fn append(&self, record: Record) {
         // Encoding happens here, on the request's task: the single writer only hashes.
         let record = match Encoded::new(&record) {
             Ok(e) => e,
             Err(e) => {
                 error!(error = %e, "audit record not written");
+                self.shared.lose(1);
                 return;
             }
         };
         match self.durability {
             Durability::Sync => {
-                let (done, wait) = oneshot::channel();
-                if self
-                    .tx
-                    .send(Job::Append(Box::new(record), Some(done)))
-                    .await
-                    .is_err()
-                {
-                    debug!("audit writer stopped; record not written");
-                    return;
-                }
-                match wait.await {
-                    Ok(Ok(_)) => {}
-                    Ok(Err(e)) => error!(error = %e, "audit record not written"),
-                    Err(_) => error!("audit writer stopped before writing a record"),
+                if let Err(why) = self.commit(record).await {
+                    debug!(%why, "audit record not written");
                 }
             }
             Durability::Batch => {
-                if self
-                    .tx
-                    .send(Job::Append(Box::new(record), None))
-                    .await
-                    .is_err()
-                {
-                    debug!("audit writer stopped; record not written");
+                let job = Job::Append(Box::new(record), None);
+                match tokio::time::timeout(WRITER_WAIT, self.tx.send(job)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => debug!("audit writer stopped; record not written"),
+                    Err(_) => {
+                        warn!("audit queue full for {WRITER_WAIT:?}: record dropped");
+                        self.shared.set(Some(Unwritable::Stalled));
+                        self.shared.lose(1);
+                    }
                 }
             }
             Durability::Async => match self.tx.try_send(Job::Append(Box::new(record), None)) {
                 Ok(()) => {}
                 Err(mpsc::error::TrySendError::Full(_)) => {
-                    self.shared.metrics.dropped.inc();
-                    let n = self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+                    let n = self.shared.dropped.load(Ordering::Relaxed);
+                    self.shared.lose(1);
                     if n.is_power_of_two() || n == 0 {
                         warn!(dropped = n + 1, "audit queue full: async records dropped");
                     }
@@ -304,13 +434,14 @@ impl AuditLog {
     /// before; otherwise shaping (the audit hooks, `redact` in the default chain: a plugin
     /// call on every create) and encoding run on a task of their own, at most [`PENDING`]
     /// at once. Beyond that the caller does it, so a burst slows requests instead of piling
-    /// up tasks.
+    /// up tasks. An outcome record (its decision record was shaped) is not shaped again.
     pub async fn finish<S: Shaper>(
         self: &Arc<Self>,
         shaper: &Arc<S>,
         record: Record,
         view: Option<model::Request>,
     ) {
+        let view = view.filter(|_| record.stage != Some(record::Stage::Outcome));
         if self.durability != Durability::Sync {
             if let Ok(permit) = self.pending.clone().try_acquire_owned() {
                 let (log, shaper) = (self.clone(), shaper.clone());
@@ -339,16 +470,22 @@ impl AuditLog {
     }
 
     /// Waits for records still being shaped, writes what is queued, flushes, and stops the
-    /// writer.
-    pub async fn shutdown(&self) {
+    /// writer; gives up after `grace` (a writer stuck on a dead disk must not keep the
+    /// process from exiting; what it held is lost, as with kill -9).
+    pub async fn shutdown(&self, grace: Duration) {
         if let Some(t) = self.ticker.lock().ok().and_then(|mut t| t.take()) {
             t.abort();
         }
-        let _all_recorded = self.pending.acquire_many(PENDING).await;
-        let _ = self.tx.send(Job::Stop).await;
-        let handle = self.writer.lock().ok().and_then(|mut w| w.take());
-        if let Some(h) = handle {
-            let _ = tokio::task::spawn_blocking(move || h.join()).await;
+        let stopped = async {
+            let _all_recorded = self.pending.acquire_many(PENDING).await;
+            let _ = self.tx.send(Job::Stop).await;
+            let handle = self.writer.lock().ok().and_then(|mut w| w.take());
+            if let Some(h) = handle {
+                let _ = tokio::task::spawn_blocking(move || h.join()).await;
+            }
+        };
+        if tokio::time::timeout(grace, stopped).await.is_err() {
+            error!("audit writer did not stop within {grace:?}; exiting without it");
         }
     }
 }
@@ -362,15 +499,30 @@ pub trait Shaper: Send + Sync + 'static {
     fn shape(&self, view: &model::Request, record: &mut Record) -> impl Future<Output = ()> + Send;
 }
 
+/// The free bytes an unprivileged writer may use on the filesystem holding `path`.
+fn free_bytes(path: &Path) -> std::io::Result<u64> {
+    let s = rustix::fs::statvfs(path)?;
+    Ok(s.f_bavail.saturating_mul(s.f_frsize))
+}
+
 /// The writer thread: the only code that appends to the store.
 struct Writer {
-    store: Store,
+    /// None only while it is being reopened.
+    store: Option<Store>,
+    path: PathBuf,
+    opts: OpenOptions,
+    reader: Reader,
     rx: mpsc::Receiver<Job>,
     tail: store::Link,
     last_ms: u64,
     sync: bool,
     max_age: Option<Duration>,
     max_size: Option<u64>,
+    space_left: u64,
+    /// When losses were last written as an `audit.dropped` record.
+    last_report: std::time::Instant,
+    /// Why records were last lost, for the next `audit.dropped` record.
+    lost_reason: Option<Unwritable>,
     shared: Arc<Shared>,
 }
 
@@ -382,13 +534,18 @@ impl Writer {
                 break;
             };
             let mut group = Vec::new();
-            let mut stop = false;
+            let (mut stop, mut tick) = (false, false);
             let mut next = Some(first);
             // Group commit: take whatever queued up while the last group was written.
             let mut lingered = self.sync;
             while let Some(job) = next.take() {
                 match job {
-                    Job::Append(r, done) => group.push((r, done)),
+                    Job::Append(r, done) => {
+                        // A request waits for this one: no lingering for company.
+                        lingered |= done.is_some();
+                        group.push((r, done));
+                    }
+                    Job::Tick => tick = true,
                     Job::Retain => retain_pending = true,
                     Job::Stop => stop = true,
                 }
@@ -404,26 +561,68 @@ impl Writer {
                     }
                 }
             }
+            if tick || !group.is_empty() {
+                self.look_at_space();
+            }
             if !group.is_empty() {
                 self.commit(group);
             }
-            if retain_pending {
+            if tick || stop {
+                self.recover();
+            }
+            if retain_pending && self.shared.get().is_none() {
                 retain_pending = self.retain_step();
             }
             if stop {
                 break;
             }
         }
-        if let Err(e) = self.store.flush() {
-            error!(error = %e, "audit store: final flush failed");
+        if let Some(store) = &self.store {
+            if let Err(e) = store.flush() {
+                error!(error = %e, "audit store: final flush failed");
+            }
+        }
+    }
+
+    /// Whether the store's filesystem is below `space_left`; marks the store unwritable
+    /// while it is, and writable again when it is not (unless a write failed).
+    fn look_at_space(&mut self) {
+        let low = match free_bytes(&self.path) {
+            Ok(free) => free < self.space_left,
+            Err(e) => {
+                debug!(error = %e, "audit store: free space unknown");
+                false
+            }
+        };
+        match (low, self.shared.get()) {
+            (true, None | Some(Unwritable::Stalled)) => {
+                error!(path = %self.path.display(), space_left = self.space_left,
+                       "audit store: free space below audit.space_left; records are not written until it is back");
+                self.shared.set(Some(Unwritable::LowSpace));
+            }
+            (false, Some(Unwritable::LowSpace)) => {
+                warn!(path = %self.path.display(), "audit store: free space is back above audit.space_left");
+                self.shared.set(None);
+            }
+            _ => {}
         }
     }
 
     fn commit(&mut self, group: Vec<(Box<Encoded>, Option<Ack>)>) {
+        if let Some(why @ (Unwritable::LowSpace | Unwritable::WriteFailed)) = self.shared.get() {
+            // Nothing is written meanwhile: the margin is kept for the report of losses.
+            self.lost(group.len() as u64, why);
+            for (_, done) in group {
+                if let Some(done) = done {
+                    let _ = done.send(Err(why));
+                }
+            }
+            return;
+        }
         let mut records = Vec::with_capacity(group.len() + 1);
         let dropped = self.shared.dropped.swap(0, Ordering::Relaxed);
         if dropped > 0 {
-            if let Ok(marker) = Encoded::new(&dropped_marker(dropped)) {
+            if let Ok(marker) = Encoded::new(&dropped_marker(dropped, self.lost_reason)) {
                 records.push(marker);
             }
         }
@@ -432,28 +631,15 @@ impl Writer {
             records.push(*r);
             acks.push(done);
         }
-        let started = std::time::Instant::now();
-        let result = self
-            .store
-            .append(self.tail, self.last_ms, &records, SystemTime::now())
-            .and_then(|tail| {
-                if self.sync {
-                    self.store.flush()?;
-                }
-                Ok(tail)
-            });
-        match result {
-            Ok((tail, ms)) => {
-                let metrics = &self.shared.metrics;
-                metrics.write.observe(started.elapsed().as_secs_f64());
-                metrics.appends.inc_by(records.len() as u64);
-                self.tail = tail;
-                self.last_ms = ms;
-                if let Ok(mut f) = self.shared.failing.lock() {
-                    *f = None;
+        match self.write(&records) {
+            Ok(()) => {
+                self.shared.metrics.appends.inc_by(records.len() as u64);
+                self.shared.set(None);
+                if dropped > 0 {
+                    self.last_report = std::time::Instant::now();
                 }
                 // The group's records took the sequences after the old tail, in order.
-                let first = tail.seq + 1 - acks.len() as u64;
+                let first = self.tail.seq + 1 - acks.len() as u64;
                 for (i, done) in acks.into_iter().enumerate() {
                     if let Some(done) = done {
                         let _ = done.send(Ok(first + i as u64));
@@ -463,26 +649,118 @@ impl Writer {
             Err(e) => {
                 // The transaction wrote nothing: no partial records. The tail is unchanged.
                 error!(error = %e, records = records.len(), "audit store: write failed; records lost");
-                if let Ok(mut f) = self.shared.failing.lock() {
-                    *f = Some(e.to_string());
-                }
-                self.shared
-                    .dropped
-                    .fetch_add(acks.len() as u64, Ordering::Relaxed);
-                self.shared.metrics.dropped.inc_by(acks.len() as u64);
+                self.shared.dropped.fetch_add(dropped, Ordering::Relaxed);
+                self.lost(acks.len() as u64, Unwritable::WriteFailed);
+                self.shared.set(Some(Unwritable::WriteFailed));
                 for done in acks.into_iter().flatten() {
-                    let _ = done.send(Err(e.to_string()));
+                    let _ = done.send(Err(Unwritable::WriteFailed));
                 }
             }
         }
     }
 
+    /// Appends `records` as one group (flushed with `sync`), moving the tail on.
+    fn write(&mut self, records: &[Encoded]) -> Result<(), AuditError> {
+        let Some(store) = &self.store else {
+            return Err(AuditError::Unavailable(Unwritable::WriteFailed));
+        };
+        let started = std::time::Instant::now();
+        let (tail, ms) = store.append(self.tail, self.last_ms, records, SystemTime::now())?;
+        if self.sync {
+            store.flush()?;
+        }
+        self.shared
+            .metrics
+            .write
+            .observe(started.elapsed().as_secs_f64());
+        self.tail = tail;
+        self.last_ms = ms;
+        Ok(())
+    }
+
+    fn lost(&mut self, n: u64, why: Unwritable) {
+        self.shared.lose(n);
+        self.lost_reason = Some(why);
+    }
+
+    /// On each tick: writes what was lost as an `audit.dropped` record (at most once per
+    /// [`REPORT_EVERY`] while the store does not take ordinary records, so a crash loses
+    /// at most that much of the count), and after a failed write tries the store again,
+    /// reopening it when it keeps failing.
+    fn recover(&mut self) {
+        let dropped = self.shared.dropped.load(Ordering::Relaxed);
+        let why = self.shared.get();
+        if dropped == 0 && why != Some(Unwritable::WriteFailed) {
+            return;
+        }
+        if why == Some(Unwritable::LowSpace) && self.last_report.elapsed() < REPORT_EVERY {
+            return;
+        }
+        if why == Some(Unwritable::LowSpace) {
+            // Below space_left the report still fits; a disk that is really full is left
+            // alone until space comes back.
+            if free_bytes(&self.path).is_ok_and(|f| f < self.space_left / 2) {
+                return;
+            }
+        }
+        self.last_report = std::time::Instant::now();
+        let dropped = self.shared.dropped.swap(0, Ordering::Relaxed);
+        let marker = Encoded::new(&dropped_marker(dropped, self.lost_reason));
+        let written = marker
+            .map_err(AuditError::from)
+            .and_then(|m| self.write(&[m]));
+        match written {
+            Ok(()) => {
+                if why.is_some_and(|w| w != Unwritable::LowSpace) {
+                    warn!(path = %self.path.display(), "audit store writes again");
+                    self.shared.set(None);
+                }
+            }
+            Err(e) => {
+                self.shared.dropped.fetch_add(dropped, Ordering::Relaxed);
+                debug!(error = %e, "audit store still does not write");
+                if why != Some(Unwritable::LowSpace) {
+                    self.shared.set(Some(Unwritable::WriteFailed));
+                    self.reopen();
+                }
+            }
+        }
+    }
+
+    /// Closes and opens the store again: sled keeps the first I/O error it meets for the
+    /// life of an opened database. The reader is taken away meanwhile (the store is locked
+    /// by its opening; queries answer 503 for that moment). Records committed but not yet
+    /// flushed when the write failed are gone with the old opening; they are counted.
+    fn reopen(&mut self) {
+        self.reader.0.store(None);
+        self.store = None;
+        match Store::open(&self.path, &self.opts) {
+            Ok(store) => match store.tail() {
+                Ok((tail, last_ms)) => {
+                    if tail.seq < self.tail.seq {
+                        let gone = self.tail.seq - tail.seq;
+                        error!(gone, from = tail.seq + 1, "audit store reopened: records committed but not flushed before the failure are lost");
+                        self.lost(gone, Unwritable::WriteFailed);
+                    }
+                    self.tail = tail;
+                    self.last_ms = self.last_ms.max(last_ms);
+                    self.reader.0.store(Some(Arc::new(store.clone())));
+                    self.store = Some(store);
+                    info!(path = %self.path.display(), "audit store reopened");
+                }
+                Err(e) => error!(error = %e, "audit store reopened but unreadable"),
+            },
+            // Still locked by a query in flight, or still failing: the next tick tries again.
+            Err(e) => debug!(error = %e, "audit store: reopening failed"),
+        }
+    }
+
     /// One bounded retention step; returns whether more may be due.
     fn retain_step(&mut self) -> bool {
-        match self
-            .store
-            .retain(self.max_age, self.max_size, SystemTime::now(), RETAIN_STEP)
-        {
+        let Some(store) = &self.store else {
+            return true;
+        };
+        match store.retain(self.max_age, self.max_size, SystemTime::now(), RETAIN_STEP) {
             Ok(n) => {
                 if n > 0 {
                     debug!(removed = n, "audit retention");
@@ -497,9 +775,9 @@ impl Writer {
     }
 }
 
-/// A record that says records were lost (async queue full, or failed writes), so that the
-/// gap is in the trail itself.
-fn dropped_marker(n: u64) -> Record {
+/// A record that says records were lost (queue full, the store short of space or failing,
+/// requests refused meanwhile), so that the gap is in the trail itself.
+fn dropped_marker(n: u64, why: Option<Unwritable>) -> Record {
     Record {
         seq: 0,
         time: String::new(),
@@ -513,14 +791,17 @@ fn dropped_marker(n: u64) -> Record {
         target: None,
         decision: Decision::Error,
         plugins: Vec::new(),
-        error: Some(format!(
-            "{n} audit records were lost (queue full or store unable to write)"
-        )),
+        error: Some(match why {
+            Some(why) => format!("{n} audit records were not written: {why}"),
+            None => format!("{n} audit records were not written (queue full)"),
+        }),
         status: 0,
         duration_us: 0,
         engine_us: None,
         bytes_in: None,
         bytes_out: None,
-        details: None,
+        details: Some(serde_json::json!({ "lost": n })),
+        stage: None,
+        decided: None,
     }
 }

@@ -8,7 +8,7 @@ use std::time::SystemTime;
 
 use globset::{Glob, GlobMatcher};
 
-use super::record::{Decision, Record};
+use super::record::{Decision, Record, Stage};
 use super::store::{millis, Index, Store};
 use super::AuditError;
 
@@ -29,6 +29,26 @@ pub struct Query {
     pub object: Option<String>,
     /// At most this many records (newest first).
     pub limit: Option<usize>,
+}
+
+/// Outcomes listed whose decisions are still to come, at most (see [`Query::run`]).
+const MAX_PENDING_DECISIONS: usize = 1 << 16;
+
+/// The record at `seq` as one request: an outcome completed with its decision record.
+pub fn request(store: &Store, seq: u64) -> Result<Option<Record>, AuditError> {
+    store.get(seq)?.map(|r| joined(store, r)).transpose()
+}
+
+/// `r`, completed with its decision record when it is an outcome (as it is when that
+/// record was removed by retention).
+fn joined(store: &Store, r: Record) -> Result<Record, AuditError> {
+    match r.decided {
+        Some(d) => Ok(match store.get(d)? {
+            Some(decision) => r.joined(decision),
+            None => r,
+        }),
+        None => Ok(r),
+    }
 }
 
 type Seqs<'a> = Box<dyn Iterator<Item = Result<u64, AuditError>> + 'a>;
@@ -90,6 +110,27 @@ impl Query {
                 Err(_) => true,
                 Ok(r) => q.matches(r, endpoint.as_ref()),
             });
+        // A request recorded in two (decision, then outcome) is listed once: the outcome,
+        // newer, comes first and is completed with its decision, which is then skipped.
+        let mut shown = std::collections::HashSet::new();
+        let records = records.filter_map(move |r| {
+            let r = match r {
+                Ok(r) => r,
+                Err(e) => return Some(Err(e)),
+            };
+            if r.stage == Some(Stage::Decision) && shown.remove(&r.seq) {
+                return None;
+            }
+            if shown.len() >= MAX_PENDING_DECISIONS {
+                // Only when a filter keeps outcomes but not their decisions: at worst a
+                // request is listed twice.
+                shown.clear();
+            }
+            if let Some(d) = r.decided {
+                shown.insert(d);
+            }
+            Some(joined(store, r))
+        });
         Ok(match self.limit {
             Some(n) => Box::new(records.take(n)),
             None => Box::new(records),

@@ -107,6 +107,24 @@ pub struct Record {
     /// network mode, labels, env, user).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub details: Option<Value>,
+    /// Which of a request's two records this is, for requests the engine may act on (all
+    /// but reads): the `decision`, written before the request is forwarded, or the
+    /// `outcome`, written at the response head. Absent: the request's only record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<Stage>,
+    /// On an outcome record: the sequence of its decision record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided: Option<u64>,
+}
+
+/// The two records of a request the engine may act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    /// What the policy decided and what is forwarded; on disk before the engine sees it.
+    Decision,
+    /// What followed: status, times, bytes, the response plugins' answers.
+    Outcome,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -114,6 +132,18 @@ fn is_zero(n: &u64) -> bool {
 }
 
 impl Record {
+    /// One view of a request recorded in two: `self` (its outcome) completed with its
+    /// `decision` record's plugins, target and details. The outcome keeps its own sequence
+    /// and names the decision's in `decided`.
+    pub fn joined(mut self, decision: Record) -> Record {
+        let mut plugins = decision.plugins;
+        plugins.append(&mut self.plugins);
+        self.plugins = plugins;
+        self.target = self.target.or(decision.target);
+        self.details = self.details.or(decision.details);
+        self
+    }
+
     /// The caller's user name.
     pub fn user(&self) -> &str {
         self.caller

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use super::record::Record;
+use super::record::{Record, Stage};
 use super::store::{OpenOptions, Stats, Store, Verified};
 use super::{AuditError, Query};
 
@@ -73,7 +73,7 @@ pub fn list_records(
                 r.time,
                 cut(r.user(), 12),
                 r.decision.as_str(),
-                r.status,
+                status(&r),
                 cut(&r.method, 7),
                 cut(&r.endpoint, 22),
                 cut(r.object.as_deref().unwrap_or("-"), 20),
@@ -86,8 +86,20 @@ pub fn list_records(
     Ok(n)
 }
 
+/// The status sent, or `-` for a request forwarded whose outcome is not recorded.
+fn status(r: &Record) -> String {
+    if r.stage == Some(Stage::Decision) {
+        "-".into()
+    } else {
+        r.status.to_string()
+    }
+}
+
 /// The last column of the table: why it was refused, or which plugins changed it.
 fn detail(r: &Record) -> String {
+    if r.stage == Some(Stage::Decision) {
+        return "forwarded; no outcome recorded (in flight, or the gateway stopped)".into();
+    }
     if let Some(e) = &r.error {
         return e.clone();
     }
@@ -111,7 +123,7 @@ fn cut(s: &str, n: usize) -> String {
 
 /// `audit show SEQ`: one record as pretty JSON.
 pub fn show(store: &Store, seq: u64, out: &mut dyn Write) -> Result<(), AuditError> {
-    let r = store.get(seq)?.ok_or_else(|| {
+    let r = super::query::request(store, seq)?.ok_or_else(|| {
         AuditError::Query(format!("no record {seq} in {}", store.path().display()))
     })?;
     show_record(&r, out)
@@ -146,7 +158,19 @@ pub fn verified(v: &Verified, out: &mut dyn Write) -> Result<(), AuditError> {
         ),
         _ => writeln!(out, "ok: no records"),
     }
-    .map_err(io_err)
+    .map_err(io_err)?;
+    if v.lost > 0 {
+        writeln!(
+            out,
+            "lost: {} records were not written, as its audit.dropped records say",
+            v.lost
+        )
+        .map_err(io_err)?;
+    }
+    if v.unfinished > 0 {
+        writeln!(out, "unfinished: {} requests were forwarded but their outcome is not recorded (in flight, or the gateway stopped)", v.unfinished).map_err(io_err)?;
+    }
+    Ok(())
 }
 
 /// `audit export --format jsonl`: every record oldest first, one JSON object per line with

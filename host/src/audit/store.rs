@@ -32,7 +32,7 @@ use sha2::{Digest, Sha256};
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 use sled::{Batch, IVec, Tree};
 
-use super::record::{Decision, Record};
+use super::record::{Decision, Record, Stage};
 use super::AuditError;
 
 /// Tag stored in `meta` so that a foreign sled database is never taken for a store.
@@ -183,6 +183,47 @@ pub struct Verified {
     pub head_hash: String,
     /// Sequence of the last record removed by retention (0: none).
     pub anchor: u64,
+    /// Records the trail itself says were not written (the sum of its `audit.dropped`
+    /// records).
+    #[serde(default)]
+    pub lost: u64,
+    /// Requests forwarded whose outcome is not recorded (a decision record without its
+    /// outcome: in flight, or the gateway stopped before it could write it).
+    #[serde(default)]
+    pub unfinished: u64,
+}
+
+/// Decision records without an outcome held at most while verifying; beyond, they are
+/// only counted (an outcome of one of them is then not matched).
+const MAX_OPEN_DECISIONS: usize = 1 << 20;
+
+/// The gaps the trail knows of, gathered along the chain.
+#[derive(Default)]
+struct Gaps {
+    lost: u64,
+    decided: std::collections::HashSet<u64>,
+    uncounted: u64,
+}
+
+impl Gaps {
+    fn note(&mut self, seq: u64, r: &Record) {
+        if r.endpoint == "audit.dropped" {
+            let n = r.details.as_ref().and_then(|d| d.get("lost"));
+            self.lost += n.and_then(serde_json::Value::as_u64).unwrap_or(1);
+        }
+        match r.stage {
+            Some(Stage::Decision) if self.decided.len() < MAX_OPEN_DECISIONS => {
+                self.decided.insert(seq);
+            }
+            Some(Stage::Decision) => self.uncounted += 1,
+            Some(Stage::Outcome) => {
+                if let Some(d) = r.decided {
+                    self.decided.remove(&d);
+                }
+            }
+            None => {}
+        }
+    }
 }
 
 /// Counts by user, decision and endpoint.
@@ -714,6 +755,7 @@ impl Store {
         let (mut first, mut last, mut n) = (None, None, 0u64);
         let mut last_hash = anchor.hash;
         let mut last_ms = 0;
+        let mut gaps = Gaps::default();
         for item in self.trees[RECORDS].iter() {
             let (k, v) = item.map_err(sled_err(&self.path))?;
             let block = match key_seq(&k) {
@@ -765,9 +807,10 @@ impl Store {
                 if ms < last_ms {
                     return Err(broken(seq, "is older than the record before it".into()));
                 }
-                if serde_json::from_slice::<Record>(e.json).is_err() {
+                let Ok(r) = serde_json::from_slice::<Record>(e.json) else {
                     return Err(broken(seq, "is not a valid audit record".into()));
-                }
+                };
+                gaps.note(seq, &r);
                 first.get_or_insert(seq);
                 last = Some(seq);
                 n += 1;
@@ -802,6 +845,8 @@ impl Store {
             last,
             head_hash: hex::encode(last_hash),
             anchor: anchor.seq,
+            lost: gaps.lost,
+            unfinished: gaps.decided.len() as u64 + gaps.uncounted,
         })
     }
 

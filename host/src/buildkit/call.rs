@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use super::methods::{self, Judged, Method, RefCall, Rule};
 use super::proto::{self, FrameError};
 use super::{grpc_message, solve, BuildkitError};
-use crate::audit::{Decision, Record};
+use crate::audit::{Decision, Record, Stage};
 use crate::body::BodyError;
 use crate::model;
 use crate::pipeline::canonical::Canonical;
@@ -31,6 +31,8 @@ pub type OutBody = BoxBody<Bytes, BodyError>;
 /// How long a Solve waits for the session it names to be opened, and a status request for
 /// the Solve of its ref: clients send them concurrently.
 const WAIT: Duration = Duration::from_secs(10);
+/// Judged calls the engine acts on besides builds: recorded before they are forwarded.
+const ACTING: [&str; 2] = ["build.prune", "build.history.update"];
 
 /// One mediated tunnel: who opened it, by which policy, and the connection onwards.
 pub struct Tunnel {
@@ -54,6 +56,9 @@ struct Call {
     /// Set once the record is written; a call dropped before (a reset stream) records
     /// itself as failed.
     done: bool,
+    /// The call's decision record, committed before it was forwarded: its sequence, and
+    /// how many plugin answers it holds.
+    decided: Option<(u64, usize)>,
     tunnel: Arc<Tunnel>,
 }
 
@@ -82,6 +87,7 @@ impl Tunnel {
             engine: None,
             bytes_in: None,
             done: !recording || method.is_some_and(|m| m.rule == Rule::Health),
+            decided: None,
             tunnel: self.clone(),
         };
         match self.trip(req, method, &mut call).await {
@@ -143,8 +149,30 @@ impl Tunnel {
             Rule::History => self.history(body, call).await?,
             Rule::Judged(kind) => self.judged(kind, body, call).await?,
         };
+        if matches!(rule, Rule::Solve | Rule::FrontendSolve) || ACTING.contains(&call.endpoint) {
+            self.commit(call).await?;
+        }
         let body = Full::new(message).map_err(|e| match e {}).boxed();
         self.forward(parts, body, call, rule == Rule::History).await
+    }
+
+    /// A call the engine acts on (a build, a prune, a history edit) is on the record before
+    /// the engine sees it: its decision record is committed, or the call is refused.
+    async fn commit(&self, call: &mut Call) -> Result<(), BuildkitError> {
+        let Some(audit) = self.gateway.audit() else {
+            return Ok(());
+        };
+        let record = call.record_so_far(Decision::Allow, None, 0);
+        let seq = audit
+            .decide(
+                self.mediation.policy.chain.as_ref(),
+                record,
+                call.view.as_ref(),
+            )
+            .await
+            .map_err(|e| BuildkitError::Audit(format!("portcullis: {e}")))?;
+        call.decided = seq.map(|seq| (seq, call.trace.notes.len()));
+        Ok(())
     }
 
     /// A Solve: judged as `build.solve`, its tags claimed and its ref recorded before it is
@@ -678,10 +706,39 @@ impl Call {
             .await;
     }
 
+    /// The call's record: its only one, or the outcome of its decision record.
     fn record(&mut self, decision: Decision, error: Option<String>, status: u16) -> Record {
+        let mut notes = std::mem::take(&mut self.trace.notes);
+        let mut record = match self.decided {
+            Some((seq, n)) => {
+                notes.drain(..n.min(notes.len()));
+                let mut r = self.record_so_far(decision, error, status);
+                r.stage = Some(Stage::Outcome);
+                r.decided = Some(seq);
+                r.details = None;
+                r
+            }
+            None => {
+                let mut r = self.record_so_far(decision, error, status);
+                r.details = self.details.take().map(|mut d| {
+                    if let Some(o) = d.as_object_mut() {
+                        // Which tunnel the call came through.
+                        o.insert("Tunnel".into(), Value::from(self.tunnel.mediation.id));
+                    }
+                    d
+                });
+                r
+            }
+        };
+        record.plugins = notes;
+        record
+    }
+
+    /// What the call's record says so far (its decision record, before it is forwarded).
+    fn record_so_far(&self, decision: Decision, error: Option<String>, status: u16) -> Record {
         let m = &self.tunnel.mediation;
         let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
-        let mut details = self.details.take();
+        let mut details = self.details.clone();
         if let Some(d) = details.as_mut().and_then(Value::as_object_mut) {
             // Which tunnel the call came through.
             d.insert("Tunnel".into(), Value::from(m.id));
@@ -692,13 +749,13 @@ impl Call {
             request_id: self.id,
             caller: serde_json::to_value(&*m.caller).unwrap_or(Value::Null),
             method: "POST".into(),
-            path: std::mem::take(&mut self.path),
+            path: self.path.clone(),
             api_version: m.version.map(|(a, b)| format!("{a}.{b}")),
             endpoint: self.endpoint.to_owned(),
-            object: self.object.take(),
+            object: self.object.clone(),
             target: None,
             decision,
-            plugins: std::mem::take(&mut self.trace.notes),
+            plugins: self.trace.notes.clone(),
             error,
             status,
             duration_us: micros(self.started.elapsed()),
@@ -706,6 +763,8 @@ impl Call {
             bytes_in: self.bytes_in,
             bytes_out: None,
             details,
+            stage: None,
+            decided: None,
         }
     }
 }

@@ -161,6 +161,8 @@ async fn record_failure(gateway: &Gateway, m: &Mediation, failure: &TunnelError,
         bytes_in: None,
         bytes_out: None,
         details: Some(serde_json::json!({"Tunnel": m.id})),
+        stage: None,
+        decided: None,
     };
     audit.append(record).await;
 }

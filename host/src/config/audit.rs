@@ -26,7 +26,7 @@ pub enum Durability {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum OnFullDisk {
-    /// Refuse new requests with 503 and say why, until a write succeeds again.
+    /// Refuse new requests with 503 and say why, until the store writes again.
     #[default]
     Deny,
     /// Keep serving; records that cannot be written are lost (logged as errors).
@@ -62,6 +62,12 @@ pub struct AuditConfig {
     /// Memory for the store's page cache (default 64MiB).
     #[serde(default = "default_cache")]
     pub cache: bytesize::ByteSize,
+    /// Free space the store's filesystem must keep (default 64MiB): below it, records are
+    /// no longer written, so the store never meets a full disk (`on_full_disk` says whether
+    /// requests are refused meanwhile), and what was not written is counted into an
+    /// `audit.dropped` record, for which the margin leaves room.
+    #[serde(default = "default_space_left")]
+    pub space_left: bytesize::ByteSize,
 }
 
 fn default_batch_window() -> Duration {
@@ -71,6 +77,9 @@ fn default_queue() -> usize {
     4096
 }
 fn default_cache() -> bytesize::ByteSize {
+    bytesize::ByteSize::mib(64)
+}
+fn default_space_left() -> bytesize::ByteSize {
     bytesize::ByteSize::mib(64)
 }
 
@@ -86,6 +95,7 @@ impl AuditConfig {
             max_size: None,
             on_full_disk: OnFullDisk::default(),
             cache: default_cache(),
+            space_left: default_space_left(),
         }
     }
 
@@ -110,6 +120,10 @@ impl AuditConfig {
         }
         if self.max_size.is_some_and(|s| s.as_u64() < 1 << 20) {
             return Err(("audit.max_size", "must be at least 1MiB".into()));
+        }
+        // The store writes its log in segments of 512 KiB and flushes several at once.
+        if self.space_left.as_u64() < 4 << 20 {
+            return Err(("audit.space_left", "must be at least 4MiB".into()));
         }
         Ok(())
     }

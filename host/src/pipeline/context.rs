@@ -75,6 +75,9 @@ pub(super) struct Context {
     pub failure: Option<Failure>,
     /// The BuildKit session a mediated `/session` request opens for its caller.
     pub session: Option<crate::owners::SessionClaim>,
+    /// The request's decision record, committed before it was forwarded: its sequence, and
+    /// how many plugin answers it holds (the outcome record holds those that follow).
+    pub decided: Option<(u64, usize)>,
 }
 
 /// The request as it arrived, for its record.
@@ -86,6 +89,9 @@ pub(super) struct Arrival {
     pub announced: Option<u64>,
     /// Why the identity layer refused the caller, when it did.
     pub unidentified: Option<String>,
+    /// The `name` the query gives (a creation's), kept even when the request is refused
+    /// before its query is read.
+    pub name: Option<String>,
 }
 
 /// A refused or failed request's outcome.
@@ -134,11 +140,17 @@ impl Context {
                 .get(header::CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse().ok());
+            let name = req.uri().query().and_then(|q| {
+                form_urlencoded::parse(q.as_bytes())
+                    .find(|(k, _)| k == "name")
+                    .map(|(_, v)| v.into_owned())
+            });
             Box::new(Arrival {
                 method: req.method().as_str().to_owned(),
                 path,
                 announced,
                 unidentified: None,
+                name,
             })
         });
         Self {
@@ -167,6 +179,7 @@ impl Context {
             arrival,
             failure: None,
             session: None,
+            decided: None,
         }
     }
 
@@ -178,6 +191,16 @@ impl Context {
     /// The classified route; `admit` sets it before any later phase runs.
     pub fn route(&self) -> &Route {
         self.route.as_ref().expect("admitted")
+    }
+
+    /// Whether the engine may act on the request: anything but a read (an upgraded
+    /// connection carries what the client sends next, so it acts).
+    pub fn acts(&self) -> bool {
+        let read = self
+            .head
+            .as_ref()
+            .is_some_and(|h| matches!(h.method, http::Method::GET | http::Method::HEAD));
+        !read || !matches!(self.upgrade, Upgrade::No)
     }
 
     /// The endpoint's name, or `unknown` before the request was classified.

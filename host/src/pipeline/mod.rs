@@ -365,6 +365,7 @@ impl Gateway {
         self.read(ctx).await?;
         self.enrich(ctx).await?;
         self.decide(ctx).await?;
+        self.commit(ctx).await?;
         let resp = self.send(ctx).await?;
         self.respond(resp, ctx, slot).await
     }
@@ -622,6 +623,26 @@ impl Gateway {
         Ok(())
     }
 
+    /// **commit**: a request the engine may act on is on the record before the engine sees
+    /// it: its decision record is committed (with `sync`, on disk) or the request is refused
+    /// with 503 and never forwarded. Reads keep the one record written at their answer.
+    async fn commit(&self, ctx: &mut Context) -> Result<(), PipelineError> {
+        let Some(audit) = &self.audit else {
+            return Ok(());
+        };
+        if !ctx.acts() {
+            return Ok(());
+        }
+        let Some(record) = record::decision(ctx) else {
+            return Ok(());
+        };
+        let seq = audit
+            .decide(ctx.policy.chain.as_ref(), record, ctx.view.as_ref())
+            .await?;
+        ctx.decided = seq.map(|seq| (seq, ctx.trace.notes.len()));
+        Ok(())
+    }
+
     /// **send**: exactly what was judged (the canonical body, the re-encoded query, the
     /// judged archive) goes to the engine, upgraded only if the client asked.
     async fn send(&self, ctx: &mut Context) -> Result<Response<Incoming>, PipelineError> {
@@ -790,6 +811,12 @@ impl Gateway {
     /// otherwise audit plugins shape it after the response is released.
     async fn log(&self, ctx: Context, resp: &Response<Body>) {
         let Some(audit) = &self.audit else { return };
+        if audit.unwritable().is_some() {
+            // Not handed to a writer that cannot take it (or does not answer): counted into
+            // the `audit.dropped` record written once the store takes records again.
+            audit.count_unwritten();
+            return;
+        }
         let chain = ctx.policy.chain.clone();
         if let Some((record, view)) = record::build(ctx, resp) {
             audit.finish(&chain, record, view).await;

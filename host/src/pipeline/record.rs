@@ -13,21 +13,55 @@ use serde_json::Value;
 use super::canonical::{self, PatchError};
 use super::chain::{Chain, Trace};
 use super::context::Context;
-use crate::audit::{record, Decision, Record, Shaper};
+use crate::audit::{record, Decision, Note, Record, Shaper, Stage};
 use crate::body::Body;
 use crate::model;
 
+/// The decision record of a request about to be forwarded: what the policy decided and
+/// what the engine will be sent, before the engine answers. `None` without an audit trail.
+pub(super) fn decision(ctx: &Context) -> Option<Record> {
+    let mut record = fields(ctx, ctx.trace.notes.clone())?;
+    record.stage = Some(Stage::Decision);
+    Some(record)
+}
+
 /// The record of the trip in `ctx`, answered with `resp`, and the plugins' view of the
-/// request (for the audit hooks). Nothing without an audit trail.
+/// request (for the audit hooks). When a decision record was written before the request
+/// was forwarded, this is its outcome record: what followed, naming the decision record.
+/// Nothing without an audit trail.
 pub(super) fn build(
-    ctx: Context,
+    mut ctx: Context,
     resp: &Response<Body>,
 ) -> Option<(Record, Option<model::Request>)> {
     use http_body::Body as _;
-    let arrival = ctx.arrival?;
+    let mut notes = std::mem::take(&mut ctx.trace.notes);
+    if let Some((_, n)) = ctx.decided {
+        notes.drain(..n.min(notes.len()));
+    }
+    let mut record = fields(&ctx, notes)?;
+    record.status = resp.status().as_u16();
+    record.bytes_out = resp.body().size_hint().exact().or_else(|| {
+        resp.headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+    });
+    if let Some((seq, _)) = ctx.decided {
+        // The decision record holds the target and details; the outcome only what followed.
+        record.stage = Some(Stage::Outcome);
+        record.decided = Some(seq);
+        record.target = None;
+        record.details = None;
+    }
+    Some((record, ctx.view))
+}
+
+/// What a record says of the trip so far, with `plugins` as its plugin answers.
+fn fields(ctx: &Context, plugins: Vec<Note>) -> Option<Record> {
+    let arrival = ctx.arrival.as_ref()?;
     let mut caller = serde_json::to_value(&*ctx.caller).unwrap_or(Value::Null);
-    if let (Some(why), Some(c)) = (arrival.unidentified, caller.as_object_mut()) {
-        c.insert("refused".into(), Value::String(why));
+    if let (Some(why), Some(c)) = (&arrival.unidentified, caller.as_object_mut()) {
+        c.insert("refused".into(), Value::String(why.clone()));
     }
     let route = ctx.route.as_ref();
     let endpoint = route.map_or("unknown", |r| r.endpoint.name);
@@ -36,20 +70,21 @@ pub(super) fn build(
             .iter()
             .find(|(k, _)| k == "name")
             .map(|(_, v)| v.clone())
+            .or_else(|| arrival.name.clone())
     });
     let details = ctx.body.as_ref().and_then(|b| record::details(endpoint, b));
-    let (decision, error) = match ctx.failure {
+    let (decision, error) = match &ctx.failure {
         None => (Decision::Allow, None),
-        Some(f) if f.denied => (Decision::Deny, Some(f.message)),
-        Some(f) => (Decision::Error, Some(f.message)),
+        Some(f) if f.denied => (Decision::Deny, Some(f.message.clone())),
+        Some(f) => (Decision::Error, Some(f.message.clone())),
     };
-    let record = Record {
+    Some(Record {
         seq: 0,
         time: String::new(),
         request_id: ctx.id,
         caller,
-        method: arrival.method,
-        path: route.map_or(arrival.path, |r| r.path.clone()),
+        method: arrival.method.clone(),
+        path: route.map_or_else(|| arrival.path.clone(), |r| r.path.clone()),
         api_version: route
             .and_then(|r| r.version)
             .map(|(a, b)| format!("{a}.{b}")),
@@ -61,9 +96,9 @@ pub(super) fn build(
             .and_then(|v| v.target.as_ref())
             .map(record::target_json),
         decision,
-        plugins: ctx.trace.notes,
+        plugins,
         error,
-        status: resp.status().as_u16(),
+        status: 0,
         duration_us: micros(ctx.started.elapsed()),
         engine_us: ctx.engine_time.map(micros),
         bytes_in: ctx
@@ -71,15 +106,11 @@ pub(super) fn build(
             .as_ref()
             .map(|b| b.len() as u64)
             .or(arrival.announced),
-        bytes_out: resp.body().size_hint().exact().or_else(|| {
-            resp.headers()
-                .get(header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse().ok())
-        }),
+        bytes_out: None,
         details,
-    };
-    Some((record, ctx.view))
+        stage: None,
+        decided: None,
+    })
 }
 
 fn micros(d: std::time::Duration) -> u64 {
