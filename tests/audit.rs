@@ -90,6 +90,11 @@ fn allowed_denied_and_failed_requests_are_all_recorded() {
         T,
     );
     assert_eq!(r.status, 413);
+    assert_eq!(
+        r.header("connection"),
+        Some("close"),
+        "the unread body ends the connection, and the client is told: {r:?}"
+    );
     // The engine's own error is an allowed request with the engine's status.
     let r = http(
         &gw.socket,
@@ -166,8 +171,8 @@ fn allowed_denied_and_failed_requests_are_all_recorded() {
     );
     let big = one(&records, "the oversized body", |r| r.status == 413);
     assert_eq!(
-        (big.decision, big.endpoint.as_str()),
-        (Decision::Error, "container.create")
+        (big.decision, big.endpoint.as_str(), big.object.as_deref()),
+        (Decision::Error, "container.create", Some("pc-audit-big"))
     );
     let inspect = one(&records, "the inspect", |r| {
         r.endpoint == "container.inspect"
@@ -184,6 +189,61 @@ fn allowed_denied_and_failed_requests_are_all_recorded() {
         assert_eq!(w[1].seq, w[0].seq + 1);
         assert!(w[1].time >= w[0].time);
     }
+}
+
+#[test]
+fn requests_refused_by_the_listener_are_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gateway::start_with(audit_config(dir.path(), ""));
+    let garbage = raw_http(&gw.socket, b"GARBAGE\r\n\r\n", T);
+    assert!(
+        garbage.starts_with(b"HTTP/1.1 400"),
+        "{:?}",
+        String::from_utf8_lossy(&garbage)
+    );
+    let huge = format!(
+        "GET /_ping HTTP/1.1\r\nHost: d\r\nX-Pad: {}\r\n\r\n",
+        "a".repeat(256 << 10)
+    );
+    let huge = raw_http(&gw.socket, huge.as_bytes(), T);
+    assert!(
+        huge.starts_with(b"HTTP/1.1 431"),
+        "{:?}",
+        String::from_utf8_lossy(&huge)
+    );
+    // Refused before its body was read: the client is told the connection ends.
+    let r = http(
+        &gw.socket,
+        &request("POST", "/v1.41/nothing/here", Some("{\"a\": 1}")),
+        T,
+    );
+    assert_eq!((r.status, r.header("connection")), (403, Some("close")));
+    drop(gw);
+
+    let records = audit_requests(dir.path());
+    let bad = one(&records, "the malformed request", |r| r.status == 400);
+    assert_eq!(
+        (bad.decision, bad.endpoint.as_str()),
+        (Decision::Error, "unknown")
+    );
+    assert!(
+        bad.error
+            .as_deref()
+            .unwrap_or("")
+            .contains("malformed HTTP request"),
+        "{bad:?}"
+    );
+    let me = ok(std::process::Command::new("id").arg("-un"));
+    assert_eq!(
+        bad.user(),
+        me.trim(),
+        "the connection's peer names the caller"
+    );
+    let big = one(&records, "the head too large", |r| r.status == 431);
+    assert!(
+        big.error.as_deref().unwrap_or("").contains("too large"),
+        "{big:?}"
+    );
 }
 
 #[test]

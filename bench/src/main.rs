@@ -97,6 +97,9 @@ struct Args {
     /// Do not write BENCHMARKS.md (it is written only by full runs of every configuration and scenario).
     #[arg(long)]
     no_markdown: bool,
+    /// The audit trail's durability in portcullis-audit and portcullis-default.
+    #[arg(long, default_value = "batch", value_parser = ["sync", "batch", "async"])]
+    durability: String,
 }
 
 const SCENARIOS: [&str; 7] = ["ping", "list", "create", "denied", "logs", "cp", "events"];
@@ -140,6 +143,7 @@ struct Plan {
     portcullis: PathBuf,
     plugin: PathBuf,
     plugin_examples: PathBuf,
+    durability: String,
     write_markdown: bool,
 }
 
@@ -248,7 +252,9 @@ impl Plan {
                 .plugin_examples
                 .clone()
                 .unwrap_or_else(|| exe_dir.join("../plugin-examples")),
-            write_markdown: full && !args.quick && !args.no_markdown,
+            durability: args.durability.clone(),
+            // Figures with another durability are not the documented configuration's.
+            write_markdown: full && !args.quick && !args.no_markdown && args.durability == "batch",
         })
     }
 }
@@ -491,6 +497,7 @@ async fn run(plan: &Plan) -> Result<Results> {
         plugin: plan.plugin.clone(),
         workspace: workspace(),
         plugin_examples: plan.plugin_examples.clone(),
+        durability: plan.durability.clone(),
     };
     let mut running: Vec<Target> = Vec::new();
     let mut skipped = Vec::new();

@@ -52,6 +52,8 @@ pub struct Setup {
     /// Where `just plugin-examples` puts the owner policy in every language
     /// (`owner-python.wasm`, `owner-js.wasm`).
     pub plugin_examples: PathBuf,
+    /// The audit trail's durability in the configurations that keep one.
+    pub durability: String,
 }
 
 /// One running configuration.
@@ -167,8 +169,9 @@ pub async fn start(name: &'static str, setup: &Setup) -> Result<Target> {
                 let store = audit_store(name, &setup.dir).unwrap_or_default();
                 let _ = fs::remove_dir_all(&store);
                 text.push_str(&format!(
-                    "[audit]\npath = {:?}\n",
-                    store.display().to_string()
+                    "[audit]\npath = {:?}\ndurability = {:?}\n",
+                    store.display().to_string(),
+                    setup.durability
                 ));
             }
             if let Some(lang) = name
@@ -187,7 +190,7 @@ pub async fn start(name: &'static str, setup: &Setup) -> Result<Target> {
             }
             if name == "portcullis-default" {
                 // The shipped file has its own [limits] table.
-                text = default_chain_config(&setup.workspace, &setup.dir)?;
+                text = default_chain_config(&setup.workspace, &setup.dir, &setup.durability)?;
             }
             let config = setup.dir.join(format!("{name}.toml"));
             fs::write(&config, text)?;
@@ -390,7 +393,7 @@ const PER_CALLER: usize = 1024;
 /// `policies/portcullis.toml` as shipped (labels, tenancy, baseline, redact, the audit store in
 /// `batch` mode) with its plugin paths made absolute and the store in `dir`, plus the example
 /// Rego policy `policies/rego/authz.rego`: the default chain issue #6 measures.
-fn default_chain_config(workspace: &Path, dir: &Path) -> Result<String> {
+fn default_chain_config(workspace: &Path, dir: &Path, durability: &str) -> Result<String> {
     let policies = workspace.join("policies");
     for p in ["labels", "tenancy", "baseline", "redact"] {
         let wasm = policies.join("plugins").join(format!("{p}.wasm"));
@@ -416,6 +419,8 @@ fn default_chain_config(workspace: &Path, dir: &Path) -> Result<String> {
             )
         } else if line.starts_with("path = \"/var/tmp/portcullis/audit\"") {
             format!("path = {:?}", store.display().to_string())
+        } else if line.starts_with("durability = ") {
+            format!("durability = {durability:?}")
         } else {
             line.to_owned()
         };

@@ -226,6 +226,12 @@ impl Connection {
         &self.peer
     }
 
+    /// Who the connection itself says is calling (its peer credentials or client
+    /// certificate), without a request's headers: for requests too malformed to have any.
+    pub fn connection_caller(&self) -> Option<Arc<Caller>> {
+        self.caller.as_ref().ok().cloned()
+    }
+
     /// The caller of one request. A bearer token, when present, names the caller (it is a
     /// credential the client chose to send) and must be valid. The `Authorization` header
     /// is removed here, whatever it holds: it belongs to the gateway, so no plugin, log

@@ -237,8 +237,12 @@ impl Listener {
 
 /// Sends the Docker-style answer in place of hyper's empty one to a request it could not
 /// parse (see `conn_io`), then closes.
-async fn answer_parse_error(client: &mut Stream, status: u16, e: &hyper::Error, limits: &Limits) {
-    use tokio::io::AsyncWriteExt;
+/// The status and message a request hyper could not parse is answered with.
+fn parse_error_message(
+    status: u16,
+    e: &hyper::Error,
+    limits: &Limits,
+) -> (http::StatusCode, String) {
     let message = match status {
         431 => format!(
             "request headers too large (limit {} bytes, {} headers)",
@@ -248,7 +252,12 @@ async fn answer_parse_error(client: &mut Stream, status: u16, e: &hyper::Error, 
         _ => format!("malformed HTTP request: {e}"),
     };
     let status = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::BAD_REQUEST);
-    let body = crate::error::DockerError::new(status, format!("portcullis: {message}")).body();
+    (status, format!("portcullis: {message}"))
+}
+
+async fn answer_parse_error(client: &mut Stream, status: http::StatusCode, message: &str) {
+    use tokio::io::AsyncWriteExt;
+    let body = crate::error::DockerError::new(status, message.to_owned()).body();
     let head = format!(
         "HTTP/1.1 {} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         status.as_str(),
@@ -393,6 +402,7 @@ async fn accept_loop(
             let identity = Arc::new(resolver.connection(peer, proof));
             let handover = Arc::new(Handover::default());
             let tunnel_gateway = gateway.clone();
+            let conn_identity = identity.clone();
             let conn_handover = handover.clone();
             let service = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
                 let gateway = gateway.clone();
@@ -435,7 +445,17 @@ async fn accept_loop(
             if let Err(e) = result {
                 debug!(error = %e, "client connection ended with an error");
                 if let Some(status) = io.parse_error() {
-                    answer_parse_error(&mut io.into_inner(), status, &e, &limits).await;
+                    let (status, message) = parse_error_message(status, &e, &limits);
+                    answer_parse_error(&mut io.into_inner(), status, &message).await;
+                    // Refused before it was a request: still on the record.
+                    tunnel_gateway
+                        .malformed(
+                            conn_identity.connection_caller(),
+                            conn_identity.peer(),
+                            status,
+                            message,
+                        )
+                        .await;
                 }
                 drop(permit);
                 return;

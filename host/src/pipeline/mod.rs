@@ -403,6 +403,34 @@ impl Gateway {
         resp
     }
 
+    /// Records a request the listener refused before it was one (malformed HTTP, a head
+    /// too large), answered with `status` and `message`; `caller` as the connection names
+    /// it (none: an unidentified peer).
+    pub async fn malformed(
+        &self,
+        caller: Option<Arc<Caller>>,
+        peer: &crate::identity::Peer,
+        status: http::StatusCode,
+        message: String,
+    ) {
+        let Some(audit) = &self.audit else { return };
+        if audit.unwritable().is_some() {
+            audit.count_unwritten();
+            return;
+        }
+        let caller = caller.unwrap_or_else(|| {
+            Arc::new(Caller {
+                user: crate::audit::record::UNIDENTIFIED.into(),
+                groups: Vec::new(),
+                auth: crate::identity::AuthMethod::None,
+                peer: peer.clone(),
+            })
+        });
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let record = record::malformed(id, &caller, status.as_u16(), message);
+        audit.append(record).await;
+    }
+
     /// **admit**: whether this request may be worked on at all, and what it is.
     fn admit(
         &self,
@@ -803,7 +831,28 @@ impl Gateway {
         if let Some(body) = ctx.stream.take() {
             self.drain(body).await;
         }
-        err.into_response()
+        // A body left unread (refused before it was read, or cut short on its way to the
+        // engine) ends the connection: the client is told, so that it does not send its next
+        // request on a connection about to close.
+        let unread = ctx
+            .incoming
+            .as_ref()
+            .is_some_and(|b| !http_body::Body::is_end_stream(b))
+            || matches!(
+                e,
+                PipelineError::BodyTooLarge { .. } | PipelineError::BodyRead(_)
+            )
+            || (matches!(e, PipelineError::Upstream(_))
+                && ctx
+                    .route
+                    .as_ref()
+                    .is_some_and(|r| r.endpoint.body == BodyKind::Stream));
+        let mut resp = err.into_response();
+        if unread {
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        resp
     }
 
     /// **log**: the request's record, built from its context, shaped by the audit hooks and

@@ -15,6 +15,7 @@ use super::chain::{Chain, Trace};
 use super::context::Context;
 use crate::audit::{record, Decision, Note, Record, Shaper, Stage};
 use crate::body::Body;
+use crate::identity::Caller;
 use crate::model;
 
 /// The decision record of a request about to be forwarded: what the policy decided and
@@ -54,6 +55,34 @@ pub(super) fn build(
         record.details = None;
     }
     Some((record, ctx.view))
+}
+
+/// The record of a request the listener refused before it could be parsed: no method, no
+/// path, endpoint `unknown`.
+pub(super) fn malformed(id: u64, caller: &Caller, status: u16, message: String) -> Record {
+    Record {
+        seq: 0,
+        time: String::new(),
+        request_id: id,
+        caller: serde_json::to_value(caller).unwrap_or(Value::Null),
+        method: String::new(),
+        path: String::new(),
+        api_version: None,
+        endpoint: "unknown".into(),
+        object: None,
+        target: None,
+        decision: Decision::Error,
+        plugins: Vec::new(),
+        error: Some(message),
+        status,
+        duration_us: 0,
+        engine_us: None,
+        bytes_in: None,
+        bytes_out: None,
+        details: None,
+        stage: None,
+        decided: None,
+    }
 }
 
 /// What a record says of the trip so far, with `plugins` as its plugin answers.
