@@ -1091,6 +1091,62 @@ mod tests {
         }
     }
 
+    /// A request recorded in two: its decision, a read in between, its outcome; then a
+    /// decision whose outcome never came, and a report of lost records.
+    fn two_stage(store: &Store) {
+        let mut decision = record("alice", "container.create", Decision::Allow);
+        decision.method = "POST".into();
+        decision.stage = Some(Stage::Decision);
+        decision.status = 0;
+        decision.details = Some(serde_json::json!({"Image": "busybox"}));
+        decision.plugins = vec![serde_json::from_value(serde_json::json!(
+            {"plugin": "labels", "hook": "request", "verdict": "patch"}
+        ))
+        .unwrap()];
+        let read = record("bob", "container.list", Decision::Allow);
+        let mut outcome = decision.clone();
+        outcome.stage = Some(Stage::Outcome);
+        outcome.decided = Some(1);
+        outcome.status = 201;
+        outcome.details = None;
+        outcome.plugins = Vec::new();
+        let mut lost = record("portcullis", "audit.dropped", Decision::Error);
+        lost.details = Some(serde_json::json!({"lost": 7}));
+        let (tail, ms) = store.tail().unwrap();
+        let rs: Vec<Encoded> = [&decision, &read, &outcome, &decision, &lost]
+            .into_iter()
+            .map(|r| Encoded::new(r).unwrap())
+            .collect();
+        store.append(tail, ms, &rs, SystemTime::now()).unwrap();
+    }
+
+    #[test]
+    fn a_request_recorded_in_two_is_listed_and_shown_as_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = create(dir.path());
+        two_stage(&store);
+        let listed: Vec<Record> = Query::default()
+            .run(&store)
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let seqs: Vec<u64> = listed.iter().map(|r| r.seq).collect();
+        // Newest first: the report, the unanswered decision, the joined request, the read.
+        assert_eq!(seqs, [5, 4, 3, 2]);
+        let joined = &listed[2];
+        assert_eq!((joined.status, joined.decided), (201, Some(1)));
+        assert_eq!(
+            joined.details,
+            Some(serde_json::json!({"Image": "busybox"}))
+        );
+        assert_eq!(joined.plugins.len(), 1);
+        assert_eq!(listed[1].stage, Some(Stage::Decision));
+        let shown = crate::audit::query::request(&store, 3).unwrap().unwrap();
+        assert_eq!(&shown, joined);
+        let v = store.verify().unwrap();
+        assert_eq!((v.records, v.lost, v.unfinished), (5, 7, 1));
+    }
+
     #[test]
     fn verify_names_the_edited_deleted_or_reordered_record() {
         let dir = tempfile::tempdir().unwrap();
