@@ -1347,4 +1347,912 @@ mod tests {
             v => panic!("expected a patch, got {v:?}"),
         }
     }
+
+    fn deny(message: &str) -> Verdict {
+        Verdict::deny(message)
+    }
+
+    fn patch_query(name: &str, value: Value) -> Verdict {
+        let value = match value {
+            Value::String(s) => s,
+            v => v.to_string(),
+        };
+        Verdict::from(Patch::new().set_query(name, value))
+    }
+
+    fn on(kind: &str, name: Option<&str>, owner: Option<&str>) -> Target {
+        Target {
+            kind: kind.into(),
+            id: format!("{kind}-id"),
+            name: name.map(str::to_owned),
+            labels: owner
+                .map(|o| vec![Pair::new("io.portcullis.owner", o)])
+                .unwrap_or_default(),
+            ..Target::default()
+        }
+    }
+
+    fn acting(method: &str, endpoint: &str, target: Target, user: &str) -> Request {
+        let mut req = as_user(Request::new(method, "/x", endpoint), user);
+        req.target = Some(target);
+        req
+    }
+
+    /// `[owner]` on the object acted on: every isolated kind, the owner and the closest
+    /// others (another user, no owner label).
+    #[test]
+    fn guard_rule_exactly() {
+        let p = Tenancy::new(Value::Null).unwrap();
+        for kind in [
+            "container",
+            "volume",
+            "network",
+            "service",
+            "secret",
+            "config",
+            "task",
+        ] {
+            let req = |owner| acting("POST", "x.update", on(kind, Some("it"), owner), "alice");
+            assert_eq!(p.on_request(&req(Some("alice"))), Verdict::Allow, "{kind}");
+            assert_eq!(
+                p.on_request(&req(Some("bob"))),
+                deny(&format!(
+                    "[owner] {kind} \"it\" belongs to another user; alice may act only on its own {kind}s"
+                )),
+                "{kind}"
+            );
+            assert_eq!(
+                p.on_request(&req(None)),
+                deny(&format!(
+                    "[owner] {kind} \"it\" has no owner label (io.portcullis.owner); only administrators may act on it"
+                )),
+                "{kind}"
+            );
+        }
+        // Without a name, the id names it.
+        assert_eq!(
+            p.on_request(&acting("POST", "container.kill", on("container", None, Some("bob")), "alice")),
+            deny("[owner] container \"container-id\" belongs to another user; alice may act only on its own containers")
+        );
+        // Shared images and kinds nobody owns are not guarded; isolated images are.
+        for kind in ["image", "node", "plugin"] {
+            let req = acting(
+                "DELETE",
+                "x.delete",
+                on(kind, Some("it"), Some("bob")),
+                "alice",
+            );
+            assert_eq!(p.on_request(&req), Verdict::Allow, "{kind}");
+        }
+        let isolated = Tenancy::new(json!({"shared_images": false})).unwrap();
+        assert_eq!(
+            isolated.on_request(&acting("GET", "image.inspect", on("image", Some("app"), Some("bob")), "alice")),
+            deny("[owner] image \"app\" belongs to another user; alice may act only on its own images")
+        );
+        // The predefined networks are everyone's; a container named like one is not.
+        assert_eq!(
+            p.on_request(&acting(
+                "POST",
+                "network.connect",
+                on("network", Some("host"), None),
+                "alice"
+            )),
+            Verdict::Allow
+        );
+        assert_eq!(
+            p.on_request(&acting("POST", "container.kill", on("container", Some("bridge"), None), "alice")),
+            deny("[owner] container \"bridge\" has no owner label (io.portcullis.owner); only administrators may act on it")
+        );
+        assert_eq!(
+            p.on_request(&acting("POST", "network.connect", on("network", None, None), "alice")),
+            deny("[owner] network \"network-id\" has no owner label (io.portcullis.owner); only administrators may act on it")
+        );
+        // Another owner label key.
+        let custom = Tenancy::new(json!({"owner_label": "com.acme.owner"})).unwrap();
+        assert_eq!(
+            custom.on_request(&acting("POST", "container.kill", on("container", Some("web"), Some("alice")), "alice")),
+            deny("[owner] container \"web\" has no owner label (com.acme.owner); only administrators may act on it")
+        );
+    }
+
+    #[test]
+    fn unowned_objects_as_configured() {
+        let unowned = on("volume", Some("old"), None);
+        let denied = deny("[owner] volume \"old\" has no owner label (io.portcullis.owner); only administrators may act on it");
+        let read = Tenancy::new(json!({"unowned": "read"})).unwrap();
+        assert_eq!(
+            read.on_request(&acting("GET", "volume.inspect", unowned.clone(), "alice")),
+            Verdict::Allow
+        );
+        assert_eq!(
+            read.on_request(&acting("HEAD", "volume.inspect", unowned.clone(), "alice")),
+            Verdict::Allow
+        );
+        assert_eq!(
+            read.on_request(&acting("DELETE", "volume.delete", unowned.clone(), "alice")),
+            denied
+        );
+        let deny_all = Tenancy::new(json!({"unowned": "deny"})).unwrap();
+        assert_eq!(
+            deny_all.on_request(&acting("GET", "volume.inspect", unowned.clone(), "alice")),
+            denied
+        );
+        let allow = Tenancy::new(json!({"unowned": "allow"})).unwrap();
+        assert_eq!(
+            allow.on_request(&acting("DELETE", "volume.delete", unowned, "alice")),
+            Verdict::Allow
+        );
+        // Another user's object stays theirs whatever `unowned` says.
+        assert_eq!(
+            allow.on_request(&acting("DELETE", "volume.delete", on("volume", Some("v"), Some("bob")), "alice")),
+            deny("[owner] volume \"v\" belongs to another user; alice may act only on its own volumes")
+        );
+    }
+
+    #[test]
+    fn administrators_by_group_or_name() {
+        let p = Tenancy::new(json!({"admin_users": ["root"], "admin_group": "ops"})).unwrap();
+        let theirs = |user: &str, groups: &[&str]| {
+            let mut req = acting(
+                "POST",
+                "container.kill",
+                on("container", Some("web"), Some("bob")),
+                user,
+            );
+            req.caller.groups = groups.iter().map(|g| g.to_string()).collect();
+            p.on_request(&req)
+        };
+        assert_eq!(theirs("root", &[]), Verdict::Allow);
+        assert_eq!(theirs("alice", &["dev", "ops"]), Verdict::Allow);
+        let refused = deny("[owner] container \"web\" belongs to another user; alice may act only on its own containers");
+        assert_eq!(theirs("alice", &["docker-admin"]), refused);
+        // An empty group has no members.
+        let nobody = Tenancy::new(json!({"admin_group": ""})).unwrap();
+        let mut req = acting(
+            "POST",
+            "container.kill",
+            on("container", Some("web"), Some("bob")),
+            "alice",
+        );
+        req.caller.groups = vec!["".into()];
+        assert_eq!(nobody.on_request(&req), refused);
+        // Administrators read owner labels back.
+        let resp = Response {
+            status: 200,
+            body: Some(json!({"Labels": {"io.portcullis.owner": "bob"}}).to_string()),
+            ..Response::default()
+        };
+        let mut admin = as_user(Request::new("GET", "/x", "volume.inspect"), "root");
+        assert_eq!(p.on_response(&admin, &resp), Verdict::Allow);
+        admin.caller.user = "alice".into();
+        assert_eq!(
+            p.on_response(&admin, &resp),
+            Verdict::from(Patch::new().replace("/Labels", json!({})))
+        );
+    }
+
+    #[test]
+    fn build_cache_rule() {
+        let p = Tenancy::new(json!({"admin_users": ["root"]})).unwrap();
+        let grpc = |method: &str, endpoint: &str, user: &str| {
+            p.on_request(&as_user(
+                Request::new(
+                    "POST",
+                    &format!("/moby.buildkit.v1.Control/{method}"),
+                    endpoint,
+                ),
+                user,
+            ))
+        };
+        assert_eq!(
+            grpc("DiskUsage", "build.du", "alice"),
+            deny("[build-cache] the build cache is shared by every user of the engine (their build steps are in it); only administrators list it")
+        );
+        assert_eq!(
+            grpc("Prune", "build.prune", "alice"),
+            deny("[build-cache] the build cache is shared by every user of the engine (their build steps are in it); only administrators prune it")
+        );
+        assert_eq!(grpc("Prune", "build.prune", "root"), Verdict::Allow);
+        assert_eq!(grpc("Status", "build.status", "alice"), Verdict::Allow);
+        // The classic prune is filtered by owner instead.
+        let classic = as_user(Request::new("POST", "/build/prune", "build.prune"), "alice");
+        assert_eq!(
+            p.on_request(&classic),
+            patch_query(
+                "filters",
+                json!({"label": {"io.portcullis.owner=alice": true}})
+            )
+        );
+    }
+
+    #[test]
+    fn related_objects_rule_exactly() {
+        let p = Tenancy::new(Value::Null).unwrap();
+        let create = |related: Vec<Reference>| {
+            let mut req = as_user(
+                Request::new("POST", "/containers/create", "container.create")
+                    .with_json_body(&json!({"Labels": {}})),
+                "alice",
+            );
+            req.related = related;
+            req
+        };
+        let stamped =
+            Verdict::from(Patch::new().add("/Labels/io.portcullis.owner", json!("alice")));
+        assert_eq!(
+            p.on_request(&create(vec![
+                reference("HostConfig.Binds[0]", "volume", "data", Some(Some("bob"))),
+                reference("HostConfig.VolumesFrom[0]", "container", "web", Some(None)),
+                reference("HostConfig.Mounts[0].Source", "volume", "new", None),
+                reference("NetworkMode", "network", "gone", None),
+            ])),
+            deny(
+                r#"[owner] alice may use only its own objects: HostConfig.Binds[0]: volume "data" belongs to another user; HostConfig.VolumesFrom[0]: container "web" has no owner label (io.portcullis.owner); only administrators may use it; HostConfig.Mounts[0].Source: no volume "new" exists (the engine would create it without an owner; create it first: docker volume create new); NetworkMode: no network "gone" exists"#
+            )
+        );
+        // The closest that pass: the caller's own, the shared networks, images and tags
+        // (judged by their tags' owners), kinds nobody owns.
+        assert_eq!(
+            p.on_request(&create(vec![
+                reference("HostConfig.Binds[0]", "volume", "data", Some(Some("alice"))),
+                reference("NetworkMode", "network", "host", Some(None)),
+                reference("Image", "image", "app", Some(Some("bob"))),
+                reference("Image", "image", "gone", None),
+                reference("t[0]", "tag", "app:1", None),
+                reference("x", "plugin", "p", Some(Some("bob"))),
+            ])),
+            stamped
+        );
+        // Unowned objects: only `unowned = "allow"` lets them be used.
+        let unowned = || {
+            create(vec![reference(
+                "HostConfig.Binds[0]",
+                "volume",
+                "old",
+                Some(None),
+            )])
+        };
+        assert_eq!(
+            Tenancy::new(json!({"unowned": "read"}))
+                .unwrap()
+                .on_request(&unowned()),
+            deny(
+                r#"[owner] alice may use only its own objects: HostConfig.Binds[0]: volume "old" has no owner label (io.portcullis.owner); only administrators may use it"#
+            )
+        );
+        assert_eq!(
+            Tenancy::new(json!({"unowned": "allow"}))
+                .unwrap()
+                .on_request(&unowned()),
+            stamped
+        );
+        // `implicit_volumes` lets a missing volume be made, not a missing network.
+        let implicit = Tenancy::new(json!({"implicit_volumes": true})).unwrap();
+        assert_eq!(
+            implicit.on_request(&create(vec![
+                reference("HostConfig.Binds[0]", "volume", "new", None),
+                reference("NetworkMode", "network", "gone", None),
+            ])),
+            deny(
+                r#"[owner] alice may use only its own objects: NetworkMode: no network "gone" exists"#
+            )
+        );
+    }
+
+    #[test]
+    fn tag_rule_exactly() {
+        let p = Tenancy::new(Value::Null).unwrap();
+        let judge = |endpoint: &str, related: Vec<Reference>| {
+            let mut req = as_user(Request::new("POST", "/x", endpoint), "bob");
+            req.related = related;
+            p.on_request(&req)
+        };
+        for (endpoint, verb) in [
+            ("image.delete", "remove"),
+            ("image.push", "push"),
+            ("image.tag", "change"),
+            ("image.load", "change"),
+        ] {
+            assert_eq!(
+                judge(
+                    endpoint,
+                    vec![
+                        tag("RepoTags[0]", "bob-app:1", Some(Some("bob"))),
+                        tag("RepoTags[1]", "team/app:1", Some(Some("alice"))),
+                        tag("RepoDigests[0]", "base@sha256:ab", Some(None)),
+                        reference("Image", "image", "x", Some(Some("alice"))),
+                    ]
+                ),
+                deny(&format!(
+                    r#"[image-owner] RepoTags[1]: tag "team/app:1" belongs to another user (the repository "team/app" is theirs); bob may {verb} only its own tags; RepoDigests[0]: tag "base@sha256:ab" is a shared image (the repository "base" has no owner: it was made before the gateway or on the engine); only administrators {verb} it"#
+                )),
+                "{endpoint}"
+            );
+        }
+        // `unowned = "allow"` makes shared images anyone's to change.
+        let open = Tenancy::new(json!({"unowned": "allow"})).unwrap();
+        let mut req = as_user(Request::new("POST", "/x", "image.tag"), "bob");
+        req.related = vec![tag("repo", "base:1", Some(None))];
+        assert_eq!(open.on_request(&req), Verdict::Allow);
+        // Repositories: the engine's short form.
+        for (name, repository) in [
+            ("app", "app"),
+            ("app:1", "app"),
+            ("team/app:1", "team/app"),
+            ("registry:5000/app", "registry:5000/app"),
+            ("registry:5000/app:1", "registry:5000/app"),
+            ("app@sha256:ab", "app"),
+            ("app:1@sha256:ab", "app"),
+        ] {
+            assert_eq!(repository_of(name), repository, "{name}");
+        }
+    }
+
+    #[test]
+    fn new_repositories_rule() {
+        let p = Tenancy::new(json!({"reserved_repositories": ["library/*", "base"],
+                                    "repository_prefix": "{group}/"}))
+        .unwrap();
+        let judge = |name: &str, groups: &[&str]| {
+            let mut req = as_user(Request::new("POST", "/x", "image.tag"), "bob");
+            req.caller.groups = groups.iter().map(|g| g.to_string()).collect();
+            req.related = vec![tag("repo", name, None)];
+            p.on_request(&req)
+        };
+        assert_eq!(judge("ops/app:1", &["dev", "ops"]), Verdict::Allow);
+        assert_eq!(
+            judge("qa/app:1", &["dev", "ops"]),
+            deny(
+                r#"[image-owner] repo: new repositories of bob must be under its own prefix (allowed: dev/, ops/); "qa/app" is not"#
+            )
+        );
+        assert_eq!(
+            judge("ops/app:1", &[]),
+            deny(
+                r#"[image-owner] repo: new repositories of bob must be under its own prefix (the caller has no group to name them after); "ops/app" is not"#
+            )
+        );
+        for name in ["library/x:1", "base:1"] {
+            assert_eq!(
+                judge(name, &["library"]),
+                deny(&format!(
+                    r#"[image-owner] repo: the repository "{}" is reserved for administrators"#,
+                    repository_of(name)
+                )),
+                "{name}"
+            );
+        }
+        // Exact names are exact.
+        let base = Tenancy::new(json!({"reserved_repositories": ["base"]})).unwrap();
+        let mut req = as_user(Request::new("POST", "/x", "image.tag"), "bob");
+        req.related = vec![tag("repo", "baseline:1", None)];
+        assert_eq!(base.on_request(&req), Verdict::Allow);
+    }
+
+    #[test]
+    fn tagged_prunes_exactly() {
+        let p = Tenancy::new(Value::Null).unwrap();
+        let prune = |filters: &str| {
+            let mut req = as_user(Request::new("POST", "/images/prune", "image.prune"), "bob");
+            req.query = vec![Pair::new("filters", filters)];
+            p.on_request(&req)
+        };
+        let refused = deny("[image-owner] `docker image prune -a` removes every unused tagged image, other users' and shared ones too; only administrators prune tagged images (`docker image prune` removes the untagged ones)");
+        for tagged in [
+            r#"{"dangling":{"false":true}}"#,
+            r#"{"dangling":["true","0"]}"#,
+            r#"{"dangling":["false"]}"#,
+        ] {
+            assert_eq!(prune(tagged), refused, "{tagged}");
+        }
+        for untagged in [
+            r#"{"dangling":{"true":true}}"#,
+            r#"{"dangling":["1"]}"#,
+            r#"{"dangling":"false"}"#,
+            r#"{"until":["24h"]}"#,
+            "{",
+        ] {
+            assert_eq!(prune(untagged), Verdict::Allow, "{untagged}");
+        }
+        // With isolated images a prune is filtered by owner, after the tagged check.
+        let isolated = Tenancy::new(json!({"shared_images": false})).unwrap();
+        let mut req = as_user(Request::new("POST", "/images/prune", "image.prune"), "bob");
+        assert_eq!(
+            isolated.on_request(&req),
+            patch_query(
+                "filters",
+                json!({"label": {"io.portcullis.owner=bob": true}})
+            )
+        );
+        req.endpoint = "image.list".into();
+        assert_eq!(
+            isolated.on_request(&req),
+            patch_query(
+                "filters",
+                json!({"label": {"io.portcullis.owner=bob": true}})
+            )
+        );
+        assert_eq!(p.on_request(&req), Verdict::Allow);
+    }
+
+    /// The owner label on every create, exactly where the body keeps its labels.
+    #[test]
+    fn stamp_rule_exactly() {
+        let p = Tenancy::new(Value::Null).unwrap();
+        for endpoint in [
+            "container.create",
+            "volume.create",
+            "network.create",
+            "service.create",
+            "secret.create",
+            "config.create",
+        ] {
+            let req = |body: Value| {
+                as_user(
+                    Request::new("POST", "/x", endpoint).with_json_body(&body),
+                    "alice",
+                )
+            };
+            assert_eq!(
+                p.on_request(&req(json!({"Name": "x"}))),
+                Verdict::from(Patch::new().add("/Labels", json!({"io.portcullis.owner": "alice"}))),
+                "{endpoint}"
+            );
+            assert_eq!(
+                p.on_request(&req(json!({"Labels": {"a": "b"}}))),
+                Verdict::from(Patch::new().add("/Labels/io.portcullis.owner", json!("alice"))),
+                "{endpoint}"
+            );
+            assert_eq!(
+                p.on_request(&req(json!("text"))),
+                Verdict::deny_with(
+                    400,
+                    format!("[owner] {endpoint} needs a JSON object body to record the owner")
+                ),
+                "{endpoint}"
+            );
+        }
+        // A service's task containers: their labels object, or a new one; no container spec,
+        // no second label.
+        let svc = |spec: Value| {
+            as_user(
+                Request::new("POST", "/x", "service.create").with_json_body(
+                    &json!({"Labels": null, "TaskTemplate": {"ContainerSpec": spec}}),
+                ),
+                "alice",
+            )
+        };
+        assert_eq!(
+            p.on_request(&svc(json!({"Labels": {"a": "b"}}))),
+            Verdict::from(
+                Patch::new()
+                    .add("/Labels", json!({"io.portcullis.owner": "alice"}))
+                    .add(
+                        "/TaskTemplate/ContainerSpec/Labels/io.portcullis.owner",
+                        json!("alice")
+                    )
+            )
+        );
+        assert_eq!(
+            p.on_request(&svc(Value::Null)),
+            Verdict::from(Patch::new().add("/Labels", json!({"io.portcullis.owner": "alice"})))
+        );
+        // Other requests are not stamped.
+        let start = as_user(Request::new("POST", "/x", "container.start"), "alice");
+        assert_eq!(p.on_request(&start), Verdict::Allow);
+        // Another label key.
+        let custom = Tenancy::new(json!({"owner_label": "com.acme/owner"})).unwrap();
+        let vol = as_user(
+            Request::new("POST", "/x", "volume.create").with_json_body(&json!({"Labels": {}})),
+            "alice",
+        );
+        assert_eq!(
+            custom.on_request(&vol),
+            Verdict::from(Patch::new().add("/Labels/com.acme~1owner", json!("alice")))
+        );
+    }
+
+    /// Updates keep the owner the object has; administrators' objects are stamped too.
+    #[test]
+    fn updates_keep_their_owner() {
+        let p = Tenancy::new(json!({"admin_users": ["root"]})).unwrap();
+        for endpoint in ["service.update", "secret.update", "config.update"] {
+            let kind = endpoint.split('.').next().unwrap();
+            let mut req = acting("POST", endpoint, on(kind, Some("s"), Some("bob")), "root");
+            req.body = Some(json!({"Labels": {}}).to_string());
+            assert_eq!(
+                p.on_request(&req),
+                Verdict::from(Patch::new().add("/Labels/io.portcullis.owner", json!("bob"))),
+                "{endpoint}"
+            );
+            req.target = None;
+            assert_eq!(
+                p.on_request(&req),
+                Verdict::from(Patch::new().add("/Labels/io.portcullis.owner", json!("root"))),
+                "{endpoint}"
+            );
+        }
+        // A create takes its caller, whatever the target says.
+        let mut create = acting(
+            "POST",
+            "volume.create",
+            on("volume", Some("v"), Some("bob")),
+            "root",
+        );
+        create.body = Some("{}".into());
+        assert_eq!(
+            p.on_request(&create),
+            Verdict::from(Patch::new().add("/Labels", json!({"io.portcullis.owner": "root"})))
+        );
+        let admin = as_user(Request::new("POST", "/x", "container.start"), "root");
+        assert_eq!(p.on_request(&admin), Verdict::Allow);
+    }
+
+    #[test]
+    fn isolated_builds_are_stamped_exactly() {
+        let p = Tenancy::new(json!({"shared_images": false})).unwrap();
+        let build = |labels: Option<&str>| {
+            let mut req = as_user(Request::new("POST", "/build", "image.build"), "alice");
+            req.query = labels
+                .map(|l| vec![Pair::new("labels", l)])
+                .unwrap_or_default();
+            p.on_request(&req)
+        };
+        assert_eq!(
+            build(None),
+            patch_query("labels", json!({"io.portcullis.owner": "alice"}))
+        );
+        assert_eq!(
+            build(Some(r#"{"a":"b"}"#)),
+            patch_query("labels", json!({"a": "b", "io.portcullis.owner": "alice"}))
+        );
+        assert_eq!(
+            build(Some(r#"{"io.portcullis.owner":"bob"}"#)),
+            patch_query("labels", json!({"io.portcullis.owner": "alice"}))
+        );
+        assert_eq!(
+            build(Some("[]")),
+            Verdict::deny_with(400, "[owner] the labels query parameter is not a JSON object: invalid type: sequence, expected a map at line 1 column 0")
+        );
+        let solve = as_user(
+            Request::new("POST", "/moby.buildkit.v1.Control/Solve", "build.solve"),
+            "alice",
+        );
+        assert_eq!(
+            p.on_request(&solve),
+            Verdict::from(
+                Patch::new().add("/FrontendAttrs/label:io.portcullis.owner", json!("alice"))
+            )
+        );
+        assert_eq!(
+            Tenancy::new(Value::Null).unwrap().on_request(&solve),
+            Verdict::Allow
+        );
+    }
+
+    #[test]
+    fn list_filters_exactly() {
+        let p = Tenancy::new(Value::Null).unwrap();
+        let own = json!({"label": {"io.portcullis.owner=alice": true}});
+        for endpoint in FILTERED {
+            let req = as_user(Request::new("GET", "/x", endpoint), "alice");
+            assert_eq!(
+                p.on_request(&req),
+                patch_query("filters", own.clone()),
+                "{endpoint}"
+            );
+        }
+        let list = |filters: &str| {
+            let mut req = as_user(Request::new("GET", "/x", "volume.list"), "alice");
+            req.query = vec![Pair::new("filters", filters)];
+            p.on_request(&req)
+        };
+        assert_eq!(list(""), patch_query("filters", own));
+        assert_eq!(
+            list(r#"{"label":["x=1"]}"#),
+            patch_query(
+                "filters",
+                json!({"label": ["x=1", "io.portcullis.owner=alice"]})
+            )
+        );
+        assert_eq!(
+            list(r#"{"dangling":["true"]}"#),
+            patch_query(
+                "filters",
+                json!({"dangling": ["true"], "label": ["io.portcullis.owner=alice"]})
+            )
+        );
+        assert_eq!(
+            list(r#"{"dangling":{"true":true}}"#),
+            patch_query(
+                "filters",
+                json!({"dangling": {"true": true}, "label": {"io.portcullis.owner=alice": true}})
+            )
+        );
+        assert_eq!(
+            list("[1]"),
+            Verdict::deny_with(400, "[owner] the filters query parameter is not a JSON object: invalid type: sequence, expected a map at line 1 column 0")
+        );
+        // Not lists: no filter.
+        for endpoint in ["container.inspect", "image.list", "node.list"] {
+            let req = as_user(Request::new("GET", "/x", endpoint), "alice");
+            assert_eq!(p.on_request(&req), Verdict::Allow, "{endpoint}");
+        }
+    }
+
+    #[test]
+    fn event_streams_asked_of_the_engine() {
+        let judge = Tenancy::new(json!({"events": "judge"})).unwrap();
+        let events = |filters: Option<&str>| {
+            let mut req = as_user(Request::new("GET", "/events", "system.events"), "alice");
+            req.query = filters
+                .map(|f| vec![Pair::new("filters", f)])
+                .unwrap_or_default();
+            req
+        };
+        for (filters, only_containers) in [
+            (None, false),
+            (Some(r#"{"type":{"container":true}}"#), true),
+            (Some(r#"{"type":["container"]}"#), true),
+            (Some(r#"{"type":["container","volume"]}"#), false),
+            (Some(r#"{"type":[]}"#), false),
+            (Some(r#"{"type":"container"}"#), false),
+            (Some(r#"{"event":["start"]}"#), false),
+            (Some("{"), false),
+        ] {
+            let req = events(filters);
+            let expected = if only_containers {
+                let mut f: Value = serde_json::from_str(filters.unwrap()).unwrap();
+                let own = if f["type"].is_array() {
+                    json!(["io.portcullis.owner=alice"])
+                } else {
+                    json!({"io.portcullis.owner=alice": true})
+                };
+                f["label"] = own;
+                patch_query("filters", f)
+            } else {
+                Verdict::Allow
+            };
+            assert_eq!(judge.on_request(&req), expected, "{filters:?}");
+        }
+        // `events = "filter"` always asks the engine.
+        let filter = Tenancy::new(json!({"events": "filter"})).unwrap();
+        assert_eq!(
+            filter.on_request(&events(Some(r#"{"type":["volume"]}"#))),
+            patch_query(
+                "filters",
+                json!({"type": ["volume"], "label": ["io.portcullis.owner=alice"]})
+            )
+        );
+    }
+
+    /// `events = "judge"`: each event shown (without the owner label) or left out, and why.
+    #[test]
+    fn judged_events_exactly() {
+        let p = Tenancy::new(json!({"events": "judge"})).unwrap();
+        let req = as_user(Request::new("GET", "/events", "system.events"), "alice");
+        let event = |req: &Request, p: &Tenancy, e: Value| {
+            p.on_response(
+                req,
+                &Response {
+                    status: 200,
+                    body: Some(e.to_string()),
+                    ..Response::default()
+                },
+            )
+        };
+        let left_out = |why: &str| deny(&format!("[owner] event left out: {why}"));
+        let container = |owner: Option<&str>| {
+            let mut attributes = json!({"name": "web"});
+            if let Some(o) = owner {
+                attributes["io.portcullis.owner"] = json!(o);
+            }
+            json!({"Type": "container", "Actor": {"ID": "c", "Attributes": attributes}})
+        };
+        assert_eq!(
+            event(&req, &p, container(Some("alice"))),
+            Verdict::from(
+                Patch::new().replace("/Actor", json!({"ID": "c", "Attributes": {"name": "web"}}))
+            )
+        );
+        assert_eq!(
+            event(&req, &p, container(Some("bob"))),
+            left_out("another user's object")
+        );
+        assert_eq!(
+            event(&req, &p, container(None)),
+            left_out("an object without owner")
+        );
+        let read = Tenancy::new(json!({"events": "judge", "unowned": "read"})).unwrap();
+        assert_eq!(event(&req, &read, container(None)), Verdict::Allow);
+        assert_eq!(
+            event(&req, &p, json!({"Type": "daemon", "Actor": {"ID": "d"}})),
+            left_out("not an object callers own")
+        );
+        assert_eq!(
+            event(&req, &p, json!({"Actor": {"ID": "d"}})),
+            left_out("not an object callers own")
+        );
+        let mut text = req.clone();
+        text.caller.groups = vec![];
+        assert_eq!(
+            p.on_response(
+                &text,
+                &Response {
+                    status: 200,
+                    body: Some("not json".into()),
+                    ..Response::default()
+                }
+            ),
+            left_out("not a JSON event")
+        );
+        // Images: everyone's while shared, else by the label they carry.
+        let image = json!({"Type": "image", "Actor": {"ID": "i", "Attributes": {"io.portcullis.owner": "bob"}}});
+        assert_eq!(
+            event(&req, &p, image.clone()),
+            Verdict::from(Patch::new().replace("/Actor", json!({"ID": "i", "Attributes": {}})))
+        );
+        let isolated = Tenancy::new(json!({"events": "judge", "shared_images": false})).unwrap();
+        assert_eq!(
+            event(&req, &isolated, image),
+            left_out("another user's object")
+        );
+        // Other kinds by the object the gateway looked up, of the event's own kind.
+        let network =
+            json!({"Type": "network", "Actor": {"ID": "n", "Attributes": {"name": "back"}}});
+        assert_eq!(
+            event(&req, &p, network.clone()),
+            left_out("the gateway does not know its object")
+        );
+        let mut known = req.clone();
+        known.target = Some(on("network", Some("back"), Some("alice")));
+        assert_eq!(event(&known, &p, network.clone()), Verdict::Allow);
+        known.target = Some(on("volume", Some("back"), Some("alice")));
+        assert_eq!(
+            event(&known, &p, network.clone()),
+            left_out("the gateway does not know its object")
+        );
+        known.target = Some(on("network", Some("back"), Some("bob")));
+        assert_eq!(
+            event(&known, &p, network),
+            left_out("another user's object")
+        );
+        // Any status: an event stream's own.
+        let mut admin = req.clone();
+        admin.caller.user = "x".into();
+        admin.caller.groups = vec!["docker-admin".into()];
+        assert_eq!(event(&admin, &p, container(Some("bob"))), Verdict::Allow);
+    }
+
+    #[test]
+    fn responses_shown_without_the_owner_label() {
+        let p = Tenancy::new(Value::Null).unwrap();
+        let req = as_user(Request::new("GET", "/x", "container.list"), "alice");
+        let resp = |status: u16, body: Option<Value>| Response {
+            status,
+            body: body.map(|b| b.to_string()),
+            ..Response::default()
+        };
+        let list = json!([
+            {"Id": "a", "Labels": {"io.portcullis.owner": "alice", "app": "web"}},
+            {"Id": "b", "Labels": {"app": "db"}},
+            {"Id": "c", "Config": {"io.portcullis.owner": "alice"}, "Labels": null},
+            {"Id": "d", "Labels": {"io.portcullis.owner": "alice"}}
+        ]);
+        assert_eq!(
+            p.on_response(&req, &resp(200, Some(list.clone()))),
+            Verdict::from(
+                Patch::new()
+                    .replace("/0", json!({"Id": "a", "Labels": {"app": "web"}}))
+                    .replace("/3", json!({"Id": "d", "Labels": {}}))
+            )
+        );
+        assert_eq!(
+            p.on_response(
+                &req,
+                &resp(
+                    299,
+                    Some(json!({"Labels": {"io.portcullis.owner": "x"}, "Name": "n"}))
+                )
+            ),
+            Verdict::from(Patch::new().replace("/Labels", json!({})))
+        );
+        // Not shown, or nothing to hide: the engine's bytes go on.
+        assert_eq!(
+            p.on_response(&req, &resp(404, Some(list.clone()))),
+            Verdict::Allow
+        );
+        assert_eq!(
+            p.on_response(&req, &resp(199, Some(list.clone()))),
+            Verdict::Allow
+        );
+        assert_eq!(p.on_response(&req, &resp(300, Some(list))), Verdict::Allow);
+        assert_eq!(p.on_response(&req, &resp(200, None)), Verdict::Allow);
+        assert_eq!(
+            p.on_response(&req, &resp(200, Some(json!("text")))),
+            Verdict::Allow
+        );
+        assert_eq!(
+            p.on_response(&req, &resp(200, Some(json!([1, 2])))),
+            Verdict::Allow
+        );
+    }
+
+    #[test]
+    fn disk_usage_shows_the_callers_own() {
+        let body = json!({
+            "Containers": [
+                {"Id": "a", "Labels": {"io.portcullis.owner": "alice"}},
+                {"Id": "b", "Labels": {"io.portcullis.owner": "bob"}},
+                {"Id": "c"}
+            ],
+            "Volumes": [{"Name": "v", "Labels": {"io.portcullis.owner": "alice", "x": "1"}}],
+            "Images": [{"Id": "i", "Labels": {"io.portcullis.owner": "bob"}}],
+            "BuildCache": [{"ID": "x"}],
+            "LayersSize": 1
+        });
+        let req = as_user(
+            Request::new("GET", "/system/df", "system.data.usage"),
+            "alice",
+        );
+        let resp = Response {
+            status: 200,
+            body: Some(body.to_string()),
+            ..Response::default()
+        };
+        assert_eq!(
+            Tenancy::new(Value::Null).unwrap().on_response(&req, &resp),
+            Verdict::from(
+                Patch::new()
+                    .replace("/BuildCache", json!([]))
+                    .replace("/Containers", json!([{"Id": "a", "Labels": {}}]))
+                    .replace("/Images", json!([{"Id": "i", "Labels": {}}]))
+                    .replace("/Volumes", json!([{"Name": "v", "Labels": {"x": "1"}}]))
+            )
+        );
+        let isolated =
+            Tenancy::new(json!({"shared_images": false, "hide_owner_label": false})).unwrap();
+        assert_eq!(
+            isolated.on_response(&req, &resp),
+            Verdict::from(
+                Patch::new()
+                    .replace("/BuildCache", json!([]))
+                    .replace(
+                        "/Containers",
+                        json!([{"Id": "a", "Labels": {"io.portcullis.owner": "alice"}}])
+                    )
+                    .replace("/Images", json!([]))
+            )
+        );
+        // Nothing of others' and no build cache: unchanged.
+        let mine = json!({"Containers": [], "Volumes": null, "BuildCache": null});
+        let resp = Response {
+            status: 200,
+            body: Some(mine.to_string()),
+            ..Response::default()
+        };
+        assert_eq!(
+            Tenancy::new(Value::Null).unwrap().on_response(&req, &resp),
+            Verdict::Allow
+        );
+    }
+
+    #[test]
+    fn configuration_errors_are_exact() {
+        let err = |config: Value| Tenancy::new(config).err().unwrap_or_default();
+        assert_eq!(
+            err(json!({"owner_label": ""})),
+            "tenancy config: owner_label must not be empty"
+        );
+        assert_eq!(
+            err(json!({"repository_prefix": "team/"})),
+            "tenancy config: repository_prefix must contain {user} or {group}"
+        );
+        assert_eq!(
+            err(json!({"events": "all"})),
+            "tenancy config: unknown variant `all`, expected `filter` or `judge`"
+        );
+        assert!(Tenancy::new(json!({"repository_prefix": "{user}/"})).is_ok());
+        assert!(Tenancy::new(json!({"repository_prefix": "{group}/"})).is_ok());
+    }
 }
