@@ -267,7 +267,10 @@ mod tests {
             out["details"]["Env"],
             json!(["DB_DSN=<redacted>", "MY_KEY=1"])
         );
-        assert!(Redact::new(json!({"typo": 1})).is_err());
+        assert_eq!(
+            Redact::new(json!({"typo": 1})).err().as_deref(),
+            Some("redact config: unknown field `typo`, expected one of `env`, `also_env`, `keys`, `replacement`")
+        );
         assert_eq!(
             redact(json!({}), json!({"details": {}})),
             json!({"details": {}})
