@@ -1272,9 +1272,15 @@ mod tests {
     /// What a container inherits from its image is judged by whose it is only.
     #[test]
     fn inherited_labels_exactly() {
+        // The schema names a gateway-owned key and a tool's key as well: inherited, they are
+        // still not the caller's (the gateway stamps its own over the image's).
         let p = labels(json!({
             "namespace_template": "com.acme.{group}.",
-            "schemas": {"container": {"properties": {"com.acme.tier": {"enum": ["web"]}}}},
+            "schemas": {"container": {"properties": {
+                "com.acme.tier": {"enum": ["web"]},
+                "io.portcullis.owner": {"const": "{user}"},
+                "com.docker.compose.project": {"const": "mine"},
+            }}},
         }));
         let image = |field: &str, found: Option<&[(&str, &str)]>| Reference {
             field: field.into(),
