@@ -2220,6 +2220,51 @@ mod tests {
         );
     }
 
+    /// The patch between a body and what is shown: the members or items that differ, or the
+    /// whole document when they cannot be matched one to one.
+    #[test]
+    fn replace_changed_patches() {
+        assert_eq!(
+            replace_changed(&json!({"a": 1, "b": [1]}), &json!({"a": 1, "b": [2]})),
+            Patch::new().replace("/b", json!([2]))
+        );
+        assert_eq!(
+            replace_changed(&json!([1, 2, 3]), &json!([1, 5, 6])),
+            Patch::new().replace("/1", json!(5)).replace("/2", json!(6))
+        );
+        assert_eq!(
+            replace_changed(&json!([1, 2]), &json!([1])),
+            Patch::new().replace("", json!([1]))
+        );
+        assert_eq!(
+            replace_changed(&json!("a"), &json!("b")),
+            Patch::new().replace("", json!("b"))
+        );
+        for same in [json!({"a": 1}), json!([1]), json!("a"), Value::Null] {
+            assert_eq!(replace_changed(&same, &same), Patch::new(), "{same}");
+        }
+    }
+
+    /// `events = "judge"` judges the events stream only; other responses are shown without
+    /// the owner label as usual.
+    #[test]
+    fn judged_events_leave_other_responses_alone() {
+        let p = Tenancy::new(json!({"events": "judge"})).unwrap();
+        let req = as_user(Request::new("GET", "/x", "container.inspect"), "alice");
+        let resp = Response {
+            status: 200,
+            body: Some(
+                json!({"Id": "c", "Config": {"Labels": {"io.portcullis.owner": "alice"}}})
+                    .to_string(),
+            ),
+            ..Response::default()
+        };
+        assert_eq!(
+            p.on_response(&req, &resp),
+            Verdict::from(Patch::new().replace("/Config", json!({"Labels": {}})))
+        );
+    }
+
     #[test]
     fn disk_usage_shows_the_callers_own() {
         let body = json!({
