@@ -253,8 +253,9 @@ fn build_cache(req: &Request) -> Option<Verdict> {
 /// `app@sha256:...` → `app`, `registry:5000/app` → itself).
 fn repository_of(name: &str) -> &str {
     let name = name.split_once('@').map_or(name, |(n, _)| n);
-    match name.rfind(':') {
-        Some(i) if !name[i + 1..].contains('/') => &name[..i],
+    match name.rsplit_once(':') {
+        // A colon followed by a path is a registry's port, not a tag.
+        Some((repository, tag)) if !tag.contains('/') => repository,
         _ => name,
     }
 }
