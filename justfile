@@ -269,10 +269,11 @@ lint:
     cargo fmt --all --check
     cargo clippy --workspace --all-targets -- -D warnings
 
-# Formatting, lints and the tests that need no engine (host library, the layering rule, plugin SDK): quick, before a push.
+# Formatting, lints and the tests that need no engine (host library, the layering rule, plugin SDK, first-party plugins): quick, before a push.
 check: lint
     cargo test -p portcullis --lib --test layers
     cargo test -p portcullis-plugin
+    cargo test -p portcullis-baseline-plugin -p portcullis-labels-plugin -p portcullis-tenancy-plugin -p portcullis-redact-plugin
 
 # New interesting inputs land in fuzz/corpus/, which `just test` replays on stable.
 # Fuzz the canonicalizer (JSON bodies, paths, queries) with cargo-fuzz on nightly, SECONDS each (default 60).
