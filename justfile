@@ -328,5 +328,5 @@ mutants *plugins:
         printf '%-10s %7d %7d %8d %9d %8s%%\n' "$dir" "$caught" "$missed" "$timeout" "$unviable" "$pct"
         awk -v p="$pct" 'BEGIN { exit !(p < 90) }' && below=1
     done
-    echo "mutants: $(( (SECONDS - start) / 60 )) min $(( (SECONDS - start) % 60 )) s; missed mutants are listed in $out/missed.txt"
+    echo "mutants: $(( (SECONDS - start) / 60 )) min $(( (SECONDS - start) % 60 )) s; the lists (caught.txt, missed.txt, ...) are in $out"
     [ "$below" = 0 ] || { echo "mutants: a plugin is below 90 % of viable mutants caught" >&2; exit 1; }
