@@ -269,10 +269,11 @@ lint:
     cargo fmt --all --check
     cargo clippy --workspace --all-targets -- -D warnings
 
-# Formatting, lints and the tests that need no engine (host library, the layering rule, plugin SDK): quick, before a push.
+# Formatting, lints and the tests that need no engine (host library, the layering rule, plugin SDK, first-party plugins): quick, before a push.
 check: lint
     cargo test -p portcullis --lib --test layers
     cargo test -p portcullis-plugin
+    cargo test -p portcullis-baseline-plugin -p portcullis-labels-plugin -p portcullis-tenancy-plugin -p portcullis-redact-plugin
 
 # New interesting inputs land in fuzz/corpus/, which `just test` replays on stable.
 # Fuzz the canonicalizer (JSON bodies, paths, queries) with cargo-fuzz on nightly, SECONDS each (default 60).
@@ -289,3 +290,43 @@ fuzz seconds="60":
         echo "fuzz: $target for {{seconds}} s"
         cargo +nightly fuzz run -s none "$target" -- -max_total_time={{seconds}} -max_len=4096
     done
+
+# Natively, not as wasm; the figures and the known equivalent mutants are in docs/testing.md ("Mutation testing").
+# Mutation-test the first-party plugins' decision logic with cargo-mutants (args: plugin dirs, default all four); prints caught/missed/unviable per plugin.
+mutants *plugins:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    tools=/var/cache/portcullis/tools
+    export PATH="$tools/bin:$PATH"
+    command -v cargo-mutants >/dev/null || CARGO_TARGET_DIR=/var/cache/portcullis/tools-target cargo install --locked cargo-mutants --root "$tools"
+    # A target directory of its own: cargo-mutants builds with `--cap-lints=warn`, and in a
+    # shared one that change of flags would rebuild every dependency, there and back.
+    export CARGO_TARGET_DIR=/var/cache/portcullis/mutants-target
+    [ $# -gt 0 ] || set -- baseline labels tenancy redact
+    pkgs=()
+    for dir in "$@"; do
+        [ -f "plugins/$dir/Cargo.toml" ] || { echo "mutants: no plugin crate plugins/$dir" >&2; exit 1; }
+        pkgs+=(-p "$(sed -n 's/^name *= *"\(.*\)"/\1/p' "plugins/$dir/Cargo.toml" | head -n 1)")
+    done
+    start=$SECONDS
+    rc=0
+    # One job: the machine's cores are shared. Each mutant runs its own crate's unit tests.
+    cargo mutants "${pkgs[@]}" --jobs 1 --output "$CARGO_TARGET_DIR" || rc=$?
+    # 0: every mutant caught; 2: some missed; 3: some timed out. Anything else is a failure
+    # to run (4: the unmutated tree fails its tests).
+    case "$rc" in 0|2|3) ;; *) echo "mutants: cargo mutants failed (exit $rc)" >&2; exit "$rc" ;; esac
+    out="$CARGO_TARGET_DIR/mutants.out"
+    count() { grep -c "^plugins/$2/" "$out/$1.txt" || true; }
+    below=0
+    printf '%-10s %7s %7s %8s %9s %9s\n' plugin caught missed timeout unviable caught%
+    for dir in "$@"; do
+        caught=$(count caught "$dir") missed=$(count missed "$dir")
+        timeout=$(count timeout "$dir") unviable=$(count unviable "$dir")
+        # A mutant that makes the tests hang is detected too; unviable ones do not build.
+        viable=$((caught + missed + timeout))
+        pct=$(awk -v d=$((caught + timeout)) -v v="$viable" 'BEGIN { printf "%.1f", v ? 100 * d / v : 100 }')
+        printf '%-10s %7d %7d %8d %9d %8s%%\n' "$dir" "$caught" "$missed" "$timeout" "$unviable" "$pct"
+        awk -v p="$pct" 'BEGIN { exit !(p < 90) }' && below=1
+    done
+    echo "mutants: $(( (SECONDS - start) / 60 )) min $(( (SECONDS - start) % 60 )) s; the lists (caught.txt, missed.txt, ...) are in $out"
+    [ "$below" = 0 ] || { echo "mutants: a plugin is below 90 % of viable mutants caught" >&2; exit 1; }

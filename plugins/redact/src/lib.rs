@@ -267,7 +267,10 @@ mod tests {
             out["details"]["Env"],
             json!(["DB_DSN=<redacted>", "MY_KEY=1"])
         );
-        assert!(Redact::new(json!({"typo": 1})).is_err());
+        assert_eq!(
+            Redact::new(json!({"typo": 1})).err().as_deref(),
+            Some("redact config: unknown field `typo`, expected one of `env`, `also_env`, `keys`, `replacement`")
+        );
         assert_eq!(
             redact(json!({}), json!({"details": {}})),
             json!({"details": {}})
@@ -282,6 +285,112 @@ mod tests {
         assert!(!glob("A*B*C", "AXXC"));
         assert!(!glob("*_DSN", "DSN"));
         assert!(glob("EXACT", "EXACT"));
+        assert!(!glob("EXACT", "EXACTLY"));
+        // The fixed ends must not overlap: "A" is no match of "A*A", "ABA" none of "AB*BA".
+        assert!(!glob("A*A", "A"));
+        assert!(!glob("AB*BA", "ABA"));
+        assert!(glob("AB*BA", "ABBA"));
+        assert!(glob("*TOKEN", "TOKEN"));
+        // Each fixed part where it belongs: the start at the start, the end at the end.
+        assert!(!glob("DB_*", "MY_DB_URL"));
+        assert!(!glob("*_DSN", "DB_DSN_FILE"));
+        assert!(glob("DB_*", "DB_"));
+    }
+
+    fn audit(config: Value, record: &Value) -> Verdict {
+        let req = Request::new("POST", "/containers/create", "container.create");
+        Redact::new(config).unwrap().on_audit(&req, record)
+    }
+
+    /// `env`: the request that triggers it gets the exact patch, its closest neighbours none.
+    #[test]
+    fn env_rule_exact_patch() {
+        let record = json!({"details": {"Env": ["PATH=/bin", "DB_PASSWORD=hunter2", "api_key=k"]}});
+        assert_eq!(
+            audit(Value::Null, &record),
+            Verdict::from(
+                Patch::new()
+                    .replace("/details/Env/1", json!("DB_PASSWORD=<redacted>"))
+                    .replace("/details/Env/2", json!("api_key=<redacted>"))
+            )
+        );
+        let record = json!({"details": {"ContainerSpec": {"Env": ["A=1", "GITHUB_TOKEN=t"]}}});
+        assert_eq!(
+            audit(Value::Null, &record),
+            Verdict::from(Patch::new().replace(
+                "/details/ContainerSpec/Env/1",
+                json!("GITHUB_TOKEN=<redacted>")
+            ))
+        );
+        // A variable without `=` is redacted by its name too.
+        let record = json!({"details": {"Env": ["SECRET"]}});
+        assert_eq!(
+            audit(Value::Null, &record),
+            Verdict::from(Patch::new().replace("/details/Env/0", json!("SECRET=<redacted>")))
+        );
+        // Closest that pass: a secret-looking value under a plain name, non-string entries,
+        // an Env that is not a list, an Env elsewhere in the record.
+        for record in [
+            json!({"details": {"Env": ["GREETING=password", "PATH=/bin"]}}),
+            json!({"details": {"Env": [null, 1, {"PASSWORD": null}]}}),
+            json!({"details": {"Env": "PASSWORD=x"}}),
+            json!({"details": {"Config": {"Env": ["PASSWORD=x"]}}}),
+            json!({"Env": ["PASSWORD=x"]}),
+            json!({}),
+        ] {
+            assert_eq!(audit(Value::Null, &record), Verdict::Allow, "{record}");
+        }
+    }
+
+    /// `keys`: credential fields anywhere in the record, nested in objects and lists; the
+    /// gateway's own `caller` and null values are left as they are.
+    #[test]
+    fn keys_rule_exact_patch() {
+        let record = json!({
+            "caller": {"user": "alice", "auth": "token"},
+            "details": {"X-Registry-Auth": "e30=", "auths": [{"x": {"Password": "p", "username": "u"}}],
+                        "identitytoken": null}
+        });
+        assert_eq!(
+            audit(Value::Null, &record),
+            Verdict::from(
+                Patch::new()
+                    .replace("/details/X-Registry-Auth", json!("<redacted>"))
+                    .replace("/details/auths/0/x/Password", json!("<redacted>"))
+            )
+        );
+        // `caller` is skipped only at the top: a nested one is the body's.
+        let record = json!({"details": {"caller": {"auth": "x"}}});
+        assert_eq!(
+            audit(Value::Null, &record),
+            Verdict::from(Patch::new().replace("/details/caller/auth", json!("<redacted>")))
+        );
+        // A credential's value is replaced whole, not searched further.
+        let record = json!({"details": {"auth": {"password": "p"}}});
+        assert_eq!(
+            audit(json!({"replacement": "***"}), &record),
+            Verdict::from(Patch::new().replace("/details/auth", json!("***")))
+        );
+        // Configured keys replace the default ones, case-insensitively.
+        let record = json!({"details": {"ApiKey": "k", "auth": "a"}});
+        assert_eq!(
+            audit(json!({"keys": ["APIKEY"]}), &record),
+            Verdict::from(Patch::new().replace("/details/ApiKey", json!("<redacted>")))
+        );
+        // A key with a `/` in its name is escaped in the pointer.
+        let record = json!({"details": {"a/b": {"auth": "x"}}});
+        assert_eq!(
+            audit(Value::Null, &record),
+            Verdict::from(Patch::new().replace("/details/a~1b/auth", json!("<redacted>")))
+        );
+    }
+
+    #[test]
+    fn bad_configuration_is_refused() {
+        assert_eq!(
+            Redact::new(json!({"env": "PASSWORD"})).err().as_deref(),
+            Some("redact config: invalid type: string \"PASSWORD\", expected a sequence")
+        );
     }
 
     #[test]
