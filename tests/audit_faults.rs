@@ -374,6 +374,18 @@ fn kill_9_with_batch_durability_loses_nothing_older_than_its_window() {
             );
         }
     }
+    let newest_kept = answered_at
+        .iter()
+        .filter(|(n, _)| on_record.contains_key(**n))
+        .map(|(_, at)| killed.saturating_duration_since(*at))
+        .min();
+    let oldest_lost = held
+        .iter()
+        .filter(|n| !on_record.contains_key(*n))
+        .filter_map(|n| answered_at.get(n.as_str()))
+        .map(|at| killed.saturating_duration_since(*at))
+        .max();
+    eprintln!("batch kill: newest answer on record {newest_kept:?} before the kill, oldest without {oldest_lost:?}");
     let old: Vec<&&str> = answered_at
         .iter()
         .filter(|(_, at)| killed.duration_since(**at) > window)
