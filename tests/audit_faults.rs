@@ -291,7 +291,6 @@ fn killed_under_load(durability: &str) -> (Vec<Answer>, Instant, HashSet<String>
     let tag = unique(&format!("kill-{durability}"));
     let state = tempfile::tempdir().expect("tempdir");
     let store = state.path().join("audit");
-    let t0 = Instant::now();
     let mut gw = Served::start(|dir| config(dir, &store, durability, "4MiB"), &[]);
     let load = Load::start(&gw.socket, &tag);
     let since = Instant::now();

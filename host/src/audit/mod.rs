@@ -706,9 +706,7 @@ impl Writer {
         self.last_report = std::time::Instant::now();
         let dropped = self.shared.dropped.swap(0, Ordering::Relaxed);
         let marker = Encoded::new(&dropped_marker(dropped, self.lost_reason));
-        let written = marker
-            .map_err(AuditError::from)
-            .and_then(|m| self.write(&[m]));
+        let written = marker.and_then(|m| self.write(&[m]));
         match written {
             Ok(()) => {
                 if why.is_some_and(|w| w != Unwritable::LowSpace) {
