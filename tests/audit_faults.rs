@@ -72,18 +72,25 @@ impl Drop for SmallDisk {
 fn config(dir: &Path, store: &Path, durability: &str, space_left: &str) -> String {
     let text = shipped_config_text(dir);
     let shipped = format!("path = \"{}/audit\"", dir.display());
-    assert!(text.contains(&shipped), "the shipped [audit] path moved");
-    text.replace(
-        &shipped,
-        &format!(
-            "path = \"{}\"\nspace_left = \"{space_left}\"",
-            store.display()
-        ),
-    )
-    .replace(
+    for key in [
+        shipped.as_str(),
+        "space_left = \"64MiB\"",
         "durability = \"batch\"",
-        &format!("durability = \"{durability}\""),
-    )
+    ] {
+        assert!(
+            text.contains(key),
+            "the shipped [audit] table changed: no {key}"
+        );
+    }
+    text.replace(&shipped, &format!("path = \"{}\"", store.display()))
+        .replace(
+            "space_left = \"64MiB\"",
+            &format!("space_left = \"{space_left}\""),
+        )
+        .replace(
+            "durability = \"batch\"",
+            &format!("durability = \"{durability}\""),
+        )
 }
 
 /// What a load client saw of one create.
