@@ -167,11 +167,7 @@ impl Load {
 
 /// The containers labelled `pc-fault=<tag>` the engine holds (asked directly), removed.
 fn engine_containers(tag: &str) -> HashSet<String> {
-    let host = match engine_address() {
-        portcullis::config::Address::Unix(p) => format!("unix://{}", p.display()),
-        other => panic!("the test engine is a unix socket, not {other:?}"),
-    };
-    let out = ok(docker_at(&host).args([
+    let out = ok(docker_direct().args([
         "ps",
         "-a",
         "--filter",
@@ -181,20 +177,9 @@ fn engine_containers(tag: &str) -> HashSet<String> {
     ]));
     let names: HashSet<String> = out.lines().map(str::to_owned).collect();
     if !names.is_empty() {
-        let mut rm = docker_at(&host);
-        rm.args(["rm", "-f"]).args(&names);
-        ok(&mut rm);
+        ok(docker_direct().args(["rm", "-f"]).args(&names));
     }
     names
-}
-
-/// Every record of the store at `path` (the gateway stopped), after a verified chain;
-/// also what `verify` knows of losses.
-fn chain(path: &Path) -> (Vec<Record>, portcullis::audit::Verified) {
-    let store = portcullis::audit::report::open(path).expect("open the store");
-    let verified = store.verify().expect("an intact chain");
-    let records = store.iter_chain().map(|r| r.expect("record").0).collect();
-    (records, verified)
 }
 
 /// The names whose creation has a decision record (or a single record) in `records`.
@@ -204,6 +189,18 @@ fn created_on_record(records: &[Record]) -> HashMap<String, &Record> {
         .filter(|r| r.endpoint == "container.create" && r.stage != Some(Stage::Outcome))
         .filter_map(|r| Some((r.object.clone()?, r)))
         .collect()
+}
+
+/// Fails naming the containers the engine holds whose creation has no record.
+fn every_container_recorded(held: &HashSet<String>, on_record: &HashMap<String, &Record>) {
+    let unrecorded: Vec<&String> = held
+        .iter()
+        .filter(|n| !on_record.contains_key(*n))
+        .collect();
+    assert!(
+        unrecorded.is_empty(),
+        "containers the engine holds without a record: {unrecorded:?}"
+    );
 }
 
 #[test]
@@ -256,17 +253,10 @@ fn a_full_disk_is_refused_before_forwarding_and_recovered_from_without_a_restart
         gw.log()
     );
 
-    let (records, verified) = chain(&store);
+    let (records, verified) = audit_store_chain(&store);
     let on_record = created_on_record(&records);
     let held = engine_containers(&tag);
-    let unrecorded: Vec<&String> = held
-        .iter()
-        .filter(|n| !on_record.contains_key(*n))
-        .collect();
-    assert!(
-        unrecorded.is_empty(),
-        "containers the engine holds without a record: {unrecorded:?}"
-    );
+    every_container_recorded(&held, &on_record);
     for a in &answers {
         match a.status {
             201 => assert!(
@@ -329,7 +319,7 @@ fn killed_under_load(durability: &str) -> (Vec<Answer>, Instant, HashSet<String>
     };
     gw.stop();
     let held = engine_containers(&tag);
-    let (records, _) = chain(&store);
+    let (records, _) = audit_store_chain(&store);
     (answers, killed, held, records)
 }
 
@@ -337,14 +327,7 @@ fn killed_under_load(durability: &str) -> (Vec<Answer>, Instant, HashSet<String>
 fn kill_9_with_sync_durability_loses_no_decision() {
     let (answers, _, held, records) = killed_under_load("sync");
     let on_record = created_on_record(&records);
-    let unrecorded: Vec<&String> = held
-        .iter()
-        .filter(|n| !on_record.contains_key(*n))
-        .collect();
-    assert!(
-        unrecorded.is_empty(),
-        "containers the engine holds without a record: {unrecorded:?}"
-    );
+    every_container_recorded(&held, &on_record);
     let answered: Vec<&Answer> = answers.iter().filter(|a| a.status == 201).collect();
     assert!(answered.len() >= 20, "{} creates answered", answered.len());
     for a in answered {

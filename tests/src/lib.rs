@@ -1010,18 +1010,27 @@ pub fn audit_config(dir: &Path, rest: &str) -> Config {
 /// Every record of the store in `dir/store`, oldest first, once the gateway has let go of it;
 /// the chain must verify.
 pub fn audit_chain(dir: &Path) -> Vec<portcullis::audit::Record> {
+    audit_store_chain(&dir.join("store")).0
+}
+
+/// Every record of the store at `path`, oldest first, once the gateway has let go of it, and
+/// what `verify` found (the chain must verify).
+pub fn audit_store_chain(
+    path: &Path,
+) -> (Vec<portcullis::audit::Record>, portcullis::audit::Verified) {
     use portcullis::audit::AuditError;
     let store = wait_for(
         "the gateway to release the audit store",
         Duration::from_secs(60),
-        || match portcullis::audit::report::open(&dir.join("store")) {
+        || match portcullis::audit::report::open(path) {
             Ok(s) => Some(s),
             Err(AuditError::Locked { .. }) => None,
             Err(e) => panic!("cannot open the store: {e}"),
         },
     );
-    store.verify().expect("an intact chain");
-    store.iter_chain().map(|r| r.expect("record").0).collect()
+    let verified = store.verify().expect("an intact chain");
+    let records = store.iter_chain().map(|r| r.expect("record").0).collect();
+    (records, verified)
 }
 
 /// The trail of the stopped gateway whose config is in `dir` as `audit list` shows it: one

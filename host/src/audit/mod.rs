@@ -321,12 +321,6 @@ impl AuditLog {
         self.shared.get()
     }
 
-    /// Counts a record that will not be written (its request was refused because the
-    /// store does not take records).
-    pub fn count_unwritten(&self) {
-        self.shared.lose(1);
-    }
-
     /// Records waiting for the writer now (also set as the queue-depth metric).
     pub fn queued(&self) -> usize {
         let queued = self.tx.max_capacity() - self.tx.capacity();
@@ -386,8 +380,14 @@ impl AuditLog {
 
     /// Hands a record to the writer with the configured durability: `sync` waits until it
     /// is on disk, `batch` waits only for room in the queue, `async` never waits (a full
-    /// queue drops the record and counts it). No wait outlasts [`WRITER_WAIT`].
+    /// queue drops the record and counts it). No wait outlasts [`WRITER_WAIT`]. While the
+    /// store does not take records, the record is only counted, into the `audit.dropped`
+    /// record written once it does: nothing waits on a writer that cannot write.
     pub async fn append(&self, record: Record) {
+        if self.unwritable().is_some() {
+            self.shared.lose(1);
+            return;
+        }
         // Encoding happens here, on the request's task: the single writer only hashes.
         let record = match Encoded::new(&record) {
             Ok(e) => e,
@@ -441,6 +441,10 @@ impl AuditLog {
         record: Record,
         view: Option<model::Request>,
     ) {
+        if self.unwritable().is_some() {
+            // Not shaped for nothing: `append` only counts it.
+            return self.append(record).await;
+        }
         let view = view.filter(|_| record.stage != Some(record::Stage::Outcome));
         if self.durability != Durability::Sync {
             if let Ok(permit) = self.pending.clone().try_acquire_owned() {

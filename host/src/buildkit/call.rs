@@ -31,9 +31,6 @@ pub type OutBody = BoxBody<Bytes, BodyError>;
 /// How long a Solve waits for the session it names to be opened, and a status request for
 /// the Solve of its ref: clients send them concurrently.
 const WAIT: Duration = Duration::from_secs(10);
-/// Judged calls the engine acts on besides builds: recorded before they are forwarded.
-const ACTING: [&str; 2] = ["build.prune", "build.history.update"];
-
 /// One mediated tunnel: who opened it, by which policy, and the connection onwards.
 pub struct Tunnel {
     pub gateway: Arc<Gateway>,
@@ -149,7 +146,7 @@ impl Tunnel {
             Rule::History => self.history(body, call).await?,
             Rule::Judged(kind) => self.judged(kind, body, call).await?,
         };
-        if matches!(rule, Rule::Solve | Rule::FrontendSolve) || ACTING.contains(&call.endpoint) {
+        if rule.acts() {
             self.commit(call).await?;
         }
         let body = Full::new(message).map_err(|e| match e {}).boxed();

@@ -31,6 +31,20 @@ pub enum Rule {
     Health,
 }
 
+impl Rule {
+    /// Whether the engine acts on the call (a build, a prune, a history edit): such a call
+    /// is on the record before it is forwarded.
+    pub fn acts(self) -> bool {
+        matches!(
+            self,
+            Rule::Solve
+                | Rule::FrontendSolve
+                | Rule::Judged(Judged::Prune)
+                | Rule::OwnRef(RefCall::UpdateHistory)
+        )
+    }
+}
+
 /// A read or change of one build, by its ref.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RefCall {

@@ -414,10 +414,6 @@ impl Gateway {
         message: String,
     ) {
         let Some(audit) = &self.audit else { return };
-        if audit.unwritable().is_some() {
-            audit.count_unwritten();
-            return;
-        }
         let caller = caller.unwrap_or_else(|| {
             Arc::new(Caller {
                 user: crate::audit::record::UNIDENTIFIED.into(),
@@ -860,12 +856,6 @@ impl Gateway {
     /// otherwise audit plugins shape it after the response is released.
     async fn log(&self, ctx: Context, resp: &Response<Body>) {
         let Some(audit) = &self.audit else { return };
-        if audit.unwritable().is_some() {
-            // Not handed to a writer that cannot take it (or does not answer): counted into
-            // the `audit.dropped` record written once the store takes records again.
-            audit.count_unwritten();
-            return;
-        }
         let chain = ctx.policy.chain.clone();
         if let Some((record, view)) = record::build(ctx, resp) {
             audit.finish(&chain, record, view).await;
